@@ -1,0 +1,426 @@
+//! Balanced training batches (§4 of the protocol), built in parallel and ahead of the model.
+//!
+//! Every random choice of a step is drawn from generators derived from `(seed, step, slot)`, so a
+//! batch does not depend on how many threads built it: the same seed gives the same batches.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{load_rgb, Label};
+use crate::error::{DataError, Result};
+use crate::transform::{normalize_into, random_rotation, resize_bilinear, CutMix};
+
+/// The sampling constants of a training step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchConfig {
+    /// Square side the images are resized to.
+    pub image_size: u32,
+    /// Samples per step, references not counted (official: 48).
+    pub batch_size: usize,
+    /// Reference normals drawn per step and per test batch (official: 5).
+    pub n_ref: usize,
+    /// Chance that a normal slot becomes a CutMix pseudo anomaly (official: 0.5).
+    pub pseudo_prob: f64,
+    /// Rotation range in degrees of `RandomRotation` (official: 180).
+    pub rotation_degrees: f64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            image_size: 448,
+            batch_size: 48,
+            n_ref: 5,
+            pseudo_prob: 0.5,
+            rotation_degrees: 180.0,
+        }
+    }
+}
+
+/// One training step's input: `n_ref` references followed by the batch, as one NCHW buffer
+/// (the official code concatenates them in this order), and the batch's labels.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<Label>,
+    pub n_ref: usize,
+    pub image_size: u32,
+}
+
+impl Batch {
+    /// Number of images in `images`, references included.
+    pub fn len(&self) -> usize {
+        self.n_ref + self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Decoded images resized once to the training size and kept in memory. The official pipeline
+/// resizes first and augments after, so caching the resized image changes nothing.
+#[derive(Clone, Debug)]
+pub struct ImageCache {
+    pub images: Vec<RgbImage>,
+}
+
+impl ImageCache {
+    /// Decodes and resizes `paths` in parallel; the first unreadable file is the error.
+    pub fn load(paths: &[PathBuf], size: u32) -> Result<Self> {
+        let images = paths
+            .par_iter()
+            .map(|p| load_resized(p, size))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { images })
+    }
+}
+
+/// Decodes one image and resizes it to `size × size` the PIL way.
+pub fn load_resized(path: &std::path::Path, size: u32) -> Result<RgbImage> {
+    let img = load_rgb(path)?;
+    Ok(resize_bilinear(&img, size, size))
+}
+
+/// An endless stream of fresh random permutations of `0..n`, as the official sampler.
+struct PermutationStream {
+    rng: ChaCha8Rng,
+    order: Vec<usize>,
+    pos: usize,
+}
+
+impl PermutationStream {
+    fn new(n: usize, seed: u64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            order: (0..n).collect(),
+            pos: n,
+        }
+    }
+    fn next(&mut self) -> usize {
+        if self.pos == self.order.len() {
+            self.order.shuffle(&mut self.rng);
+            self.pos = 0;
+        }
+        self.pos += 1;
+        self.order[self.pos - 1]
+    }
+}
+
+/// What one slot of a step asks for, before augmentation.
+#[derive(Clone, Copy)]
+enum Slot {
+    Normal(usize),
+    Anomaly(usize),
+}
+
+/// Produces the training batches and reference sets of a run.
+pub struct BatchSource {
+    config: BatchConfig,
+    normals: ImageCache,
+    anomalies: ImageCache,
+    cutmix: CutMix,
+    seed: u64,
+    normal_stream: PermutationStream,
+    anomaly_stream: PermutationStream,
+    reference_stream: PermutationStream,
+    reference_draws: u64,
+}
+
+/// Distinct streams of randomness within one seed.
+const STREAM_NORMAL: u64 = 1;
+const STREAM_ANOMALY: u64 = 2;
+const STREAM_REFERENCE: u64 = 3;
+const STREAM_AUGMENT: u64 = 4;
+const STREAM_REFERENCE_AUGMENT: u64 = 5;
+
+fn derive_seed(seed: u64, stream: u64, a: u64, b: u64) -> u64 {
+    // SplitMix64 finaliser over the packed inputs: cheap, and well mixed for nearby inputs.
+    let mut z = seed
+        .wrapping_add(stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(a.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(b.wrapping_mul(0x94D0_49BB_1331_11EB));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl BatchSource {
+    pub fn new(
+        config: BatchConfig,
+        normals: ImageCache,
+        anomalies: ImageCache,
+        seed: u64,
+    ) -> Result<Self> {
+        if normals.images.is_empty() {
+            return Err(DataError::InvalidOption {
+                flag: "--dataset",
+                message: "the training set has no normal images".into(),
+            });
+        }
+        if config.batch_size == 0 {
+            return Err(DataError::InvalidOption {
+                flag: "--batch-size",
+                message: "must be at least 1".into(),
+            });
+        }
+        if !anomalies.images.is_empty() && config.batch_size < 3 {
+            return Err(DataError::InvalidOption {
+                flag: "--batch-size",
+                message: "must be at least 3 to hold normal and anomaly slots".into(),
+            });
+        }
+        Ok(Self {
+            normal_stream: PermutationStream::new(
+                normals.images.len(),
+                derive_seed(seed, STREAM_NORMAL, 0, 0),
+            ),
+            anomaly_stream: PermutationStream::new(
+                anomalies.images.len(),
+                derive_seed(seed, STREAM_ANOMALY, 0, 0),
+            ),
+            reference_stream: PermutationStream::new(
+                normals.images.len(),
+                derive_seed(seed, STREAM_REFERENCE, 0, 0),
+            ),
+            reference_draws: 0,
+            config,
+            normals,
+            anomalies,
+            cutmix: CutMix::default(),
+            seed,
+        })
+    }
+
+    pub fn config(&self) -> &BatchConfig {
+        &self.config
+    }
+
+    /// Normal and anomaly slots of a batch: ⌊2B/3⌋ normals and the rest anomalies when labelled
+    /// anomalies exist (official `BalancedBatchSampler`), else all normals.
+    pub fn slot_counts(&self) -> (usize, usize) {
+        let b = self.config.batch_size;
+        if self.anomalies.images.is_empty() {
+            (b, 0)
+        } else {
+            let n = 2 * b / 3;
+            (n, b - n)
+        }
+    }
+
+    /// The next training step: references first, then the balanced batch.
+    pub fn next_batch(&mut self, step: u64) -> Batch {
+        let (n_normal, n_anomaly) = self.slot_counts();
+        let mut slots = Vec::with_capacity(self.config.n_ref + n_normal + n_anomaly);
+        for _ in 0..self.config.n_ref {
+            slots.push(Slot::Normal(self.reference_stream.next()));
+        }
+        for _ in 0..n_normal {
+            slots.push(Slot::Normal(self.normal_stream.next()));
+        }
+        for _ in 0..n_anomaly {
+            slots.push(Slot::Anomaly(self.anomaly_stream.next()));
+        }
+        let (images, labels) = self.render(&slots, STREAM_AUGMENT, step);
+        Batch {
+            images,
+            labels: labels[self.config.n_ref..].to_vec(),
+            n_ref: self.config.n_ref,
+            image_size: self.config.image_size,
+        }
+    }
+
+    /// A fresh reference set (training transform, as the official reference loader), for a test
+    /// batch. Returns the `n_ref × 3 × H × W` buffer.
+    pub fn next_references(&mut self) -> Vec<f32> {
+        let slots: Vec<Slot> = (0..self.config.n_ref)
+            .map(|_| Slot::Normal(self.reference_stream.next()))
+            .collect();
+        self.reference_draws += 1;
+        self.render(&slots, STREAM_REFERENCE_AUGMENT, self.reference_draws)
+            .0
+    }
+
+    /// Augments and normalises the slots in parallel.
+    fn render(&self, slots: &[Slot], stream: u64, step: u64) -> (Vec<f32>, Vec<Label>) {
+        let size = self.config.image_size as usize;
+        let per_image = 3 * size * size;
+        let mut images = vec![0f32; slots.len() * per_image];
+        let labels: Vec<Label> = images
+            .par_chunks_mut(per_image)
+            .zip(slots.par_iter())
+            .enumerate()
+            .map(|(i, (out, slot))| {
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(derive_seed(self.seed, stream, step, i as u64));
+                let (img, label) = self.augment(*slot, &mut rng);
+                normalize_into(&img, out);
+                label
+            })
+            .collect();
+        (images, labels)
+    }
+
+    /// The official `__getitem__`: a normal slot becomes, with probability `pseudo_prob`, a
+    /// CutMix pseudo anomaly made from a uniformly drawn normal image; every training image is
+    /// then randomly rotated.
+    fn augment(&self, slot: Slot, rng: &mut ChaCha8Rng) -> (RgbImage, Label) {
+        let degrees = self.config.rotation_degrees;
+        match slot {
+            Slot::Normal(i) => {
+                if rng.random_bool(self.config.pseudo_prob) {
+                    let j = rng.random_range(0..self.normals.images.len());
+                    let mixed = self.cutmix.apply(&self.normals.images[j], rng);
+                    (random_rotation(&mixed, degrees, rng), Label::Pseudo)
+                } else {
+                    (
+                        random_rotation(&self.normals.images[i], degrees, rng),
+                        Label::Normal,
+                    )
+                }
+            }
+            Slot::Anomaly(i) => (
+                random_rotation(&self.anomalies.images[i], degrees, rng),
+                Label::Anomaly,
+            ),
+        }
+    }
+}
+
+/// Builds batches on a background thread, `depth` steps ahead of the consumer, so that data
+/// preparation overlaps the model's work.
+pub struct Prefetcher {
+    rx: Receiver<Batch>,
+    handle: Option<JoinHandle<BatchSource>>,
+    waited: Duration,
+}
+
+impl Prefetcher {
+    pub fn spawn(mut source: BatchSource, steps: std::ops::Range<u64>, depth: usize) -> Self {
+        let (tx, rx) = mpsc::sync_channel(depth.max(1));
+        let handle = std::thread::Builder::new()
+            .name("dra-batches".into())
+            .spawn(move || {
+                for step in steps {
+                    if tx.send(source.next_batch(step)).is_err() {
+                        break;
+                    }
+                }
+                source
+            })
+            .expect("spawning the batch thread");
+        Self {
+            rx,
+            handle: Some(handle),
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// The next batch, or `None` when the range of steps is exhausted.
+    pub fn next(&mut self) -> Option<Batch> {
+        let start = Instant::now();
+        let batch = self.rx.recv().ok();
+        self.waited += start.elapsed();
+        batch
+    }
+
+    /// Total time the consumer spent waiting for data.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// Stops the thread and returns the source, whose reference stream continues from here.
+    pub fn finish(mut self) -> BatchSource {
+        drop(std::mem::replace(&mut self.rx, mpsc::sync_channel(1).1));
+        self.handle
+            .take()
+            .expect("finish is called once")
+            .join()
+            .expect("the batch thread does not panic")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(n: usize, size: u32, base: u8) -> ImageCache {
+        ImageCache {
+            images: (0..n)
+                .map(|i| RgbImage::from_pixel(size, size, image::Rgb([base, i as u8 * 10, 7])))
+                .collect(),
+        }
+    }
+
+    fn source(seed: u64) -> BatchSource {
+        let config = BatchConfig {
+            image_size: 16,
+            batch_size: 12,
+            n_ref: 2,
+            ..Default::default()
+        };
+        BatchSource::new(config, cache(9, 16, 50), cache(3, 16, 200), seed).unwrap()
+    }
+
+    #[test]
+    fn balanced_layout_and_labels() {
+        let mut s = source(1);
+        assert_eq!(s.slot_counts(), (8, 4));
+        let b = s.next_batch(0);
+        assert_eq!(b.len(), 14);
+        assert_eq!(b.images.len(), 14 * 3 * 16 * 16);
+        assert!(b.labels[..8].iter().all(|l| *l != Label::Anomaly));
+        assert!(b.labels[8..].iter().all(|l| *l == Label::Anomaly));
+    }
+
+    #[test]
+    fn pseudo_anomalies_appear_at_about_half_rate() {
+        let mut s = source(2);
+        let (mut pseudo, mut normal) = (0, 0);
+        for step in 0..50 {
+            for l in s.next_batch(step).labels {
+                match l {
+                    Label::Pseudo => pseudo += 1,
+                    Label::Normal => normal += 1,
+                    Label::Anomaly => {}
+                }
+            }
+        }
+        let rate = pseudo as f64 / (pseudo + normal) as f64;
+        assert!((0.4..0.6).contains(&rate), "pseudo rate {rate}");
+    }
+
+    #[test]
+    fn same_seed_same_batches_whatever_the_threads() {
+        let a = source(7).next_batch(3);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let b = pool.install(|| source(7).next_batch(3));
+        assert_eq!(a.images, b.images);
+        assert_eq!(a.labels, b.labels);
+        let c = source(8).next_batch(3);
+        assert_ne!(a.images, c.images);
+    }
+
+    #[test]
+    fn prefetcher_yields_every_step_in_order() {
+        let mut direct = source(5);
+        let expected: Vec<_> = (0..4).map(|s| direct.next_batch(s).images).collect();
+        let mut p = Prefetcher::spawn(source(5), 0..4, 2);
+        for e in &expected {
+            assert_eq!(&p.next().unwrap().images, e);
+        }
+        assert!(p.next().is_none());
+        p.finish();
+    }
+}

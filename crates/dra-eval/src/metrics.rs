@@ -1,0 +1,172 @@
+//! Ranking metrics of anomaly scores against 0/1 labels (1 = anomaly).
+
+/// Why a metric is undefined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricError {
+    #[error("scores and labels differ in length ({scores} vs {labels})")]
+    LengthMismatch { scores: usize, labels: usize },
+    #[error(
+        "the test set needs both normal and anomalous samples ({positives} anomalies of {total})"
+    )]
+    OneClass { positives: usize, total: usize },
+    #[error("a score is NaN")]
+    NaN,
+}
+
+fn check(scores: &[f64], labels: &[bool]) -> Result<usize, MetricError> {
+    if scores.len() != labels.len() {
+        return Err(MetricError::LengthMismatch {
+            scores: scores.len(),
+            labels: labels.len(),
+        });
+    }
+    if scores.iter().any(|s| s.is_nan()) {
+        return Err(MetricError::NaN);
+    }
+    let positives = labels.iter().filter(|l| **l).count();
+    if positives == 0 || positives == labels.len() {
+        return Err(MetricError::OneClass {
+            positives,
+            total: labels.len(),
+        });
+    }
+    Ok(positives)
+}
+
+/// Indices sorted by descending score.
+fn descending(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order
+}
+
+/// Area under the ROC curve, as sklearn's `roc_auc_score`: the Mann–Whitney statistic, a tie
+/// between an anomaly and a normal counting one half.
+pub fn auc_roc(scores: &[f64], labels: &[bool]) -> Result<f64, MetricError> {
+    let positives = check(scores, labels)?;
+    let negatives = labels.len() - positives;
+    let order = descending(scores);
+    // Walk groups of tied scores from the top: each positive in a group beats every negative
+    // below the group and ties with the negatives inside it.
+    let mut negatives_below = negatives as f64;
+    let mut wins = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        let (mut pos, mut neg) = (0usize, 0usize);
+        while j < order.len() && scores[order[j]] == scores[order[i]] {
+            if labels[order[j]] {
+                pos += 1;
+            } else {
+                neg += 1;
+            }
+            j += 1;
+        }
+        negatives_below -= neg as f64;
+        wins += pos as f64 * (negatives_below + 0.5 * neg as f64);
+        i = j;
+    }
+    Ok(wins / (positives as f64 * negatives as f64))
+}
+
+/// Average precision, as sklearn's `average_precision_score`: Σ (Rₙ − Rₙ₋₁)·Pₙ over the
+/// distinct score thresholds, from the highest down (a step function, no interpolation).
+pub fn auc_pr(scores: &[f64], labels: &[bool]) -> Result<f64, MetricError> {
+    let positives = check(scores, labels)? as f64;
+    let order = descending(scores);
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut last_recall = 0.0;
+    let mut ap = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j < order.len() && scores[order[j]] == scores[order[i]] {
+            if labels[order[j]] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        let recall = tp as f64 / positives;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - last_recall) * precision;
+        last_recall = recall;
+        i = j;
+    }
+    Ok(ap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+
+    #[test]
+    fn roc_by_hand() {
+        // sklearn: roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+        close(
+            auc_roc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap(),
+            0.75,
+        );
+        // Perfect and reversed rankings.
+        close(auc_roc(&[1.0, 2.0], &[false, true]).unwrap(), 1.0);
+        close(auc_roc(&[2.0, 1.0], &[false, true]).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn roc_counts_ties_half() {
+        // All scores equal → 0.5. One positive tied with one of two negatives → (1 + 0.5) / 2.
+        close(
+            auc_roc(&[1.0; 4], &[true, false, true, false]).unwrap(),
+            0.5,
+        );
+        close(
+            auc_roc(&[0.0, 1.0, 1.0], &[false, false, true]).unwrap(),
+            0.75,
+        );
+    }
+
+    #[test]
+    fn average_precision_by_hand() {
+        // sklearn: average_precision_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.8333…
+        close(
+            auc_pr(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap(),
+            (0.5 * 1.0) + (0.5 * 2.0 / 3.0),
+        );
+        // Ties form one threshold: all tied → AP = prevalence.
+        close(
+            auc_pr(&[0.5; 4], &[true, false, false, false]).unwrap(),
+            0.25,
+        );
+        // sklearn: average_precision_score([1, 0, 1, 0, 1], [0.9, 0.9, 0.5, 0.4, 0.1]) == 0.5888…
+        // thresholds 0.9 (R=1/3, P=1/2), 0.5 (R=2/3, P=2/3), 0.4 (P=2/4), 0.1 (R=1, P=3/5)
+        close(
+            auc_pr(
+                &[0.9, 0.9, 0.5, 0.4, 0.1],
+                &[true, false, true, false, true],
+            )
+            .unwrap(),
+            (1.0 / 3.0) * 0.5 + (1.0 / 3.0) * (2.0 / 3.0) + (1.0 / 3.0) * 0.6,
+        );
+    }
+
+    #[test]
+    fn undefined_cases_are_errors() {
+        assert!(matches!(
+            auc_roc(&[1.0, 2.0], &[true, true]),
+            Err(MetricError::OneClass { .. })
+        ));
+        assert!(matches!(
+            auc_pr(&[1.0], &[true, false]),
+            Err(MetricError::LengthMismatch { .. })
+        ));
+        assert_eq!(
+            auc_roc(&[f64::NAN, 1.0], &[true, false]),
+            Err(MetricError::NaN)
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Paper-style result tables: a row per data set, a column per setting, cells `mean±std`,
+//! held in a polars `DataFrame` and written as Markdown and CSV.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::summary::MeanStd;
+
+/// Builds a table cell by cell; rows and columns keep their order of first appearance.
+#[derive(Clone, Debug, Default)]
+pub struct TableBuilder {
+    first_column: String,
+    rows: Vec<String>,
+    columns: Vec<String>,
+    cells: BTreeMap<(usize, usize), String>,
+}
+
+impl TableBuilder {
+    /// `first_column` names the row labels, e.g. `Dataset`.
+    pub fn new(first_column: impl Into<String>) -> Self {
+        Self {
+            first_column: first_column.into(),
+            ..Default::default()
+        }
+    }
+
+    fn index(list: &mut Vec<String>, key: &str) -> usize {
+        match list.iter().position(|k| k == key) {
+            Some(i) => i,
+            None => {
+                list.push(key.to_string());
+                list.len() - 1
+            }
+        }
+    }
+
+    /// Declares a column so that it appears (in this position) even if it stays empty.
+    pub fn column(&mut self, column: &str) -> &mut Self {
+        Self::index(&mut self.columns, column);
+        self
+    }
+
+    /// Sets a cell to free text.
+    pub fn text(&mut self, row: &str, column: &str, text: impl Into<String>) -> &mut Self {
+        let r = Self::index(&mut self.rows, row);
+        let c = Self::index(&mut self.columns, column);
+        self.cells.insert((r, c), text.into());
+        self
+    }
+
+    /// Sets a cell to `mean±std`.
+    pub fn mean_std(&mut self, row: &str, column: &str, value: MeanStd) -> &mut Self {
+        self.text(row, column, value.to_string())
+    }
+
+    /// The table as a `DataFrame` of strings; empty cells are `-`.
+    pub fn build(&self) -> PolarsResult<DataFrame> {
+        let mut columns = vec![Column::new(
+            self.first_column.as_str().into(),
+            self.rows.clone(),
+        )];
+        for (c, name) in self.columns.iter().enumerate() {
+            let values: Vec<String> = (0..self.rows.len())
+                .map(|r| {
+                    self.cells
+                        .get(&(r, c))
+                        .cloned()
+                        .unwrap_or_else(|| "-".into())
+                })
+                .collect();
+            columns.push(Column::new(name.as_str().into(), values));
+        }
+        DataFrame::new_infer_height(columns)
+    }
+}
+
+/// Renders a table of string columns as GitHub Markdown.
+pub fn to_markdown(df: &DataFrame) -> PolarsResult<String> {
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let mut out = format!("| {} |\n", names.join(" | "));
+    out += &format!("|{}\n", "---|".repeat(names.len()));
+    let columns: Vec<&StringChunked> = df
+        .columns()
+        .iter()
+        .map(|c| c.str())
+        .collect::<PolarsResult<_>>()?;
+    for r in 0..df.height() {
+        let cells: Vec<&str> = columns.iter().map(|c| c.get(r).unwrap_or("-")).collect();
+        out += &format!("| {} |\n", cells.join(" | "));
+    }
+    Ok(out)
+}
+
+/// Writes the table as CSV with a header row.
+pub fn write_csv(df: &mut DataFrame, path: &Path) -> PolarsResult<()> {
+    let file = std::fs::File::create(path)?;
+    CsvWriter::new(file).include_header(true).finish(df)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_markdown_and_csv() {
+        let mut t = TableBuilder::new("Dataset");
+        t.column("10-shot").column("1-shot");
+        t.mean_std("carpet", "10-shot", MeanStd::of(&[0.94, 0.96]).unwrap());
+        t.text("grid", "1-shot", "absent");
+        let mut df = t.build().unwrap();
+        let md = to_markdown(&df).unwrap();
+        assert_eq!(
+            md,
+            "| Dataset | 10-shot | 1-shot |\n|---|---|---|\n| carpet | 0.950±0.010 | - |\n| grid | - | absent |\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        write_csv(&mut df, &path).unwrap();
+        let csv = std::fs::read_to_string(path).unwrap();
+        assert_eq!(csv.lines().next().unwrap(), "Dataset,10-shot,1-shot");
+        assert!(csv.contains("carpet,0.950±0.010,-"));
+    }
+}

@@ -1,0 +1,206 @@
+//! The whole DRA model: backbone plus the four heads on a two-level image pyramid.
+
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::heads::{CompositeHead, HolisticHead, PlainHead};
+use crate::resnet::ResNet18;
+
+/// The model's constants (official defaults in `Default`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DraConfig {
+    /// Fraction of feature-map cells averaged by the top-K heads (`--topk`, 0.1).
+    pub topk_rate: f64,
+    /// Reference images that lead each forward batch (`--nRef`, 5).
+    pub n_ref: usize,
+    /// Levels of the image pyramid (`--n_scales`, 2): full size, then halved each level.
+    pub n_scales: usize,
+}
+
+impl Default for DraConfig {
+    fn default() -> Self {
+        Self {
+            topk_rate: 0.1,
+            n_ref: 5,
+            n_scales: 2,
+        }
+    }
+}
+
+/// Per-image scores of the four heads, each `(B,)` and averaged over the pyramid's scales.
+#[derive(Debug, Clone)]
+pub struct HeadScores {
+    /// g_n, normality (trained towards 1 on normals).
+    pub normal: Tensor,
+    /// g_s, seen abnormality.
+    pub seen: Tensor,
+    /// g_p, pseudo abnormality.
+    pub pseudo: Tensor,
+    /// g_r, latent residual abnormality.
+    pub residual: Tensor,
+}
+
+impl HeadScores {
+    /// The test-time anomaly score s = −g_n + g_s + g_p + g_r, `(B,)`.
+    pub fn anomaly_score(&self) -> Result<Tensor> {
+        ((&self.seen + &self.pseudo)? + &self.residual)? - &self.normal
+    }
+}
+
+/// DRA with the official module names: `feature_extractor.net.*`, `holistic_head.*`,
+/// `seen_head.*`, `pseudo_head.*`, `composite_head.*`.
+#[derive(Debug, Clone)]
+pub struct Dra {
+    feature_extractor: ResNet18,
+    holistic_head: HolisticHead,
+    seen_head: PlainHead,
+    pseudo_head: PlainHead,
+    composite_head: CompositeHead,
+    config: DraConfig,
+}
+
+impl Dra {
+    pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
+        let c = ResNet18::OUT_CHANNELS;
+        Ok(Self {
+            feature_extractor: ResNet18::new(vb.pp("feature_extractor").pp("net"))?,
+            holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,
+            seen_head: PlainHead::new(c, config.topk_rate, vb.pp("seen_head"))?,
+            pseudo_head: PlainHead::new(c, config.topk_rate, vb.pp("pseudo_head"))?,
+            composite_head: CompositeHead::new(c, config.topk_rate, vb.pp("composite_head"))?,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &DraConfig {
+        &self.config
+    }
+
+    /// Scores a batch whose first `n_ref` images are the references, as the official
+    /// `DRA.forward`. In training every head scores every image (BatchNorm in train mode);
+    /// which rows each head's loss sees is the loss's business ([`crate::DraLoss`]), which
+    /// gives the same values and gradients as the official per-head row selection.
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<HeadScores> {
+        let n_ref = self.config.n_ref;
+        let total = images.dim(0)?;
+        if total <= n_ref {
+            candle_core::bail!("a DRA batch needs more than {n_ref} images (the references)");
+        }
+        let mut per_head: [Vec<Tensor>; 4] = Default::default();
+        for s in 0..self.config.n_scales {
+            let scaled = if s == 0 {
+                images.clone()
+            } else {
+                downsample_nearest(images, s)?
+            };
+            let features = self.feature_extractor.forward_t(&scaled, train)?;
+            let references = features.narrow(0, 0, n_ref)?;
+            let features = features.narrow(0, n_ref, total - n_ref)?;
+            per_head[0].push(self.holistic_head.forward(&features)?);
+            per_head[1].push(self.seen_head.forward(&features)?);
+            per_head[2].push(self.pseudo_head.forward(&features)?);
+            per_head[3].push(
+                self.composite_head
+                    .forward_t(&features, &references, train)?,
+            );
+        }
+        let [normal, seen, pseudo, residual] =
+            per_head.map(|scores| Tensor::stack(&scores, 1).and_then(|t| t.mean(1)));
+        Ok(HeadScores {
+            normal: normal?,
+            seen: seen?,
+            pseudo: pseudo?,
+            residual: residual?,
+        })
+    }
+}
+
+/// PyTorch's `F.interpolate(x, size=(H >> s, W >> s))` (mode `nearest`) of an NCHW batch.
+pub(crate) fn downsample_nearest(x: &Tensor, level: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let index = |input: usize| -> Result<Tensor> {
+        let output = (input >> level).max(1);
+        let scale = input as f32 / output as f32;
+        let idx: Vec<u32> = (0..output)
+            .map(|i| {
+                if input == 2 * output {
+                    (2 * i) as u32
+                } else {
+                    ((i as f32 * scale).floor() as usize).min(input - 1) as u32
+                }
+            })
+            .collect();
+        Tensor::new(idx.as_slice(), x.device())
+    };
+    x.index_select(&index(h)?, 2)?.index_select(&index(w)?, 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn parameter_names_follow_the_official_state_dict() -> Result<()> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        Dra::new(DraConfig::default(), vb)?;
+        let data = varmap.data().lock().unwrap();
+        for name in [
+            "feature_extractor.net.conv1.weight",
+            "feature_extractor.net.bn1.running_var",
+            "feature_extractor.net.layer2.0.downsample.0.weight",
+            "feature_extractor.net.layer4.1.bn2.bias",
+            "holistic_head.fc1.weight",
+            "holistic_head.fc2.bias",
+            "seen_head.scoring.weight",
+            "pseudo_head.scoring.bias",
+            "composite_head.conv.0.weight",
+            "composite_head.conv.1.running_mean",
+            "composite_head.scoring.weight",
+        ] {
+            assert!(data.contains_key(name), "missing {name}");
+        }
+        let params: usize = data
+            .iter()
+            .filter(|(n, _)| !crate::is_buffer(n))
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        // 11.18 M backbone + 2.36 M composite conv (+ BN) + 0.13 M holistic + 3 × 513.
+        assert_eq!(params, 11_176_512 + 2_359_808 + 1_024 + 131_585 + 3 * 513);
+        Ok(())
+    }
+
+    #[test]
+    fn forward_shapes_and_score() -> Result<()> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let config = DraConfig {
+            n_ref: 2,
+            ..Default::default()
+        };
+        let model = Dra::new(config, vb)?;
+        let x = Tensor::randn(0f32, 1., (5, 3, 64, 64), &Device::Cpu)?;
+        let s = model.forward_t(&x, true)?;
+        assert_eq!(s.normal.dims(), [3]);
+        assert_eq!(s.residual.dims(), [3]);
+        assert_eq!(s.anomaly_score()?.dims(), [3]);
+        for t in [&s.normal, &s.seen, &s.pseudo, &s.residual] {
+            assert!(
+                t.to_vec1::<f32>()?.iter().all(|v| *v >= 0.0),
+                "scores are absolute values"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn downsample_keeps_every_second_pixel() -> Result<()> {
+        let x = Tensor::arange(0f32, 16., &Device::Cpu)?.reshape((1, 1, 4, 4))?;
+        let y = downsample_nearest(&x, 1)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [0., 2., 8., 10.]);
+        Ok(())
+    }
+}

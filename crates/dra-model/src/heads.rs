@@ -1,0 +1,161 @@
+//! The four DRA heads (`modeling/net.py` of the official code), one struct each.
+
+use candle_core::{Module, ModuleT, Result, Tensor, D};
+use candle_nn::{conv2d, linear, BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+use crate::resnet::bn;
+
+/// Mean of the `K = max(⌊rate·h·w⌋, 1)` largest values of each row of `(B, N)` scores.
+/// Gradients reach exactly the selected cells (sort → gather).
+pub fn top_k_mean(scores: &Tensor, rate: f64) -> Result<Tensor> {
+    let n = scores.dim(1)?;
+    // The official code computes int(n * rate) in double precision; keep that rounding.
+    let k = ((n as f64 * rate) as usize).max(1);
+    let order = scores
+        .arg_sort_last_dim(false)?
+        .narrow(1, 0, k)?
+        .contiguous()?;
+    scores.contiguous()?.gather(&order, 1)?.mean(1)
+}
+
+/// Seen- and pseudo-abnormality heads: a 1×1 convolution scores every cell of the feature map;
+/// the image's score is the top-K mean of the absolute cell scores.
+#[derive(Debug, Clone)]
+pub struct PlainHead {
+    scoring: Conv2d,
+    topk_rate: f64,
+}
+
+impl PlainHead {
+    pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
+        let scoring = conv2d(in_channels, 1, 1, Conv2dConfig::default(), vb.pp("scoring"))?;
+        Ok(Self { scoring, topk_rate })
+    }
+
+    /// Per-cell absolute scores, `(B, h·w)`: the map behind the head's score (and heat maps).
+    pub fn cell_scores(&self, features: &Tensor) -> Result<Tensor> {
+        self.scoring.forward(features)?.flatten_from(1)?.abs()
+    }
+
+    /// One score per image, `(B,)`.
+    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
+        top_k_mean(&self.cell_scores(features)?, self.topk_rate)
+    }
+}
+
+/// Latent-residual head: the mean reference feature map minus the query's, through a 3×3
+/// convolution, BatchNorm and ReLU, then scored as a [`PlainHead`].
+#[derive(Debug, Clone)]
+pub struct CompositeHead {
+    conv: Conv2d,
+    bn: BatchNorm,
+    plain: PlainHead,
+}
+
+impl CompositeHead {
+    pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
+        let config = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv: conv2d(in_channels, in_channels, 3, config, vb.pp("conv").pp("0"))?,
+            bn: bn(in_channels, vb.pp("conv").pp("1"))?,
+            plain: PlainHead::new(in_channels, topk_rate, vb)?,
+        })
+    }
+
+    fn residual_map(&self, features: &Tensor, references: &Tensor, train: bool) -> Result<Tensor> {
+        let mean_ref = references.mean_keepdim(0)?;
+        let residual = mean_ref.broadcast_sub(features)?;
+        let x = self.conv.forward(&residual)?;
+        self.bn.forward_t(&x, train)?.relu()
+    }
+
+    /// Per-cell absolute scores `(B, h·w)`.
+    pub fn cell_scores(
+        &self,
+        features: &Tensor,
+        references: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.plain
+            .cell_scores(&self.residual_map(features, references, train)?)
+    }
+
+    /// One score per image, `(B,)`. `references` are the reference images' feature maps.
+    pub fn forward_t(&self, features: &Tensor, references: &Tensor, train: bool) -> Result<Tensor> {
+        top_k_mean(
+            &self.cell_scores(features, references, train)?,
+            self.plain.topk_rate,
+        )
+    }
+}
+
+/// Normality head: global average pooling, 512 → 256 → ReLU → 1, absolute value. Trained
+/// towards 1 on normal images and subtracted from the anomaly score.
+#[derive(Debug, Clone)]
+pub struct HolisticHead {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl HolisticHead {
+    pub fn new(in_channels: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc1: linear(in_channels, 256, vb.pp("fc1"))?,
+            fc2: linear(256, 1, vb.pp("fc2"))?,
+        })
+    }
+
+    /// One score per image, `(B,)`.
+    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
+        let pooled = features.mean(D::Minus1)?.mean(D::Minus1)?;
+        let hidden = self.fc1.forward(&pooled)?.relu()?;
+        self.fc2.forward(&hidden)?.abs()?.squeeze(1)
+    }
+}
+
+impl ModuleT for HolisticHead {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
+        self.forward(xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn top_k_follows_the_official_rounding() -> Result<()> {
+        let dev = Device::Cpu;
+        // 196 cells (14×14) → K = 19; 49 → 4; 4 → 1 (floor 0.4, then at least one).
+        for (n, k) in [(196usize, 19usize), (49, 4), (4, 1), (70, 7)] {
+            let row: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let t = Tensor::from_vec(row, (1, n), &dev)?;
+            let got = top_k_mean(&t, 0.1)?.to_vec1::<f32>()?[0];
+            let want = (n - k..n).map(|i| i as f32).sum::<f32>() / k as f32;
+            assert!((got - want).abs() < 1e-4, "n={n}: {got} vs {want}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn top_k_gradient_reaches_only_selected_cells() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::new(
+            &[[3f32, -1., 7., 2., 0., 5., 1., 4., 6., 8.]],
+            &dev,
+        )?)?;
+        let y = top_k_mean(x.as_tensor(), 0.2)?; // K = 2: 8 and 7
+        let g = y
+            .sum_all()?
+            .backward()?
+            .get(x.as_tensor())
+            .unwrap()
+            .to_vec2::<f32>()?;
+        assert_eq!(g[0], [0., 0., 0.5, 0., 0., 0., 0., 0., 0., 0.5]);
+        Ok(())
+    }
+}

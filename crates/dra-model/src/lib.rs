@@ -1,0 +1,28 @@
+//! The DRA network (Ding, Pang & Shen, CVPR 2022) in candle.
+//!
+//! [`Dra`] is a ResNet-18 feature extractor with train-mode BatchNorm and four heads: seen
+//! abnormality, pseudo abnormality, latent residual abnormality and normality, each run on a
+//! two-level image pyramid. Parameter names follow the official model's `state_dict`, so
+//! weights move between the two implementations by name.
+
+mod dra;
+mod heads;
+mod init;
+mod loss;
+mod maxpool;
+mod resnet;
+
+pub use dra::{Dra, DraConfig, HeadScores};
+pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
+pub use init::reset_parameters;
+pub use loss::{DraLoss, LossKind, LossParts};
+pub use maxpool::max_pool2d;
+pub use resnet::ResNet18;
+
+/// Names of the tensors that are state, not parameters: they are saved with the model but
+/// never given to the optimiser.
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
+}

@@ -1,0 +1,125 @@
+//! torchvision's ResNet-18 up to `layer4` (512 channels, stride 32), with its tensor names and
+//! BatchNorm that uses batch statistics in training, as DRA fine-tunes it.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{
+    batch_norm, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder,
+};
+
+use crate::maxpool::max_pool2d;
+
+/// PyTorch's `BatchNorm2d` defaults: eps 1e-5, momentum 0.1, affine.
+pub(crate) fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    let config = BatchNormConfig {
+        eps: 1e-5,
+        remove_mean: true,
+        affine: true,
+        momentum: 0.1,
+    };
+    batch_norm(channels, config, vb)
+}
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let config = Conv2dConfig {
+        padding: k / 2,
+        stride,
+        ..Default::default()
+    };
+    conv2d_no_bias(cin, cout, k, config, vb)
+}
+
+/// torchvision's `BasicBlock`.
+#[derive(Debug, Clone)]
+struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let downsample = if stride != 1 || cin != cout {
+            let d = vb.pp("downsample");
+            Some((conv(cin, cout, 1, stride, d.pp("0"))?, bn(cout, d.pp("1"))?))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv(cin, cout, 3, stride, vb.pp("conv1"))?,
+            bn1: bn(cout, vb.pp("bn1"))?,
+            conv2: conv(cout, cout, 3, 1, vb.pp("conv2"))?,
+            bn2: bn(cout, vb.pp("bn2"))?,
+            downsample,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward(x)?;
+        let y = self.bn1.forward_t(&y, train)?.relu()?;
+        let y = self.conv2.forward(&y)?;
+        let y = self.bn2.forward_t(&y, train)?;
+        let identity = match &self.downsample {
+            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            None => x.clone(),
+        };
+        (y + identity)?.relu()
+    }
+}
+
+/// The feature extractor: stem → max-pool → layer1..layer4.
+#[derive(Debug, Clone)]
+pub struct ResNet18 {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    layers: Vec<Vec<BasicBlock>>,
+}
+
+impl ResNet18 {
+    /// Number of output channels.
+    pub const OUT_CHANNELS: usize = 512;
+
+    /// Builds the network from `vb`, whose prefix is the torchvision model's root (for DRA,
+    /// `feature_extractor.net`).
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let conv1 = conv2d_no_bias(
+            3,
+            64,
+            7,
+            Conv2dConfig {
+                padding: 3,
+                stride: 2,
+                ..Default::default()
+            },
+            vb.pp("conv1"),
+        )?;
+        let bn1 = bn(64, vb.pp("bn1"))?;
+        let mut layers = Vec::new();
+        let mut cin = 64;
+        for (i, cout) in [64, 128, 256, 512].into_iter().enumerate() {
+            let stride = if i == 0 { 1 } else { 2 };
+            let lvb = vb.pp(format!("layer{}", i + 1));
+            layers.push(vec![
+                BasicBlock::new(cin, cout, stride, lvb.pp("0"))?,
+                BasicBlock::new(cout, cout, 1, lvb.pp("1"))?,
+            ]);
+            cin = cout;
+        }
+        Ok(Self { conv1, bn1, layers })
+    }
+}
+
+impl ModuleT for ResNet18 {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.conv1.forward(x)?;
+        let x = self.bn1.forward_t(&x, train)?.relu()?;
+        let mut x = max_pool2d(&x, 3, 2, 1)?;
+        for layer in &self.layers {
+            for block in layer {
+                x = block.forward_t(&x, train)?;
+            }
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,268 @@
+//! The one typed configuration of a training run: every constant of the official protocol,
+//! with the `paper` and `quick` profiles. It is written to the run's `config.json`.
+
+use dra_data::{BatchConfig, Setting, SplitConfig};
+use dra_model::{DraConfig, LossKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+
+/// A named set of defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Exactly the official code: 448 px, batch 48 + 5 references, 30 epochs × 20 steps.
+    Paper,
+    /// A CPU-sized schedule that still learns: small images, shorter training, a larger step.
+    Quick,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Paper => "paper",
+            Self::Quick => "quick",
+        })
+    }
+}
+
+/// Every setting of a run. Field docs give the official value (the `paper` profile).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub profile: Profile,
+    /// Square input side in pixels (448).
+    pub image_size: u32,
+    /// Samples per step, references not counted (48).
+    pub batch_size: usize,
+    /// Reference normals per step and per test batch (5).
+    pub n_ref: usize,
+    pub epochs: usize,
+    /// Steps per epoch (20).
+    pub steps_per_epoch: usize,
+    /// Labelled anomalies for training (10 or 1).
+    pub n_anomaly: usize,
+    /// General setting, or hard setting with a known class.
+    pub setting: Setting,
+    /// Seed of the NumPy-compatible shuffle that picks the labelled anomalies (42).
+    pub split_seed: u32,
+    /// General setting: first test anomaly in the shuffled list (default: `n_anomaly`).
+    pub test_threshold: Option<usize>,
+    /// Top-K rate of the MIL heads (0.1).
+    pub topk_rate: f64,
+    /// Pyramid levels (2).
+    pub n_scales: usize,
+    /// Chance that a normal slot becomes a CutMix pseudo anomaly (0.5).
+    pub pseudo_prob: f64,
+    /// `RandomRotation` range in degrees (180).
+    pub rotation_degrees: f64,
+    pub loss: LossKind,
+    /// Adam learning rate (2e-4; the paper's text says 1e-3).
+    pub lr: f64,
+    /// Adam's coupled L2 weight decay (1e-5; the paper's text says 1e-2).
+    pub weight_decay: f64,
+    /// StepLR: the rate is multiplied by `lr_gamma` every `lr_step_size` epochs (10, 0.1).
+    pub lr_step_size: usize,
+    pub lr_gamma: f64,
+    /// Global gradient-norm clip (1.0).
+    pub clip_norm: f64,
+    /// Seed of everything random in training: initial weights, sampling, augmentation.
+    pub seed: u64,
+    /// Test images per forward pass, each batch with fresh references (48).
+    pub eval_batch_size: usize,
+}
+
+impl TrainConfig {
+    /// The official protocol (§4).
+    pub fn paper() -> Self {
+        Self {
+            profile: Profile::Paper,
+            image_size: 448,
+            batch_size: 48,
+            n_ref: 5,
+            epochs: 30,
+            steps_per_epoch: 20,
+            n_anomaly: 10,
+            setting: Setting::General,
+            split_seed: 42,
+            test_threshold: None,
+            topk_rate: 0.1,
+            n_scales: 2,
+            pseudo_prob: 0.5,
+            rotation_degrees: 180.0,
+            loss: LossKind::Deviation,
+            lr: 2e-4,
+            weight_decay: 1e-5,
+            lr_step_size: 10,
+            lr_gamma: 0.1,
+            clip_norm: 1.0,
+            seed: 0,
+            eval_batch_size: 48,
+        }
+    }
+
+    /// Small enough for two CPU cores in minutes, on the same model and loss. Trained from
+    /// scratch (no ImageNet weights exist on such machines), so the step is larger.
+    pub fn quick() -> Self {
+        Self {
+            profile: Profile::Quick,
+            image_size: 64,
+            batch_size: 24,
+            epochs: 8,
+            steps_per_epoch: 10,
+            lr: 1e-3,
+            lr_step_size: 6,
+            ..Self::paper()
+        }
+    }
+
+    pub fn for_profile(profile: Profile) -> Self {
+        match profile {
+            Profile::Paper => Self::paper(),
+            Profile::Quick => Self::quick(),
+        }
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.epochs * self.steps_per_epoch
+    }
+
+    /// StepLR stepped at the start of each epoch before training, as the official loop does:
+    /// epoch e trains at lr · γ^⌊(e + 1) / step⌋.
+    pub fn lr_at_epoch(&self, epoch: usize) -> f64 {
+        self.lr * self.lr_gamma.powi(((epoch + 1) / self.lr_step_size) as i32)
+    }
+
+    pub fn batch_config(&self) -> BatchConfig {
+        BatchConfig {
+            image_size: self.image_size,
+            batch_size: self.batch_size,
+            n_ref: self.n_ref,
+            pseudo_prob: self.pseudo_prob,
+            rotation_degrees: self.rotation_degrees,
+        }
+    }
+
+    pub fn model_config(&self) -> DraConfig {
+        DraConfig {
+            topk_rate: self.topk_rate,
+            n_ref: self.n_ref,
+            n_scales: self.n_scales,
+        }
+    }
+
+    pub fn split_config(&self) -> SplitConfig {
+        SplitConfig {
+            n_anomaly: self.n_anomaly,
+            setting: self.setting.clone(),
+            split_seed: self.split_seed,
+            test_threshold: self.test_threshold,
+        }
+    }
+
+    /// Rejects impossible settings, naming the flag.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad =
+            |flag: &'static str, message: String| Err(TrainError::InvalidOption { flag, message });
+        let min_size = 32u32 << self.n_scales.saturating_sub(1).min(8);
+        if self.n_scales == 0 {
+            return bad("--n-scales", "must be at least 1".into());
+        }
+        if self.image_size < min_size {
+            return bad(
+                "--image-size",
+                format!(
+                    "{} px is too small: with {} pyramid level(s) the smallest input must give a feature map, so at least {min_size} px",
+                    self.image_size, self.n_scales
+                ),
+            );
+        }
+        if self.batch_size == 0 || (self.n_anomaly > 0 && self.batch_size < 3) {
+            return bad(
+                "--batch-size",
+                "must be at least 3 (normal and anomaly slots)".into(),
+            );
+        }
+        if self.n_ref == 0 {
+            return bad("--n-ref", "must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return bad("--epochs", "must be at least 1".into());
+        }
+        if self.steps_per_epoch == 0 {
+            return bad("--steps-per-epoch", "must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(
+                "--lr",
+                format!("must be a positive number, got {}", self.lr),
+            );
+        }
+        if !(self.topk_rate > 0.0 && self.topk_rate <= 1.0) {
+            return bad(
+                "--topk",
+                format!("must lie in (0, 1], got {}", self.topk_rate),
+            );
+        }
+        if self.lr_step_size == 0 {
+            return bad("--lr-step-size", "must be at least 1".into());
+        }
+        if self.eval_batch_size == 0 {
+            return bad("--eval-batch-size", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.pseudo_prob) {
+            return bad("--pseudo-prob", "must lie in [0, 1]".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_lr_matches_the_official_schedule() {
+        let c = TrainConfig::paper();
+        let lrs: Vec<f64> = (0..30).map(|e| c.lr_at_epoch(e)).collect();
+        assert!(lrs[..9].iter().all(|&l| (l - 2e-4).abs() < 1e-12));
+        assert!(lrs[9..19].iter().all(|&l| (l - 2e-5).abs() < 1e-12));
+        assert!(lrs[19..29].iter().all(|&l| (l - 2e-6).abs() < 1e-13));
+        assert!((lrs[29] - 2e-7).abs() < 1e-14);
+    }
+
+    #[test]
+    fn paper_profile_is_the_protocol() {
+        let c = TrainConfig::paper();
+        assert_eq!(
+            (
+                c.image_size,
+                c.batch_size,
+                c.n_ref,
+                c.epochs,
+                c.steps_per_epoch
+            ),
+            (448, 48, 5, 30, 20)
+        );
+        assert_eq!(c.total_steps(), 600);
+        c.validate().unwrap();
+        TrainConfig::quick().validate().unwrap();
+    }
+
+    #[test]
+    fn impossible_options_name_the_flag() {
+        let mut c = TrainConfig::quick();
+        c.image_size = 40;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--image-size"));
+        let mut c = TrainConfig::quick();
+        c.epochs = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--epochs"));
+    }
+}

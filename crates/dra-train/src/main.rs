@@ -1,0 +1,205 @@
+//! `dra`: train DRA on a data set in the MVTec AD layout, and manage the embedded data.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use dra_data::{synthetic, Setting};
+use dra_model::LossKind;
+use dra_train::{DatasetName, Profile, RunRequest, TrainConfig};
+
+/// Open-set supervised anomaly detection with DRA (Ding, Pang & Shen, CVPR 2022).
+#[derive(Parser)]
+#[command(name = "dra", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model, score the test set and write a run directory.
+    Train(TrainArgs),
+    /// Data utilities.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Write the embedded synthetic data set (MVTec AD layout).
+    Generate {
+        /// Folder to write the categories into.
+        #[arg(long, default_value = "data/synthetic")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Data set: `mvtec/<category>` (any folder in MVTec AD layout) or `synthetic/<category>`
+    /// (generated on first use; categories: weave, granite, washer).
+    #[arg(long)]
+    dataset: String,
+    /// Folder holding data sets under their default names: `mvtec_anomaly_detection/` for
+    /// MVTec AD, `synthetic/` for the embedded set (default `data/`).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// One data set's own folder instead (for mvtec: the folder holding the categories).
+    #[arg(long)]
+    dataset_dir: Option<PathBuf>,
+    /// Run directory for config.json, model.safetensors, scores.csv and metrics.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Defaults: `paper` is the official protocol, `quick` a CPU-sized schedule.
+    #[arg(long, value_enum, default_value_t = Profile::Paper)]
+    profile: Profile,
+    /// Labelled anomalies for training.
+    #[arg(long)]
+    n_anomaly: Option<usize>,
+    /// Hard setting: the labelled anomalies come from this defect class only.
+    #[arg(long)]
+    known_class: Option<String>,
+    /// Seed of training (weights, sampling, augmentation).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed of the anomaly selection (NumPy RandomState; official 42).
+    #[arg(long)]
+    split_seed: Option<u32>,
+    /// General setting: index of the first test anomaly in the shuffled list.
+    #[arg(long)]
+    test_threshold: Option<usize>,
+    #[arg(long)]
+    image_size: Option<u32>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    steps_per_epoch: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Reference images per step and per test batch.
+    #[arg(long)]
+    n_ref: Option<usize>,
+    #[arg(long)]
+    loss: Option<LossKind>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    lr_step_size: Option<usize>,
+    #[arg(long)]
+    topk: Option<f64>,
+    #[arg(long)]
+    n_scales: Option<usize>,
+    #[arg(long)]
+    eval_batch_size: Option<usize>,
+    /// `cpu` or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        let mut c = TrainConfig::for_profile(self.profile);
+        macro_rules! set {
+            ($($field:ident <- $arg:expr),* $(,)?) => { $( if let Some(v) = $arg.clone() { c.$field = v; } )* };
+        }
+        set!(
+            n_anomaly <- self.n_anomaly,
+            seed <- self.seed,
+            split_seed <- self.split_seed,
+            image_size <- self.image_size,
+            epochs <- self.epochs,
+            steps_per_epoch <- self.steps_per_epoch,
+            batch_size <- self.batch_size,
+            n_ref <- self.n_ref,
+            loss <- self.loss,
+            lr <- self.lr,
+            weight_decay <- self.weight_decay,
+            lr_step_size <- self.lr_step_size,
+            topk_rate <- self.topk,
+            n_scales <- self.n_scales,
+            eval_batch_size <- self.eval_batch_size,
+        );
+        if self.test_threshold.is_some() {
+            c.test_threshold = self.test_threshold;
+        }
+        if let Some(known_class) = &self.known_class {
+            c.setting = Setting::Hard {
+                known_class: known_class.clone(),
+            };
+        }
+        c
+    }
+}
+
+fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0)
+            .context("--device cuda: no usable CUDA device (build with --features cuda)"),
+        other => bail!("--device: unknown device `{other}`; valid: cpu, cuda"),
+    }
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let name = DatasetName::parse(&args.dataset)?;
+    let category_dir = name.resolve(args.data_root.as_deref(), args.dataset_dir.as_deref())?;
+    let request = RunRequest {
+        config: args.config(),
+        dataset: args.dataset.clone(),
+        category_dir,
+        out_dir: args.out.clone(),
+        progress: !args.quiet,
+        device: device(&args.device)?,
+    };
+    let m = dra_train::train(&request)?;
+    println!(
+        "{}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images; trained on {} normal + {} labelled anomalies in {:.0} s)",
+        args.dataset,
+        m.auc_roc,
+        m.auc_pr,
+        m.n_test_normal,
+        m.n_test_anomaly,
+        m.n_train_normal,
+        m.n_train_anomaly,
+        m.train_seconds
+    );
+    println!("results in {}", args.out.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train(args),
+        Command::Data(DataCommand::Generate { out, seed }) => {
+            let spec = synthetic::SyntheticSpec {
+                seed,
+                ..Default::default()
+            };
+            synthetic::ensure(&out, &spec)
+                .map(|dirs| {
+                    for d in dirs {
+                        println!("{}", d.display());
+                    }
+                })
+                .map_err(Into::into)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! One training run end to end: split → cached images → balanced batches → model → loss →
+//! Adam → test scores → metrics, written to a run directory.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use dra_data::{transform, BatchSource, Category, ImageCache, Label, Prefetcher, Sample, Split};
+use dra_model::{reset_parameters, Dra, DraLoss, HeadScores};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::optim::{Adam, AdamConfig};
+
+/// What to train and where to put the results.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub config: TrainConfig,
+    /// The data set's name as the user gave it (e.g. `mvtec/carpet`), for the records.
+    pub dataset: String,
+    /// The category folder in the MVTec AD layout.
+    pub category_dir: PathBuf,
+    /// Run directory: `config.json`, `model.safetensors`, `scores.csv`, `metrics.json`.
+    pub out_dir: PathBuf,
+    /// Draw a progress bar on the terminal.
+    pub progress: bool,
+    pub device: Device,
+}
+
+/// `metrics.json`: the run's result. Written last, so its presence marks a finished run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub auc_roc: f64,
+    pub auc_pr: f64,
+    pub n_train_normal: usize,
+    pub n_train_anomaly: usize,
+    pub n_test_normal: usize,
+    pub n_test_anomaly: usize,
+    /// Mean total loss over the last epoch.
+    pub final_loss: f64,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    pub total_seconds: f64,
+    /// Time the training loop spent waiting for batches (the data pipeline's cost to the model).
+    pub data_wait_seconds: f64,
+}
+
+/// `config.json`: every effective setting and the files the split chose.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub dataset: String,
+    pub dataset_dir: PathBuf,
+    pub config: TrainConfig,
+    pub train_anomalies: Vec<Sample>,
+    pub n_train_normal: usize,
+    pub dra_rs_version: String,
+}
+
+/// One row of `scores.csv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRow {
+    pub path: PathBuf,
+    /// 1 for an anomaly, 0 for a normal image.
+    pub label: u8,
+    pub class: String,
+    /// s = −g_n + g_s + g_p + g_r.
+    pub score: f64,
+    pub heads: [f64; 4],
+}
+
+/// Trains, evaluates and writes the run directory. Returns the metrics.
+pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
+    let start = Instant::now();
+    let cfg = &req.config;
+    cfg.validate()?;
+    let category = Category::open(&req.category_dir)?;
+    let split = Split::new(&category, &cfg.split_config())?;
+    fs::create_dir_all(&req.out_dir).map_err(|e| TrainError::io(&req.out_dir, e))?;
+    // A stale metrics.json would mark an unfinished rerun as finished.
+    remove_if_exists(&req.out_dir.join("metrics.json"))?;
+    let record = RunRecord {
+        dataset: req.dataset.clone(),
+        dataset_dir: req.category_dir.clone(),
+        config: cfg.clone(),
+        train_anomalies: split.train_anomaly.clone(),
+        n_train_normal: split.train_normal.len(),
+        dra_rs_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    write_json(&req.out_dir.join("config.json"), &record)?;
+
+    // Decode and resize every training image once, in parallel; a bad file stops us here.
+    let normals = ImageCache::load(&split.train_normal, cfg.image_size)?;
+    let anomaly_paths: Vec<PathBuf> = split.train_anomaly.iter().map(|s| s.path.clone()).collect();
+    let anomalies = ImageCache::load(&anomaly_paths, cfg.image_size)?;
+    let source = BatchSource::new(cfg.batch_config(), normals, anomalies, cfg.seed)?;
+
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &req.device);
+    let model = Dra::new(cfg.model_config(), vb)?;
+    reset_parameters(&varmap, cfg.seed)?;
+    let mut adam = Adam::new(
+        trainable(&varmap),
+        AdamConfig {
+            weight_decay: cfg.weight_decay,
+            clip_norm: Some(cfg.clip_norm),
+            ..Default::default()
+        },
+    )?;
+    let loss_fn = DraLoss::new(cfg.loss);
+    let mut prior_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EED_0F_DE71A);
+
+    let bar = progress_bar(req.progress, cfg.total_steps() as u64, &req.dataset);
+    let mut prefetch = Prefetcher::spawn(source, 0..cfg.total_steps() as u64, 2);
+    let size = cfg.image_size as usize;
+    let mut final_loss = 0.0;
+    for epoch in 0..cfg.epochs {
+        let lr = cfg.lr_at_epoch(epoch);
+        let mut epoch_loss = 0.0;
+        for step in 0..cfg.steps_per_epoch {
+            let batch = prefetch
+                .next()
+                .expect("the prefetcher yields one batch per step");
+            let images = Tensor::from_vec(
+                batch.images,
+                (batch.n_ref + batch.labels.len(), 3, size, size),
+                &req.device,
+            )?;
+            let labels: Vec<u8> = batch.labels.iter().map(|l| l.as_u8()).collect();
+            let scores = model.forward_t(&images, true)?;
+            let loss = loss_fn.compute(&scores, &labels, &mut prior_rng)?;
+            let value = loss.total.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch,
+                    step,
+                    loss: value,
+                });
+            }
+            adam.step(&loss.total.backward()?, lr)?;
+            epoch_loss += value as f64;
+            bar.set_message(format!(
+                "epoch {}/{} loss {:.3}",
+                epoch + 1,
+                cfg.epochs,
+                epoch_loss / (step + 1) as f64
+            ));
+            bar.inc(1);
+        }
+        final_loss = epoch_loss / cfg.steps_per_epoch as f64;
+    }
+    bar.finish_and_clear();
+    let data_wait = prefetch.waited().as_secs_f64();
+    let mut source = prefetch.finish();
+    let train_seconds = start.elapsed().as_secs_f64();
+
+    let eval_start = Instant::now();
+    let eval_model = detached_model(&varmap, cfg, &req.device)?;
+    let rows = score_samples(&eval_model, &split.test, &mut source, cfg, &req.device)?;
+    let eval_seconds = eval_start.elapsed().as_secs_f64();
+
+    let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
+    let labels: Vec<bool> = rows.iter().map(|r| r.label == 1).collect();
+    let n_test_anomaly = labels.iter().filter(|l| **l).count();
+    let metrics = Metrics {
+        auc_roc: dra_eval::auc_roc(&scores, &labels)?,
+        auc_pr: dra_eval::auc_pr(&scores, &labels)?,
+        n_train_normal: split.train_normal.len(),
+        n_train_anomaly: split.train_anomaly.len(),
+        n_test_normal: rows.len() - n_test_anomaly,
+        n_test_anomaly,
+        final_loss,
+        train_seconds,
+        eval_seconds,
+        total_seconds: start.elapsed().as_secs_f64(),
+        data_wait_seconds: data_wait,
+    };
+    save_model(&varmap, &req.out_dir.join("model.safetensors"))?;
+    write_scores(&req.out_dir.join("scores.csv"), &rows)?;
+    write_json(&req.out_dir.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// The parameters the optimiser updates, in name order: everything but BatchNorm statistics.
+pub fn trainable(varmap: &VarMap) -> Vec<Var> {
+    let data = varmap
+        .data()
+        .lock()
+        .expect("the var map lock is not poisoned");
+    let mut named: Vec<(&String, &Var)> = data
+        .iter()
+        .filter(|(n, _)| !dra_model::is_buffer(n))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    named.into_iter().map(|(_, v)| v.clone()).collect()
+}
+
+/// A copy of the model over detached tensors: evaluation then records no autograd graph and
+/// frees each activation as soon as it is used.
+pub fn detached_model(
+    varmap: &VarMap,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<Dra, TrainError> {
+    let data = varmap
+        .data()
+        .lock()
+        .expect("the var map lock is not poisoned");
+    let tensors = data
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    Ok(Dra::new(cfg.model_config(), vb)?)
+}
+
+/// Scores test samples in batches of `eval_batch_size`, each batch preceded by a fresh draw of
+/// references (training transform), as the official evaluation does. Scores are therefore
+/// random in g_r, like the official ones.
+pub fn score_samples(
+    model: &Dra,
+    samples: &[Sample],
+    references: &mut BatchSource,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<Vec<ScoreRow>, TrainError> {
+    let size = cfg.image_size as usize;
+    let per_image = 3 * size * size;
+    let mut rows = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(cfg.eval_batch_size) {
+        let mut buffer = references.next_references();
+        let start = buffer.len();
+        buffer.resize(start + chunk.len() * per_image, 0.0);
+        buffer[start..]
+            .par_chunks_mut(per_image)
+            .zip(chunk.par_iter())
+            .try_for_each(|(out, sample)| -> Result<(), TrainError> {
+                let img = dra_data::load_rgb(&sample.path)?;
+                let img = transform::resize_bilinear(&img, cfg.image_size, cfg.image_size);
+                transform::normalize_into(&img, out);
+                Ok(())
+            })?;
+        let images = Tensor::from_vec(buffer, (cfg.n_ref + chunk.len(), 3, size, size), device)?;
+        let scores = model.forward_t(&images, false)?;
+        rows.extend(to_rows(chunk, &scores)?);
+    }
+    Ok(rows)
+}
+
+fn to_rows(samples: &[Sample], scores: &HeadScores) -> Result<Vec<ScoreRow>, TrainError> {
+    let get = |t: &Tensor| -> Result<Vec<f32>, TrainError> { Ok(t.to_vec1::<f32>()?) };
+    let (n, s, p, r) = (
+        get(&scores.normal)?,
+        get(&scores.seen)?,
+        get(&scores.pseudo)?,
+        get(&scores.residual)?,
+    );
+    Ok(samples
+        .iter()
+        .enumerate()
+        .map(|(i, sample)| {
+            let heads = [n[i] as f64, s[i] as f64, p[i] as f64, r[i] as f64];
+            ScoreRow {
+                path: sample.path.clone(),
+                label: (sample.label != Label::Normal) as u8,
+                class: sample.class.clone(),
+                score: -heads[0] + heads[1] + heads[2] + heads[3],
+                heads,
+            }
+        })
+        .collect())
+}
+
+fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {bar:30} step {pos}/{len} {msg} ETA {eta}",
+        )
+        .expect("the template is valid"),
+    );
+    bar.set_prefix(name.to_string());
+    bar
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), TrainError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so that a reader never sees
+/// half a file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;
+    file.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let mut text = serde_json::to_string_pretty(value).expect("run records serialise");
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+fn save_model(varmap: &VarMap, path: &Path) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp.safetensors");
+    varmap.save(&tmp)?;
+    fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+/// Quotes a CSV field when it needs it (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `scores.csv`: `path,label,class,score,g_n,g_s,g_p,g_r`, one row per test image.
+pub fn write_scores(path: &Path, rows: &[ScoreRow]) -> Result<(), TrainError> {
+    let mut out = String::from("path,label,class,score,g_n,g_s,g_p,g_r\n");
+    for r in rows {
+        out += &format!(
+            "{},{},{},{},{},{},{},{}\n",
+            csv_field(&r.path.to_string_lossy()),
+            r.label,
+            csv_field(&r.class),
+            r.score,
+            r.heads[0],
+            r.heads[1],
+            r.heads[2],
+            r.heads[3]
+        );
+    }
+    write_atomic(path, out.as_bytes())
+}
+
+/// Reads `scores.csv` back (labels and scores), e.g. to recompute the metrics.
+pub fn read_scores(path: &Path) -> Result<Vec<(u8, f64)>, TrainError> {
+    let text = fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let bad = |line: usize, why: &str| TrainError::InvalidOption {
+        flag: "scores.csv",
+        message: format!("{}: line {line}: {why}", path.display()),
+    };
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let fields = split_csv_line(line);
+        if fields.len() != 8 {
+            return Err(bad(i + 1, "expected 8 fields"));
+        }
+        let label = fields[1].parse().map_err(|_| bad(i + 1, "bad label"))?;
+        let score = fields[3].parse().map_err(|_| bad(i + 1, "bad score"))?;
+        rows.push((label, score));
+    }
+    Ok(rows)
+}
+
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_csv_round_trips_with_awkward_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![ScoreRow {
+            path: "/a,b/\"c\".png".into(),
+            label: 1,
+            class: "hole".into(),
+            score: 0.25,
+            heads: [1.0, 0.5, 0.5, 0.25],
+        }];
+        let path = dir.path().join("scores.csv");
+        write_scores(&path, &rows).unwrap();
+        assert_eq!(read_scores(&path).unwrap(), vec![(1, 0.25)]);
+    }
+}
