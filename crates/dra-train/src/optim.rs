@@ -84,11 +84,14 @@ impl Adam {
         let c = self.config;
         for (slot, grad) in self.slots.iter_mut().zip(grads) {
             let Some(grad) = grad else { continue };
-            let theta = slot.var.as_tensor();
+            // Detached: a gradient references the step's autograd graph, which the moment
+            // estimates must not keep alive from one step to the next.
+            let theta = slot.var.as_tensor().detach();
+            let grad = grad.detach();
             let mut g = if scale < 1.0 {
                 grad.affine(scale, 0.0)?
             } else {
-                grad.clone()
+                grad
             };
             if c.weight_decay != 0.0 {
                 g = (g + theta.affine(c.weight_decay, 0.0)?)?;
@@ -100,7 +103,7 @@ impl Adam {
             let bias2_sqrt = (1.0 - c.beta2.powi(slot.steps)).sqrt();
             let denom = ((slot.v.sqrt()? / bias2_sqrt)? + c.eps)?;
             let update = ((&slot.m / denom)? * (lr / bias1))?;
-            slot.var.set(&(theta - update)?)?;
+            slot.var.set(&(&theta - update)?)?;
         }
         Ok(norm)
     }
