@@ -42,6 +42,20 @@ pub struct HeadScores {
 }
 
 impl HeadScores {
+    /// Each head's mean over the pyramid's levels (official: `torch.cat(…, 1).mean(1)`).
+    pub fn average(scales: &[HeadScores]) -> Result<HeadScores> {
+        let mean = |pick: fn(&HeadScores) -> &Tensor| -> Result<Tensor> {
+            let per_scale: Vec<&Tensor> = scales.iter().map(pick).collect();
+            Tensor::stack(&per_scale, 1)?.mean(1)
+        };
+        Ok(HeadScores {
+            normal: mean(|s| &s.normal)?,
+            seen: mean(|s| &s.seen)?,
+            pseudo: mean(|s| &s.pseudo)?,
+            residual: mean(|s| &s.residual)?,
+        })
+    }
+
     /// The test-time anomaly score s = −g_n + g_s + g_p + g_r, `(B,)`.
     pub fn anomaly_score(&self) -> Result<Tensor> {
         ((&self.seen + &self.pseudo)? + &self.residual)? - &self.normal
@@ -78,41 +92,41 @@ impl Dra {
     }
 
     /// Scores a batch whose first `n_ref` images are the references, as the official
-    /// `DRA.forward`. In training every head scores every image (BatchNorm in train mode);
-    /// which rows each head's loss sees is the loss's business ([`crate::DraLoss`]), which
-    /// gives the same values and gradients as the official per-head row selection.
+    /// `DRA.forward`: each head's score is the mean over the pyramid's scales. In training every
+    /// head scores every image (BatchNorm in train mode); which rows each head's loss sees is
+    /// the loss's business ([`crate::DraLoss`]), which gives the same values and gradients as
+    /// the official per-head row selection.
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<HeadScores> {
+        HeadScores::average(&self.forward_scales(images, train)?)
+    }
+
+    /// The four heads' scores at each level of the pyramid (level 0 is the full size).
+    pub fn forward_scales(&self, images: &Tensor, train: bool) -> Result<Vec<HeadScores>> {
         let n_ref = self.config.n_ref;
         let total = images.dim(0)?;
         if total <= n_ref {
             candle_core::bail!("a DRA batch needs more than {n_ref} images (the references)");
         }
-        let mut per_head: [Vec<Tensor>; 4] = Default::default();
-        for s in 0..self.config.n_scales {
-            let scaled = if s == 0 {
-                images.clone()
-            } else {
-                downsample_nearest(images, s)?
-            };
-            let features = self.feature_extractor.forward_t(&scaled, train)?;
-            let references = features.narrow(0, 0, n_ref)?;
-            let features = features.narrow(0, n_ref, total - n_ref)?;
-            per_head[0].push(self.holistic_head.forward(&features)?);
-            per_head[1].push(self.seen_head.forward(&features)?);
-            per_head[2].push(self.pseudo_head.forward(&features)?);
-            per_head[3].push(
-                self.composite_head
-                    .forward_t(&features, &references, train)?,
-            );
-        }
-        let [normal, seen, pseudo, residual] =
-            per_head.map(|scores| Tensor::stack(&scores, 1).and_then(|t| t.mean(1)));
-        Ok(HeadScores {
-            normal: normal?,
-            seen: seen?,
-            pseudo: pseudo?,
-            residual: residual?,
-        })
+        (0..self.config.n_scales)
+            .map(|s| {
+                let scaled = if s == 0 {
+                    images.clone()
+                } else {
+                    downsample_nearest(images, s)?
+                };
+                let features = self.feature_extractor.forward_t(&scaled, train)?;
+                let references = features.narrow(0, 0, n_ref)?;
+                let features = features.narrow(0, n_ref, total - n_ref)?;
+                Ok(HeadScores {
+                    normal: self.holistic_head.forward(&features)?,
+                    seen: self.seen_head.forward(&features)?,
+                    pseudo: self.pseudo_head.forward(&features)?,
+                    residual: self
+                        .composite_head
+                        .forward_t(&features, &references, train)?,
+                })
+            })
+            .collect()
     }
 }
 

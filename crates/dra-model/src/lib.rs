@@ -15,7 +15,7 @@ mod resnet;
 pub use dra::{Dra, DraConfig, HeadScores};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use init::reset_parameters;
-pub use loss::{DraLoss, LossKind, LossParts};
+pub use loss::{DraLoss, LossKind, LossParts, Prior};
 pub use maxpool::max_pool2d;
 pub use resnet::ResNet18;
 

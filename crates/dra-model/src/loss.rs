@@ -70,45 +70,57 @@ impl DraLoss {
     /// Routing (official `generate_target`):
     /// g_n on all rows, target "is normal"; g_s on rows that are not pseudo, target "is a real
     /// anomaly"; g_p on rows that are not real anomalies, target "is pseudo"; g_r on all rows,
-    /// target "is any anomaly". `rng` draws the deviation loss's Gaussian prior.
+    /// target "is any anomaly". `rng` draws the deviation loss's Gaussian prior afresh for each
+    /// head, as the official loss does on every call.
     pub fn compute<R: Rng>(
         &self,
         scores: &HeadScores,
         labels: &[u8],
         rng: &mut R,
     ) -> Result<LossParts> {
+        let priors = [(); 4].map(|_| match self.kind {
+            LossKind::Deviation => Prior::draw(rng),
+            _ => Prior::STANDARD,
+        });
+        self.compute_with_priors(scores, labels, priors)
+    }
+
+    /// [`DraLoss::compute`] with given deviation-loss priors (normal, seen, pseudo, residual),
+    /// e.g. those recorded from a PyTorch run.
+    pub fn compute_with_priors(
+        &self,
+        scores: &HeadScores,
+        labels: &[u8],
+        priors: [Prior; 4],
+    ) -> Result<LossParts> {
         let all: Vec<usize> = (0..labels.len()).collect();
         let not_pseudo: Vec<usize> = all.iter().copied().filter(|&i| labels[i] != 2).collect();
         let not_anomaly: Vec<usize> = all.iter().copied().filter(|&i| labels[i] != 1).collect();
-        let target = |rows: &[usize], f: &dyn Fn(u8) -> bool| -> Vec<f32> {
-            rows.iter().map(|&i| f(labels[i]) as u8 as f32).collect()
-        };
-        let heads = [
-            self.head(&scores.normal, &all, &target(&all, &|l| l == 0), rng)?,
-            self.head(
-                &scores.seen,
-                &not_pseudo,
-                &target(&not_pseudo, &|l| l == 1),
-                rng,
-            )?,
-            self.head(
-                &scores.pseudo,
-                &not_anomaly,
-                &target(&not_anomaly, &|l| l == 2),
-                rng,
-            )?,
-            self.head(&scores.residual, &all, &target(&all, &|l| l != 0), rng)?,
+        let routes: [(&Tensor, &[usize], fn(u8) -> bool); 4] = [
+            (&scores.normal, &all, |l| l == 0),
+            (&scores.seen, &not_pseudo, |l| l == 1),
+            (&scores.pseudo, &not_anomaly, |l| l == 2),
+            (&scores.residual, &all, |l| l != 0),
         ];
+        let mut heads = Vec::with_capacity(4);
+        for ((head_scores, rows, is_target), prior) in routes.into_iter().zip(priors) {
+            let targets: Vec<f32> = rows
+                .iter()
+                .map(|&i| is_target(labels[i]) as u8 as f32)
+                .collect();
+            heads.push(self.head(head_scores, rows, &targets, prior)?);
+        }
+        let heads: [Tensor; 4] = heads.try_into().expect("four heads");
         let total = (((&heads[0] + &heads[1])? + &heads[2])? + &heads[3])?;
         Ok(LossParts { total, heads })
     }
 
-    fn head<R: Rng>(
+    fn head(
         &self,
         scores: &Tensor,
         rows: &[usize],
         targets: &[f32],
-        rng: &mut R,
+        prior: Prior,
     ) -> Result<Tensor> {
         let device = scores.device();
         if rows.is_empty() {
@@ -122,17 +134,47 @@ impl DraLoss {
             scores.index_select(&Tensor::new(idx.as_slice(), device)?, 0)?
         };
         let y = Tensor::new(targets, device)?.to_dtype(scores.dtype())?;
-        self.kind.loss(&scores, &y, rng)
+        self.kind.loss(&scores, &y, prior)
+    }
+}
+
+/// The deviation loss's reference distribution: mean and standard deviation of a sample of
+/// N(0, 1) scores.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prior {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Prior {
+    /// The exact N(0, 1).
+    pub const STANDARD: Prior = Prior {
+        mean: 0.0,
+        std: 1.0,
+    };
+
+    /// Mean and unbiased standard deviation of 5000 fresh draws, as the official
+    /// `DeviationLoss` computes on every call.
+    pub fn draw<R: Rng>(rng: &mut R) -> Self {
+        let draws: Vec<f64> = (0..PRIOR_SAMPLES)
+            .map(|_| rng.sample(StandardNormal))
+            .collect();
+        let n = draws.len() as f64;
+        let mean = draws.iter().sum::<f64>() / n;
+        let var = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        Self {
+            mean,
+            std: var.sqrt(),
+        }
     }
 }
 
 impl LossKind {
-    /// Mean loss of `scores` against 0/1 `targets`.
-    pub fn loss<R: Rng>(&self, scores: &Tensor, targets: &Tensor, rng: &mut R) -> Result<Tensor> {
+    /// Mean loss of `scores` against 0/1 `targets`; `prior` is used by the deviation loss only.
+    pub fn loss(&self, scores: &Tensor, targets: &Tensor, prior: Prior) -> Result<Tensor> {
         match self {
             Self::Deviation => {
-                let (mean, std) = gaussian_prior(rng);
-                let dev = ((scores - mean)? / std)?;
+                let dev = ((scores - prior.mean)? / prior.std)?;
                 let inlier = dev.abs()?;
                 let outlier = dev.affine(-1.0, MARGIN)?.relu()?;
                 let one_minus_y = targets.affine(-1.0, 1.0)?;
@@ -147,18 +189,6 @@ impl LossKind {
             }
         }
     }
-}
-
-/// Mean and unbiased standard deviation of 5000 draws from N(0, 1), drawn afresh on every
-/// call as in the official `DeviationLoss`.
-fn gaussian_prior<R: Rng>(rng: &mut R) -> (f64, f64) {
-    let draws: Vec<f64> = (0..PRIOR_SAMPLES)
-        .map(|_| rng.sample(StandardNormal))
-        .collect();
-    let n = draws.len() as f64;
-    let mean = draws.iter().sum::<f64>() / n;
-    let var = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, var.sqrt())
 }
 
 /// Element-wise `BCEWithLogits`, in the numerically stable form max(x,0) − x·y + log(1+e^−|x|).
@@ -189,7 +219,7 @@ mod tests {
         let s = Tensor::new(&[0.5f32, 2.0, 6.0], &Device::Cpu)?;
         let y = Tensor::new(&[0f32, 1., 1.], &Device::Cpu)?;
         let got = LossKind::Deviation
-            .loss(&s, &y, &mut rng)?
+            .loss(&s, &y, Prior::draw(&mut rng))?
             .to_scalar::<f32>()?;
         // With μ≈0, σ≈1: (|0.5| + (5−2) + 0) / 3 ≈ 1.1667; the prior's noise moves it slightly.
         assert!((got - 3.5 / 3.0).abs() < 0.1, "{got}");
@@ -198,13 +228,16 @@ mod tests {
 
     #[test]
     fn bce_and_focal_by_hand() -> Result<()> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let s = Tensor::new(&[0f32, 2.0], &Device::Cpu)?;
         let y = Tensor::new(&[1f32, 0.], &Device::Cpu)?;
-        let bce = LossKind::Bce.loss(&s, &y, &mut rng)?.to_scalar::<f32>()?;
+        let bce = LossKind::Bce
+            .loss(&s, &y, Prior::STANDARD)?
+            .to_scalar::<f32>()?;
         let want = ((2f32).ln() + (1.0 + 2f32.exp()).ln()) / 2.0;
         assert!((bce - want).abs() < 1e-5);
-        let focal = LossKind::Focal.loss(&s, &y, &mut rng)?.to_scalar::<f32>()?;
+        let focal = LossKind::Focal
+            .loss(&s, &y, Prior::STANDARD)?
+            .to_scalar::<f32>()?;
         let f = |l: f32| (1.0 - (-l).exp()).powi(2) * l;
         let want = (f(2f32.ln()) + f((1.0 + 2f32.exp()).ln())) / 2.0;
         assert!((focal - want).abs() < 1e-5);

@@ -209,6 +209,24 @@ impl TrainConfig {
         if self.eval_batch_size == 0 {
             return bad("--eval-batch-size", "must be at least 1".into());
         }
+        if !(self.clip_norm > 0.0) {
+            return bad(
+                "--clip-norm",
+                format!("must be positive, got {}", self.clip_norm),
+            );
+        }
+        if !(self.lr_gamma > 0.0 && self.lr_gamma <= 1.0) {
+            return bad(
+                "--lr-gamma",
+                format!("must lie in (0, 1], got {}", self.lr_gamma),
+            );
+        }
+        if !(0.0..=360.0).contains(&self.rotation_degrees) {
+            return bad(
+                "--rotation",
+                format!("must lie in [0, 360], got {}", self.rotation_degrees),
+            );
+        }
         if !(0.0..=1.0).contains(&self.pseudo_prob) {
             return bad("--pseudo-prob", "must lie in [0, 1]".into());
         }

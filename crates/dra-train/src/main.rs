@@ -98,6 +98,18 @@ struct TrainArgs {
     n_scales: Option<usize>,
     #[arg(long)]
     eval_batch_size: Option<usize>,
+    /// StepLR factor applied every --lr-step-size epochs.
+    #[arg(long)]
+    lr_gamma: Option<f64>,
+    /// Global gradient-norm clip.
+    #[arg(long)]
+    clip_norm: Option<f64>,
+    /// Chance that a normal slot becomes a CutMix pseudo anomaly.
+    #[arg(long)]
+    pseudo_prob: Option<f64>,
+    /// Range of the random rotation in degrees (0 disables it).
+    #[arg(long)]
+    rotation: Option<f64>,
     /// `cpu` or `cuda` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -128,6 +140,10 @@ impl TrainArgs {
             topk_rate <- self.topk,
             n_scales <- self.n_scales,
             eval_batch_size <- self.eval_batch_size,
+            lr_gamma <- self.lr_gamma,
+            clip_norm <- self.clip_norm,
+            pseudo_prob <- self.pseudo_prob,
+            rotation_degrees <- self.rotation,
         );
         if self.test_threshold.is_some() {
             c.test_threshold = self.test_threshold;
