@@ -100,6 +100,27 @@ impl Dra {
         HeadScores::average(&self.forward_scales(images, train)?)
     }
 
+    /// Per-cell anomaly evidence at full size, in eval mode: the sum of the seen, pseudo and
+    /// residual heads' absolute cell scores, `(B, h, w)` (references excluded). Upsampled to the
+    /// image, it shows where the top-K heads found abnormality.
+    pub fn anomaly_maps(&self, images: &Tensor) -> Result<Tensor> {
+        let n_ref = self.config.n_ref;
+        let total = images.dim(0)?;
+        if total <= n_ref {
+            candle_core::bail!("a DRA batch needs more than {n_ref} images (the references)");
+        }
+        let features = self.feature_extractor.forward_t(images, false)?;
+        let (_, _, h, w) = features.dims4()?;
+        let references = features.narrow(0, 0, n_ref)?;
+        let features = features.narrow(0, n_ref, total - n_ref)?;
+        let sum = ((self.seen_head.cell_scores(&features)?
+            + self.pseudo_head.cell_scores(&features)?)?
+            + self
+                .composite_head
+                .cell_scores(&features, &references, false)?)?;
+        sum.reshape((total - n_ref, h, w))
+    }
+
     /// The four heads' scores at each level of the pyramid (level 0 is the full size).
     pub fn forward_scales(&self, images: &Tensor, train: bool) -> Result<Vec<HeadScores>> {
         let n_ref = self.config.n_ref;

@@ -11,6 +11,7 @@ mod init;
 mod loss;
 mod maxpool;
 mod resnet;
+mod weights;
 
 pub use dra::{Dra, DraConfig, HeadScores};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
@@ -18,6 +19,7 @@ pub use init::reset_parameters;
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
 pub use maxpool::max_pool2d;
 pub use resnet::ResNet18;
+pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
 
 /// Names of the tensors that are state, not parameters: they are saved with the model but
 /// never given to the optimiser.

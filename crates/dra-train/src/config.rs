@@ -69,6 +69,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Test images per forward pass, each batch with fresh references (48).
     pub eval_batch_size: usize,
+    /// Backbone initialisation: torchvision ResNet-18 weights (`.pth` or safetensors, torchvision
+    /// or DRA names). `None` trains from scratch (the official code starts from ImageNet).
+    #[serde(default)]
+    pub weights: Option<std::path::PathBuf>,
 }
 
 impl TrainConfig {
@@ -97,6 +101,7 @@ impl TrainConfig {
             clip_norm: 1.0,
             seed: 0,
             eval_batch_size: 48,
+            weights: None,
         }
     }
 

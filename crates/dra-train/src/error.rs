@@ -7,6 +7,8 @@ pub enum TrainError {
     Data(#[from] dra_data::DataError),
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+    #[error(transparent)]
+    Weights(#[from] dra_model::WeightsError),
     #[error("metrics: {0}")]
     Metric(#[from] dra_eval::MetricError),
     #[error("{path}: {source}")]

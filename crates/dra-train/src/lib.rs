@@ -4,14 +4,17 @@
 mod config;
 mod dataset;
 mod error;
+mod eval;
 mod optim;
 mod run;
+mod scoring;
 
 pub use config::{Profile, TrainConfig};
 pub use dataset::{default_data_root, DatasetName, MVTEC_FOLDER, SYNTHETIC_FOLDER};
 pub use error::TrainError;
+pub use eval::{collect_images, evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
 pub use optim::{Adam, AdamConfig};
 pub use run::{
-    detached_model, read_scores, score_samples, train, trainable, write_scores, Metrics, RunRecord,
-    RunRequest, ScoreRow,
+    detached_model, read_scores, train, trainable, write_scores, Metrics, RunRecord, RunRequest,
 };
+pub use scoring::{load_normalized, score_samples, References, ScoreRow, REFERENCES_FILE};

@@ -8,7 +8,9 @@ use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use dra_data::{synthetic, Setting};
 use dra_model::LossKind;
-use dra_train::{DatasetName, Profile, RunRequest, TrainConfig};
+use dra_train::{
+    DatasetName, LoadedModel, Profile, ReferenceChoice, References, RunRequest, TrainConfig,
+};
 
 /// Open-set supervised anomaly detection with DRA (Ding, Pang & Shen, CVPR 2022).
 #[derive(Parser)]
@@ -22,9 +24,94 @@ struct Cli {
 enum Command {
     /// Train a model, score the test set and write a run directory.
     Train(TrainArgs),
+    /// Re-score a test set with a trained model; writes scores.csv and metrics.json.
+    Eval(EvalArgs),
+    /// Score new images with a trained model (CSV on stdout; heat maps with --out).
+    Predict(PredictArgs),
     /// Data utilities.
     #[command(subcommand)]
     Data(DataCommand),
+}
+
+/// Settings a bare weights file cannot carry.
+#[derive(Args)]
+struct BareModelArgs {
+    /// Image size of a bare weights file (a run directory records its own).
+    #[arg(long)]
+    image_size: Option<u32>,
+    /// Reference images per batch for a bare weights file.
+    #[arg(long)]
+    n_ref: Option<usize>,
+}
+
+impl BareModelArgs {
+    fn fallback(&self) -> TrainConfig {
+        let mut c = TrainConfig::paper();
+        if let Some(s) = self.image_size {
+            c.image_size = s;
+        }
+        if let Some(n) = self.n_ref {
+            c.n_ref = n;
+        }
+        c
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run directory, or a weights file with DRA's tensor names (safetensors, or the
+    /// official code's model.pkl).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    dataset: String,
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    #[arg(long)]
+    dataset_dir: Option<PathBuf>,
+    /// Output folder for scores.csv and metrics.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Fixed references: these images (test transform), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    reference_images: Vec<PathBuf>,
+    /// Fixed references: the set stored in the run directory.
+    #[arg(long, conflicts_with = "reference_images")]
+    fixed_references: bool,
+    /// Seed of the random reference draws (the official, default evaluation).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The training split to exclude from the test set (bare weights files; a run directory
+    /// records its own).
+    #[arg(long)]
+    n_anomaly: Option<usize>,
+    #[arg(long)]
+    known_class: Option<String>,
+    #[command(flatten)]
+    bare: BareModelArgs,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A run directory (its stored references make scores deterministic), or a weights file
+    /// with --reference-images.
+    #[arg(long)]
+    model: PathBuf,
+    /// Images or folders of images.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Write a heat-map overlay PNG per image here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Reference images instead of the run's stored set, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    reference_images: Vec<PathBuf>,
+    #[command(flatten)]
+    bare: BareModelArgs,
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Subcommand)]
@@ -110,6 +197,10 @@ struct TrainArgs {
     /// Range of the random rotation in degrees (0 disables it).
     #[arg(long)]
     rotation: Option<f64>,
+    /// Initialise the backbone from these ResNet-18 weights (torchvision `.pth` or safetensors,
+    /// torchvision or DRA tensor names). Default: from scratch.
+    #[arg(long)]
+    weights: Option<PathBuf>,
     /// `cpu` or `cuda` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -145,6 +236,9 @@ impl TrainArgs {
             pseudo_prob <- self.pseudo_prob,
             rotation_degrees <- self.rotation,
         );
+        if self.weights.is_some() {
+            c.weights = self.weights.clone();
+        }
         if self.test_threshold.is_some() {
             c.test_threshold = self.test_threshold;
         }
@@ -193,10 +287,69 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+fn eval(args: EvalArgs) -> Result<()> {
+    let device = device(&args.device)?;
+    let mut fallback = args.bare.fallback();
+    if let Some(n) = args.n_anomaly {
+        fallback.n_anomaly = n;
+    }
+    if let Some(known_class) = &args.known_class {
+        fallback.setting = Setting::Hard {
+            known_class: known_class.clone(),
+        };
+    }
+    let loaded = LoadedModel::load(&args.model, &fallback, &device)?;
+    let name = DatasetName::parse(&args.dataset)?;
+    let category_dir = name.resolve(args.data_root.as_deref(), args.dataset_dir.as_deref())?;
+    let references = if !args.reference_images.is_empty() {
+        ReferenceChoice::Paths(args.reference_images.clone())
+    } else if args.fixed_references {
+        ReferenceChoice::Stored
+    } else {
+        ReferenceChoice::Random { seed: args.seed }
+    };
+    let m = dra_train::evaluate(&loaded, &category_dir, &references, &args.out, &device)?;
+    println!(
+        "{}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images); results in {}",
+        args.dataset,
+        m.auc_roc,
+        m.auc_pr,
+        m.n_test_normal,
+        m.n_test_anomaly,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn predict(args: PredictArgs) -> Result<()> {
+    let device = device(&args.device)?;
+    let loaded = LoadedModel::load(&args.model, &args.bare.fallback(), &device)?;
+    let mut references = if args.reference_images.is_empty() {
+        loaded.stored_references()?
+    } else {
+        References::from_paths(&args.reference_images, loaded.config.image_size)?
+    };
+    let images = dra_train::collect_images(&args.images)?;
+    let rows = dra_train::predict(
+        &loaded,
+        &images,
+        &mut references,
+        args.out.as_deref(),
+        &device,
+    )?;
+    print!("{}", dra_train::predictions_csv(&rows));
+    if let Some(out) = &args.out {
+        eprintln!("heat maps in {}", out.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+        Command::Predict(args) => predict(args),
         Command::Data(DataCommand::Generate { out, seed }) => {
             let spec = synthetic::SyntheticSpec {
                 seed,

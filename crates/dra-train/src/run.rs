@@ -8,17 +8,17 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use dra_data::{transform, BatchSource, Category, ImageCache, Label, Prefetcher, Sample, Split};
-use dra_model::{reset_parameters, Dra, DraLoss, HeadScores};
+use dra_data::{BatchSource, Category, ImageCache, Prefetcher, Sample, Split};
+use dra_model::{reset_parameters, Dra, DraLoss};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::optim::{Adam, AdamConfig};
+use crate::scoring::{score_samples, References, ScoreRow, REFERENCES_FILE};
 
 /// What to train and where to put the results.
 #[derive(Clone, Debug)]
@@ -44,8 +44,8 @@ pub struct Metrics {
     pub n_train_anomaly: usize,
     pub n_test_normal: usize,
     pub n_test_anomaly: usize,
-    /// Mean total loss over the last epoch.
-    pub final_loss: f64,
+    /// Mean total loss over the last epoch (`null` for `dra eval`).
+    pub final_loss: Option<f64>,
     pub train_seconds: f64,
     pub eval_seconds: f64,
     pub total_seconds: f64,
@@ -62,18 +62,6 @@ pub struct RunRecord {
     pub train_anomalies: Vec<Sample>,
     pub n_train_normal: usize,
     pub dra_rs_version: String,
-}
-
-/// One row of `scores.csv`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ScoreRow {
-    pub path: PathBuf,
-    /// 1 for an anomaly, 0 for a normal image.
-    pub label: u8,
-    pub class: String,
-    /// s = −g_n + g_s + g_p + g_r.
-    pub score: f64,
-    pub heads: [f64; 4],
 }
 
 /// Trains, evaluates and writes the run directory. Returns the metrics.
@@ -106,6 +94,9 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &req.device);
     let model = Dra::new(cfg.model_config(), vb)?;
     reset_parameters(&varmap, cfg.seed)?;
+    if let Some(weights) = &cfg.weights {
+        dra_model::load_into(&varmap, weights, dra_model::Scope::Backbone)?;
+    }
     let mut adam = Adam::new(
         trainable(&varmap),
         AdamConfig {
@@ -158,12 +149,20 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     }
     bar.finish_and_clear();
     let data_wait = prefetch.waited().as_secs_f64();
-    let mut source = prefetch.finish();
+    let source = prefetch.finish();
     let train_seconds = start.elapsed().as_secs_f64();
 
     let eval_start = Instant::now();
     let eval_model = detached_model(&varmap, cfg, &req.device)?;
-    let rows = score_samples(&eval_model, &split.test, &mut source, cfg, &req.device)?;
+    let mut references = References::Random(Box::new(source));
+    let rows = score_samples(
+        &eval_model,
+        &split.test,
+        &mut references,
+        cfg.image_size,
+        cfg.eval_batch_size,
+        &req.device,
+    )?;
     let eval_seconds = eval_start.elapsed().as_secs_f64();
 
     let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
@@ -176,13 +175,17 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         n_train_anomaly: split.train_anomaly.len(),
         n_test_normal: rows.len() - n_test_anomaly,
         n_test_anomaly,
-        final_loss,
+        final_loss: Some(final_loss),
         train_seconds,
         eval_seconds,
         total_seconds: start.elapsed().as_secs_f64(),
         data_wait_seconds: data_wait,
     };
     save_model(&varmap, &req.out_dir.join("model.safetensors"))?;
+    // A fixed, seeded reference set saved with the model, so that `dra predict` and
+    // `dra eval --fixed-references` score an image the same way every time.
+    References::seeded_draw(&split.train_normal, cfg.n_ref, cfg.seed, cfg.image_size)?
+        .save(&req.out_dir.join(REFERENCES_FILE), cfg.image_size)?;
     write_scores(&req.out_dir.join("scores.csv"), &rows)?;
     write_json(&req.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
@@ -221,63 +224,6 @@ pub fn detached_model(
     Ok(Dra::new(cfg.model_config(), vb)?)
 }
 
-/// Scores test samples in batches of `eval_batch_size`, each batch preceded by a fresh draw of
-/// references (training transform), as the official evaluation does. Scores are therefore
-/// random in g_r, like the official ones.
-pub fn score_samples(
-    model: &Dra,
-    samples: &[Sample],
-    references: &mut BatchSource,
-    cfg: &TrainConfig,
-    device: &Device,
-) -> Result<Vec<ScoreRow>, TrainError> {
-    let size = cfg.image_size as usize;
-    let per_image = 3 * size * size;
-    let mut rows = Vec::with_capacity(samples.len());
-    for chunk in samples.chunks(cfg.eval_batch_size) {
-        let mut buffer = references.next_references();
-        let start = buffer.len();
-        buffer.resize(start + chunk.len() * per_image, 0.0);
-        buffer[start..]
-            .par_chunks_mut(per_image)
-            .zip(chunk.par_iter())
-            .try_for_each(|(out, sample)| -> Result<(), TrainError> {
-                let img = dra_data::load_rgb(&sample.path)?;
-                let img = transform::resize_bilinear(&img, cfg.image_size, cfg.image_size);
-                transform::normalize_into(&img, out);
-                Ok(())
-            })?;
-        let images = Tensor::from_vec(buffer, (cfg.n_ref + chunk.len(), 3, size, size), device)?;
-        let scores = model.forward_t(&images, false)?;
-        rows.extend(to_rows(chunk, &scores)?);
-    }
-    Ok(rows)
-}
-
-fn to_rows(samples: &[Sample], scores: &HeadScores) -> Result<Vec<ScoreRow>, TrainError> {
-    let get = |t: &Tensor| -> Result<Vec<f32>, TrainError> { Ok(t.to_vec1::<f32>()?) };
-    let (n, s, p, r) = (
-        get(&scores.normal)?,
-        get(&scores.seen)?,
-        get(&scores.pseudo)?,
-        get(&scores.residual)?,
-    );
-    Ok(samples
-        .iter()
-        .enumerate()
-        .map(|(i, sample)| {
-            let heads = [n[i] as f64, s[i] as f64, p[i] as f64, r[i] as f64];
-            ScoreRow {
-                path: sample.path.clone(),
-                label: (sample.label != Label::Normal) as u8,
-                class: sample.class.clone(),
-                score: -heads[0] + heads[1] + heads[2] + heads[3],
-                heads,
-            }
-        })
-        .collect())
-}
-
 fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -310,7 +256,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> 
     fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
     let mut text = serde_json::to_string_pretty(value).expect("run records serialise");
     text.push('\n');
     write_atomic(path, text.as_bytes())
@@ -323,7 +269,7 @@ fn save_model(varmap: &VarMap, path: &Path) -> Result<(), TrainError> {
 }
 
 /// Quotes a CSV field when it needs it (RFC 4180).
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

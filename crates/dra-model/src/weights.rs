@@ -1,0 +1,291 @@
+//! Loading weights by name: torchvision ResNet-18 checkpoints (for the backbone) and whole DRA
+//! state dicts written by the official code, from `.pth` (PyTorch zip pickles) or safetensors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+
+use crate::is_buffer;
+
+/// The prefix of the backbone's tensors in DRA's state dict.
+pub const BACKBONE_PREFIX: &str = "feature_extractor.net.";
+
+/// What can go wrong when loading weights; each variant names the file and the tensors at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{path}: cannot read weights: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: {problem}: {tensors}")]
+    Mismatch {
+        path: PathBuf,
+        problem: &'static str,
+        tensors: String,
+    },
+    #[error("{path}: {source}")]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+}
+
+/// Reads every tensor of a `.safetensors` file or a PyTorch `.pth`/`.pt`/`.pkl` state dict
+/// (also one nested under a `state_dict` key), as float32 on the CPU.
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>, WeightsError> {
+    let read_err = |reason: String| WeightsError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut head = [0u8; 4];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
+        f.read_exact(&mut head)
+            .map_err(|e| read_err(e.to_string()))?;
+    }
+    // A zip archive (PyTorch ≥ 1.6 checkpoints) starts with "PK".
+    let tensors: Vec<(String, Tensor)> = if &head[..2] == b"PK" {
+        let all = candle_core::pickle::read_all(path).map_err(|e| read_err(e.to_string()))?;
+        if all.is_empty() {
+            candle_core::pickle::read_all_with_key(path, Some("state_dict"))
+                .map_err(|e| read_err(e.to_string()))?
+        } else {
+            all
+        }
+    } else {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| read_err(e.to_string()))?
+            .into_iter()
+            .collect()
+    };
+    tensors
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
+        .map(|(name, t)| {
+            let t = t
+                .to_dtype(DType::F32)
+                .map_err(|e| read_err(e.to_string()))?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// Which tensors of `varmap` a file provides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only the backbone (`feature_extractor.net.*`); the file may use torchvision's names
+    /// (`conv1.weight`, …, its `fc.*` is ignored) or DRA's.
+    Backbone,
+    /// The whole model, under DRA's names.
+    Full,
+}
+
+/// Copies tensors into `varmap` by name. Every tensor in scope must be present with the right
+/// shape, and the file may hold nothing unexpected; otherwise the error lists the offenders.
+/// Returns how many tensors were loaded.
+pub fn load_into(varmap: &VarMap, path: &Path, scope: Scope) -> Result<usize, WeightsError> {
+    let file = read_tensors(path)?;
+    let torchvision_names = !file
+        .keys()
+        .any(|k| k.starts_with(BACKBONE_PREFIX) || k.contains("_head."));
+    // Rename to DRA's names and drop what is out of scope.
+    let mut renamed: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut unexpected = Vec::new();
+    for (name, t) in file {
+        let dra_name = if torchvision_names {
+            if name.starts_with("fc.") {
+                continue; // the classifier, unused by DRA
+            }
+            format!("{BACKBONE_PREFIX}{name}")
+        } else {
+            name.clone()
+        };
+        if scope == Scope::Backbone && !dra_name.starts_with(BACKBONE_PREFIX) {
+            continue;
+        }
+        renamed.insert(dra_name, t);
+    }
+    let data = varmap
+        .data()
+        .lock()
+        .expect("the var map lock is not poisoned");
+    let in_scope = |n: &str| scope == Scope::Full || n.starts_with(BACKBONE_PREFIX);
+    let mut missing = Vec::new();
+    let mut wrong_shape = Vec::new();
+    for (name, var) in data.iter().filter(|(n, _)| in_scope(n)) {
+        match renamed.get(name) {
+            None => missing.push(name.clone()),
+            Some(t) if t.dims() != var.dims() => wrong_shape.push(format!(
+                "{name} (file {:?}, model {:?})",
+                t.dims(),
+                var.dims()
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in renamed.keys() {
+        if !data.contains_key(name) {
+            unexpected.push(name.clone());
+        }
+    }
+    let fail = |problem: &'static str, mut tensors: Vec<String>| {
+        tensors.sort();
+        Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            problem,
+            tensors: tensors.join(", "),
+        })
+    };
+    if !wrong_shape.is_empty() {
+        return fail("tensors with the wrong shape", wrong_shape);
+    }
+    if !missing.is_empty() {
+        // BatchNorm statistics alone missing is still a broken checkpoint: say so plainly.
+        let only_buffers = missing.iter().all(|n| is_buffer(n));
+        return fail(
+            if only_buffers {
+                "missing BatchNorm statistics"
+            } else {
+                "missing tensors"
+            },
+            missing,
+        );
+    }
+    if !unexpected.is_empty() {
+        return fail("tensors this model does not have", unexpected);
+    }
+    let mut loaded = 0;
+    for (name, t) in &renamed {
+        let var = &data[name];
+        let t = t
+            .to_dtype(var.dtype())
+            .and_then(|t| t.to_device(var.device()));
+        t.and_then(|t| var.set(&t))
+            .map_err(|source| WeightsError::Model {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        loaded += 1;
+    }
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{reset_parameters, Dra, DraConfig};
+    use candle_nn::VarBuilder;
+
+    fn model(seed: u64) -> VarMap {
+        let varmap = VarMap::new();
+        Dra::new(
+            DraConfig::default(),
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        reset_parameters(&varmap, seed).unwrap();
+        varmap
+    }
+
+    fn get(v: &VarMap, name: &str) -> Vec<f32> {
+        v.data().lock().unwrap()[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn torchvision_names_load_into_the_backbone() {
+        let source = model(1);
+        let mut tv: HashMap<String, Tensor> = source
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(n, v)| {
+                n.strip_prefix(BACKBONE_PREFIX)
+                    .map(|s| (s.to_string(), v.as_tensor().clone()))
+            })
+            .collect();
+        tv.insert(
+            "fc.weight".into(),
+            Tensor::zeros((1000, 512), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resnet18.safetensors");
+        candle_core::safetensors::save(&tv, &path).unwrap();
+        let target = model(2);
+        let n = load_into(&target, &path, Scope::Backbone).unwrap();
+        // 20 convolutions + 20 BatchNorms × (weight, bias, running mean, running variance).
+        assert_eq!(n, 100);
+        let name = "feature_extractor.net.layer3.1.conv2.weight";
+        assert_eq!(get(&target, name), get(&source, name));
+        // The heads keep their own initialisation.
+        assert_ne!(
+            get(&target, "seen_head.scoring.weight"),
+            get(&source, "seen_head.scoring.weight")
+        );
+    }
+
+    #[test]
+    fn mismatches_are_listed() {
+        let source = model(1);
+        let mut tensors: HashMap<String, Tensor> = source
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        tensors.remove("composite_head.scoring.bias");
+        tensors.insert(
+            "seen_head.scoring.weight".into(),
+            Tensor::zeros((2, 512, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dra.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let err = load_into(&model(2), &path, Scope::Full)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wrong shape") && err.contains("seen_head.scoring.weight"),
+            "{err}"
+        );
+        tensors.insert(
+            "seen_head.scoring.weight".into(),
+            Tensor::zeros((1, 512, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+        );
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let err = load_into(&model(2), &path, Scope::Full)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing tensors: composite_head.scoring.bias"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pytorch_pickle_is_read() {
+        // A torch.save()d state dict of a stray 2-layer model (tools/golden/make_pth_fixture.py).
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tiny_state_dict.pth"
+        ));
+        let tensors = read_tensors(path).unwrap();
+        assert_eq!(tensors["conv1.weight"].dims(), [4, 3, 3, 3]);
+        assert!(!tensors.contains_key("bn1.num_batches_tracked"));
+        let err = load_into(&model(0), path, Scope::Backbone)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tiny_state_dict.pth") && err.contains("conv1.weight"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! `dra eval` and `dra predict`: a trained model (a run directory, or a bare weights file such
+//! as the official code's `model.pkl`) scores a test set or new images.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use dra_data::{transform, BatchSource, Category, ImageCache, Label, Sample, Split};
+use dra_model::{load_into, Dra, Scope};
+use image::{Rgb, RgbImage};
+
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::run::{csv_field, detached_model, write_json, write_scores, Metrics, RunRecord};
+use crate::scoring::{load_normalized, score_samples, References, ScoreRow, REFERENCES_FILE};
+
+/// A trained model and the settings it was trained with.
+pub struct LoadedModel {
+    pub model: Dra,
+    pub config: TrainConfig,
+    /// The run directory, when the model came from one.
+    pub run_dir: Option<PathBuf>,
+}
+
+impl LoadedModel {
+    /// Loads a run directory (its `config.json` and `model.safetensors`) or a weights file with
+    /// DRA's names (safetensors, or a PyTorch state dict such as the official `model.pkl`).
+    /// For a bare file, `fallback` supplies what the file cannot carry (image size, …).
+    pub fn load(path: &Path, fallback: &TrainConfig, device: &Device) -> Result<Self, TrainError> {
+        let (config, weights, run_dir) = if path.is_dir() {
+            let record_path = path.join("config.json");
+            let text = std::fs::read_to_string(&record_path)
+                .map_err(|e| TrainError::io(&record_path, e))?;
+            let record: RunRecord =
+                serde_json::from_str(&text).map_err(|e| TrainError::InvalidOption {
+                    flag: "--model",
+                    message: format!("{}: not a dra run record: {e}", record_path.display()),
+                })?;
+            (
+                record.config,
+                path.join("model.safetensors"),
+                Some(path.to_path_buf()),
+            )
+        } else if path.is_file() {
+            (fallback.clone(), path.to_path_buf(), None)
+        } else {
+            return Err(TrainError::InvalidOption {
+                flag: "--model",
+                message: format!("{}: no such run directory or weights file", path.display()),
+            });
+        };
+        config.validate()?;
+        let varmap = VarMap::new();
+        Dra::new(
+            config.model_config(),
+            VarBuilder::from_varmap(&varmap, DType::F32, device),
+        )?;
+        load_into(&varmap, &weights, Scope::Full)?;
+        let model = detached_model(&varmap, &config, device)?;
+        Ok(Self {
+            model,
+            config,
+            run_dir,
+        })
+    }
+
+    /// The fixed reference set saved with a run.
+    pub fn stored_references(&self) -> Result<References, TrainError> {
+        match &self.run_dir {
+            Some(dir) => References::load(&dir.join(REFERENCES_FILE), self.config.image_size),
+            None => Err(TrainError::InvalidOption {
+                flag: "--reference-images",
+                message: "a bare weights file has no stored references; give --reference-images"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// Which references `dra eval` uses.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReferenceChoice {
+    /// Fresh random draws per test batch from the training normals (official, the default).
+    Random { seed: u64 },
+    /// The run's stored fixed set.
+    Stored,
+    /// These images, through the test transform.
+    Paths(Vec<PathBuf>),
+}
+
+/// Re-scores the test split of `category_dir` and writes `scores.csv` and `metrics.json`.
+pub fn evaluate(
+    loaded: &LoadedModel,
+    category_dir: &Path,
+    references: &ReferenceChoice,
+    out_dir: &Path,
+    device: &Device,
+) -> Result<Metrics, TrainError> {
+    let start = Instant::now();
+    let cfg = &loaded.config;
+    let category = Category::open(category_dir)?;
+    let split = Split::new(&category, &cfg.split_config())?;
+    let mut refs = match references {
+        ReferenceChoice::Random { seed } => {
+            let normals = ImageCache::load(&split.train_normal, cfg.image_size)?;
+            let empty = ImageCache { images: Vec::new() };
+            References::Random(Box::new(BatchSource::new(
+                cfg.batch_config(),
+                normals,
+                empty,
+                *seed,
+            )?))
+        }
+        ReferenceChoice::Stored => loaded.stored_references()?,
+        ReferenceChoice::Paths(paths) => References::from_paths(paths, cfg.image_size)?,
+    };
+    let rows = score_samples(
+        &loaded.model,
+        &split.test,
+        &mut refs,
+        cfg.image_size,
+        cfg.eval_batch_size,
+        device,
+    )?;
+    let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
+    let labels: Vec<bool> = rows.iter().map(|r| r.label == 1).collect();
+    let n_test_anomaly = labels.iter().filter(|l| **l).count();
+    std::fs::create_dir_all(out_dir).map_err(|e| TrainError::io(out_dir, e))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let metrics = Metrics {
+        auc_roc: dra_eval::auc_roc(&scores, &labels)?,
+        auc_pr: dra_eval::auc_pr(&scores, &labels)?,
+        n_train_normal: split.train_normal.len(),
+        n_train_anomaly: split.train_anomaly.len(),
+        n_test_normal: rows.len() - n_test_anomaly,
+        n_test_anomaly,
+        final_loss: None,
+        train_seconds: 0.0,
+        eval_seconds: seconds,
+        total_seconds: seconds,
+        data_wait_seconds: 0.0,
+    };
+    write_scores(&out_dir.join("scores.csv"), &rows)?;
+    write_json(&out_dir.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// Image files named on the command line: files as given, folders listed (sorted, images only).
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|e| TrainError::io(input, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .filter(|p| image::ImageFormat::from_path(p).is_ok())
+                .collect();
+            entries.sort();
+            if entries.is_empty() {
+                return Err(TrainError::InvalidOption {
+                    flag: "IMAGE_OR_DIR",
+                    message: format!("{}: no image files in this folder", input.display()),
+                });
+            }
+            out.extend(entries);
+        } else if input.is_file() {
+            out.push(input.clone());
+        } else {
+            return Err(TrainError::InvalidOption {
+                flag: "IMAGE_OR_DIR",
+                message: format!("{}: no such file or folder", input.display()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Scores images with fixed references; with `heatmap_dir`, writes an overlay PNG per image.
+pub fn predict(
+    loaded: &LoadedModel,
+    images: &[PathBuf],
+    references: &mut References,
+    heatmap_dir: Option<&Path>,
+    device: &Device,
+) -> Result<Vec<ScoreRow>, TrainError> {
+    let cfg = &loaded.config;
+    let samples: Vec<Sample> = images
+        .iter()
+        .map(|p| Sample {
+            path: p.clone(),
+            label: Label::Normal,
+            class: String::new(),
+        })
+        .collect();
+    let rows = score_samples(
+        &loaded.model,
+        &samples,
+        references,
+        cfg.image_size,
+        cfg.eval_batch_size,
+        device,
+    )?;
+    if let Some(dir) = heatmap_dir {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        let s = cfg.image_size as usize;
+        // One colour scale for every image, so that overlays compare across images.
+        let mut maps = Vec::new();
+        for chunk in images.chunks(cfg.eval_batch_size.max(1)) {
+            let n_ref = references.n_ref();
+            let mut buffer = match references {
+                References::Fixed { images, .. } => images.clone(),
+                References::Random(source) => source.next_references(),
+            };
+            buffer.extend(load_normalized(chunk, cfg.image_size)?);
+            let batch = Tensor::from_vec(buffer, (n_ref + chunk.len(), 3, s, s), device)?;
+            let m = loaded.model.anomaly_maps(&batch)?;
+            let (_, h, w) = m.dims3()?;
+            for v in m.to_vec3::<f32>()? {
+                maps.push((v.into_iter().flatten().collect::<Vec<f32>>(), h, w));
+            }
+        }
+        let max = maps
+            .iter()
+            .flat_map(|m| m.0.iter())
+            .fold(f32::MIN_POSITIVE, |a, b| a.max(*b));
+        for (path, (map, h, w)) in images.iter().zip(&maps) {
+            let img = transform::resize_bilinear(
+                &dra_data::load_rgb(path)?,
+                cfg.image_size,
+                cfg.image_size,
+            );
+            let overlay = overlay(&img, map, *h, *w, max);
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let out = dir.join(format!("{stem}_heatmap.png"));
+            overlay
+                .save(&out)
+                .map_err(|e| TrainError::io(&out, std::io::Error::other(e.to_string())))?;
+        }
+    }
+    Ok(rows)
+}
+
+/// The CSV that `dra predict` prints: `path,score,g_n,g_s,g_p,g_r`.
+pub fn predictions_csv(rows: &[ScoreRow]) -> String {
+    let mut out = String::from("path,score,g_n,g_s,g_p,g_r\n");
+    for r in rows {
+        let [n, s, p, g] = r.heads;
+        out += &format!(
+            "{},{},{n},{s},{p},{g}\n",
+            csv_field(&r.path.to_string_lossy()),
+            r.score
+        );
+    }
+    out
+}
+
+/// Blends a jet-coloured, bilinearly upsampled `h × w` map over the image (half opacity).
+fn overlay(img: &RgbImage, map: &[f32], h: usize, w: usize, max: f32) -> RgbImage {
+    let (iw, ih) = img.dimensions();
+    let sample = |x: f32, y: f32| -> f32 {
+        // Cell centres at ((i + 0.5) · size / n); clamp at the borders.
+        let fx = (x * w as f32 / iw as f32 - 0.5).clamp(0.0, (w - 1) as f32);
+        let fy = (y * h as f32 / ih as f32 - 0.5).clamp(0.0, (h - 1) as f32);
+        let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
+        let at = |x: usize, y: usize| map[y * w + x];
+        let top = at(x0, y0) * (1.0 - tx) + at(x1, y0) * tx;
+        let bottom = at(x0, y1) * (1.0 - tx) + at(x1, y1) * tx;
+        top * (1.0 - ty) + bottom * ty
+    };
+    RgbImage::from_fn(iw, ih, |x, y| {
+        let v = (sample(x as f32 + 0.5, y as f32 + 0.5) / max).clamp(0.0, 1.0);
+        let c = jet(v);
+        let p = img.get_pixel(x, y);
+        Rgb([0, 1, 2].map(|i| ((p[i] as f32 + c[i]) / 2.0).round() as u8))
+    })
+}
+
+/// The "jet" colour map: blue → cyan → yellow → red.
+fn jet(v: f32) -> [f32; 3] {
+    let channel = |offset: f32| (1.5 - (4.0 * v - offset).abs()).clamp(0.0, 1.0) * 255.0;
+    [channel(3.0), channel(2.0), channel(1.0)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jet_runs_from_blue_to_red() {
+        assert_eq!(jet(0.0), [0.0, 0.0, 127.5]);
+        assert_eq!(jet(1.0), [127.5, 0.0, 0.0]);
+        let mid = jet(0.5);
+        assert!(mid[1] > 200.0);
+    }
+
+    #[test]
+    fn overlay_marks_the_hot_cell() {
+        let img = RgbImage::from_pixel(8, 8, Rgb([0, 0, 0]));
+        let out = overlay(&img, &[0.0, 0.0, 0.0, 1.0], 2, 2, 1.0);
+        // Bottom-right is hot (red), top-left cold (blue).
+        assert!(out.get_pixel(7, 7)[0] > 100 && out.get_pixel(7, 7)[2] < 20);
+        assert!(out.get_pixel(0, 0)[2] > 50 && out.get_pixel(0, 0)[0] < 20);
+    }
+}

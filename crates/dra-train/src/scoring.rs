@@ -1,0 +1,186 @@
+//! Scoring test images with a trained model: the reference sets (random as the official
+//! evaluation, or fixed so that a saved model always scores an image the same way), batches
+//! through the test transform, and the rows of `scores.csv`.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use dra_data::{load_rgb, transform, BatchSource, Label, Sample};
+use dra_model::{Dra, HeadScores};
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::error::TrainError;
+
+/// File of a run directory that holds the fixed reference set.
+pub const REFERENCES_FILE: &str = "references.safetensors";
+
+/// Where the reference images of each test batch come from.
+pub enum References {
+    /// Fresh references per batch through the training transform (rotation, 50 % CutMix), as
+    /// the official evaluation draws them: the benchmark default, with random g_r scores.
+    Random(Box<BatchSource>),
+    /// The same normalised images (`n_ref × 3 × H × W` values) for every batch: deterministic.
+    Fixed { images: Vec<f32>, n_ref: usize },
+}
+
+impl References {
+    fn next(&mut self) -> Vec<f32> {
+        match self {
+            Self::Random(source) => source.next_references(),
+            Self::Fixed { images, .. } => images.clone(),
+        }
+    }
+
+    pub fn n_ref(&self) -> usize {
+        match self {
+            Self::Random(source) => source.config().n_ref,
+            Self::Fixed { n_ref, .. } => *n_ref,
+        }
+    }
+
+    /// A fixed set from image files, through the test transform (no augmentation).
+    pub fn from_paths(paths: &[PathBuf], image_size: u32) -> Result<Self, TrainError> {
+        if paths.is_empty() {
+            return Err(TrainError::InvalidOption {
+                flag: "--reference-images",
+                message: "give at least one image".into(),
+            });
+        }
+        Ok(Self::Fixed {
+            images: load_normalized(paths, image_size)?,
+            n_ref: paths.len(),
+        })
+    }
+
+    /// A fixed, seeded draw of `n_ref` distinct images from `pool` (the training normals).
+    pub fn seeded_draw(
+        pool: &[PathBuf],
+        n_ref: usize,
+        seed: u64,
+        image_size: u32,
+    ) -> Result<Self, TrainError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00FF_F00D);
+        let chosen: Vec<PathBuf> = sample(&mut rng, pool.len(), n_ref.min(pool.len()))
+            .into_iter()
+            .map(|i| pool[i].clone())
+            .collect();
+        Self::from_paths(&chosen, image_size)
+    }
+
+    /// Writes a fixed set to `path` (safetensors, tensor `references`, N×3×H×W).
+    pub fn save(&self, path: &Path, image_size: u32) -> Result<(), TrainError> {
+        let Self::Fixed { images, n_ref } = self else {
+            return Err(TrainError::InvalidOption {
+                flag: "--fixed-references",
+                message: "only a fixed reference set can be saved".into(),
+            });
+        };
+        let s = image_size as usize;
+        let t = Tensor::from_vec(images.clone(), (*n_ref, 3, s, s), &Device::Cpu)?;
+        let tmp = path.with_extension("tmp.safetensors");
+        t.save_safetensors("references", &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    }
+
+    /// Reads a set written by [`References::save`]; its image size must be `image_size`.
+    pub fn load(path: &Path, image_size: u32) -> Result<Self, TrainError> {
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let bad = |message: String| TrainError::InvalidOption {
+            flag: "--model",
+            message: format!("{}: {message}", path.display()),
+        };
+        let t = tensors
+            .get("references")
+            .ok_or_else(|| bad("no `references` tensor".into()))?;
+        let (n, c, h, w) = t.dims4()?;
+        if c != 3 || h != image_size as usize || w != image_size as usize {
+            return Err(bad(format!(
+                "references are {n}×{c}×{h}×{w}, the model expects {image_size} px"
+            )));
+        }
+        Ok(Self::Fixed {
+            images: t.flatten_all()?.to_vec1()?,
+            n_ref: n,
+        })
+    }
+}
+
+/// Decodes, resizes (PIL bilinear) and normalises images in parallel, one after another in a
+/// single `N × 3 × H × W` buffer.
+pub fn load_normalized(paths: &[PathBuf], image_size: u32) -> Result<Vec<f32>, TrainError> {
+    let per_image = 3 * (image_size as usize).pow(2);
+    let mut buffer = vec![0f32; paths.len() * per_image];
+    buffer
+        .par_chunks_mut(per_image)
+        .zip(paths.par_iter())
+        .try_for_each(|(out, path)| -> Result<(), TrainError> {
+            let img = transform::resize_bilinear(&load_rgb(path)?, image_size, image_size);
+            transform::normalize_into(&img, out);
+            Ok(())
+        })?;
+    Ok(buffer)
+}
+
+/// One row of `scores.csv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRow {
+    pub path: PathBuf,
+    /// 1 for an anomaly, 0 for a normal image.
+    pub label: u8,
+    pub class: String,
+    /// s = −g_n + g_s + g_p + g_r.
+    pub score: f64,
+    /// g_n, g_s, g_p, g_r.
+    pub heads: [f64; 4],
+}
+
+/// Scores samples in batches of `batch_size`, each batch preceded by the references, with the
+/// model in eval mode.
+pub fn score_samples(
+    model: &Dra,
+    samples: &[Sample],
+    references: &mut References,
+    image_size: u32,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<ScoreRow>, TrainError> {
+    let s = image_size as usize;
+    let mut rows = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let n_ref = references.n_ref();
+        let mut buffer = references.next();
+        let paths: Vec<PathBuf> = chunk.iter().map(|x| x.path.clone()).collect();
+        buffer.extend(load_normalized(&paths, image_size)?);
+        let images = Tensor::from_vec(buffer, (n_ref + chunk.len(), 3, s, s), device)?;
+        let scores = model.forward_t(&images, false)?;
+        rows.extend(to_rows(chunk, &scores)?);
+    }
+    Ok(rows)
+}
+
+fn to_rows(samples: &[Sample], scores: &HeadScores) -> Result<Vec<ScoreRow>, TrainError> {
+    let get = |t: &Tensor| -> Result<Vec<f32>, TrainError> { Ok(t.to_vec1::<f32>()?) };
+    let (n, s, p, r) = (
+        get(&scores.normal)?,
+        get(&scores.seen)?,
+        get(&scores.pseudo)?,
+        get(&scores.residual)?,
+    );
+    Ok(samples
+        .iter()
+        .enumerate()
+        .map(|(i, sample)| {
+            let heads = [n[i] as f64, s[i] as f64, p[i] as f64, r[i] as f64];
+            ScoreRow {
+                path: sample.path.clone(),
+                label: (sample.label != Label::Normal) as u8,
+                class: sample.class.clone(),
+                score: -heads[0] + heads[1] + heads[2] + heads[3],
+                heads,
+            }
+        })
+        .collect())
+}
