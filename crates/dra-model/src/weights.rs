@@ -95,13 +95,15 @@ pub fn load_into(varmap: &VarMap, path: &Path, scope: Scope) -> Result<usize, We
     let mut unexpected = Vec::new();
     for (name, t) in file {
         let dra_name = if torchvision_names {
-            if name.starts_with("fc.") {
-                continue; // the classifier, unused by DRA
-            }
             format!("{BACKBONE_PREFIX}{name}")
         } else {
             name.clone()
         };
+        // ResNet's classifier: in torchvision files, and in the official DRA state dict too
+        // (its feature extractor wraps the whole torchvision model), but never used by DRA.
+        if dra_name.starts_with(&format!("{BACKBONE_PREFIX}fc.")) {
+            continue;
+        }
         if scope == Scope::Backbone && !dra_name.starts_with(BACKBONE_PREFIX) {
             continue;
         }
@@ -242,6 +244,11 @@ mod tests {
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
         tensors.remove("composite_head.scoring.bias");
+        // The official state dict carries ResNet's unused classifier: accepted and ignored.
+        tensors.insert(
+            "feature_extractor.net.fc.weight".into(),
+            Tensor::zeros((1000, 512), DType::F32, &Device::Cpu).unwrap(),
+        );
         tensors.insert(
             "seen_head.scoring.weight".into(),
             Tensor::zeros((2, 512, 1, 1), DType::F32, &Device::Cpu).unwrap(),
