@@ -49,7 +49,7 @@ def golden_values(name, shape):
     n = int(np.prod(shape))
     u = unit_uniform(name, n)
     leaf = name.rsplit(".", 1)[-1]
-    if name == "input":
+    if name in ("input", "mbv2.input"):
         v = (u * 2.0 - 1.0) * np.sqrt(3.0)
     elif leaf == "running_mean":
         v = (u * 2.0 - 1.0) * 0.1
@@ -248,6 +248,18 @@ def main(out_path):
     for name in selection:
         p = params[name].detach().flatten()
         out[f"after.{name}"] = (p[::SAMPLE_STRIDE] if p.numel() > 20000 else p).clone()
+    # The lightweight backbone: torchvision's MobileNetV2 features, float64, eval and train mode.
+    mbv2 = models.mobilenet_v2(weights=None).features.to(torch.float64)
+    for name, t in mbv2.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            t.copy_(golden_values("feature_extractor.net.features." + name, tuple(t.shape)).to(torch.float64))
+    x = golden_values("mbv2.input", (3, 3, SIZE, SIZE)).to(torch.float64)
+    mbv2.eval()
+    with torch.no_grad():
+        out["mbv2.eval"] = mbv2(x).flatten()
+    mbv2.train()
+    with torch.no_grad():
+        out["mbv2.train"] = mbv2(x).flatten()
     save_file({k: v.contiguous() for k, v in out.items()}, out_path,
               metadata={"torch": torch.__version__, "size": str(SIZE), "n_ref": str(N_REF),
                         "labels": ",".join(map(str, LABELS)), "lr": str(LR),

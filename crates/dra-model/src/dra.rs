@@ -5,7 +5,65 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::heads::{CompositeHead, HolisticHead, PlainHead};
+use crate::mobilenet::MobileNetV2;
 use crate::resnet::ResNet18;
+
+/// The feature extractor (`--backbone`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackboneKind {
+    /// torchvision ResNet-18 to `layer4`: the official backbone.
+    #[default]
+    Resnet18,
+    /// torchvision MobileNetV2 `features`: the lightweight option for small data sets.
+    MobilenetV2,
+}
+
+impl BackboneKind {
+    pub fn out_channels(self) -> usize {
+        match self {
+            Self::Resnet18 => ResNet18::OUT_CHANNELS,
+            Self::MobilenetV2 => MobileNetV2::OUT_CHANNELS,
+        }
+    }
+}
+
+impl std::str::FromStr for BackboneKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "resnet18" => Ok(Self::Resnet18),
+            "mobilenet_v2" => Ok(Self::MobilenetV2),
+            other => Err(format!(
+                "unknown backbone `{other}`; valid: resnet18, mobilenet_v2"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BackboneKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Resnet18 => "resnet18",
+            Self::MobilenetV2 => "mobilenet_v2",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Backbone {
+    Resnet18(ResNet18),
+    MobilenetV2(MobileNetV2),
+}
+
+impl ModuleT for Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Resnet18(net) => net.forward_t(x, train),
+            Self::MobilenetV2(net) => net.forward_t(x, train),
+        }
+    }
+}
 
 /// The model's constants (official defaults in `Default`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -16,6 +74,8 @@ pub struct DraConfig {
     pub n_ref: usize,
     /// Levels of the image pyramid (`--n_scales`, 2): full size, then halved each level.
     pub n_scales: usize,
+    #[serde(default)]
+    pub backbone: BackboneKind,
 }
 
 impl Default for DraConfig {
@@ -24,6 +84,7 @@ impl Default for DraConfig {
             topk_rate: 0.1,
             n_ref: 5,
             n_scales: 2,
+            backbone: BackboneKind::Resnet18,
         }
     }
 }
@@ -66,7 +127,7 @@ impl HeadScores {
 /// `seen_head.*`, `pseudo_head.*`, `composite_head.*`.
 #[derive(Debug, Clone)]
 pub struct Dra {
-    feature_extractor: ResNet18,
+    feature_extractor: Backbone,
     holistic_head: HolisticHead,
     seen_head: PlainHead,
     pseudo_head: PlainHead,
@@ -76,9 +137,14 @@ pub struct Dra {
 
 impl Dra {
     pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
-        let c = ResNet18::OUT_CHANNELS;
+        let c = config.backbone.out_channels();
+        let net = vb.pp("feature_extractor").pp("net");
+        let feature_extractor = match config.backbone {
+            BackboneKind::Resnet18 => Backbone::Resnet18(ResNet18::new(net)?),
+            BackboneKind::MobilenetV2 => Backbone::MobilenetV2(MobileNetV2::new(net)?),
+        };
         Ok(Self {
-            feature_extractor: ResNet18::new(vb.pp("feature_extractor").pp("net"))?,
+            feature_extractor,
             holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,
             seen_head: PlainHead::new(c, config.topk_rate, vb.pp("seen_head"))?,
             pseudo_head: PlainHead::new(c, config.topk_rate, vb.pp("pseudo_head"))?,

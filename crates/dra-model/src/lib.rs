@@ -10,14 +10,16 @@ mod heads;
 mod init;
 mod loss;
 mod maxpool;
+mod mobilenet;
 mod resnet;
 mod weights;
 
-pub use dra::{Dra, DraConfig, HeadScores};
+pub use dra::{BackboneKind, Dra, DraConfig, HeadScores};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use init::reset_parameters;
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
 pub use maxpool::max_pool2d;
+pub use mobilenet::MobileNetV2;
 pub use resnet::ResNet18;
 pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
 

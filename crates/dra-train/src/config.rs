@@ -2,7 +2,7 @@
 //! with the `paper` and `quick` profiles. It is written to the run's `config.json`.
 
 use dra_data::{BatchConfig, Setting, SplitConfig};
-use dra_model::{DraConfig, LossKind};
+use dra_model::{BackboneKind, DraConfig, LossKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
@@ -51,6 +51,9 @@ pub struct TrainConfig {
     pub topk_rate: f64,
     /// Pyramid levels (2).
     pub n_scales: usize,
+    /// Feature extractor (ResNet-18).
+    #[serde(default)]
+    pub backbone: BackboneKind,
     /// Chance that a normal slot becomes a CutMix pseudo anomaly (0.5).
     pub pseudo_prob: f64,
     /// `RandomRotation` range in degrees (180).
@@ -91,6 +94,7 @@ impl TrainConfig {
             test_threshold: None,
             topk_rate: 0.1,
             n_scales: 2,
+            backbone: BackboneKind::Resnet18,
             pseudo_prob: 0.5,
             rotation_degrees: 180.0,
             loss: LossKind::Deviation,
@@ -152,6 +156,7 @@ impl TrainConfig {
             topk_rate: self.topk_rate,
             n_ref: self.n_ref,
             n_scales: self.n_scales,
+            backbone: self.backbone,
         }
     }
 

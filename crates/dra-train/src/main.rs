@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use dra_data::{synthetic, Setting};
-use dra_model::LossKind;
+use dra_model::{BackboneKind, LossKind};
 use dra_train::{
     DatasetName, LoadedModel, Profile, ReferenceChoice, References, RunRequest, TrainConfig,
 };
@@ -42,6 +42,9 @@ struct BareModelArgs {
     /// Reference images per batch for a bare weights file.
     #[arg(long)]
     n_ref: Option<usize>,
+    /// Backbone of a bare weights file.
+    #[arg(long)]
+    backbone: Option<BackboneKind>,
 }
 
 impl BareModelArgs {
@@ -52,6 +55,9 @@ impl BareModelArgs {
         }
         if let Some(n) = self.n_ref {
             c.n_ref = n;
+        }
+        if let Some(b) = self.backbone {
+            c.backbone = b;
         }
         c
     }
@@ -197,8 +203,11 @@ struct TrainArgs {
     /// Range of the random rotation in degrees (0 disables it).
     #[arg(long)]
     rotation: Option<f64>,
-    /// Initialise the backbone from these ResNet-18 weights (torchvision `.pth` or safetensors,
-    /// torchvision or DRA tensor names). Default: from scratch.
+    /// Feature extractor: resnet18 (official) or mobilenet_v2 (for small data sets).
+    #[arg(long)]
+    backbone: Option<BackboneKind>,
+    /// Initialise the backbone from these weights (torchvision ResNet-18 or MobileNetV2 `.pth`
+    /// or safetensors, torchvision or DRA tensor names). Default: from scratch.
     #[arg(long)]
     weights: Option<PathBuf>,
     /// `cpu` or `cuda` (needs a build with `--features cuda`).
@@ -235,6 +244,7 @@ impl TrainArgs {
             clip_norm <- self.clip_norm,
             pseudo_prob <- self.pseudo_prob,
             rotation_degrees <- self.rotation,
+            backbone <- self.backbone,
         );
         if self.weights.is_some() {
             c.weights = self.weights.clone();

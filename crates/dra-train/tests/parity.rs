@@ -42,7 +42,7 @@ fn golden_values(name: &str, shape: &[usize]) -> Vec<f32> {
             z ^= z >> 31;
             let u = (z >> 40) as f64 / 16_777_216.0;
             let v = match leaf {
-                _ if name == "input" => (u * 2.0 - 1.0) * 3f64.sqrt(),
+                _ if name == "input" || name == "mbv2.input" => (u * 2.0 - 1.0) * 3f64.sqrt(),
                 "running_mean" => (u * 2.0 - 1.0) * 0.1,
                 "running_var" => 1.0 + 0.5 * u,
                 "weight" if shape.len() == 1 => 1.0 + (u * 2.0 - 1.0) * 0.1,
@@ -331,5 +331,32 @@ fn training_step_matches_pytorch() -> Result<()> {
             .collect();
         check(&format!("Adam update {name}"), &ours, &theirs);
     }
+    Ok(())
+}
+
+#[test]
+fn mobilenet_v2_features_match_torchvision() -> Result<()> {
+    use candle_core::ModuleT;
+    let golden = Golden::load();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    let net = dra_model::MobileNetV2::new(vb.pp("feature_extractor").pp("net"))?;
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        let values = golden_values(name, var.dims());
+        var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu)?.to_dtype(DType::F64)?)?;
+    }
+    let shape = [3, 3, SIZE, SIZE];
+    let x = Tensor::from_vec(golden_values("mbv2.input", &shape), &shape, &Device::Cpu)?
+        .to_dtype(DType::F64)?;
+    check(
+        "mobilenet_v2 eval",
+        &vec1(&net.forward_t(&x, false)?),
+        &golden.get("mbv2.eval"),
+    );
+    check(
+        "mobilenet_v2 train",
+        &vec1(&net.forward_t(&x, true)?),
+        &golden.get("mbv2.train"),
+    );
     Ok(())
 }

@@ -1,0 +1,196 @@
+//! torchvision's MobileNetV2 feature extractor (`mobilenet_v2().features`: 1280 channels,
+//! stride 32), the lightweight backbone the paper advises for small data sets (appendix D).
+//! Tensor names are torchvision's (`features.N.…`).
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
+
+use crate::resnet::bn;
+
+/// Convolution + BatchNorm + optional ReLU6 (torchvision's `Conv2dNormActivation`).
+#[derive(Debug, Clone)]
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+    relu6: bool,
+}
+
+impl ConvBn {
+    fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        relu6: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let config = Conv2dConfig {
+            padding: (k - 1) / 2,
+            stride,
+            groups,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv: conv2d_no_bias(cin, cout, k, config, vb.pp("0"))?,
+            bn: bn(cout, vb.pp("1"))?,
+            relu6,
+        })
+    }
+
+    /// A convolution and BatchNorm that sit side by side in the parent (`conv.N`, `conv.N+1`).
+    fn flat(cin: usize, cout: usize, conv_vb: VarBuilder, bn_vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            conv: conv2d_no_bias(cin, cout, 1, Conv2dConfig::default(), conv_vb)?,
+            bn: bn(cout, bn_vb)?,
+            relu6: false,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        if self.relu6 {
+            y.relu()?.minimum(6f32)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// torchvision's `InvertedResidual`.
+#[derive(Debug, Clone)]
+struct InvertedResidual {
+    layers: Vec<ConvBn>,
+    residual: bool,
+}
+
+impl InvertedResidual {
+    fn new(cin: usize, cout: usize, stride: usize, expand: usize, vb: VarBuilder) -> Result<Self> {
+        let hidden = cin * expand;
+        let conv = vb.pp("conv");
+        let mut layers = Vec::new();
+        let mut i = 0;
+        if expand != 1 {
+            layers.push(ConvBn::new(cin, hidden, 1, 1, 1, true, conv.pp(i))?);
+            i += 1;
+        }
+        layers.push(ConvBn::new(
+            hidden,
+            hidden,
+            3,
+            stride,
+            hidden,
+            true,
+            conv.pp(i),
+        )?);
+        layers.push(ConvBn::flat(hidden, cout, conv.pp(i + 1), conv.pp(i + 2))?);
+        Ok(Self {
+            layers,
+            residual: stride == 1 && cin == cout,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.clone();
+        for layer in &self.layers {
+            y = layer.forward_t(&y, train)?;
+        }
+        if self.residual {
+            y + x
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// The feature extractor.
+#[derive(Debug, Clone)]
+pub struct MobileNetV2 {
+    stem: ConvBn,
+    blocks: Vec<InvertedResidual>,
+    head: ConvBn,
+}
+
+impl MobileNetV2 {
+    pub const OUT_CHANNELS: usize = 1280;
+
+    /// `vb` is the torchvision model's root: tensors are read under `features.*`.
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let f = vb.pp("features");
+        let stem = ConvBn::new(3, 32, 3, 2, 1, true, f.pp(0))?;
+        // (expansion t, channels c, repeats n, first stride s), torchvision's table.
+        let settings = [
+            (1, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 32, 3, 2),
+            (6, 64, 4, 2),
+            (6, 96, 3, 1),
+            (6, 160, 3, 2),
+            (6, 320, 1, 1),
+        ];
+        let mut blocks = Vec::new();
+        let mut cin = 32;
+        for (t, c, n, s) in settings {
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                blocks.push(InvertedResidual::new(
+                    cin,
+                    c,
+                    stride,
+                    t,
+                    f.pp(blocks.len() + 1),
+                )?);
+                cin = c;
+            }
+        }
+        let head = ConvBn::new(
+            320,
+            Self::OUT_CHANNELS,
+            1,
+            1,
+            1,
+            true,
+            f.pp(blocks.len() + 1),
+        )?;
+        Ok(Self { stem, blocks, head })
+    }
+}
+
+impl ModuleT for MobileNetV2 {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.stem.forward_t(x, train)?;
+        for block in &self.blocks {
+            x = block.forward_t(&x, train)?;
+        }
+        self.head.forward_t(&x, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn torchvision_names_and_shapes() -> Result<()> {
+        let varmap = VarMap::new();
+        let net = MobileNetV2::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+        {
+            let data = varmap.data().lock().unwrap();
+            // torchvision's state dict has 312 entries, 52 of them num_batches_tracked.
+            assert_eq!(data.len(), 260);
+            assert_eq!(data["features.0.0.weight"].dims(), [32, 3, 3, 3]);
+            assert_eq!(data["features.1.conv.0.0.weight"].dims(), [32, 1, 3, 3]);
+            assert_eq!(data["features.1.conv.2.running_var"].dims(), [16]);
+            assert_eq!(data["features.17.conv.2.weight"].dims(), [320, 960, 1, 1]);
+            assert_eq!(data["features.18.1.running_var"].dims(), [1280]);
+        }
+        let y = net.forward_t(
+            &Tensor::randn(0f32, 1., (2, 3, 64, 64), &Device::Cpu)?,
+            true,
+        )?;
+        assert_eq!(y.dims(), [2, 1280, 2, 2]);
+        Ok(())
+    }
+}
