@@ -1,5 +1,7 @@
 //! Project automation: `cargo xtask <task>`.
 
+mod perf;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,6 +25,11 @@ enum Task {
     /// General setting (labelled anomalies from all classes): every data set × shots × runs,
     /// then the paper-style table. With no arguments: the embedded synthetic data set.
     BenchGeneral(BenchArgs),
+    /// Throughput and peak memory of training and evaluation workloads.
+    Perf(perf::PerfArgs),
+    /// One perf measurement in a process of its own (used by `perf`).
+    #[command(hide = true)]
+    PerfWorker(perf::WorkerArgs),
 }
 
 #[derive(Args)]
@@ -240,5 +247,7 @@ fn render(
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::BenchGeneral(args) => bench_general(args),
+        Task::Perf(args) => perf::perf(args),
+        Task::PerfWorker(args) => perf::worker(args),
     }
 }

@@ -1,0 +1,107 @@
+"""PyTorch counterpart of `cargo xtask perf`: the same workloads, the same JSON lines.
+Run by hand where torch is installed (CI never runs it):
+
+    pip install torch torchvision
+    python tools/perf/torch_perf.py --sizes 128,224 [--reps 3] [--device cpu|cuda]
+
+Each (workload, size) runs in a fresh subprocess so that its peak RSS is its own.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+WORKLOADS = ["backbone_train", "backbone_eval", "dra_step"]
+
+
+def batch_for(workload, size):
+    if workload == "dra_step":
+        return 48
+    return 16 if size >= 448 else 48
+
+
+def worker(workload, size, reps, device):
+    import torch
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "golden"))
+    import make_golden as g
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    batch = batch_for(workload, size)
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
+    if workload in ("backbone_train", "backbone_eval"):
+        net = g.Backbone().to(dev)
+        x = torch.randn(batch, 3, size, size, device=dev)
+        if workload == "backbone_train":
+            net.train()
+
+            def step():
+                net.zero_grad(set_to_none=True)
+                net(x).sum().backward()
+        else:
+            net.eval()
+
+            def step():
+                with torch.no_grad():
+                    net(x).sum().item()
+    else:
+        g.SIZE, g.N_REF = size, 5
+        model = g.DRA().to(dev)
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=2e-4, weight_decay=1e-5)
+        x = torch.randn(5 + batch, 3, size, size, device=dev)
+        label = torch.tensor([[0, 2, 1][i * 3 // batch] for i in range(batch)], device=dev)
+        t = label
+        targets = [(t == 0), (t != 0)[t != 2], (t != 0)[t != 1], (t != 0)]
+        targets = [v.float() for v in targets]
+
+        def step():
+            scores = model(x, label, {})
+            loss = 0
+            for sc, tg in zip(scores, targets):
+                r = torch.normal(mean=0.0, std=torch.full([5000], 1.0)).to(dev)
+                loss = loss + g.deviation_loss(sc, tg, (r.mean(), r.std()))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+    step()
+    sync()
+    times = []
+    for _ in range(max(reps, 1)):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    median = times[len(times) // 2]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"workload": workload, "size": size, "batch": batch, "img_per_s": batch / median,
+                      "seconds_median": median, "peak_rss_mb": peak, "device": device,
+                      "impl": f"torch {torch.__version__}"}))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="128,224")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--worker", nargs=2)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]), args.reps, args.device)
+        return
+    for size in [int(s) for s in args.sizes.split(",")]:
+        for w in args.workloads.split(","):
+            out = subprocess.run([sys.executable, __file__, "--worker", w, str(size), "--reps", str(args.reps),
+                                  "--device", args.device], capture_output=True, text=True, check=True)
+            print(out.stdout.strip(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+//! `cargo xtask perf`: throughput and peak memory of the training and evaluation workloads.
+//!
+//! Each (workload, size) runs in a child process of its own, so that its peak resident memory
+//! (`VmHWM`) is its own. A warm-up repetition, then `reps` timed ones; the median is reported.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use clap::Args;
+use dra_model::{reset_parameters, Dra, DraConfig, DraLoss, LossKind, ResNet18};
+use dra_train::{trainable, Adam, AdamConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Args)]
+pub struct PerfArgs {
+    /// Image sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "128,224")]
+    sizes: Vec<usize>,
+    /// Workloads: backbone_train, backbone_eval, dra_step.
+    #[arg(long, value_delimiter = ',', default_value = "backbone_train,backbone_eval,dra_step")]
+    workloads: Vec<String>,
+    /// Timed repetitions (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// One measurement, as printed with `--json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Measurement {
+    pub workload: String,
+    pub size: usize,
+    pub batch: usize,
+    pub img_per_s: f64,
+    pub seconds_median: f64,
+    pub peak_rss_mb: f64,
+    pub device: String,
+}
+
+/// The batch of a workload: DRA's 48 + 5 references for a step; the backbone measured at 48
+/// up to 224 px and 16 at 448 px (as the PyTorch figures in the issue).
+fn batch_for(workload: &str, size: usize) -> usize {
+    match workload {
+        "dra_step" => 48,
+        _ if size >= 448 => 16,
+        _ => 48,
+    }
+}
+
+pub fn perf(args: PerfArgs) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    for &size in &args.sizes {
+        for workload in &args.workloads {
+            let out = Command::new(&exe)
+                .args(["perf-worker", "--workload", workload, "--size", &size.to_string()])
+                .args(["--reps", &args.reps.to_string(), "--device", &args.device])
+                .output()
+                .context("running the perf worker")?;
+            if !out.status.success() {
+                bail!("{workload} at {size} px failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            let m: Measurement = serde_json::from_slice(&out.stdout).context("reading the worker's result")?;
+            if args.json {
+                println!("{}", serde_json::to_string(&m)?);
+            } else {
+                eprintln!("{workload} {size} px: {:.2} img/s, peak {:.0} MB", m.img_per_s, m.peak_rss_mb);
+            }
+            rows.push(m);
+        }
+    }
+    if !args.json {
+        println!("| workload | size | batch | img/s | median s | peak RSS MB |\n|---|---|---|---|---|---|");
+        for m in rows {
+            println!(
+                "| {} | {} | {} | {:.2} | {:.3} | {:.0} |",
+                m.workload, m.size, m.batch, m.img_per_s, m.seconds_median, m.peak_rss_mb
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    workload: String,
+    #[arg(long)]
+    size: usize,
+    #[arg(long)]
+    reps: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn device(name: &str) -> Result<Device> {
+    Ok(match name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0)?,
+        other => bail!("--device: unknown device `{other}`"),
+    })
+}
+
+pub fn worker(args: WorkerArgs) -> Result<()> {
+    let dev = device(&args.device)?;
+    let size = args.size;
+    let batch = batch_for(&args.workload, size);
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let mut step: Box<dyn FnMut() -> Result<()>> = match args.workload.as_str() {
+        "backbone_train" => {
+            let net = ResNet18::new(vb.pp("net"))?;
+            reset_parameters(&varmap, 0)?;
+            let x = Tensor::randn(0f32, 1., (batch, 3, size, size), &dev)?;
+            Box::new(move || {
+                let y = net.forward_t(&x, true)?;
+                let grads = y.sum_all()?.backward()?;
+                std::hint::black_box(grads);
+                Ok(())
+            })
+        }
+        "backbone_eval" => {
+            ResNet18::new(vb.pp("net"))?;
+            reset_parameters(&varmap, 0)?;
+            let tensors = varmap.data().lock().unwrap().iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+            let net = ResNet18::new(VarBuilder::from_tensors(tensors, DType::F32, &dev).pp("net"))?;
+            let x = Tensor::randn(0f32, 1., (batch, 3, size, size), &dev)?;
+            Box::new(move || {
+                let y = net.forward_t(&x, false)?;
+                y.sum_all()?.to_scalar::<f32>()?;
+                Ok(())
+            })
+        }
+        "dra_step" => {
+            let n_ref = 5;
+            let model = Dra::new(DraConfig::default(), vb)?;
+            reset_parameters(&varmap, 0)?;
+            let mut adam = Adam::new(
+                trainable(&varmap),
+                AdamConfig { weight_decay: 1e-5, clip_norm: Some(1.0), ..Default::default() },
+            )?;
+            let x = Tensor::randn(0f32, 1., (n_ref + batch, 3, size, size), &dev)?;
+            // 16 normal, 16 pseudo, 16 anomalies: the expected official batch.
+            let labels: Vec<u8> = (0..batch).map(|i| [0u8, 2, 1][i * 3 / batch]).collect();
+            let loss_fn = DraLoss::new(LossKind::Deviation);
+            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+            Box::new(move || {
+                let scores = model.forward_t(&x, true)?;
+                let loss = loss_fn.compute(&scores, &labels, &mut rng)?;
+                adam.step(&loss.total.backward()?, 2e-4)?;
+                Ok(())
+            })
+        }
+        other => bail!("unknown workload `{other}`; valid: backbone_train, backbone_eval, dra_step"),
+    };
+    step()?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..args.reps.max(1) {
+        let t = Instant::now();
+        step()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let m = Measurement {
+        workload: args.workload.clone(),
+        size,
+        batch,
+        img_per_s: batch as f64 / median,
+        seconds_median: median,
+        peak_rss_mb: peak_rss_mb(),
+        device: args.device.clone(),
+    };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
