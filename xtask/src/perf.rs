@@ -20,7 +20,11 @@ pub struct PerfArgs {
     #[arg(long, value_delimiter = ',', default_value = "128,224")]
     sizes: Vec<usize>,
     /// Workloads: backbone_train, backbone_eval, dra_step.
-    #[arg(long, value_delimiter = ',', default_value = "backbone_train,backbone_eval,dra_step")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "backbone_train,backbone_eval,dra_step"
+    )]
     workloads: Vec<String>,
     /// Timed repetitions (after one warm-up).
     #[arg(long, default_value_t = 3)]
@@ -60,18 +64,31 @@ pub fn perf(args: PerfArgs) -> Result<()> {
     for &size in &args.sizes {
         for workload in &args.workloads {
             let out = Command::new(&exe)
-                .args(["perf-worker", "--workload", workload, "--size", &size.to_string()])
+                .args([
+                    "perf-worker",
+                    "--workload",
+                    workload,
+                    "--size",
+                    &size.to_string(),
+                ])
                 .args(["--reps", &args.reps.to_string(), "--device", &args.device])
                 .output()
                 .context("running the perf worker")?;
             if !out.status.success() {
-                bail!("{workload} at {size} px failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+                bail!(
+                    "{workload} at {size} px failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
             }
-            let m: Measurement = serde_json::from_slice(&out.stdout).context("reading the worker's result")?;
+            let m: Measurement =
+                serde_json::from_slice(&out.stdout).context("reading the worker's result")?;
             if args.json {
                 println!("{}", serde_json::to_string(&m)?);
             } else {
-                eprintln!("{workload} {size} px: {:.2} img/s, peak {:.0} MB", m.img_per_s, m.peak_rss_mb);
+                eprintln!(
+                    "{workload} {size} px: {:.2} img/s, peak {:.0} MB",
+                    m.img_per_s, m.peak_rss_mb
+                );
             }
             rows.push(m);
         }
@@ -104,9 +121,11 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
@@ -140,7 +159,13 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         "backbone_eval" => {
             ResNet18::new(vb.pp("net"))?;
             reset_parameters(&varmap, 0)?;
-            let tensors = varmap.data().lock().unwrap().iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+            let tensors = varmap
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+                .collect();
             let net = ResNet18::new(VarBuilder::from_tensors(tensors, DType::F32, &dev).pp("net"))?;
             let x = Tensor::randn(0f32, 1., (batch, 3, size, size), &dev)?;
             Box::new(move || {
@@ -155,7 +180,11 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             reset_parameters(&varmap, 0)?;
             let mut adam = Adam::new(
                 trainable(&varmap),
-                AdamConfig { weight_decay: 1e-5, clip_norm: Some(1.0), ..Default::default() },
+                AdamConfig {
+                    weight_decay: 1e-5,
+                    clip_norm: Some(1.0),
+                    ..Default::default()
+                },
             )?;
             let x = Tensor::randn(0f32, 1., (n_ref + batch, 3, size, size), &dev)?;
             // 16 normal, 16 pseudo, 16 anomalies: the expected official batch.
@@ -169,7 +198,9 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
                 Ok(())
             })
         }
-        other => bail!("unknown workload `{other}`; valid: backbone_train, backbone_eval, dra_step"),
+        other => {
+            bail!("unknown workload `{other}`; valid: backbone_train, backbone_eval, dra_step")
+        }
     };
     step()?; // warm-up
     let mut times = Vec::new();

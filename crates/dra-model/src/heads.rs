@@ -1,8 +1,9 @@
 //! The four DRA heads (`modeling/net.py` of the official code), one struct each.
 
 use candle_core::{Module, ModuleT, Result, Tensor, D};
-use candle_nn::{conv2d, linear, BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{linear, BatchNorm, Conv2dConfig, Linear, VarBuilder};
 
+use crate::conv::Conv2d;
 use crate::resnet::bn;
 
 /// Mean of the `K = max(⌊rate·h·w⌋, 1)` largest values of each row of `(B, N)` scores.
@@ -28,7 +29,14 @@ pub struct PlainHead {
 
 impl PlainHead {
     pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
-        let scoring = conv2d(in_channels, 1, 1, Conv2dConfig::default(), vb.pp("scoring"))?;
+        let scoring = Conv2d::new(
+            in_channels,
+            1,
+            1,
+            Conv2dConfig::default(),
+            true,
+            vb.pp("scoring"),
+        )?;
         Ok(Self { scoring, topk_rate })
     }
 
@@ -59,7 +67,14 @@ impl CompositeHead {
             ..Default::default()
         };
         Ok(Self {
-            conv: conv2d(in_channels, in_channels, 3, config, vb.pp("conv").pp("0"))?,
+            conv: Conv2d::new(
+                in_channels,
+                in_channels,
+                3,
+                config,
+                true,
+                vb.pp("conv").pp("0"),
+            )?,
             bn: bn(in_channels, vb.pp("conv").pp("1"))?,
             plain: PlainHead::new(in_channels, topk_rate, vb)?,
         })

@@ -5,6 +5,7 @@
 //! two-level image pyramid. Parameter names follow the official model's `state_dict`, so
 //! weights move between the two implementations by name.
 
+mod conv;
 mod dra;
 mod heads;
 mod init;
@@ -14,6 +15,7 @@ mod mobilenet;
 mod resnet;
 mod weights;
 
+pub use conv::Conv2d;
 pub use dra::{BackboneKind, Dra, DraConfig, HeadScores};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use init::reset_parameters;

@@ -1,7 +1,14 @@
 //! Max pooling with padding and a backward pass, which candle's stock `max_pool2d` lacks (it
 //! has no padding and no gradient when kernel ≠ stride, as in ResNet's 3×3 / stride-2 stem).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
+};
+
+/// The element types of the CPU kernel (f64 serves the double-precision parity tests).
+trait Element: WithDType + PartialOrd + std::ops::AddAssign {}
+impl Element for f32 {}
+impl Element for f64 {}
 
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -17,13 +24,13 @@ impl Geometry {
 
     /// For each output cell of one plane, the flat input index of its maximum. Padding counts
     /// as −∞ and a tie goes to the first maximum in scan order, as in PyTorch.
-    fn argmax_plane(&self, plane: &[f32], h: usize, w: usize, out: &mut [usize]) {
+    fn argmax_plane<T: Element>(&self, plane: &[T], h: usize, w: usize, out: &mut [usize]) {
         let (oh, ow) = (self.out_size(h), self.out_size(w));
         for oy in 0..oh {
             let y0 = (oy * self.stride) as isize - self.padding as isize;
             for ox in 0..ow {
                 let x0 = (ox * self.stride) as isize - self.padding as isize;
-                let mut best = f32::NEG_INFINITY;
+                let mut best = plane[0];
                 let mut best_idx = usize::MAX;
                 for ky in 0..self.kernel as isize {
                     let y = y0 + ky;
@@ -37,7 +44,8 @@ impl Geometry {
                         }
                         let idx = y as usize * w + x as usize;
                         let v = plane[idx];
-                        if v > best || v.is_nan() || best_idx == usize::MAX {
+                        #[allow(clippy::eq_op)] // v != v is NaN for any float type
+                        if best_idx == usize::MAX || v > best || v != v {
                             best = v;
                             best_idx = idx;
                         }
@@ -49,14 +57,11 @@ impl Geometry {
     }
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+fn slice<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input must be contiguous")))?;
-    match storage {
-        CpuStorage::F32(v) => Ok(&v[start..end]),
-        _ => candle_core::bail!("{op}: only f32 is supported"),
-    }
+    Ok(&T::cpu_storage_as_slice(storage)?[start..end])
 }
 
 impl CustomOp1 for Geometry {
@@ -65,10 +70,29 @@ impl CustomOp1 for Geometry {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(storage, layout, self.name())?;
+        match storage {
+            CpuStorage::F32(_) => self.forward::<f32>(storage, layout),
+            CpuStorage::F64(_) => self.forward::<f64>(storage, layout),
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", self.name()),
+        }
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &Backward(*self))?;
+        Ok(Some(grad))
+    }
+}
+
+impl Geometry {
+    fn forward<T: Element>(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice::<T>(storage, layout, "max-pool2d-padded")?;
         let (b, c, h, w) = layout.shape().dims4()?;
         let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let mut out = vec![0f32; b * c * oh * ow];
+        let mut out = vec![T::zero(); b * c * oh * ow];
         let mut idx = vec![0usize; oh * ow];
         for (plane, dst) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
             self.argmax_plane(plane, h, w, &mut idx);
@@ -76,12 +100,7 @@ impl CustomOp1 for Geometry {
                 *d = plane[i];
             }
         }
-        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &Backward(*self))?;
-        Ok(Some(grad))
+        Ok((T::to_cpu_storage_owned(out), Shape::from((b, c, oh, ow))))
     }
 }
 
@@ -100,11 +119,27 @@ impl CustomOp2 for Backward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, self.name())?;
-        let g = f32_slice(s2, l2, self.name())?;
+        match s1 {
+            CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2),
+            CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2),
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", self.name()),
+        }
+    }
+}
+
+impl Backward {
+    fn run<T: Element>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice::<T>(s1, l1, "max-pool2d-padded-bwd")?;
+        let g = slice::<T>(s2, l2, "max-pool2d-padded-bwd")?;
         let (b, c, h, w) = l1.shape().dims4()?;
         let (oh, ow) = (self.0.out_size(h), self.0.out_size(w));
-        let mut dx = vec![0f32; b * c * h * w];
+        let mut dx = vec![T::zero(); b * c * h * w];
         let mut idx = vec![0usize; oh * ow];
         for ((plane, gp), dp) in x
             .chunks_exact(h * w)
@@ -116,13 +151,13 @@ impl CustomOp2 for Backward {
                 dp[i] += gv;
             }
         }
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
     }
 }
 
 /// `F.max_pool2d(x, kernel, stride, padding)` for NCHW input, differentiable.
 ///
-/// On the CPU a dedicated kernel routes each gradient to the first maximum, as PyTorch does.
+/// On the CPU (f32 and f64) a dedicated kernel routes each gradient to the first maximum, as PyTorch does.
 /// On other devices it is composed of stock ops (padding with −∞ and an element-wise maximum
 /// over the kernel's shifted views), whose gradient splits a tie between the tied inputs.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
@@ -131,7 +166,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         stride,
         padding,
     };
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
         return x.contiguous()?.apply_op1(geometry);
     }
     let (_, _, h, w) = x.dims4()?;
@@ -222,11 +257,13 @@ mod tests {
 
     #[test]
     fn stock_op_path_agrees_with_kernel() -> Result<()> {
-        // Exercise the generic composition on the CPU by calling it through f64.
+        // Exercise the generic composition on the CPU through f16, which the kernel lacks.
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (2, 2, 9, 7), &dev)?;
+        let x = Tensor::randn(0f32, 1., (2, 2, 9, 7), &dev)?
+            .to_dtype(DType::F16)?
+            .to_dtype(DType::F32)?;
         let fast = max_pool2d(&x, 3, 2, 1)?;
-        let generic = max_pool2d(&x.to_dtype(DType::F64)?, 3, 2, 1)?.to_dtype(DType::F32)?;
+        let generic = max_pool2d(&x.to_dtype(DType::F16)?, 3, 2, 1)?.to_dtype(DType::F32)?;
         let diff = (fast - generic)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert_eq!(diff, 0.0);
         Ok(())

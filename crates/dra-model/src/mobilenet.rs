@@ -3,8 +3,9 @@
 //! Tensor names are torchvision's (`features.N.…`).
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{BatchNorm, Conv2dConfig, VarBuilder};
 
+use crate::conv::Conv2d;
 use crate::resnet::bn;
 
 /// Convolution + BatchNorm + optional ReLU6 (torchvision's `Conv2dNormActivation`).
@@ -32,7 +33,7 @@ impl ConvBn {
             ..Default::default()
         };
         Ok(Self {
-            conv: conv2d_no_bias(cin, cout, k, config, vb.pp("0"))?,
+            conv: Conv2d::new(cin, cout, k, config, false, vb.pp("0"))?,
             bn: bn(cout, vb.pp("1"))?,
             relu6,
         })
@@ -41,7 +42,7 @@ impl ConvBn {
     /// A convolution and BatchNorm that sit side by side in the parent (`conv.N`, `conv.N+1`).
     fn flat(cin: usize, cout: usize, conv_vb: VarBuilder, bn_vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            conv: conv2d_no_bias(cin, cout, 1, Conv2dConfig::default(), conv_vb)?,
+            conv: Conv2d::new(cin, cout, 1, Conv2dConfig::default(), false, conv_vb)?,
             bn: bn(cout, bn_vb)?,
             relu6: false,
         })

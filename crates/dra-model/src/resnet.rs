@@ -2,10 +2,9 @@
 //! BatchNorm that uses batch statistics in training, as DRA fine-tunes it.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{
-    batch_norm, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder,
-};
+use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Conv2dConfig, VarBuilder};
 
+use crate::conv::Conv2d;
 use crate::maxpool::max_pool2d;
 
 /// PyTorch's `BatchNorm2d` defaults: eps 1e-5, momentum 0.1, affine.
@@ -25,7 +24,7 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Res
         stride,
         ..Default::default()
     };
-    conv2d_no_bias(cin, cout, k, config, vb)
+    Conv2d::new(cin, cout, k, config, false, vb)
 }
 
 /// torchvision's `BasicBlock`.
@@ -83,17 +82,13 @@ impl ResNet18 {
     /// Builds the network from `vb`, whose prefix is the torchvision model's root (for DRA,
     /// `feature_extractor.net`).
     pub fn new(vb: VarBuilder) -> Result<Self> {
-        let conv1 = conv2d_no_bias(
-            3,
-            64,
-            7,
-            Conv2dConfig {
-                padding: 3,
-                stride: 2,
-                ..Default::default()
-            },
-            vb.pp("conv1"),
-        )?;
+        // The stem sees the image, which needs no gradient.
+        let stem = Conv2dConfig {
+            padding: 3,
+            stride: 2,
+            ..Default::default()
+        };
+        let conv1 = Conv2d::new(3, 64, 7, stem, false, vb.pp("conv1"))?.without_input_grad();
         let bn1 = bn(64, vb.pp("bn1"))?;
         let mut layers = Vec::new();
         let mut cin = 64;

@@ -1,0 +1,712 @@
+//! A convolution for the CPU written for DRA's shapes: im2col into a reused per-thread buffer
+//! (none at all for 1×1 stride-1 kernels), one GEMM per image straight into the output, images
+//! in parallel, and a backward that computes d(weight) and d(input) by GEMM as well (candle's
+//! stock d(input) is a naive transposed-convolution loop), skipping d(input) where no gradient
+//! is needed (the image). f32 and f64 on the CPU; other devices and dtypes, and grouped
+//! convolutions, use candle's own op.
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor, WithDType};
+use candle_nn::{Conv2dConfig, Init, VarBuilder};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// The element types of the fast path (f64 serves the double-precision parity tests).
+trait Element: WithDType + Default + std::ops::AddAssign + Send + Sync + 'static {}
+impl Element for f32 {}
+impl Element for f64 {}
+
+/// Geometry of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    fn new(
+        x: (usize, usize, usize, usize),
+        k: (usize, usize, usize, usize),
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let (n, c, h, w) = x;
+        let (o, kc, kh, kw) = k;
+        if kc != c {
+            candle_core::bail!("conv2d: input has {c} channels, the kernel expects {kc}");
+        }
+        if h + 2 * padding < kh || w + 2 * padding < kw {
+            candle_core::bail!("conv2d: input {h}×{w} is smaller than the kernel {kh}×{kw}");
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            padding,
+            oh: (h + 2 * padding - kh) / stride + 1,
+            ow: (w + 2 * padding - kw) / stride + 1,
+        })
+    }
+    /// Rows of the im2col matrix.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Output cells per channel.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// A 1×1, stride-1, unpadded kernel reads the input as the im2col matrix itself.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+    /// GEMMs run single-threaded when images alone keep every thread busy.
+    fn parallelism(&self) -> Parallelism {
+        if self.n >= rayon::current_num_threads() {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(0)
+        }
+    }
+}
+
+/// im2col of one image: row (c, i, j) holds input pixel (c, oy·s − p + i, ox·s − p + j) for
+/// every output cell, zero outside the image.
+fn im2col<T: Element>(x: &[T], g: &Geometry, col: &mut [T]) {
+    let p = g.p();
+    let mut row = 0;
+    for c in 0..g.c {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let dst = &mut col[row * p..(row + 1) * p];
+                for oy in 0..g.oh {
+                    let y = (oy * g.stride + i) as isize - g.padding as isize;
+                    let out = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                    if y < 0 || y >= g.h as isize {
+                        out.fill(T::zero());
+                        continue;
+                    }
+                    let src = &plane[y as usize * g.w..(y as usize + 1) * g.w];
+                    for (ox, v) in out.iter_mut().enumerate() {
+                        let x = (ox * g.stride + j) as isize - g.padding as isize;
+                        *v = if x >= 0 && x < g.w as isize {
+                            src[x as usize]
+                        } else {
+                            T::zero()
+                        };
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column entry back onto its input pixel.
+fn col2im<T: Element>(col: &[T], g: &Geometry, dx: &mut [T]) {
+    let p = g.p();
+    dx.fill(T::zero());
+    let mut row = 0;
+    for c in 0..g.c {
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let src = &col[row * p..(row + 1) * p];
+                for oy in 0..g.oh {
+                    let y = (oy * g.stride + i) as isize - g.padding as isize;
+                    if y < 0 || y >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[y as usize * g.w..(y as usize + 1) * g.w];
+                    for (ox, v) in src[oy * g.ow..(oy + 1) * g.ow].iter().enumerate() {
+                        let x = (ox * g.stride + j) as isize - g.padding as isize;
+                        if x >= 0 && x < g.w as isize {
+                            dst[x as usize] += *v;
+                        }
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// A matrix operand: its data and its row and column strides.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+/// `dst[m×n] (+)= a[m×k] · b[k×n]`, `dst` row-major.
+fn matmul<T: Element>(
+    dst: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    par: Parallelism,
+) {
+    assert!(dst.len() >= m * n);
+    assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
+    assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs);
+    // SAFETY: the asserts above keep every access of the strided operands in bounds, and `dst`
+    // is an exclusive slice of at least m·n elements.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+fn slice<'a, T: Element>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: operands must be contiguous")))?;
+    Ok(&T::cpu_storage_as_slice(s)?[start..end])
+}
+
+/// Runs `$body` with `$t` bound to the storage's element type.
+macro_rules! dispatch {
+    ($storage:expr, $op:expr, $t:ident => $body:expr) => {
+        match $storage {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $body
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $body
+            }
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", $op),
+        }
+    };
+}
+
+/// The forward op: `(x: N×C×H×W, w: O×C×kh×kw) → N×O×OH×OW`.
+#[derive(Clone, Copy, Debug)]
+struct Conv {
+    stride: usize,
+    padding: usize,
+    grad_input: bool,
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "dra-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(xs, self.name(), T => self.forward::<T>(xs, xl, ws, wl))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let dw = x.apply_op2_no_bwd(
+            &dy,
+            &WeightGrad {
+                conv: *self,
+                kh,
+                kw,
+            },
+        )?;
+        let dx = if self.grad_input {
+            let (_, _, h, wd) = x.dims4()?;
+            Some(dy.apply_op2_no_bwd(
+                w,
+                &InputGrad {
+                    conv: *self,
+                    h,
+                    w: wd,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl Conv {
+    fn forward<T: Element>(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (
+            slice::<T>(xs, xl, "dra-conv2d")?,
+            slice::<T>(ws, wl, "dra-conv2d")?,
+        );
+        let g = Geometry::new(
+            xl.shape().dims4()?,
+            wl.shape().dims4()?,
+            self.stride,
+            self.padding,
+        )?;
+        let (k, p) = (g.k(), g.p());
+        let mut out = vec![T::zero(); g.n * g.o * p];
+        let par = g.parallelism();
+        let wm = Mat {
+            data: w,
+            rs: k,
+            cs: 1,
+        };
+        out.par_chunks_mut(g.o * p)
+            .zip(x.par_chunks(g.c * g.h * g.w))
+            .for_each_init(
+                || {
+                    if g.pointwise() {
+                        Vec::new()
+                    } else {
+                        vec![T::zero(); k * p]
+                    }
+                },
+                |col, (y, xn)| {
+                    let cols = if g.pointwise() {
+                        xn
+                    } else {
+                        im2col(xn, &g, col);
+                        col
+                    };
+                    matmul(
+                        y,
+                        wm,
+                        Mat {
+                            data: cols,
+                            rs: p,
+                            cs: 1,
+                        },
+                        (g.o, p, k),
+                        false,
+                        par,
+                    );
+                },
+            );
+        Ok((
+            T::to_cpu_storage_owned(out),
+            Shape::from((g.n, g.o, g.oh, g.ow)),
+        ))
+    }
+}
+
+/// d(weight) = Σₙ dYₙ[O×P] · colₙᵀ[P×K].
+struct WeightGrad {
+    conv: Conv,
+    kh: usize,
+    kw: usize,
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "dra-conv2d-dw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(xs, self.name(), T => self.run::<T>(xs, xl, ds, dl))
+    }
+}
+
+impl WeightGrad {
+    fn run<T: Element>(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dy) = (
+            slice::<T>(xs, xl, "dra-conv2d-dw")?,
+            slice::<T>(ds, dl, "dra-conv2d-dw")?,
+        );
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let (_, o, oh, ow) = dl.shape().dims4()?;
+        let (kh, kw) = (self.kh, self.kw);
+        let g = Geometry::new(
+            (n, c, h, w),
+            (o, c, kh, kw),
+            self.conv.stride,
+            self.conv.padding,
+        )?;
+        if (g.oh, g.ow) != (oh, ow) {
+            candle_core::bail!(
+                "dra-conv2d-dw: output gradient is {oh}×{ow}, expected {}×{}",
+                g.oh,
+                g.ow
+            );
+        }
+        let (k, p) = (g.k(), g.p());
+        let par = g.parallelism();
+        let dw = (0..n)
+            .into_par_iter()
+            .fold(
+                || {
+                    (
+                        vec![T::zero(); o * k],
+                        if g.pointwise() {
+                            Vec::new()
+                        } else {
+                            vec![T::zero(); k * p]
+                        },
+                    )
+                },
+                |(mut acc, mut col), i| {
+                    let xn = &x[i * c * h * w..(i + 1) * c * h * w];
+                    let cols: &[T] = if g.pointwise() {
+                        xn
+                    } else {
+                        im2col(xn, &g, &mut col);
+                        &col
+                    };
+                    let dyn_ = Mat {
+                        data: &dy[i * o * p..(i + 1) * o * p],
+                        rs: p,
+                        cs: 1,
+                    };
+                    matmul(
+                        &mut acc,
+                        dyn_,
+                        Mat {
+                            data: cols,
+                            rs: 1,
+                            cs: p,
+                        },
+                        (o, k, p),
+                        true,
+                        par,
+                    );
+                    (acc, col)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce(
+                || vec![T::zero(); o * k],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
+                    a
+                },
+            );
+        Ok((T::to_cpu_storage_owned(dw), Shape::from((o, c, kh, kw))))
+    }
+}
+
+/// d(input)ₙ = col2im(Wᵀ[K×O] · dYₙ[O×P]).
+struct InputGrad {
+    conv: Conv,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "dra-conv2d-dx"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ds: &CpuStorage,
+        dl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(ds, self.name(), T => self.run::<T>(ds, dl, ws, wl))
+    }
+}
+
+impl InputGrad {
+    fn run<T: Element>(
+        &self,
+        ds: &CpuStorage,
+        dl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (dy, w) = (
+            slice::<T>(ds, dl, "dra-conv2d-dx")?,
+            slice::<T>(ws, wl, "dra-conv2d-dx")?,
+        );
+        let (n, _, _, _) = dl.shape().dims4()?;
+        let kdims = wl.shape().dims4()?;
+        let g = Geometry::new(
+            (n, kdims.1, self.h, self.w),
+            kdims,
+            self.conv.stride,
+            self.conv.padding,
+        )?;
+        let (k, p) = (g.k(), g.p());
+        let par = g.parallelism();
+        let wt = Mat {
+            data: w,
+            rs: 1,
+            cs: k,
+        };
+        let mut dx = vec![T::zero(); n * g.c * g.h * g.w];
+        dx.par_chunks_mut(g.c * g.h * g.w)
+            .zip(dy.par_chunks(g.o * p))
+            .for_each_init(
+                || {
+                    if g.pointwise() {
+                        Vec::new()
+                    } else {
+                        vec![T::zero(); k * p]
+                    }
+                },
+                |col, (dxn, dyn_)| {
+                    let d = Mat {
+                        data: dyn_,
+                        rs: p,
+                        cs: 1,
+                    };
+                    if g.pointwise() {
+                        matmul(dxn, wt, d, (k, p, g.o), false, par);
+                    } else {
+                        matmul(col, wt, d, (k, p, g.o), false, par);
+                        col2im(col, &g, dxn);
+                    }
+                },
+            );
+        Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))))
+    }
+}
+
+/// A 2-D convolution layer with PyTorch's parameter names (`weight`, `bias`).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    config: Conv2dConfig,
+    grad_input: bool,
+}
+
+impl Conv2d {
+    /// `bias_init: None` builds a convolution without bias. PyTorch's default initialisation is
+    /// applied later by name ([`crate::reset_parameters`]).
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        config: Conv2dConfig,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight =
+            vb.get_with_hints((cout, cin / config.groups, k, k), "weight", Init::Const(0.))?;
+        let bias = if bias {
+            Some(vb.get_with_hints(cout, "bias", Init::Const(0.))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            config,
+            grad_input: true,
+        })
+    }
+
+    /// Declares that the input never needs a gradient (the image), so the backward skips it.
+    pub fn without_input_grad(mut self) -> Self {
+        self.grad_input = false;
+        self
+    }
+
+    fn fast_path(&self, x: &Tensor) -> bool {
+        x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && self.config.groups == 1
+            && self.config.dilation == 1
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let y = if self.fast_path(x) {
+            let op = Conv {
+                stride: c.stride,
+                padding: c.padding,
+                grad_input: self.grad_input,
+            };
+            x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)?
+        } else {
+            x.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn ramp(shape: (usize, usize, usize, usize), seed: u32) -> Tensor {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) % 1000) as f32
+                    / 500.0
+                    - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Values and both gradients against candle's stock convolution, on odd shapes. Where
+    /// (h + 2p − k) is not a multiple of the stride, candle's own d(input) comes out one pixel
+    /// short (its transposed convolution has no output padding), so there the gradients are
+    /// checked by the adjoint identities instead: the convolution is linear in x and in w, so
+    /// ⟨conv(x, w), r⟩ = ⟨x, ∂x⟩ = ⟨w, ∂w⟩ for the gradients ∂ of ⟨conv(x, w), r⟩.
+    #[test]
+    fn matches_candle_on_odd_shapes() -> Result<()> {
+        for (n, c, h, w, o, k, s, p) in [
+            (2, 3, 9, 7, 4, 3, 1, 1),
+            (3, 5, 11, 8, 6, 3, 2, 1),
+            (2, 4, 6, 5, 3, 1, 1, 0),
+            (2, 4, 7, 9, 5, 1, 2, 0),
+            (1, 3, 13, 10, 8, 7, 2, 3),
+            (5, 2, 3, 3, 2, 3, 1, 0),
+        ] {
+            let x = Var::from_tensor(&ramp((n, c, h, w), 1))?;
+            let wt = Var::from_tensor(&ramp((o, c, k, k), 2))?;
+            let config = Conv2dConfig {
+                padding: p,
+                stride: s,
+                ..Default::default()
+            };
+            let conv = Conv2d {
+                weight: wt.as_tensor().clone(),
+                bias: None,
+                config,
+                grad_input: true,
+            };
+            let ours = conv.forward(x.as_tensor())?;
+            let stock = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1)?;
+            assert_eq!(ours.dims(), stock.dims());
+            assert!(
+                max_diff(&ours, &stock) < 1e-4,
+                "forward {:?}",
+                (n, c, h, w, o, k, s, p)
+            );
+            let r = ramp(ours.dims4()?, 3);
+            let inner = (&ours * &r)?.sum_all()?;
+            let g1 = inner.backward()?;
+            let inner = inner.to_scalar::<f32>()?;
+            for v in [&x, &wt] {
+                let g = g1.get(v.as_tensor()).unwrap();
+                assert_eq!(g.dims(), v.dims());
+                let adjoint = (v.as_tensor() * g)?.sum_all()?.to_scalar::<f32>()?;
+                assert!(
+                    (adjoint - inner).abs() <= 1e-4 * inner.abs().max(1.0),
+                    "adjoint {:?}",
+                    (n, c, h, w, o, k, s, p)
+                );
+            }
+            if (h + 2 * p - k) % s == 0 && (w + 2 * p - k) % s == 0 {
+                let g2 = (&stock * &r)?.sum_all()?.backward()?;
+                for v in [&x, &wt] {
+                    let (a, b) = (
+                        g1.get(v.as_tensor()).unwrap(),
+                        g2.get(v.as_tensor()).unwrap(),
+                    );
+                    assert!(
+                        max_diff(a, b) < 1e-3,
+                        "gradient {:?}: {}",
+                        (n, c, h, w, o, k, s, p),
+                        max_diff(a, b)
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn input_gradient_can_be_skipped() -> Result<()> {
+        let x = Var::from_tensor(&ramp((2, 3, 8, 8), 1))?;
+        let wt = Var::from_tensor(&ramp((4, 3, 3, 3), 2))?;
+        let config = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv = Conv2d {
+            weight: wt.as_tensor().clone(),
+            bias: None,
+            config,
+            grad_input: true,
+        }
+        .without_input_grad();
+        let g = conv.forward(x.as_tensor())?.sum_all()?.backward()?;
+        assert!(g.get(x.as_tensor()).is_none());
+        assert!(g.get(wt.as_tensor()).is_some());
+        Ok(())
+    }
+}
