@@ -34,6 +34,9 @@ pub struct PerfArgs {
     json: bool,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Use candle's stock convolution, BatchNorm and max-pool instead of dra-model's kernels.
+    #[arg(long)]
+    stock: bool,
 }
 
 /// One measurement, as printed with `--json`.
@@ -46,6 +49,8 @@ pub struct Measurement {
     pub seconds_median: f64,
     pub peak_rss_mb: f64,
     pub device: String,
+    /// `dra-rs` (this crate's kernels) or `candle-stock`.
+    pub kernels: String,
 }
 
 /// The batch of a workload: DRA's 48 + 5 references for a step; the backbone measured at 48
@@ -72,6 +77,7 @@ pub fn perf(args: PerfArgs) -> Result<()> {
                     &size.to_string(),
                 ])
                 .args(["--reps", &args.reps.to_string(), "--device", &args.device])
+                .args(args.stock.then_some("--stock"))
                 .output()
                 .context("running the perf worker")?;
             if !out.status.success() {
@@ -94,11 +100,17 @@ pub fn perf(args: PerfArgs) -> Result<()> {
         }
     }
     if !args.json {
-        println!("| workload | size | batch | img/s | median s | peak RSS MB |\n|---|---|---|---|---|---|");
+        println!("| workload | size | batch | kernels | img/s | median s | peak RSS MB |\n|---|---|---|---|---|---|---|");
         for m in rows {
             println!(
-                "| {} | {} | {} | {:.2} | {:.3} | {:.0} |",
-                m.workload, m.size, m.batch, m.img_per_s, m.seconds_median, m.peak_rss_mb
+                "| {} | {} | {} | {} | {:.2} | {:.3} | {:.0} |",
+                m.workload,
+                m.size,
+                m.batch,
+                m.kernels,
+                m.img_per_s,
+                m.seconds_median,
+                m.peak_rss_mb
             );
         }
     }
@@ -115,6 +127,8 @@ pub struct WorkerArgs {
     reps: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[arg(long)]
+    stock: bool,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -140,6 +154,7 @@ fn device(name: &str) -> Result<Device> {
 
 pub fn worker(args: WorkerArgs) -> Result<()> {
     let dev = device(&args.device)?;
+    dra_model::use_stock_kernels(args.stock);
     let size = args.size;
     let batch = batch_for(&args.workload, size);
     let varmap = VarMap::new();
@@ -219,6 +234,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         seconds_median: median,
         peak_rss_mb: peak_rss_mb(),
         device: args.device.clone(),
+        kernels: if args.stock { "candle-stock" } else { "dra-rs" }.into(),
     };
     println!("{}", serde_json::to_string(&m)?);
     Ok(())

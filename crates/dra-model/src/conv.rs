@@ -563,7 +563,8 @@ impl Conv2d {
     }
 
     fn fast_path(&self, x: &Tensor) -> bool {
-        x.device().is_cpu()
+        crate::custom_kernels()
+            && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.config.groups == 1
             && self.config.dilation == 1

@@ -1,7 +1,9 @@
 //! The four DRA heads (`modeling/net.py` of the official code), one struct each.
 
 use candle_core::{Module, ModuleT, Result, Tensor, D};
-use candle_nn::{linear, BatchNorm, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
+
+use crate::batchnorm::BatchNorm2d;
 
 use crate::conv::Conv2d;
 use crate::resnet::bn;
@@ -52,11 +54,11 @@ impl PlainHead {
 }
 
 /// Latent-residual head: the mean reference feature map minus the query's, through a 3×3
-/// convolution, BatchNorm and ReLU, then scored as a [`PlainHead`].
+/// convolution, BatchNorm2d and ReLU, then scored as a [`PlainHead`].
 #[derive(Debug, Clone)]
 pub struct CompositeHead {
     conv: Conv2d,
-    bn: BatchNorm,
+    bn: BatchNorm2d,
     plain: PlainHead,
 }
 

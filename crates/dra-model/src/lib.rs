@@ -5,6 +5,7 @@
 //! two-level image pyramid. Parameter names follow the official model's `state_dict`, so
 //! weights move between the two implementations by name.
 
+mod batchnorm;
 mod conv;
 mod dra;
 mod heads;
@@ -15,6 +16,7 @@ mod mobilenet;
 mod resnet;
 mod weights;
 
+pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use dra::{BackboneKind, Dra, DraConfig, HeadScores};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
@@ -24,6 +26,19 @@ pub use maxpool::max_pool2d;
 pub use mobilenet::MobileNetV2;
 pub use resnet::ResNet18;
 pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
+
+static STOCK_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Routes convolution, BatchNorm and max-pooling through candle's stock ops instead of this
+/// crate's CPU kernels: a switch for benchmarks (`cargo xtask perf --stock`) and diagnosis.
+pub fn use_stock_kernels(stock: bool) {
+    STOCK_KERNELS.store(stock, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether this crate's CPU kernels are in use (the default).
+pub(crate) fn custom_kernels() -> bool {
+    !STOCK_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Names of the tensors that are state, not parameters: they are saved with the model but
 /// never given to the optimiser.

@@ -3,16 +3,18 @@
 //! Tensor names are torchvision's (`features.N.…`).
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::batchnorm::BatchNorm2d;
 
 use crate::conv::Conv2d;
 use crate::resnet::bn;
 
-/// Convolution + BatchNorm + optional ReLU6 (torchvision's `Conv2dNormActivation`).
+/// Convolution + BatchNorm2d + optional ReLU6 (torchvision's `Conv2dNormActivation`).
 #[derive(Debug, Clone)]
 struct ConvBn {
     conv: Conv2d,
-    bn: BatchNorm,
+    bn: BatchNorm2d,
     relu6: bool,
 }
 
@@ -39,7 +41,7 @@ impl ConvBn {
         })
     }
 
-    /// A convolution and BatchNorm that sit side by side in the parent (`conv.N`, `conv.N+1`).
+    /// A convolution and BatchNorm2d that sit side by side in the parent (`conv.N`, `conv.N+1`).
     fn flat(cin: usize, cout: usize, conv_vb: VarBuilder, bn_vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             conv: Conv2d::new(cin, cout, 1, Conv2dConfig::default(), false, conv_vb)?,

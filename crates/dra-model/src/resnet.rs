@@ -1,21 +1,17 @@
 //! torchvision's ResNet-18 up to `layer4` (512 channels, stride 32), with its tensor names and
-//! BatchNorm that uses batch statistics in training, as DRA fine-tunes it.
+//! BatchNorm2d that uses batch statistics in training, as DRA fine-tunes it.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::batchnorm::BatchNorm2d;
 
 use crate::conv::Conv2d;
 use crate::maxpool::max_pool2d;
 
 /// PyTorch's `BatchNorm2d` defaults: eps 1e-5, momentum 0.1, affine.
-pub(crate) fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    let config = BatchNormConfig {
-        eps: 1e-5,
-        remove_mean: true,
-        affine: true,
-        momentum: 0.1,
-    };
-    batch_norm(channels, config, vb)
+pub(crate) fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
+    BatchNorm2d::new(channels, vb)
 }
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -31,10 +27,10 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Res
 #[derive(Debug, Clone)]
 struct BasicBlock {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    bn1: BatchNorm2d,
     conv2: Conv2d,
-    bn2: BatchNorm,
-    downsample: Option<(Conv2d, BatchNorm)>,
+    bn2: BatchNorm2d,
+    downsample: Option<(Conv2d, BatchNorm2d)>,
 }
 
 impl BasicBlock {
@@ -71,7 +67,7 @@ impl BasicBlock {
 #[derive(Debug, Clone)]
 pub struct ResNet18 {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    bn1: BatchNorm2d,
     layers: Vec<Vec<BasicBlock>>,
 }
 

@@ -1,0 +1,405 @@
+//! BatchNorm2d with PyTorch's semantics and a fused CPU kernel for training mode: one pass for
+//! the batch statistics, one for the normalisation, and a two-pass backward with the closed-form
+//! gradient, instead of a dozen element-wise ops (each with its own autograd node and buffer).
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType,
+};
+use candle_nn::{Init, VarBuilder};
+use rayon::prelude::*;
+
+/// Element types of the kernels (f64 serves the double-precision parity tests); sums are kept
+/// in f64 through `WithDType::{to_f64, from_f64}`.
+trait Element: WithDType {}
+impl Element for f32 {}
+impl Element for f64 {}
+
+fn slice<'a, T: Element>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: operands must be contiguous")))?;
+    Ok(&T::cpu_storage_as_slice(s)?[start..end])
+}
+
+/// Per-channel values of an NCHW tensor: `(n, c, plane)`.
+fn nchw(l: &Layout) -> Result<(usize, usize, usize)> {
+    let dims = l.shape().dims();
+    if dims.len() < 2 {
+        candle_core::bail!("batch-norm input needs at least two dimensions, got {dims:?}");
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+/// Batch mean and biased variance per channel, as a `(2, C)` tensor (no gradient).
+struct Stats;
+
+impl CustomOp1 for Stats {
+    fn name(&self) -> &'static str {
+        "dra-bn-stats"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => stats::<f32>(s, l),
+            CpuStorage::F64(_) => stats::<f64>(s, l),
+            _ => candle_core::bail!("dra-bn-stats: only f32 and f64 are supported"),
+        }
+    }
+}
+
+fn stats<T: Element>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    let x = slice::<T>(s, l, "dra-bn-stats")?;
+    let (n, c, plane) = nchw(l)?;
+    let m = (n * plane) as f64;
+    let per_channel: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = (0..n).map(|i| &x[(i * c + ch) * plane..(i * c + ch + 1) * plane]);
+            let mean = planes.clone().flatten().map(|v| v.to_f64()).sum::<f64>() / m;
+            let var = planes
+                .flatten()
+                .map(|v| (v.to_f64() - mean).powi(2))
+                .sum::<f64>()
+                / m;
+            (mean, var)
+        })
+        .collect();
+    let mut out: Vec<T> = per_channel.iter().map(|s| T::from_f64(s.0)).collect();
+    out.extend(per_channel.iter().map(|s| T::from_f64(s.1)));
+    Ok((T::to_cpu_storage_owned(out), Shape::from((2, c))))
+}
+
+/// y = (x − mean) / √(var + eps) · γ + β from `x`, the batch `stats` and `gb = [γ; β]`.
+/// Its backward treats the statistics as functions of `x` (training-mode BatchNorm).
+struct Apply {
+    eps: f64,
+}
+
+impl CustomOp3 for Apply {
+    fn name(&self) -> &'static str {
+        "dra-bn-apply"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match xs {
+            CpuStorage::F32(_) => self.forward::<f32>(xs, xl, ss, sl, gs, gl),
+            CpuStorage::F64(_) => self.forward::<f64>(xs, xl, ss, sl, gs, gl),
+            _ => candle_core::bail!("dra-bn-apply: only f32 and f64 are supported"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        stats: &Tensor,
+        gb: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed = x.apply_op3_no_bwd(
+            &dy.contiguous()?,
+            &Tensor::cat(&[stats, gb], 0)?,
+            &Gradient { eps: self.eps },
+        )?;
+        let numel = x.elem_count();
+        let c = stats.dim(1)?;
+        let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
+        let dgb = packed.narrow(0, numel, 2 * c)?.reshape((2, c))?;
+        Ok((Some(dx), None, Some(dgb)))
+    }
+}
+
+impl Apply {
+    fn forward<T: Element>(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice::<T>(xs, xl, self.name())?;
+        let st = slice::<T>(ss, sl, self.name())?;
+        let gb = slice::<T>(gs, gl, self.name())?;
+        let (_, c, plane) = nchw(xl)?;
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(plane)
+            .zip(x.par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (yp, xp))| {
+                let ch = i % c;
+                let invstd = 1.0 / (st[c + ch].to_f64() + self.eps).sqrt();
+                let scale = gb[ch].to_f64() * invstd;
+                let shift = gb[c + ch].to_f64() - st[ch].to_f64() * scale;
+                for (o, v) in yp.iter_mut().zip(xp) {
+                    *o = T::from_f64(v.to_f64() * scale + shift);
+                }
+            });
+        Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
+    }
+}
+
+/// Backward of [`Apply`]: `[dx (flattened); dγ; dβ]` from `x`, `dy` and `[mean; var; γ; β]`.
+struct Gradient {
+    eps: f64,
+}
+
+impl CustomOp3 for Gradient {
+    fn name(&self) -> &'static str {
+        "dra-bn-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match xs {
+            CpuStorage::F32(_) => self.run::<f32>(xs, xl, ds, dl, ps, pl),
+            CpuStorage::F64(_) => self.run::<f64>(xs, xl, ds, dl, ps, pl),
+            _ => candle_core::bail!("dra-bn-backward: only f32 and f64 are supported"),
+        }
+    }
+}
+
+impl Gradient {
+    fn run<T: Element>(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice::<T>(xs, xl, self.name())?;
+        let dy = slice::<T>(ds, dl, self.name())?;
+        let p = slice::<T>(ps, pl, self.name())?;
+        let (n, c, plane) = nchw(xl)?;
+        let m = (n * plane) as f64;
+        let (mean, var, gamma) = (&p[..c], &p[c..2 * c], &p[2 * c..3 * c]);
+        // Per channel: Σ dy and Σ dy·x̂.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mu, invstd) = (
+                    mean[ch].to_f64(),
+                    1.0 / (var[ch].to_f64() + self.eps).sqrt(),
+                );
+                let (mut sdy, mut sdyx) = (0.0, 0.0);
+                for i in 0..n {
+                    let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
+                    for (d, v) in dy[r.clone()].iter().zip(&x[r]) {
+                        let d = d.to_f64();
+                        sdy += d;
+                        sdyx += d * (v.to_f64() - mu) * invstd;
+                    }
+                }
+                (sdy, sdyx)
+            })
+            .collect();
+        let mut out = vec![T::zero(); x.len() + 2 * c];
+        let (dx, dgb) = out.split_at_mut(x.len());
+        // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂))
+        dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
+            let ch = i % c;
+            let (mu, invstd) = (
+                mean[ch].to_f64(),
+                1.0 / (var[ch].to_f64() + self.eps).sqrt(),
+            );
+            let k = gamma[ch].to_f64() * invstd / m;
+            let (sdy, sdyx) = sums[ch];
+            let r = i * plane..(i + 1) * plane;
+            for ((o, d), v) in dxp.iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
+                let xhat = (v.to_f64() - mu) * invstd;
+                *o = T::from_f64(k * (m * d.to_f64() - sdy - xhat * sdyx));
+            }
+        });
+        for (ch, (sdy, sdyx)) in sums.iter().enumerate() {
+            dgb[ch] = T::from_f64(*sdyx);
+            dgb[c + ch] = T::from_f64(*sdy);
+        }
+        Ok((T::to_cpu_storage_owned(out), Shape::from(x.len() + 2 * c)))
+    }
+}
+
+/// PyTorch's `BatchNorm2d` (eps 1e-5, momentum 0.1, affine): batch statistics and running
+/// statistic updates (with the unbiased variance) in training, running statistics in eval.
+/// Tensors: `weight`, `bias`, `running_mean`, `running_var`.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        let stat = |name, v| -> Result<Var> {
+            Var::from_tensor(&vb.get_with_hints(channels, name, Init::Const(v))?)
+        };
+        Ok(Self {
+            running_mean: stat("running_mean", 0.0)?,
+            running_var: stat("running_var", 1.0)?,
+            weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let fused = crate::custom_kernels()
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64);
+        if !train {
+            // y = x·scale + shift with the running statistics.
+            let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+            let shape = (1, (), 1, 1);
+            return x
+                .broadcast_mul(&scale.reshape(shape)?)?
+                .broadcast_add(&shift.reshape(shape)?);
+        }
+        if !fused {
+            return self.forward_train_stock(x);
+        }
+        let x = x.contiguous()?;
+        let stats = x.apply_op1_no_bwd(&Stats)?;
+        self.update_running(&stats, x.elem_count() / x.dim(1)?)?;
+        let gb = Tensor::stack(&[&self.weight, &self.bias], 0)?;
+        x.apply_op3(&stats, &gb, Apply { eps: self.eps })
+    }
+
+    /// Running statistics: r ← (1 − m)·r + m·batch, the variance made unbiased.
+    fn update_running(&self, stats: &Tensor, count: usize) -> Result<()> {
+        let m = self.momentum;
+        let mean = stats.get(0)?;
+        let var = (stats.get(1)? * (count as f64 / (count as f64 - 1.0).max(1.0)))?;
+        let rm = ((self.running_mean.as_tensor().detach() * (1.0 - m))? + (mean * m)?)?;
+        let rv = ((self.running_var.as_tensor().detach() * (1.0 - m))? + (var * m)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
+    }
+
+    /// Training mode from candle's element-wise ops, for devices without the fused kernel.
+    fn forward_train_stock(&self, x: &Tensor) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let xt = x.transpose(0, 1)?.contiguous()?;
+        let flat = xt.flatten_from(1)?;
+        let mean = flat.mean_keepdim(1)?;
+        let centred = flat.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(1)?;
+        let stats = Tensor::cat(&[mean.reshape((1, c))?, var.reshape((1, c))?], 0)?.detach();
+        self.update_running(&stats, flat.dim(1)?)?;
+        let y = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let y = y
+            .broadcast_mul(&self.weight.reshape((c, 1))?)?
+            .broadcast_add(&self.bias.reshape((c, 1))?)?;
+        y.reshape(xt.shape())?.transpose(0, 1)?.contiguous()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    fn ramp(shape: &[usize], seed: u32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) % 1000) as f64
+                    / 250.0
+                    - 2.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// The fused kernel against candle's element-wise composition: output, gradients of x, γ
+    /// and β, and the running statistics, in f64.
+    #[test]
+    fn fused_matches_elementwise() -> Result<()> {
+        for shape in [[4usize, 3, 5, 7], [2, 6, 1, 1], [3, 2, 4, 4]] {
+            let build = || {
+                let varmap = VarMap::new();
+                let bn = BatchNorm2d::new(
+                    shape[1],
+                    VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu),
+                )
+                .unwrap();
+                for (name, var) in varmap.data().lock().unwrap().iter() {
+                    let seed = name.len() as u32;
+                    let v = (ramp(&[shape[1]], seed) * 0.2).unwrap();
+                    let v = if name.ends_with("running_var") || name.ends_with("weight") {
+                        (v + 1.0).unwrap()
+                    } else {
+                        v
+                    };
+                    var.set(&v).unwrap();
+                }
+                (varmap, bn)
+            };
+            let x = Var::from_tensor(&ramp(&shape, 1))?;
+            let r = ramp(&shape, 2);
+            let (va, a) = build();
+            let (vb, b) = build();
+            let ya = a.forward_t(x.as_tensor(), true)?;
+            let yb = b.forward_train_stock(x.as_tensor())?;
+            assert!(diff(&ya, &yb) < 1e-12, "{shape:?} forward");
+            let ga = (&ya * &r)?.sum_all()?.backward()?;
+            let gb = (&yb * &r)?.sum_all()?.backward()?;
+            assert!(
+                diff(
+                    ga.get(x.as_tensor()).unwrap(),
+                    gb.get(x.as_tensor()).unwrap()
+                ) < 1e-10,
+                "{shape:?} dx"
+            );
+            for (p, q) in [(&a.weight, &b.weight), (&a.bias, &b.bias)] {
+                assert!(
+                    diff(ga.get(p).unwrap(), gb.get(q).unwrap()) < 1e-10,
+                    "{shape:?} dγ/dβ"
+                );
+            }
+            let (da, db) = (va.data().lock().unwrap(), vb.data().lock().unwrap());
+            for name in ["running_mean", "running_var"] {
+                assert!(
+                    diff(da[name].as_tensor(), db[name].as_tensor()) < 1e-12,
+                    "{shape:?} {name}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
