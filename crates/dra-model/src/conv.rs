@@ -11,9 +11,34 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// The element types of the fast path (f64 serves the double-precision parity tests).
-trait Element: WithDType + Default + std::ops::AddAssign + Send + Sync + 'static {}
-impl Element for f32 {}
-impl Element for f64 {}
+trait Element: WithDType + Default + std::ops::AddAssign + Send + Sync + 'static {
+    /// Runs `f` on a scratch buffer of `len` elements kept per thread across calls, so that the
+    /// im2col matrices of every step do not each cost a fresh allocation and its page faults.
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+macro_rules! scratch {
+    ($t:ty, $cell:ident) => {
+        thread_local! {
+            static $cell: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        impl Element for $t {
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                // Taken out while in use: a nested call on this thread (rayon work stealing
+                // inside a parallel GEMM) then gets a buffer of its own instead of a panic.
+                let mut buffer = $cell.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                if buffer.len() < len {
+                    buffer.resize(len, <$t>::default());
+                }
+                let out = f(&mut buffer[..len]);
+                $cell.with(|c| *c.borrow_mut() = buffer);
+                out
+            }
+        }
+    };
+}
+scratch!(f32, SCRATCH_F32);
+scratch!(f64, SCRATCH_F64);
 
 /// Geometry of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,45 +417,33 @@ impl WeightGrad {
         let dw = (0..n)
             .into_par_iter()
             .fold(
-                || {
-                    (
-                        vec![T::zero(); o * k],
-                        if g.pointwise() {
-                            Vec::new()
-                        } else {
-                            vec![T::zero(); k * p]
-                        },
-                    )
-                },
-                |(mut acc, mut col), i| {
+                || vec![T::zero(); o * k],
+                |mut acc, i| {
                     let xn = &x[i * c * h * w..(i + 1) * c * h * w];
-                    let cols: &[T] = if g.pointwise() {
-                        xn
-                    } else {
-                        im2col(xn, &g, &mut col);
-                        &col
-                    };
                     let dyn_ = Mat {
                         data: &dy[i * o * p..(i + 1) * o * p],
                         rs: p,
                         cs: 1,
                     };
-                    matmul(
-                        &mut acc,
-                        dyn_,
-                        Mat {
+                    let mut accumulate = |cols: &[T]| {
+                        let cols_t = Mat {
                             data: cols,
                             rs: 1,
                             cs: p,
-                        },
-                        (o, k, p),
-                        true,
-                        par,
-                    );
-                    (acc, col)
+                        };
+                        matmul(&mut acc, dyn_, cols_t, (o, k, p), true, par);
+                    };
+                    if g.pointwise() {
+                        accumulate(xn);
+                    } else {
+                        T::with_scratch(k * p, |col| {
+                            im2col(xn, &g, col);
+                            accumulate(col);
+                        });
+                    }
+                    acc
                 },
             )
-            .map(|(acc, _)| acc)
             .reduce(
                 || vec![T::zero(); o * k],
                 |mut a, b| {
@@ -495,28 +508,21 @@ impl InputGrad {
         let mut dx = vec![T::zero(); n * g.c * g.h * g.w];
         dx.par_chunks_mut(g.c * g.h * g.w)
             .zip(dy.par_chunks(g.o * p))
-            .for_each_init(
-                || {
-                    if g.pointwise() {
-                        Vec::new()
-                    } else {
-                        vec![T::zero(); k * p]
-                    }
-                },
-                |col, (dxn, dyn_)| {
-                    let d = Mat {
-                        data: dyn_,
-                        rs: p,
-                        cs: 1,
-                    };
-                    if g.pointwise() {
-                        matmul(dxn, wt, d, (k, p, g.o), false, par);
-                    } else {
+            .for_each(|(dxn, dyn_)| {
+                let d = Mat {
+                    data: dyn_,
+                    rs: p,
+                    cs: 1,
+                };
+                if g.pointwise() {
+                    matmul(dxn, wt, d, (k, p, g.o), false, par);
+                } else {
+                    T::with_scratch(k * p, |col| {
                         matmul(col, wt, d, (k, p, g.o), false, par);
                         col2im(col, &g, dxn);
-                    }
-                },
-            );
+                    });
+                }
+            });
         Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))))
     }
 }

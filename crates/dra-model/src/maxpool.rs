@@ -4,9 +4,10 @@
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
 };
+use rayon::prelude::*;
 
 /// The element types of the CPU kernel (f64 serves the double-precision parity tests).
-trait Element: WithDType + PartialOrd + std::ops::AddAssign {}
+trait Element: WithDType + PartialOrd + std::ops::AddAssign + Send + Sync {}
 impl Element for f32 {}
 impl Element for f64 {}
 
@@ -26,26 +27,28 @@ impl Geometry {
     /// as −∞ and a tie goes to the first maximum in scan order, as in PyTorch.
     fn argmax_plane<T: Element>(&self, plane: &[T], h: usize, w: usize, out: &mut [usize]) {
         let (oh, ow) = (self.out_size(h), self.out_size(w));
+        let (k, s, p) = (
+            self.kernel as isize,
+            self.stride as isize,
+            self.padding as isize,
+        );
         for oy in 0..oh {
-            let y0 = (oy * self.stride) as isize - self.padding as isize;
+            let y0 = oy as isize * s - p;
+            // The window's rows inside the image, found once per output row.
+            let (ky0, ky1) = ((-y0).max(0), k.min(h as isize - y0));
             for ox in 0..ow {
-                let x0 = (ox * self.stride) as isize - self.padding as isize;
-                let mut best = plane[0];
-                let mut best_idx = usize::MAX;
-                for ky in 0..self.kernel as isize {
-                    let y = y0 + ky;
-                    if y < 0 || y >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..self.kernel as isize {
-                        let x = x0 + kx;
-                        if x < 0 || x >= w as isize {
-                            continue;
-                        }
-                        let idx = y as usize * w + x as usize;
+                let x0 = ox as isize * s - p;
+                let (kx0, kx1) = ((-x0).max(0), k.min(w as isize - x0));
+                let first = ((y0 + ky0) * w as isize + x0 + kx0) as usize;
+                let (mut best, mut best_idx) = (plane[first], first);
+                for ky in ky0..ky1 {
+                    let row = (y0 + ky) * w as isize + x0;
+                    for kx in kx0..kx1 {
+                        let idx = (row + kx) as usize;
                         let v = plane[idx];
-                        #[allow(clippy::eq_op)] // v != v is NaN for any float type
-                        if best_idx == usize::MAX || v > best || v != v {
+                        // PyTorch's rule: strictly greater (the first maximum wins) or NaN.
+                        #[allow(clippy::eq_op)]
+                        if v > best || v != v {
                             best = v;
                             best_idx = idx;
                         }
@@ -93,13 +96,17 @@ impl Geometry {
         let (b, c, h, w) = layout.shape().dims4()?;
         let (oh, ow) = (self.out_size(h), self.out_size(w));
         let mut out = vec![T::zero(); b * c * oh * ow];
-        let mut idx = vec![0usize; oh * ow];
-        for (plane, dst) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
-            self.argmax_plane(plane, h, w, &mut idx);
-            for (d, &i) in dst.iter_mut().zip(&idx) {
-                *d = plane[i];
-            }
-        }
+        out.par_chunks_exact_mut(oh * ow)
+            .zip(x.par_chunks_exact(h * w))
+            .for_each_init(
+                || vec![0usize; oh * ow],
+                |idx, (dst, plane)| {
+                    self.argmax_plane(plane, h, w, idx);
+                    for (d, &i) in dst.iter_mut().zip(idx.iter()) {
+                        *d = plane[i];
+                    }
+                },
+            );
         Ok((T::to_cpu_storage_owned(out), Shape::from((b, c, oh, ow))))
     }
 }
@@ -140,17 +147,17 @@ impl Backward {
         let (b, c, h, w) = l1.shape().dims4()?;
         let (oh, ow) = (self.0.out_size(h), self.0.out_size(w));
         let mut dx = vec![T::zero(); b * c * h * w];
-        let mut idx = vec![0usize; oh * ow];
-        for ((plane, gp), dp) in x
-            .chunks_exact(h * w)
-            .zip(g.chunks_exact(oh * ow))
-            .zip(dx.chunks_exact_mut(h * w))
-        {
-            self.0.argmax_plane(plane, h, w, &mut idx);
-            for (&i, &gv) in idx.iter().zip(gp) {
-                dp[i] += gv;
-            }
-        }
+        dx.par_chunks_exact_mut(h * w)
+            .zip(x.par_chunks_exact(h * w).zip(g.par_chunks_exact(oh * ow)))
+            .for_each_init(
+                || vec![0usize; oh * ow],
+                |idx, (dp, (plane, gp))| {
+                    self.0.argmax_plane(plane, h, w, idx);
+                    for (&i, &gv) in idx.iter().zip(gp) {
+                        dp[i] += gv;
+                    }
+                },
+            );
         Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
     }
 }
