@@ -154,6 +154,7 @@ fn bench_general(args: BenchArgs) -> Result<()> {
                     config,
                     dataset: job.dataset.clone(),
                     category_dir,
+                    family: name.family(),
                     out_dir: dir,
                     progress: true,
                     device: candle_core::Device::Cpu,

@@ -25,6 +25,12 @@ pub enum DataError {
         available: usize,
         scope: String,
     },
+    #[error("{path}: line {line}: {reason}")]
+    BadLabels {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("{flag}: {message}")]
     InvalidOption { flag: &'static str, message: String },
 }

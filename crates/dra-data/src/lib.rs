@@ -8,6 +8,7 @@
 
 mod batch;
 mod dataset;
+pub mod datasets;
 mod error;
 mod mt19937;
 mod split;

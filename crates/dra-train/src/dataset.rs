@@ -1,9 +1,10 @@
-//! Dataset names on the command line (`mvtec/carpet`, `synthetic/weave`) and the folders they
-//! resolve to.
+//! Dataset names on the command line (`mvtec/carpet`, `brainmri`, `synthetic/weave`) and the
+//! folders they resolve to.
 
 use std::path::{Path, PathBuf};
 
-use dra_data::synthetic;
+use dra_data::datasets::Family;
+use dra_data::{synthetic, Category};
 
 use crate::error::TrainError;
 
@@ -12,13 +13,27 @@ pub const MVTEC_FOLDER: &str = "mvtec_anomaly_detection";
 /// The folder under `--data-root` that holds the embedded synthetic categories.
 pub const SYNTHETIC_FOLDER: &str = "synthetic";
 
+/// Data sets of the paper whose raw layout has no loader yet.
+const NOT_YET: [&str; 3] = ["aitex", "sdd", "optical"];
+
 /// A data set as named by the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatasetName {
     /// A category in the MVTec AD layout: MVTec's own, or any folder laid out the same way.
     Mvtec(String),
+    /// A benchmark data set with a raw-layout loader (ELPV, Mastcam, BrainMRI, …).
+    Family(Family),
     /// A category of the embedded default data set.
     Synthetic(String),
+}
+
+/// `--help` text listing the names and their default folders.
+pub fn names_help() -> String {
+    let mut s = format!("mvtec/<category> ({MVTEC_FOLDER}/<category>), synthetic/<category> ({SYNTHETIC_FOLDER}/<category>)");
+    for f in Family::ALL.into_iter().filter(|f| *f != Family::Mvtec) {
+        s += &format!(", {} ({})", f.name(), f.default_folder());
+    }
+    s
 }
 
 impl DatasetName {
@@ -27,9 +42,18 @@ impl DatasetName {
             flag: "--dataset",
             message,
         };
+        if let Some(family) = Family::from_name(name).filter(|f| *f != Family::Mvtec) {
+            return Ok(Self::Family(family));
+        }
+        if NOT_YET.contains(&name) {
+            return Err(bad(format!(
+                "`{name}`: no loader for its raw layout yet; convert it with the official script and use mvtec/<folder> --dataset-dir <converted root>"
+            )));
+        }
         let (family, category) = name.split_once('/').ok_or_else(|| {
             bad(format!(
-                "`{name}` is not a dataset name; use mvtec/<category> or synthetic/<category>"
+                "`{name}` is not a dataset name; valid: {}",
+                names_help()
             ))
         })?;
         if category.is_empty() || category.contains(['/', '\\']) || category == ".." {
@@ -49,33 +73,35 @@ impl DatasetName {
                 Ok(Self::Synthetic(category.into()))
             }
             other => Err(bad(format!(
-                "unknown dataset family `{other}`; supported: mvtec/<category>, synthetic/<category>"
+                "unknown dataset family `{other}`; valid: {}",
+                names_help()
             ))),
         }
     }
 
-    /// The category folder. `data_root` holds datasets under their default folder names;
-    /// `dataset_dir` is one dataset's own folder (for MVTec: the folder holding its
-    /// categories). Synthetic data is generated on first use.
+    /// The folder of the data (for MVTec and synthetic: the category). `data_root` holds data
+    /// sets under their default folder names; `dataset_dir` is one data set's own folder (for
+    /// MVTec: the folder holding its categories). Synthetic data is generated on first use.
     pub fn resolve(
         &self,
         data_root: Option<&Path>,
         dataset_dir: Option<&Path>,
     ) -> Result<PathBuf, TrainError> {
-        match self {
-            Self::Mvtec(category) => {
-                let base = match (dataset_dir, data_root) {
-                    (Some(dir), _) => dir.to_path_buf(),
-                    (None, Some(root)) => root.join(MVTEC_FOLDER),
-                    (None, None) => {
-                        return Err(TrainError::InvalidOption {
-                            flag: "--data-root",
-                            message: "mvtec/<category> needs --data-root DIR (holding mvtec_anomaly_detection/) or --dataset-dir DIR".into(),
-                        })
-                    }
-                };
-                Ok(base.join(category))
+        let base = |default: &str| -> Result<PathBuf, TrainError> {
+            match (dataset_dir, data_root) {
+                (Some(dir), _) => Ok(dir.to_path_buf()),
+                (None, Some(root)) => Ok(root.join(default)),
+                (None, None) => Err(TrainError::InvalidOption {
+                    flag: "--data-root",
+                    message: format!(
+                        "give --data-root DIR (holding {default}/) or --dataset-dir DIR"
+                    ),
+                }),
             }
+        };
+        match self {
+            Self::Mvtec(category) => Ok(base(MVTEC_FOLDER)?.join(category)),
+            Self::Family(family) => base(family.default_folder()),
             Self::Synthetic(category) => {
                 let base = match (dataset_dir, data_root) {
                     (Some(dir), _) => dir.to_path_buf(),
@@ -87,6 +113,19 @@ impl DatasetName {
             }
         }
     }
+
+    /// The loader for the resolved folder.
+    pub fn family(&self) -> Family {
+        match self {
+            Self::Family(f) => *f,
+            Self::Mvtec(_) | Self::Synthetic(_) => Family::Mvtec,
+        }
+    }
+}
+
+/// Reads the data of `dir` with `family`'s loader.
+pub fn load_category(family: Family, dir: &Path) -> Result<Category, TrainError> {
+    Ok(family.load(dir)?)
 }
 
 /// `data/` of the source tree when run from it, else `./data`.
@@ -109,6 +148,10 @@ mod tests {
             DatasetName::parse("mvtec/carpet").unwrap(),
             DatasetName::Mvtec("carpet".into())
         );
+        assert_eq!(
+            DatasetName::parse("brainmri").unwrap(),
+            DatasetName::Family(Family::BrainMri)
+        );
         let p = DatasetName::Mvtec("carpet".into())
             .resolve(Some(Path::new("/d")), None)
             .unwrap();
@@ -117,12 +160,17 @@ mod tests {
             .resolve(Some(Path::new("/d")), Some(Path::new("/m")))
             .unwrap();
         assert_eq!(p, Path::new("/m/carpet"));
+        let p = DatasetName::Family(Family::HeadCt)
+            .resolve(Some(Path::new("/d")), None)
+            .unwrap();
+        assert_eq!(p, Path::new("/d/head_ct"));
         for bad in [
             "carpet",
             "mvtec/",
             "kolektor/x",
             "synthetic/nope",
             "mvtec/../x",
+            "aitex",
         ] {
             let e = DatasetName::parse(bad).unwrap_err().to_string();
             assert!(e.starts_with("--dataset"), "{bad}: {e}");

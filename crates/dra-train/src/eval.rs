@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use dra_data::{transform, BatchSource, Category, ImageCache, Label, Sample, Split};
+use dra_data::datasets::Family;
+use dra_data::{transform, BatchSource, ImageCache, Label, Sample, Split};
 use dra_model::{load_into, Dra, Scope};
 use image::{Rgb, RgbImage};
 
@@ -92,6 +93,7 @@ pub enum ReferenceChoice {
 /// Re-scores the test split of `category_dir` and writes `scores.csv` and `metrics.json`.
 pub fn evaluate(
     loaded: &LoadedModel,
+    family: Family,
     category_dir: &Path,
     references: &ReferenceChoice,
     out_dir: &Path,
@@ -99,7 +101,7 @@ pub fn evaluate(
 ) -> Result<Metrics, TrainError> {
     let start = Instant::now();
     let cfg = &loaded.config;
-    let category = Category::open(category_dir)?;
+    let category = family.load(category_dir)?;
     let split = Split::new(&category, &cfg.split_config())?;
     let mut refs = match references {
         ReferenceChoice::Random { seed } => {
@@ -309,8 +311,8 @@ mod tests {
     fn overlay_marks_the_hot_cell() {
         let img = RgbImage::from_pixel(8, 8, Rgb([0, 0, 0]));
         let out = overlay(&img, &[0.0, 0.0, 0.0, 1.0], 2, 2, 1.0);
-        // Bottom-right is hot (red), top-left cold (blue).
-        assert!(out.get_pixel(7, 7)[0] > 100 && out.get_pixel(7, 7)[2] < 20);
+        // Bottom-right is hot (dark red over black: 127.5 / 2), top-left cold (dark blue).
+        assert!(out.get_pixel(7, 7)[0] > 50 && out.get_pixel(7, 7)[2] < 20);
         assert!(out.get_pixel(0, 0)[2] > 50 && out.get_pixel(0, 0)[0] < 20);
     }
 }

@@ -10,7 +10,9 @@ mod run;
 mod scoring;
 
 pub use config::{Profile, TrainConfig};
-pub use dataset::{default_data_root, DatasetName, MVTEC_FOLDER, SYNTHETIC_FOLDER};
+pub use dataset::{
+    default_data_root, load_category, names_help, DatasetName, MVTEC_FOLDER, SYNTHETIC_FOLDER,
+};
 pub use error::TrainError;
 pub use eval::{collect_images, evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
 pub use optim::{Adam, AdamConfig};

@@ -122,6 +122,9 @@ struct PredictArgs {
 
 #[derive(Subcommand)]
 enum DataCommand {
+    /// Count the images per split and class, as the paper's Table 5 (train normal, test
+    /// normal, test anomalies per class).
+    Inspect(InspectArgs),
     /// Write the embedded synthetic data set (MVTec AD layout).
     Generate {
         /// Folder to write the categories into.
@@ -133,13 +136,37 @@ enum DataCommand {
 }
 
 #[derive(Args)]
-struct TrainArgs {
-    /// Data set: `mvtec/<category>` (any folder in MVTec AD layout) or `synthetic/<category>`
-    /// (generated on first use; categories: weave, granite, washer).
+struct InspectArgs {
+    /// Data set name, as for `dra train`; `mvtec` alone lists every category of the folder.
+    /// Default folders under --data-root: mvtec_anomaly_detection/, elpv-dataset/, mastcam/,
+    /// brain_tumor_dataset/, head_ct/, hyper-kvasir/.
     #[arg(long)]
     dataset: String,
-    /// Folder holding data sets under their default names: `mvtec_anomaly_detection/` for
-    /// MVTec AD, `synthetic/` for the embedded set (default `data/`).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    #[arg(long)]
+    dataset_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Data set: mvtec/<category> (any folder in MVTec AD layout), elpv, mastcam, brainmri,
+    /// headct, hyperkvasir (raw or converted layout), or synthetic/<category> (generated on
+    /// first use; categories weave, granite, washer). See `dra data inspect --help` for the
+    /// default folder of each under --data-root.
+    #[arg(long)]
+    dataset: String,
+    /// Folder holding data sets under their default folder names (mvtec_anomaly_detection/,
+    /// elpv-dataset/, mastcam/, brain_tumor_dataset/, head_ct/, hyper-kvasir/, synthetic/).
     #[arg(long)]
     data_root: Option<PathBuf>,
     /// One data set's own folder instead (for mvtec: the folder holding the categories).
@@ -277,6 +304,7 @@ fn train(args: TrainArgs) -> Result<()> {
         config: args.config(),
         dataset: args.dataset.clone(),
         category_dir,
+        family: name.family(),
         out_dir: args.out.clone(),
         progress: !args.quiet,
         device: device(&args.device)?,
@@ -318,7 +346,14 @@ fn eval(args: EvalArgs) -> Result<()> {
     } else {
         ReferenceChoice::Random { seed: args.seed }
     };
-    let m = dra_train::evaluate(&loaded, &category_dir, &references, &args.out, &device)?;
+    let m = dra_train::evaluate(
+        &loaded,
+        name.family(),
+        &category_dir,
+        &references,
+        &args.out,
+        &device,
+    )?;
     println!(
         "{}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images); results in {}",
         args.dataset,
@@ -354,12 +389,107 @@ fn predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// One line of `dra data inspect`.
+#[derive(serde::Serialize)]
+struct Count {
+    dataset: String,
+    subset: String,
+    split: &'static str,
+    class: String,
+    count: usize,
+}
+
+fn inspect(args: InspectArgs) -> Result<()> {
+    // `mvtec` alone: every category folder of the MVTec root.
+    let subsets: Vec<(String, dra_data::Category)> = if args.dataset == "mvtec" {
+        let root = match (&args.dataset_dir, &args.data_root) {
+            (Some(d), _) => d.clone(),
+            (None, Some(r)) => r.join(dra_train::MVTEC_FOLDER),
+            (None, None) => bail!("--data-root: give --data-root DIR or --dataset-dir DIR"),
+        };
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .with_context(|| format!("{}: cannot list the MVTec folder", root.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_dir()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        dirs.sort();
+        dirs.into_iter()
+            .map(|d| {
+                let name = d
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                Ok((name, dra_data::Category::open(&d)?))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let name = DatasetName::parse(&args.dataset)?;
+        let dir = name.resolve(args.data_root.as_deref(), args.dataset_dir.as_deref())?;
+        let subset = match &name {
+            DatasetName::Mvtec(c) | DatasetName::Synthetic(c) => c.clone(),
+            DatasetName::Family(f) => f.name().to_string(),
+        };
+        vec![(subset, dra_train::load_category(name.family(), &dir)?)]
+    };
+    let mut counts = Vec::new();
+    for (subset, cat) in &subsets {
+        let row = |split, class: &str, count| Count {
+            dataset: args.dataset.clone(),
+            subset: subset.clone(),
+            split,
+            class: class.to_string(),
+            count,
+        };
+        counts.push(row("train", "good", cat.train_good.len()));
+        counts.push(row("test", "good", cat.test_good.len()));
+        for (class, files) in &cat.defects {
+            counts.push(row("test", class, files.len()));
+        }
+    }
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&counts)?),
+        Format::Csv => {
+            println!("dataset,subset,split,class,count");
+            for c in &counts {
+                println!(
+                    "{},{},{},{},{}",
+                    c.dataset, c.subset, c.split, c.class, c.count
+                );
+            }
+        }
+        Format::Table => {
+            println!("| subset | train normal | test normal | test anomaly | anomaly classes |\n|---|---|---|---|---|");
+            for (subset, cat) in &subsets {
+                println!(
+                    "| {subset} | {} | {} | {} | {} |",
+                    cat.train_good.len(),
+                    cat.test_good.len(),
+                    cat.n_anomalies(),
+                    cat.defects
+                        .iter()
+                        .map(|(c, f)| format!("{c} {}", f.len()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Predict(args) => predict(args),
+        Command::Data(DataCommand::Inspect(args)) => inspect(args),
         Command::Data(DataCommand::Generate { out, seed }) => {
             let spec = synthetic::SyntheticSpec {
                 seed,

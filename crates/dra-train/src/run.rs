@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use dra_data::{BatchSource, Category, ImageCache, Prefetcher, Sample, Split};
+use dra_data::datasets::Family;
+use dra_data::{BatchSource, ImageCache, Prefetcher, Sample, Split};
 use dra_model::{reset_parameters, Dra, DraLoss};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -26,8 +27,10 @@ pub struct RunRequest {
     pub config: TrainConfig,
     /// The data set's name as the user gave it (e.g. `mvtec/carpet`), for the records.
     pub dataset: String,
-    /// The category folder in the MVTec AD layout.
+    /// The data's folder (for MVTec-layout data: the category folder).
     pub category_dir: PathBuf,
+    /// The loader that reads `category_dir`.
+    pub family: Family,
     /// Run directory: `config.json`, `model.safetensors`, `scores.csv`, `metrics.json`.
     pub out_dir: PathBuf,
     /// Draw a progress bar on the terminal.
@@ -69,7 +72,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let start = Instant::now();
     let cfg = &req.config;
     cfg.validate()?;
-    let category = Category::open(&req.category_dir)?;
+    let category = req.family.load(&req.category_dir)?;
     let split = Split::new(&category, &cfg.split_config())?;
     fs::create_dir_all(&req.out_dir).map_err(|e| TrainError::io(&req.out_dir, e))?;
     // A stale metrics.json would mark an unfinished rerun as finished.

@@ -30,6 +30,7 @@ fn tiny_model_learns_and_writes_a_consistent_run() {
         config: config.clone(),
         dataset: "synthetic/washer".into(),
         category_dir: dir.path().join("washer"),
+        family: dra_data::datasets::Family::Mvtec,
         out_dir: out.clone(),
         progress: false,
         device: Device::Cpu,
@@ -85,6 +86,7 @@ fn same_seed_same_run_bit_for_bit() {
             config: config.clone(),
             dataset: "synthetic/weave".into(),
             category_dir: dir.path().join("weave"),
+            family: dra_data::datasets::Family::Mvtec,
             out_dir: out.clone(),
             progress: false,
             device: Device::Cpu,
@@ -126,6 +128,7 @@ fn saved_model_scores_the_same_way_every_time() {
         config: config.clone(),
         dataset: "synthetic/granite".into(),
         category_dir: category.clone(),
+        family: dra_data::datasets::Family::Mvtec,
         out_dir: run.clone(),
         progress: false,
         device: Device::Cpu,
@@ -139,7 +142,15 @@ fn saved_model_scores_the_same_way_every_time() {
     );
     let eval = |choice: &ReferenceChoice, name: &str| {
         let out = dir.path().join(name);
-        let m = evaluate(&loaded, &category, choice, &out, &Device::Cpu).unwrap();
+        let m = evaluate(
+            &loaded,
+            dra_data::datasets::Family::Mvtec,
+            &category,
+            choice,
+            &out,
+            &Device::Cpu,
+        )
+        .unwrap();
         (m, std::fs::read_to_string(out.join("scores.csv")).unwrap())
     };
     let (a, a_csv) = eval(&ReferenceChoice::Stored, "e1");

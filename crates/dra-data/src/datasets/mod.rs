@@ -1,0 +1,199 @@
+//! The paper's benchmark data sets, read from the files as their publishers ship them, or from
+//! the MVTec-layout folders the official conversion scripts write. Each family has a module;
+//! every loader returns a [`Category`], the MVTec-layout view the rest of the pipeline uses.
+
+use std::path::{Path, PathBuf};
+
+use crate::dataset::{list_images, Category};
+use crate::error::{DataError, Result};
+use crate::mt19937::NumpyRandomState;
+
+mod brainmri;
+mod elpv;
+mod headct;
+mod hyperkvasir;
+mod mastcam;
+
+/// A data set family (`--dataset NAME`; MVTec AD and the synthetic set are `CATEGORY`-named).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Mvtec,
+    Elpv,
+    Mastcam,
+    BrainMri,
+    HeadCt,
+    HyperKvasir,
+}
+
+impl Family {
+    pub const ALL: [Family; 6] = [
+        Family::Mvtec,
+        Family::Elpv,
+        Family::Mastcam,
+        Family::BrainMri,
+        Family::HeadCt,
+        Family::HyperKvasir,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mvtec => "mvtec",
+            Self::Elpv => "elpv",
+            Self::Mastcam => "mastcam",
+            Self::BrainMri => "brainmri",
+            Self::HeadCt => "headct",
+            Self::HyperKvasir => "hyperkvasir",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The folder under `--data-root` that holds this data set.
+    pub fn default_folder(self) -> &'static str {
+        match self {
+            Self::Mvtec => "mvtec_anomaly_detection",
+            Self::Elpv => "elpv-dataset",
+            Self::Mastcam => "mastcam",
+            Self::BrainMri => "brain_tumor_dataset",
+            Self::HeadCt => "head_ct",
+            Self::HyperKvasir => "hyper-kvasir",
+        }
+    }
+
+    /// The raw layout the loader expects, for error messages and `--help`.
+    pub fn layout(self) -> &'static str {
+        match self {
+            Self::Mvtec => "<category>/{train/good, test/good, test/<defect>}",
+            Self::Elpv => "labels.csv (path probability type) and images/",
+            Self::Mastcam => "train_typical/, test_typical/, test_novel/<class>/",
+            Self::BrainMri => "no/ and yes/",
+            Self::HeadCt => "labels.csv (id,hemorrhage) and head_ct/<NNN>.png (or head_ct/head_ct/)",
+            Self::HyperKvasir => {
+                "upper-gi-tract/anatomical-landmarks/<class>/ and upper-gi-tract/pathological-findings/<class>/"
+            }
+        }
+    }
+
+    /// Loads the data set in `dir`: the raw layout, or the converted MVTec layout when `dir`
+    /// holds `train/good`.
+    pub fn load(self, dir: &Path) -> Result<Category> {
+        if self == Self::Mvtec || dir.join("train").join("good").is_dir() {
+            return Category::open(dir);
+        }
+        if !dir.is_dir() {
+            return Err(missing(dir, self.layout()));
+        }
+        match self {
+            Self::Mvtec => unreachable!("handled above"),
+            Self::Elpv => elpv::load(dir),
+            Self::Mastcam => mastcam::load(dir),
+            Self::BrainMri => brainmri::load(dir),
+            Self::HeadCt => headct::load(dir),
+            Self::HyperKvasir => hyperkvasir::load(dir),
+        }
+    }
+}
+
+pub(crate) fn missing(path: &Path, layout: &'static str) -> DataError {
+    DataError::MissingFolder {
+        path: path.to_path_buf(),
+        layout,
+    }
+}
+
+/// The images of a required folder; a missing folder names the layout.
+pub(crate) fn images_in(dir: &Path, layout: &'static str) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Err(missing(dir, layout));
+    }
+    list_images(dir)
+}
+
+/// Images of every class folder under `dir`, as `(class, files)`, classes sorted.
+pub(crate) fn classes_in(dir: &Path, layout: &'static str) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    if !dir.is_dir() {
+        return Err(missing(dir, layout));
+    }
+    let mut classes = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    for entry in entries {
+        let name = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        classes.push((name, list_images(&entry)?));
+    }
+    Ok(classes)
+}
+
+/// sklearn's `train_test_split(items, test_size=0.25, random_state=seed)`: a NumPy
+/// `RandomState(seed).permutation`, the first ⌈n/4⌉ for test, the rest for training, each in
+/// permutation order. Returns `(train, test)`.
+pub fn train_test_split<T: Clone>(items: &[T], seed: u32) -> (Vec<T>, Vec<T>) {
+    let n = items.len();
+    let n_test = (0.25 * n as f64).ceil() as usize;
+    let perm = NumpyRandomState::new(seed).permutation(n);
+    let test = perm[..n_test].iter().map(|&i| items[i].clone()).collect();
+    let train = perm[n_test..].iter().map(|&i| items[i].clone()).collect();
+    (train, test)
+}
+
+/// A category from normal images without a given split: 75 % train, 25 % test (official
+/// converters: sklearn with `random_state=42`), and the anomalies by class.
+pub(crate) fn from_normals(
+    root: &Path,
+    normals: &[PathBuf],
+    defects: impl IntoIterator<Item = (String, Vec<PathBuf>)>,
+) -> Result<Category> {
+    if normals.is_empty() {
+        return Err(DataError::EmptyFolder {
+            path: root.to_path_buf(),
+        });
+    }
+    let (train_good, test_good) = train_test_split(normals, 42);
+    Ok(Category {
+        root: root.to_path_buf(),
+        train_good,
+        test_good,
+        defects: defects.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::path::Path;
+
+    /// Writes a small PNG (its content is irrelevant to the loaders).
+    pub fn png(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9]))
+            .save(path)
+            .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_matches_sklearn() {
+        // sklearn: train_test_split(list(range(10)), test_size=0.25, random_state=42)
+        // → train [0, 7, 2, 9, 4, 3, 6], test [8, 1, 5]
+        let items: Vec<usize> = (0..10).collect();
+        let (train, test) = train_test_split(&items, 42);
+        assert_eq!(test, [8, 1, 5]);
+        assert_eq!(train, [0, 7, 2, 9, 4, 3, 6]);
+    }
+}
