@@ -600,30 +600,12 @@ impl Module for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use crate::testutil::max_diff;
+    use candle_core::Var;
 
     fn ramp(shape: (usize, usize, usize, usize), seed: u32) -> Tensor {
-        let n = shape.0 * shape.1 * shape.2 * shape.3;
-        let v: Vec<f32> = (0..n)
-            .map(|i| {
-                (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) % 1000) as f32
-                    / 500.0
-                    - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
+        crate::testutil::ramp(&[shape.0, shape.1, shape.2, shape.3], seed)
+            .to_dtype(DType::F32)
             .unwrap()
     }
 

@@ -60,27 +60,7 @@ pub fn reset_parameters(varmap: &VarMap, seed: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::{Dra, DraConfig};
-    use candle_core::{DType, Device};
-    use candle_nn::VarBuilder;
-
-    fn build(seed: u64) -> VarMap {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        Dra::new(DraConfig::default(), vb).unwrap();
-        reset_parameters(&varmap, seed).unwrap();
-        varmap
-    }
-
-    fn get(v: &VarMap, name: &str) -> Vec<f32> {
-        v.data().lock().unwrap()[name]
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    }
+    use crate::testutil::{dra_varmap as build, values as get};
 
     #[test]
     fn seeded_and_shaped_like_pytorch() {

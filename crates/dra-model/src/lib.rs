@@ -14,6 +14,8 @@ mod loss;
 mod maxpool;
 mod mobilenet;
 mod resnet;
+#[cfg(test)]
+mod testutil;
 mod weights;
 
 pub use batchnorm::BatchNorm2d;

@@ -177,28 +177,7 @@ pub fn load_into(varmap: &VarMap, path: &Path, scope: Scope) -> Result<usize, We
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{reset_parameters, Dra, DraConfig};
-    use candle_nn::VarBuilder;
-
-    fn model(seed: u64) -> VarMap {
-        let varmap = VarMap::new();
-        Dra::new(
-            DraConfig::default(),
-            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        reset_parameters(&varmap, seed).unwrap();
-        varmap
-    }
-
-    fn get(v: &VarMap, name: &str) -> Vec<f32> {
-        v.data().lock().unwrap()[name]
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    }
+    use crate::testutil::{dra_varmap as model, values as get};
 
     #[test]
     fn torchvision_names_load_into_the_backbone() {

@@ -125,23 +125,12 @@ pub fn evaluate(
         cfg.eval_batch_size,
         device,
     )?;
-    let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
-    let labels: Vec<bool> = rows.iter().map(|r| r.label == 1).collect();
-    let n_test_anomaly = labels.iter().filter(|l| **l).count();
     std::fs::create_dir_all(out_dir).map_err(|e| TrainError::io(out_dir, e))?;
     let seconds = start.elapsed().as_secs_f64();
     let metrics = Metrics {
-        auc_roc: dra_eval::auc_roc(&scores, &labels)?,
-        auc_pr: dra_eval::auc_pr(&scores, &labels)?,
-        n_train_normal: split.train_normal.len(),
-        n_train_anomaly: split.train_anomaly.len(),
-        n_test_normal: rows.len() - n_test_anomaly,
-        n_test_anomaly,
-        final_loss: None,
-        train_seconds: 0.0,
         eval_seconds: seconds,
         total_seconds: seconds,
-        data_wait_seconds: 0.0,
+        ..Metrics::of(&rows, &split)?
     };
     write_scores(&out_dir.join("scores.csv"), &rows)?;
     write_json(&out_dir.join("metrics.json"), &metrics)?;

@@ -69,12 +69,8 @@ struct EvalArgs {
     /// official code's model.pkl).
     #[arg(long)]
     model: PathBuf,
-    #[arg(long)]
-    dataset: String,
-    #[arg(long)]
-    data_root: Option<PathBuf>,
-    #[arg(long)]
-    dataset_dir: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Output folder for scores.csv and metrics.json.
     #[arg(long)]
     out: PathBuf,
@@ -135,17 +131,38 @@ enum DataCommand {
     },
 }
 
+/// Which data, as `dra train`, `dra eval` and `dra data inspect` name it.
 #[derive(Args)]
-struct InspectArgs {
-    /// Data set name, as for `dra train`; `mvtec` alone lists every category of the folder.
-    /// Default folders under --data-root: mvtec_anomaly_detection/, elpv-dataset/, mastcam/,
-    /// brain_tumor_dataset/, head_ct/, hyper-kvasir/.
+struct DataArgs {
+    /// Data set: mvtec/<category> (any folder in MVTec AD layout; `mvtec` alone for `data
+    /// inspect`: every category), elpv, mastcam, brainmri, headct, hyperkvasir (raw or
+    /// converted layout), or synthetic/<category> (generated on first use; categories weave,
+    /// granite, washer).
     #[arg(long)]
     dataset: String,
+    /// Folder holding data sets under their default folder names: mvtec_anomaly_detection/,
+    /// elpv-dataset/, mastcam/, brain_tumor_dataset/, head_ct/, hyper-kvasir/, synthetic/
+    /// (docs/datasets.md).
     #[arg(long)]
     data_root: Option<PathBuf>,
+    /// One data set's own folder instead (for mvtec: the folder holding the categories).
     #[arg(long)]
     dataset_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The parsed name and the folder it resolves to.
+    fn resolve(&self) -> Result<(DatasetName, PathBuf)> {
+        let name = DatasetName::parse(&self.dataset)?;
+        let dir = name.resolve(self.data_root.as_deref(), self.dataset_dir.as_deref())?;
+        Ok((name, dir))
+    }
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    data: DataArgs,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -159,19 +176,8 @@ enum Format {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Data set: mvtec/<category> (any folder in MVTec AD layout), elpv, mastcam, brainmri,
-    /// headct, hyperkvasir (raw or converted layout), or synthetic/<category> (generated on
-    /// first use; categories weave, granite, washer). See `dra data inspect --help` for the
-    /// default folder of each under --data-root.
-    #[arg(long)]
-    dataset: String,
-    /// Folder holding data sets under their default folder names (mvtec_anomaly_detection/,
-    /// elpv-dataset/, mastcam/, brain_tumor_dataset/, head_ct/, hyper-kvasir/, synthetic/).
-    #[arg(long)]
-    data_root: Option<PathBuf>,
-    /// One data set's own folder instead (for mvtec: the folder holding the categories).
-    #[arg(long)]
-    dataset_dir: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Run directory for config.json, model.safetensors, scores.csv and metrics.json.
     #[arg(long)]
     out: PathBuf,
@@ -298,11 +304,10 @@ fn device(name: &str) -> Result<Device> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let name = DatasetName::parse(&args.dataset)?;
-    let category_dir = name.resolve(args.data_root.as_deref(), args.dataset_dir.as_deref())?;
+    let (name, category_dir) = args.data.resolve()?;
     let request = RunRequest {
         config: args.config(),
-        dataset: args.dataset.clone(),
+        dataset: args.data.dataset.clone(),
         category_dir,
         family: name.family(),
         out_dir: args.out.clone(),
@@ -312,7 +317,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let m = dra_train::train(&request)?;
     println!(
         "{}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images; trained on {} normal + {} labelled anomalies in {:.0} s)",
-        args.dataset,
+        args.data.dataset,
         m.auc_roc,
         m.auc_pr,
         m.n_test_normal,
@@ -337,8 +342,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         };
     }
     let loaded = LoadedModel::load(&args.model, &fallback, &device)?;
-    let name = DatasetName::parse(&args.dataset)?;
-    let category_dir = name.resolve(args.data_root.as_deref(), args.dataset_dir.as_deref())?;
+    let (name, category_dir) = args.data.resolve()?;
     let references = if !args.reference_images.is_empty() {
         ReferenceChoice::Paths(args.reference_images.clone())
     } else if args.fixed_references {
@@ -356,7 +360,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     )?;
     println!(
         "{}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images); results in {}",
-        args.dataset,
+        args.data.dataset,
         m.auc_roc,
         m.auc_pr,
         m.n_test_normal,
@@ -401,8 +405,9 @@ struct Count {
 
 fn inspect(args: InspectArgs) -> Result<()> {
     // `mvtec` alone: every category folder of the MVTec root.
-    let subsets: Vec<(String, dra_data::Category)> = if args.dataset == "mvtec" {
-        let root = match (&args.dataset_dir, &args.data_root) {
+    let data = &args.data;
+    let subsets: Vec<(String, dra_data::Category)> = if data.dataset == "mvtec" {
+        let root = match (&data.dataset_dir, &data.data_root) {
             (Some(d), _) => d.clone(),
             (None, Some(r)) => r.join(dra_train::MVTEC_FOLDER),
             (None, None) => bail!("--data-root: give --data-root DIR or --dataset-dir DIR"),
@@ -429,8 +434,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?
     } else {
-        let name = DatasetName::parse(&args.dataset)?;
-        let dir = name.resolve(args.data_root.as_deref(), args.dataset_dir.as_deref())?;
+        let (name, dir) = data.resolve()?;
         let subset = match &name {
             DatasetName::Mvtec(c) | DatasetName::Synthetic(c) => c.clone(),
             DatasetName::Family(f) => f.name().to_string(),
@@ -440,7 +444,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
     let mut counts = Vec::new();
     for (subset, cat) in &subsets {
         let row = |split, class: &str, count| Count {
-            dataset: args.dataset.clone(),
+            dataset: data.dataset.clone(),
             subset: subset.clone(),
             split,
             class: class.to_string(),

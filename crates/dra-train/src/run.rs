@@ -56,6 +56,28 @@ pub struct Metrics {
     pub data_wait_seconds: f64,
 }
 
+impl Metrics {
+    /// AUC-ROC, AUC-PR and counts of scored test rows; timings zero, no loss.
+    pub fn of(rows: &[ScoreRow], split: &Split) -> Result<Self, TrainError> {
+        let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
+        let labels: Vec<bool> = rows.iter().map(|r| r.label == 1).collect();
+        let n_test_anomaly = labels.iter().filter(|l| **l).count();
+        Ok(Self {
+            auc_roc: dra_eval::auc_roc(&scores, &labels)?,
+            auc_pr: dra_eval::auc_pr(&scores, &labels)?,
+            n_train_normal: split.train_normal.len(),
+            n_train_anomaly: split.train_anomaly.len(),
+            n_test_normal: rows.len() - n_test_anomaly,
+            n_test_anomaly,
+            final_loss: None,
+            train_seconds: 0.0,
+            eval_seconds: 0.0,
+            total_seconds: 0.0,
+            data_wait_seconds: 0.0,
+        })
+    }
+}
+
 /// `config.json`: every effective setting and the files the split chose.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -168,21 +190,13 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     )?;
     let eval_seconds = eval_start.elapsed().as_secs_f64();
 
-    let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
-    let labels: Vec<bool> = rows.iter().map(|r| r.label == 1).collect();
-    let n_test_anomaly = labels.iter().filter(|l| **l).count();
     let metrics = Metrics {
-        auc_roc: dra_eval::auc_roc(&scores, &labels)?,
-        auc_pr: dra_eval::auc_pr(&scores, &labels)?,
-        n_train_normal: split.train_normal.len(),
-        n_train_anomaly: split.train_anomaly.len(),
-        n_test_normal: rows.len() - n_test_anomaly,
-        n_test_anomaly,
         final_loss: Some(final_loss),
         train_seconds,
         eval_seconds,
         total_seconds: start.elapsed().as_secs_f64(),
         data_wait_seconds: data_wait,
+        ..Metrics::of(&rows, &split)?
     };
     save_model(&varmap, &req.out_dir.join("model.safetensors"))?;
     // A fixed, seeded reference set saved with the model, so that `dra predict` and
