@@ -33,58 +33,51 @@ fn toy(root: &Path) -> std::path::PathBuf {
     cat
 }
 
-fn train_args<'a>(root: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "train",
-        "--data-root",
-        root,
-        "--dataset",
-        "mvtec/toy",
-        "--out",
-        out,
-        "--profile",
-        "quick",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 fn one_line(stderr: &str) -> &str {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected a one-line error, got: {stderr}");
     lines[0]
 }
 
+/// Runs `dra train --profile quick` on the data under `root` (`mvtec/toy`), expects it to
+/// fail, and returns its one-line error.
+fn train_error(root: &Path, extra: &[&str]) -> String {
+    let out = root.join("run");
+    let mut args = vec![
+        "train",
+        "--data-root",
+        root.to_str().unwrap(),
+        "--dataset",
+        "mvtec/toy",
+    ];
+    args.extend([
+        "--out",
+        out.to_str().unwrap(),
+        "--profile",
+        "quick",
+        "--quiet",
+    ]);
+    args.extend_from_slice(extra);
+    let (ok, err) = dra(&args);
+    assert!(!ok, "dra train {extra:?} succeeded");
+    one_line(&err).to_string()
+}
+
 #[test]
 fn missing_folder_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_str().unwrap();
-    let out = dir.path().join("run");
-    let (ok, err) = dra(&train_args(root, out.to_str().unwrap(), &[]));
-    assert!(!ok);
-    assert!(
-        one_line(&err).contains("mvtec_anomaly_detection/toy"),
-        "{err}"
-    );
+    let line = train_error(dir.path(), &[]);
+    assert!(line.contains("mvtec_anomaly_detection/toy"), "{line}");
 }
 
 #[test]
 fn unknown_class_lists_the_valid_ones() {
     let dir = tempfile::tempdir().unwrap();
     toy(dir.path());
-    let root = dir.path().to_str().unwrap();
-    let out = dir.path().join("run");
-    let (ok, err) = dra(&train_args(
-        root,
-        out.to_str().unwrap(),
-        &["--known-class", "hole"],
-    ));
-    assert!(!ok);
-    let line = one_line(&err);
+    let line = train_error(dir.path(), &["--known-class", "hole"]);
     assert!(
         line.contains("hole") && line.contains("valid classes: crack"),
-        "{err}"
+        "{line}"
     );
 }
 
@@ -92,18 +85,10 @@ fn unknown_class_lists_the_valid_ones() {
 fn too_many_anomalies_names_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     toy(dir.path());
-    let root = dir.path().to_str().unwrap();
-    let out = dir.path().join("run");
-    let (ok, err) = dra(&train_args(
-        root,
-        out.to_str().unwrap(),
-        &["--n-anomaly", "10"],
-    ));
-    assert!(!ok);
-    let line = one_line(&err);
+    let line = train_error(dir.path(), &["--n-anomaly", "10"]);
     assert!(
         line.contains("--n-anomaly") && line.contains("only 4 exist"),
-        "{err}"
+        "{line}"
     );
 }
 
@@ -112,18 +97,10 @@ fn corrupt_image_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let cat = toy(dir.path());
     std::fs::write(cat.join("train/good/2.png"), b"\x89PNG\r\n\x1a\n broken").unwrap();
-    let root = dir.path().to_str().unwrap();
-    let out = dir.path().join("run");
-    let (ok, err) = dra(&train_args(
-        root,
-        out.to_str().unwrap(),
-        &["--n-anomaly", "1"],
-    ));
-    assert!(!ok);
-    let line = one_line(&err);
+    let line = train_error(dir.path(), &["--n-anomaly", "1"]);
     assert!(
         line.contains("train/good/2.png") && line.contains("cannot decode"),
-        "{err}"
+        "{line}"
     );
 }
 
@@ -131,16 +108,8 @@ fn corrupt_image_names_the_file() {
 fn impossible_option_names_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     toy(dir.path());
-    let root = dir.path().to_str().unwrap();
-    let out = dir.path().join("run");
-    let (ok, err) = dra(&train_args(
-        root,
-        out.to_str().unwrap(),
-        &["--image-size", "16"],
-    ));
-    assert!(!ok);
-    assert!(one_line(&err).contains("--image-size"), "{err}");
-    let (ok, err) = dra(&["train", "--dataset", "nope", "--out", out.to_str().unwrap()]);
+    assert!(train_error(dir.path(), &["--image-size", "16"]).contains("--image-size"));
+    let (ok, err) = dra(&["train", "--dataset", "nope", "--out", "unused"]);
     assert!(!ok);
     assert!(one_line(&err).contains("--dataset"), "{err}");
 }

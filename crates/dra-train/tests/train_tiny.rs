@@ -63,23 +63,30 @@ fn tiny_model_learns_and_writes_a_consistent_run() {
     assert!(weights.contains_key("composite_head.conv.1.running_var"));
 }
 
-#[test]
-fn same_seed_same_run_bit_for_bit() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes the smallest synthetic set (8 training normals, 64 px) under `dir` and returns a
+/// two-step configuration for it.
+fn smallest_set(dir: &std::path::Path, seed: u64) -> TrainConfig {
     let spec = SyntheticSpec {
         image_size: 64,
         n_train: 8,
         n_test_good: 4,
         n_per_defect: 3,
-        seed: 1,
+        seed,
     };
-    synthetic::ensure(dir.path(), &spec).unwrap();
+    synthetic::ensure(dir, &spec).unwrap();
     let mut config = TrainConfig::quick();
     config.batch_size = 6;
     config.n_ref = 2;
     config.epochs = 1;
     config.steps_per_epoch = 2;
     config.n_anomaly = 2;
+    config
+}
+
+#[test]
+fn same_seed_same_run_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = smallest_set(dir.path(), 1);
     let run = |name: &str| {
         let out = dir.path().join(name);
         dra_train::train(&RunRequest {
@@ -108,20 +115,7 @@ fn same_seed_same_run_bit_for_bit() {
 fn saved_model_scores_the_same_way_every_time() {
     use dra_train::{collect_images, evaluate, predict, LoadedModel, ReferenceChoice, References};
     let dir = tempfile::tempdir().unwrap();
-    let spec = SyntheticSpec {
-        image_size: 64,
-        n_train: 8,
-        n_test_good: 4,
-        n_per_defect: 3,
-        seed: 2,
-    };
-    synthetic::ensure(dir.path(), &spec).unwrap();
-    let mut config = TrainConfig::quick();
-    config.batch_size = 6;
-    config.n_ref = 2;
-    config.epochs = 1;
-    config.steps_per_epoch = 2;
-    config.n_anomaly = 2;
+    let config = smallest_set(dir.path(), 2);
     let run = dir.path().join("run");
     let category = dir.path().join("granite");
     dra_train::train(&RunRequest {
