@@ -127,6 +127,8 @@ pub struct BatchSource {
     config: BatchConfig,
     normals: ImageCache,
     anomalies: ImageCache,
+    /// Outlier-exposure images that replace CutMix as the pseudo-anomaly source.
+    outliers: Option<ImageCache>,
     cutmix: CutMix,
     seed: u64,
     normal_stream: PermutationStream,
@@ -195,9 +197,17 @@ impl BatchSource {
             config,
             normals,
             anomalies,
+            outliers: None,
             cutmix: CutMix::default(),
             seed,
         })
+    }
+
+    /// Pseudo anomalies from these images (through the plain training transform) instead of
+    /// CutMix: the official `--outlier_root` outlier exposure. An empty set keeps CutMix.
+    pub fn with_outliers(mut self, outliers: ImageCache) -> Self {
+        self.outliers = (!outliers.images.is_empty()).then_some(outliers);
+        self
     }
 
     pub fn config(&self) -> &BatchConfig {
@@ -277,9 +287,17 @@ impl BatchSource {
         match slot {
             Slot::Normal(i) => {
                 if rng.random_bool(self.config.pseudo_prob) {
-                    let j = rng.random_range(0..self.normals.images.len());
-                    let mixed = self.cutmix.apply(&self.normals.images[j], rng);
-                    (random_rotation(&mixed, degrees, rng), Label::Pseudo)
+                    let pseudo = match &self.outliers {
+                        Some(outliers) => {
+                            let j = rng.random_range(0..outliers.images.len());
+                            outliers.images[j].clone()
+                        }
+                        None => {
+                            let j = rng.random_range(0..self.normals.images.len());
+                            self.cutmix.apply(&self.normals.images[j], rng)
+                        }
+                    };
+                    (random_rotation(&pseudo, degrees, rng), Label::Pseudo)
                 } else {
                     (
                         random_rotation(&self.normals.images[i], degrees, rng),
@@ -396,6 +414,30 @@ mod tests {
         }
         let rate = pseudo as f64 / (pseudo + normal) as f64;
         assert!((0.4..0.6).contains(&rate), "pseudo rate {rate}");
+    }
+
+    #[test]
+    fn outlier_exposure_replaces_cutmix() {
+        // Outliers are a distinct colour: every pseudo anomaly must be one of them.
+        let mut s = source(4).with_outliers(cache(2, 16, 123));
+        let b = s.next_batch(0);
+        let plane = 3 * 16 * 16;
+        let red = (123.0 / 255.0 - crate::transform::IMAGENET_MEAN[0])
+            / crate::transform::IMAGENET_STD[0];
+        let mut seen = 0;
+        for (i, l) in b.labels.iter().enumerate() {
+            if *l == Label::Pseudo {
+                let img = &b.images[(b.n_ref + i) * plane..(b.n_ref + i + 1) * plane];
+                // The centre pixel survives any rotation.
+                let centre = img[8 * 16 + 8];
+                assert!(
+                    (centre - red).abs() < 1e-5,
+                    "pseudo slot {i} is not an outlier"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen > 0);
     }
 
     #[test]

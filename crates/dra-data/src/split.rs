@@ -19,7 +19,7 @@ pub enum Setting {
     Hard { known_class: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SplitConfig {
     /// Number of labelled anomalies for training (`--n-anomaly`, the paper's 10 or 1).
     pub n_anomaly: usize,
@@ -30,6 +30,12 @@ pub struct SplitConfig {
     /// `None` means `n_anomaly` (the official default); 10 reproduces the paper's claim that
     /// one-shot and ten-shot runs share one test set.
     pub test_threshold: Option<usize>,
+    /// General setting only: the fraction r of the training set that is unlabelled anomalies
+    /// (`--contamination`, official `--cont_rate`). ⌊N / (1 − r) · r⌋ anomalies that follow the
+    /// labelled ones in the shuffled list join the training normals; as in the official code they
+    /// also stay in the test set unless `test_threshold` moves past them.
+    #[serde(default)]
+    pub contamination: f64,
 }
 
 impl Default for SplitConfig {
@@ -39,6 +45,7 @@ impl Default for SplitConfig {
             setting: Setting::General,
             split_seed: 42,
             test_threshold: None,
+            contamination: 0.0,
         }
     }
 }
@@ -50,6 +57,9 @@ pub struct Split {
     pub train_anomaly: Vec<Sample>,
     /// Normal test images first, then anomalies sorted by path (the official order).
     pub test: Vec<Sample>,
+    /// Unlabelled anomalies mixed into `train_normal` (contamination), for the record.
+    #[serde(default)]
+    pub contaminants: Vec<Sample>,
 }
 
 impl Split {
@@ -66,6 +76,13 @@ impl Split {
                 })
                 .collect()
         };
+        if !(0.0..1.0).contains(&config.contamination) {
+            return Err(DataError::InvalidOption {
+                flag: "--contamination",
+                message: format!("must lie in [0, 1), got {}", config.contamination),
+            });
+        }
+        let mut contaminants = Vec::new();
         let (train_anomaly, mut test_anomaly) = match &config.setting {
             Setting::General => {
                 let mut all: Vec<Sample> = category
@@ -92,6 +109,18 @@ impl Split {
                         ),
                     });
                 }
+                let n_train = category.train_good.len() as f64;
+                let r = config.contamination;
+                let n_pollution = (n_train / (1.0 - r) * r) as usize;
+                if n + n_pollution > all.len() {
+                    return Err(DataError::NotEnoughAnomalies {
+                        flag: "--contamination",
+                        requested: n + n_pollution,
+                        available: all.len(),
+                        scope: format!(" for {n} labelled and {n_pollution} contaminating"),
+                    });
+                }
+                contaminants = all[n..n + n_pollution].to_vec();
                 let test = all.split_off(threshold);
                 all.truncate(n);
                 (all, test)
@@ -134,10 +163,13 @@ impl Split {
             })
             .collect();
         test.extend(test_anomaly);
+        let mut train_normal = category.train_good.clone();
+        train_normal.extend(contaminants.iter().map(|s| s.path.clone()));
         Ok(Self {
-            train_normal: category.train_good.clone(),
+            train_normal,
             train_anomaly,
             test,
+            contaminants,
         })
     }
 
@@ -218,6 +250,53 @@ mod tests {
         assert!(split.train_anomaly.iter().all(|s| s.class == "hole"));
         assert_eq!(split.n_test_anomalies(), 4);
         assert!(split.test.iter().all(|s| s.class != "hole"));
+    }
+
+    #[test]
+    fn contamination_follows_the_labelled_anomalies() {
+        let cat = category();
+        // 20 normals, r = 0.1 → ⌊20 / 0.9 · 0.1⌋ = 2 contaminants after the 3 labelled ones.
+        let cfg = SplitConfig {
+            n_anomaly: 3,
+            contamination: 0.1,
+            ..Default::default()
+        };
+        let split = Split::new(&cat, &cfg).unwrap();
+        assert_eq!(split.train_normal.len(), 22);
+        // RandomState(42) order over hole 0..6, scratch 0..4: s2 h1 h5 | h0 s1 | …
+        let names: Vec<_> = split.contaminants.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                PathBuf::from("/c/test/hole/000.png"),
+                PathBuf::from("/c/test/scratch/001.png")
+            ]
+        );
+        assert!(split.train_normal.contains(&names[0]));
+        // The official default keeps them in the test set; a threshold past them removes them.
+        assert!(split.test.iter().any(|t| t.path == names[0]));
+        let moved = Split::new(
+            &cat,
+            &SplitConfig {
+                test_threshold: Some(5),
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert!(!moved
+            .test
+            .iter()
+            .any(|t| t.path == names[0] || t.path == names[1]));
+        let err = Split::new(
+            &cat,
+            &SplitConfig {
+                contamination: 1.0,
+                ..cfg
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("--contamination"), "{err}");
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct TrainConfig {
     pub split_seed: u32,
     /// General setting: first test anomaly in the shuffled list (default: `n_anomaly`).
     pub test_threshold: Option<usize>,
+    /// General setting: fraction of unlabelled anomalies in the training normals (0).
+    #[serde(default)]
+    pub contamination: f64,
     /// Top-K rate of the MIL heads (0.1).
     pub topk_rate: f64,
     /// Pyramid levels (2).
@@ -76,6 +79,10 @@ pub struct TrainConfig {
     /// or DRA names). `None` trains from scratch (the official code starts from ImageNet).
     #[serde(default)]
     pub weights: Option<std::path::PathBuf>,
+    /// Outlier exposure: pseudo anomalies are drawn from `<root>/<other category>/train/good`
+    /// instead of made by CutMix (official `--outlier_root`; the paper's medical data sets).
+    #[serde(default)]
+    pub outlier_root: Option<std::path::PathBuf>,
 }
 
 impl TrainConfig {
@@ -92,6 +99,7 @@ impl TrainConfig {
             setting: Setting::General,
             split_seed: 42,
             test_threshold: None,
+            contamination: 0.0,
             topk_rate: 0.1,
             n_scales: 2,
             backbone: BackboneKind::Resnet18,
@@ -106,6 +114,7 @@ impl TrainConfig {
             seed: 0,
             eval_batch_size: 48,
             weights: None,
+            outlier_root: None,
         }
     }
 
@@ -166,6 +175,7 @@ impl TrainConfig {
             setting: self.setting.clone(),
             split_seed: self.split_seed,
             test_threshold: self.test_threshold,
+            contamination: self.contamination,
         }
     }
 

@@ -199,6 +199,14 @@ struct TrainArgs {
     /// General setting: index of the first test anomaly in the shuffled list.
     #[arg(long)]
     test_threshold: Option<usize>,
+    /// General setting: fraction r of the training set made of unlabelled anomalies (official
+    /// --cont_rate); they stay in the test set unless --test-threshold moves past them.
+    #[arg(long)]
+    contamination: Option<f64>,
+    /// Outlier exposure: pseudo anomalies from <DIR>/<other category>/train/good/ instead of
+    /// CutMix (the paper's medical data sets).
+    #[arg(long)]
+    outlier_root: Option<PathBuf>,
     #[arg(long)]
     image_size: Option<u32>,
     #[arg(long)]
@@ -278,9 +286,13 @@ impl TrainArgs {
             pseudo_prob <- self.pseudo_prob,
             rotation_degrees <- self.rotation,
             backbone <- self.backbone,
+            contamination <- self.contamination,
         );
         if self.weights.is_some() {
             c.weights = self.weights.clone();
+        }
+        if self.outlier_root.is_some() {
+            c.outlier_root = self.outlier_root.clone();
         }
         if self.test_threshold.is_some() {
             c.test_threshold = self.test_threshold;

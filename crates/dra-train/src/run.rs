@@ -85,6 +85,9 @@ pub struct RunRecord {
     pub dataset_dir: PathBuf,
     pub config: TrainConfig,
     pub train_anomalies: Vec<Sample>,
+    /// Unlabelled anomalies mixed into the training normals (`--contamination`).
+    #[serde(default)]
+    pub contaminants: Vec<Sample>,
     pub n_train_normal: usize,
     pub dra_rs_version: String,
 }
@@ -104,6 +107,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         dataset_dir: req.category_dir.clone(),
         config: cfg.clone(),
         train_anomalies: split.train_anomaly.clone(),
+        contaminants: split.contaminants.clone(),
         n_train_normal: split.train_normal.len(),
         dra_rs_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -113,7 +117,11 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let normals = ImageCache::load(&split.train_normal, cfg.image_size)?;
     let anomaly_paths: Vec<PathBuf> = split.train_anomaly.iter().map(|s| s.path.clone()).collect();
     let anomalies = ImageCache::load(&anomaly_paths, cfg.image_size)?;
-    let source = BatchSource::new(cfg.batch_config(), normals, anomalies, cfg.seed)?;
+    let mut source = BatchSource::new(cfg.batch_config(), normals, anomalies, cfg.seed)?;
+    if let Some(root) = &cfg.outlier_root {
+        let outliers = dra_data::datasets::outlier_images(root, &category.name())?;
+        source = source.with_outliers(ImageCache::load(&outliers, cfg.image_size)?);
+    }
 
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &req.device);

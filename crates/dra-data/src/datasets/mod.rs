@@ -137,6 +137,100 @@ pub(crate) fn classes_in(dir: &Path, layout: &'static str) -> Result<Vec<(String
     Ok(classes)
 }
 
+/// The paper's hard-setting subsets (Table 2, §5.3 of the protocol): for each data set, the
+/// known anomaly classes, named by their folder; one subset per known class.
+pub const HARD_SUBSETS: &[(&str, &[&str])] = &[
+    (
+        "mvtec/carpet",
+        &["color", "cut", "hole", "metal_contamination", "thread"],
+    ),
+    ("mvtec/metal_nut", &["bent", "color", "flip", "scratch"]),
+    (
+        "aitex",
+        &[
+            "Broken_end",
+            "Broken_pick",
+            "Cut_selvage",
+            "Fuzzyball",
+            "Nep",
+            "Weft_crack",
+        ],
+    ),
+    ("elpv", &["mono", "poly"]),
+    (
+        "mastcam",
+        &[
+            "bedrock",
+            "broken-rock",
+            "drill-hole",
+            "drt",
+            "dump-pile",
+            "float",
+            "meteorite",
+            "scuff",
+            "veins",
+        ],
+    ),
+    (
+        "hyperkvasir",
+        &[
+            "barretts",
+            "barretts-short-segment",
+            "esophagitis-a",
+            "esophagitis-b-d",
+        ],
+    ),
+];
+
+/// The known classes of `dataset`'s hard-setting subsets, if the paper has any.
+pub fn hard_subsets(dataset: &str) -> Option<&'static [&'static str]> {
+    HARD_SUBSETS
+        .iter()
+        .find(|(d, _)| *d == dataset)
+        .map(|(_, c)| *c)
+}
+
+/// Outlier-exposure images (`--outlier-root`, official `get_ood_data`): `train/good/` of every
+/// category folder under `root` except `exclude` (the category being trained).
+pub fn outlier_images(root: &Path, exclude: &str) -> Result<Vec<PathBuf>> {
+    const LAYOUT: &str = "<outlier root>/<category>/train/good/";
+    let mut images = Vec::new();
+    for (name, _) in classes_in_dirs(root, LAYOUT)? {
+        if name != exclude {
+            images.extend(images_in(
+                &root.join(&name).join("train").join("good"),
+                LAYOUT,
+            )?);
+        }
+    }
+    if images.is_empty() {
+        return Err(DataError::EmptyFolder {
+            path: root.to_path_buf(),
+        });
+    }
+    Ok(images)
+}
+
+/// The sub-folder names of `dir`, sorted, hidden ones left out.
+fn classes_in_dirs(dir: &Path, layout: &'static str) -> Result<Vec<(String, PathBuf)>> {
+    if !dir.is_dir() {
+        return Err(missing(dir, layout));
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    Ok(entries
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            (!name.starts_with('.')).then_some((name, p))
+        })
+        .collect())
+}
+
 /// sklearn's `train_test_split(items, test_size=0.25, random_state=seed)`: a NumPy
 /// `RandomState(seed).permutation`, the first ⌈n/4⌉ for test, the rest for training, each in
 /// permutation order. Returns `(train, test)`.
@@ -186,6 +280,30 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thirty_hard_subsets_as_in_the_paper() {
+        let n: usize = HARD_SUBSETS.iter().map(|(_, c)| c.len()).sum();
+        assert_eq!(n, 30);
+        assert_eq!(hard_subsets("elpv"), Some(&["mono", "poly"][..]));
+        assert_eq!(hard_subsets("sdd"), None);
+    }
+
+    #[test]
+    fn outliers_come_from_the_other_categories() {
+        let dir = tempfile::tempdir().unwrap();
+        fixtures::png(&dir.path().join("carpet/train/good/a.png"));
+        fixtures::png(&dir.path().join("grid/train/good/b.png"));
+        fixtures::png(&dir.path().join("grid/train/good/c.png"));
+        let images = outlier_images(dir.path(), "carpet").unwrap();
+        assert_eq!(images.len(), 2);
+        assert!(images.iter().all(|p| p.to_string_lossy().contains("grid")));
+        std::fs::create_dir_all(dir.path().join("tile")).unwrap();
+        let err = outlier_images(dir.path(), "carpet")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tile") && err.contains("train/good"), "{err}");
+    }
 
     #[test]
     fn split_matches_sklearn() {
