@@ -343,7 +343,7 @@ impl Prefetcher {
     }
 
     /// The next batch, or `None` when the range of steps is exhausted.
-    pub fn next(&mut self) -> Option<Batch> {
+    pub fn recv(&mut self) -> Option<Batch> {
         let start = Instant::now();
         let batch = self.rx.recv().ok();
         self.waited += start.elapsed();
@@ -460,9 +460,9 @@ mod tests {
         let expected: Vec<_> = (0..4).map(|s| direct.next_batch(s).images).collect();
         let mut p = Prefetcher::spawn(source(5), 0..4, 2);
         for e in &expected {
-            assert_eq!(&p.next().unwrap().images, e);
+            assert_eq!(&p.recv().unwrap().images, e);
         }
-        assert!(p.next().is_none());
+        assert!(p.recv().is_none());
         p.finish();
     }
 }

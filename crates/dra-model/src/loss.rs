@@ -96,7 +96,7 @@ impl DraLoss {
         let all: Vec<usize> = (0..labels.len()).collect();
         let not_pseudo: Vec<usize> = all.iter().copied().filter(|&i| labels[i] != 2).collect();
         let not_anomaly: Vec<usize> = all.iter().copied().filter(|&i| labels[i] != 1).collect();
-        let routes: [(&Tensor, &[usize], fn(u8) -> bool); 4] = [
+        let routes: [Route; 4] = [
             (&scores.normal, &all, |l| l == 0),
             (&scores.seen, &not_pseudo, |l| l == 1),
             (&scores.pseudo, &not_anomaly, |l| l == 2),
@@ -137,6 +137,9 @@ impl DraLoss {
         self.kind.loss(&scores, &y, prior)
     }
 }
+
+/// A head's scores, the batch rows it is trained on, and which labels are its positives.
+type Route<'a> = (&'a Tensor, &'a [usize], fn(u8) -> bool);
 
 /// The deviation loss's reference distribution: mean and standard deviation of a sample of
 /// N(0, 1) scores.

@@ -229,7 +229,7 @@ impl TrainConfig {
         if self.eval_batch_size == 0 {
             return bad("--eval-batch-size", "must be at least 1".into());
         }
-        if !(self.clip_norm > 0.0) {
+        if self.clip_norm.is_nan() || self.clip_norm <= 0.0 {
             return bad(
                 "--clip-norm",
                 format!("must be positive, got {}", self.clip_norm),

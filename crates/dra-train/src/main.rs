@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model, score the test set and write a run directory.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Re-score a test set with a trained model; writes scores.csv and metrics.json.
     Eval(EvalArgs),
     /// Score new images with a trained model (CSV on stdout; heat maps with --out).
@@ -502,7 +502,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(args) => train(args),
+        Command::Train(args) => train(*args),
         Command::Eval(args) => eval(args),
         Command::Predict(args) => predict(args),
         Command::Data(DataCommand::Inspect(args)) => inspect(args),

@@ -139,7 +139,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         },
     )?;
     let loss_fn = DraLoss::new(cfg.loss);
-    let mut prior_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EED_0F_DE71A);
+    let mut prior_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0000_05EE_D0FD_E71A);
 
     let bar = progress_bar(req.progress, cfg.total_steps() as u64, &req.dataset);
     let mut prefetch = Prefetcher::spawn(source, 0..cfg.total_steps() as u64, 2);
@@ -150,7 +150,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         let mut epoch_loss = 0.0;
         for step in 0..cfg.steps_per_epoch {
             let batch = prefetch
-                .next()
+                .recv()
                 .expect("the prefetcher yields one batch per step");
             let images = Tensor::from_vec(
                 batch.images,
