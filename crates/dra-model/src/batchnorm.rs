@@ -8,18 +8,13 @@ use candle_core::{
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
+use crate::cpu::{dispatch, slice};
+
 /// Element types of the kernels (f64 serves the double-precision parity tests); sums are kept
 /// in f64 through `WithDType::{to_f64, from_f64}`.
 trait Element: WithDType {}
 impl Element for f32 {}
 impl Element for f64 {}
-
-fn slice<'a, T: Element>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: operands must be contiguous")))?;
-    Ok(&T::cpu_storage_as_slice(s)?[start..end])
-}
 
 /// Per-channel values of an NCHW tensor: `(n, c, plane)`.
 fn nchw(l: &Layout) -> Result<(usize, usize, usize)> {
@@ -38,11 +33,7 @@ impl CustomOp1 for Stats {
         "dra-bn-stats"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s {
-            CpuStorage::F32(_) => stats::<f32>(s, l),
-            CpuStorage::F64(_) => stats::<f64>(s, l),
-            _ => candle_core::bail!("dra-bn-stats: only f32 and f64 are supported"),
-        }
+        dispatch!(s, self.name(), T => stats::<T>(s, l))
     }
 }
 
@@ -88,11 +79,7 @@ impl CustomOp3 for Apply {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match xs {
-            CpuStorage::F32(_) => self.forward::<f32>(xs, xl, ss, sl, gs, gl),
-            CpuStorage::F64(_) => self.forward::<f64>(xs, xl, ss, sl, gs, gl),
-            _ => candle_core::bail!("dra-bn-apply: only f32 and f64 are supported"),
-        }
+        dispatch!(xs, self.name(), T => self.forward::<T>(xs, xl, ss, sl, gs, gl))
     }
 
     fn bwd(
@@ -166,11 +153,7 @@ impl CustomOp3 for Gradient {
         ps: &CpuStorage,
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match xs {
-            CpuStorage::F32(_) => self.run::<f32>(xs, xl, ds, dl, ps, pl),
-            CpuStorage::F64(_) => self.run::<f64>(xs, xl, ds, dl, ps, pl),
-            _ => candle_core::bail!("dra-bn-backward: only f32 and f64 are supported"),
-        }
+        dispatch!(xs, self.name(), T => self.run::<T>(xs, xl, ds, dl, ps, pl))
     }
 }
 

@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor, WithDType};
 use candle_nn::{Conv2dConfig, Init, VarBuilder};
 use gemm::Parallelism;
+
+use crate::cpu::{dispatch, slice};
 use rayon::prelude::*;
 
 /// The element types of the fast path (f64 serves the double-precision parity tests).
@@ -214,30 +216,6 @@ fn matmul<T: Element>(
             par,
         )
     }
-}
-
-fn slice<'a, T: Element>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: operands must be contiguous")))?;
-    Ok(&T::cpu_storage_as_slice(s)?[start..end])
-}
-
-/// Runs `$body` with `$t` bound to the storage's element type.
-macro_rules! dispatch {
-    ($storage:expr, $op:expr, $t:ident => $body:expr) => {
-        match $storage {
-            CpuStorage::F32(_) => {
-                type $t = f32;
-                $body
-            }
-            CpuStorage::F64(_) => {
-                type $t = f64;
-                $body
-            }
-            _ => candle_core::bail!("{}: only f32 and f64 are supported", $op),
-        }
-    };
 }
 
 /// The forward op: `(x: N×C×H×W, w: O×C×kh×kw) → N×O×OH×OW`.

@@ -7,6 +7,7 @@
 
 mod batchnorm;
 mod conv;
+mod cpu;
 mod dra;
 mod heads;
 mod init;

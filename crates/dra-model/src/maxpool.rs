@@ -6,6 +6,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use crate::cpu::{dispatch, slice};
+
 /// The element types of the CPU kernel (f64 serves the double-precision parity tests).
 trait Element: WithDType + PartialOrd + std::ops::AddAssign + Send + Sync {}
 impl Element for f32 {}
@@ -60,24 +62,13 @@ impl Geometry {
     }
 }
 
-fn slice<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input must be contiguous")))?;
-    Ok(&T::cpu_storage_as_slice(storage)?[start..end])
-}
-
 impl CustomOp1 for Geometry {
     fn name(&self) -> &'static str {
         "max-pool2d-padded"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        match storage {
-            CpuStorage::F32(_) => self.forward::<f32>(storage, layout),
-            CpuStorage::F64(_) => self.forward::<f64>(storage, layout),
-            _ => candle_core::bail!("{}: only f32 and f64 are supported", self.name()),
-        }
+        dispatch!(storage, self.name(), T => self.forward::<T>(storage, layout))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -126,11 +117,7 @@ impl CustomOp2 for Backward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2),
-            CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2),
-            _ => candle_core::bail!("{}: only f32 and f64 are supported", self.name()),
-        }
+        dispatch!(s1, self.name(), T => self.run::<T>(s1, l1, s2, l2))
     }
 }
 

@@ -114,27 +114,10 @@ pub(crate) fn images_in(dir: &Path, layout: &'static str) -> Result<Vec<PathBuf>
 
 /// Images of every class folder under `dir`, as `(class, files)`, classes sorted.
 pub(crate) fn classes_in(dir: &Path, layout: &'static str) -> Result<Vec<(String, Vec<PathBuf>)>> {
-    if !dir.is_dir() {
-        return Err(missing(dir, layout));
-    }
-    let mut classes = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    entries.sort();
-    for entry in entries {
-        let name = entry
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.starts_with('.') {
-            continue;
-        }
-        classes.push((name, list_images(&entry)?));
-    }
-    Ok(classes)
+    classes_in_dirs(dir, layout)?
+        .into_iter()
+        .map(|(name, path)| Ok((name, list_images(&path)?)))
+        .collect()
 }
 
 /// The paper's hard-setting subsets (Table 2, §5.3 of the protocol): for each data set, the
