@@ -103,6 +103,20 @@ pub fn write_csv(df: &mut DataFrame, path: &Path) -> PolarsResult<()> {
     CsvWriter::new(file).include_header(true).finish(df)
 }
 
+/// Converts a CSV file (header row, types inferred) to Parquet, through a temporary file and a
+/// rename so that a reader never sees half a file.
+#[cfg(feature = "parquet")]
+pub fn csv_to_parquet(csv: &Path, parquet: &Path) -> PolarsResult<()> {
+    let mut df = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(csv.to_path_buf()))?
+        .finish()?;
+    let tmp = parquet.with_extension("parquet.tmp");
+    ParquetWriter::new(std::fs::File::create(&tmp)?).finish(&mut df)?;
+    std::fs::rename(&tmp, parquet)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

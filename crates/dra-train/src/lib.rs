@@ -6,6 +6,7 @@ mod dataset;
 mod error;
 mod eval;
 mod optim;
+mod overrides;
 mod run;
 mod scoring;
 
@@ -16,6 +17,7 @@ pub use dataset::{
 pub use error::TrainError;
 pub use eval::{collect_images, evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
 pub use optim::{Adam, AdamConfig};
+pub use overrides::Overrides;
 pub use run::{
     detached_model, read_scores, train, trainable, write_scores, Metrics, RunRecord, RunRequest,
 };

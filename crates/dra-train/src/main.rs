@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use dra_data::{synthetic, Setting};
-use dra_model::{BackboneKind, LossKind};
+use dra_model::BackboneKind;
 use dra_train::{
-    DatasetName, LoadedModel, Profile, ReferenceChoice, References, RunRequest, TrainConfig,
+    DatasetName, LoadedModel, Overrides, Profile, ReferenceChoice, References, RunRequest,
+    TrainConfig,
 };
 
 /// Open-set supervised anomaly detection with DRA (Ding, Pang & Shen, CVPR 2022).
@@ -193,64 +194,8 @@ struct TrainArgs {
     /// Seed of training (weights, sampling, augmentation).
     #[arg(long)]
     seed: Option<u64>,
-    /// Seed of the anomaly selection (NumPy RandomState; official 42).
-    #[arg(long)]
-    split_seed: Option<u32>,
-    /// General setting: index of the first test anomaly in the shuffled list.
-    #[arg(long)]
-    test_threshold: Option<usize>,
-    /// General setting: fraction r of the training set made of unlabelled anomalies (official
-    /// --cont_rate); they stay in the test set unless --test-threshold moves past them.
-    #[arg(long)]
-    contamination: Option<f64>,
-    /// Outlier exposure: pseudo anomalies from <DIR>/<other category>/train/good/ instead of
-    /// CutMix (the paper's medical data sets).
-    #[arg(long)]
-    outlier_root: Option<PathBuf>,
-    #[arg(long)]
-    image_size: Option<u32>,
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long)]
-    steps_per_epoch: Option<usize>,
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Reference images per step and per test batch.
-    #[arg(long)]
-    n_ref: Option<usize>,
-    #[arg(long)]
-    loss: Option<LossKind>,
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    #[arg(long)]
-    lr_step_size: Option<usize>,
-    #[arg(long)]
-    topk: Option<f64>,
-    #[arg(long)]
-    n_scales: Option<usize>,
-    #[arg(long)]
-    eval_batch_size: Option<usize>,
-    /// StepLR factor applied every --lr-step-size epochs.
-    #[arg(long)]
-    lr_gamma: Option<f64>,
-    /// Global gradient-norm clip.
-    #[arg(long)]
-    clip_norm: Option<f64>,
-    /// Chance that a normal slot becomes a CutMix pseudo anomaly.
-    #[arg(long)]
-    pseudo_prob: Option<f64>,
-    /// Range of the random rotation in degrees (0 disables it).
-    #[arg(long)]
-    rotation: Option<f64>,
-    /// Feature extractor: resnet18 (official) or mobilenet_v2 (for small data sets).
-    #[arg(long)]
-    backbone: Option<BackboneKind>,
-    /// Initialise the backbone from these weights (torchvision ResNet-18 or MobileNetV2 `.pth`
-    /// or safetensors, torchvision or DRA tensor names). Default: from scratch.
-    #[arg(long)]
-    weights: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
     /// `cpu` or `cuda` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -262,40 +207,12 @@ struct TrainArgs {
 impl TrainArgs {
     fn config(&self) -> TrainConfig {
         let mut c = TrainConfig::for_profile(self.profile);
-        macro_rules! set {
-            ($($field:ident <- $arg:expr),* $(,)?) => { $( if let Some(v) = $arg.clone() { c.$field = v; } )* };
+        self.overrides.apply(&mut c);
+        if let Some(n) = self.n_anomaly {
+            c.n_anomaly = n;
         }
-        set!(
-            n_anomaly <- self.n_anomaly,
-            seed <- self.seed,
-            split_seed <- self.split_seed,
-            image_size <- self.image_size,
-            epochs <- self.epochs,
-            steps_per_epoch <- self.steps_per_epoch,
-            batch_size <- self.batch_size,
-            n_ref <- self.n_ref,
-            loss <- self.loss,
-            lr <- self.lr,
-            weight_decay <- self.weight_decay,
-            lr_step_size <- self.lr_step_size,
-            topk_rate <- self.topk,
-            n_scales <- self.n_scales,
-            eval_batch_size <- self.eval_batch_size,
-            lr_gamma <- self.lr_gamma,
-            clip_norm <- self.clip_norm,
-            pseudo_prob <- self.pseudo_prob,
-            rotation_degrees <- self.rotation,
-            backbone <- self.backbone,
-            contamination <- self.contamination,
-        );
-        if self.weights.is_some() {
-            c.weights = self.weights.clone();
-        }
-        if self.outlier_root.is_some() {
-            c.outlier_root = self.outlier_root.clone();
-        }
-        if self.test_threshold.is_some() {
-            c.test_threshold = self.test_threshold;
+        if let Some(seed) = self.seed {
+            c.seed = seed;
         }
         if let Some(known_class) = &self.known_class {
             c.setting = Setting::Hard {

@@ -1,0 +1,137 @@
+//! Command-line overrides of the typed configuration, shared by `dra train` and the benchmark
+//! sweeps (`cargo xtask bench-*`), so that every training flag means the same in both.
+
+use std::path::PathBuf;
+
+use dra_model::{BackboneKind, LossKind};
+
+use crate::config::TrainConfig;
+
+/// Every training setting a user may change on top of a profile. The run's own identity
+/// (`--n-anomaly`, `--known-class`, `--seed`) is not here: a sweep sets those per run.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// Seed of the anomaly selection (NumPy RandomState; official 42).
+    #[arg(long)]
+    pub split_seed: Option<u32>,
+    /// General setting: index of the first test anomaly in the shuffled list.
+    #[arg(long)]
+    pub test_threshold: Option<usize>,
+    /// General setting: fraction r of the training set made of unlabelled anomalies (official
+    /// --cont_rate); they stay in the test set unless --test-threshold moves past them.
+    #[arg(long)]
+    pub contamination: Option<f64>,
+    /// Outlier exposure: pseudo anomalies from <DIR>/<other category>/train/good/ instead of
+    /// CutMix (the paper's medical data sets).
+    #[arg(long)]
+    pub outlier_root: Option<PathBuf>,
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub steps_per_epoch: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Reference images per step and per test batch.
+    #[arg(long)]
+    pub n_ref: Option<usize>,
+    #[arg(long)]
+    pub loss: Option<LossKind>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub lr_step_size: Option<usize>,
+    #[arg(long)]
+    pub topk: Option<f64>,
+    #[arg(long)]
+    pub n_scales: Option<usize>,
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
+    /// StepLR factor applied every --lr-step-size epochs.
+    #[arg(long)]
+    pub lr_gamma: Option<f64>,
+    /// Global gradient-norm clip.
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Chance that a normal slot becomes a CutMix pseudo anomaly.
+    #[arg(long)]
+    pub pseudo_prob: Option<f64>,
+    /// Range of the random rotation in degrees (0 disables it).
+    #[arg(long)]
+    pub rotation: Option<f64>,
+    /// Feature extractor: resnet18 (official) or mobilenet_v2 (for small data sets).
+    #[arg(long)]
+    pub backbone: Option<BackboneKind>,
+    /// Initialise the backbone from these weights (torchvision ResNet-18 or MobileNetV2 `.pth`
+    /// or safetensors, torchvision or DRA tensor names). Default: from scratch.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Writes every given setting into `c`.
+    pub fn apply(&self, c: &mut TrainConfig) {
+        macro_rules! set {
+            ($($field:ident <- $arg:expr),* $(,)?) => {
+                $( if let Some(v) = $arg.clone() { c.$field = v; } )*
+            };
+        }
+        set!(
+            split_seed <- self.split_seed,
+            image_size <- self.image_size,
+            epochs <- self.epochs,
+            steps_per_epoch <- self.steps_per_epoch,
+            batch_size <- self.batch_size,
+            n_ref <- self.n_ref,
+            loss <- self.loss,
+            lr <- self.lr,
+            weight_decay <- self.weight_decay,
+            lr_step_size <- self.lr_step_size,
+            topk_rate <- self.topk,
+            n_scales <- self.n_scales,
+            eval_batch_size <- self.eval_batch_size,
+            lr_gamma <- self.lr_gamma,
+            clip_norm <- self.clip_norm,
+            pseudo_prob <- self.pseudo_prob,
+            rotation_degrees <- self.rotation,
+            backbone <- self.backbone,
+            contamination <- self.contamination,
+        );
+        if self.weights.is_some() {
+            c.weights = self.weights.clone();
+        }
+        if self.outlier_root.is_some() {
+            c.outlier_root = self.outlier_root.clone();
+        }
+        if self.test_threshold.is_some() {
+            c.test_threshold = self.test_threshold;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_given_settings_change() {
+        let overrides = Overrides {
+            epochs: Some(3),
+            topk: Some(0.2),
+            weights: Some("w.pth".into()),
+            ..Default::default()
+        };
+        let mut c = TrainConfig::quick();
+        overrides.apply(&mut c);
+        let expected = TrainConfig {
+            epochs: 3,
+            topk_rate: 0.2,
+            weights: Some("w.pth".into()),
+            ..TrainConfig::quick()
+        };
+        assert_eq!(c, expected);
+    }
+}

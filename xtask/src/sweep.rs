@@ -1,0 +1,626 @@
+//! The benchmark sweeps: a grid of training runs over data sets × subsets × losses × shots ×
+//! seeds, run in a deterministic order, sharded, resumable, recorded in `OUT/runs.csv` and
+//! rendered as the paper's tables.
+//!
+//! Resumption rests on three facts: a run directory's `metrics.json` is written last (so its
+//! presence marks a finished run), `runs.csv` is replaced atomically, and a grid cell is skipped
+//! only when its row carries the same configuration hash as the run the command would start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dra_data::{datasets, synthetic, Setting};
+use dra_model::LossKind;
+use dra_train::{DatasetName, Metrics, Overrides, Profile, RunRecord, RunRequest, TrainConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::runs::{self, run_key, RunRow};
+
+/// MVTec AD's fifteen categories, in the paper's order (textures, then objects).
+pub const MVTEC_CATEGORIES: [&str; 15] = [
+    "carpet",
+    "grid",
+    "leather",
+    "tile",
+    "wood",
+    "bottle",
+    "capsule",
+    "pill",
+    "transistor",
+    "zipper",
+    "cable",
+    "hazelnut",
+    "metal_nut",
+    "screw",
+    "toothbrush",
+];
+
+/// The data sets of paper Table 1, as `--datasets` names them.
+const PAPER_GENERAL: [&str; 9] = [
+    "mvtec",
+    "aitex",
+    "sdd",
+    "elpv",
+    "optical",
+    "mastcam",
+    "brainmri",
+    "headct",
+    "hyperkvasir",
+];
+
+/// The hard-setting known classes of the embedded default data: one per category, so that the
+/// default sweep stays within minutes on two cores.
+const SYNTHETIC_HARD: [(&str, &str); 3] = [
+    ("synthetic/weave", "hole"),
+    ("synthetic/granite", "crack"),
+    ("synthetic/washer", "dent"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SweepKind {
+    General,
+    Hard,
+    Loss,
+}
+
+impl SweepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::General => "bench-general",
+            Self::Hard => "bench-hard",
+            Self::Loss => "bench-loss",
+        }
+    }
+
+    fn hard(self) -> bool {
+        self != Self::General
+    }
+}
+
+/// `--shard I/N`: the I-th (1-based) of N interleaved slices of the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}`: expected I/N with 1 ≤ I ≤ N, e.g. 2/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Options shared by every sweep.
+#[derive(Args, Clone)]
+pub struct SweepArgs {
+    /// Folder holding the data sets under their default names (`dra train --help`); default:
+    /// the embedded synthetic data in `data/`.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Comma-separated data sets: `mvtec` (its 15 categories), `mvtec/<category>`, `aitex`, …,
+    /// `synthetic` (every category) or `synthetic/<category>`; in the hard setting
+    /// `NAME:CLASS` picks one known class. Default: the paper's data sets with --data-root,
+    /// else the embedded synthetic data.
+    #[arg(long, value_delimiter = ',')]
+    pub datasets: Vec<String>,
+    /// Comma-separated numbers of labelled anomalies.
+    #[arg(long, value_delimiter = ',', default_value = "10,1")]
+    pub shots: Vec<usize>,
+    /// Independent runs per cell (seeds 0..runs).
+    #[arg(long, default_value_t = 3)]
+    pub runs: u64,
+    #[arg(long, value_enum, default_value_t = Profile::Quick)]
+    pub profile: Profile,
+    /// Results folder; default `results/<sweep>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run only the I-th of N slices of the grid (`cargo xtask merge` unites the slices).
+    #[arg(long, default_value = "1/1")]
+    pub shard: Shard,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// `sweep.json`: what the sweep covers, so that `merge` can check that shards belong together
+/// and render the same table as the unsharded sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepSpec {
+    pub sweep: SweepKind,
+    pub profile: Profile,
+    /// One entry per table row group: a data set and, in the hard setting, its known classes.
+    pub entries: Vec<Entry>,
+    pub shots: Vec<usize>,
+    pub runs: u64,
+    pub losses: Vec<LossKind>,
+    pub methods: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// `--dataset` name, e.g. `mvtec/carpet`.
+    pub dataset: String,
+    /// Known classes (hard setting); empty in the general setting.
+    pub known_classes: Vec<String>,
+    /// The data's folder, or `None` when it does not exist (the table says "absent").
+    pub dir: Option<PathBuf>,
+}
+
+/// One grid cell: a training run.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub dataset: String,
+    pub dir: PathBuf,
+    pub known_class: Option<String>,
+    pub loss: LossKind,
+    pub method: String,
+    pub shots: usize,
+    pub seed: u64,
+}
+
+impl Job {
+    pub fn subset(&self) -> &str {
+        self.known_class.as_deref().unwrap_or("")
+    }
+
+    pub fn key(&self) -> String {
+        run_key(
+            &self.dataset,
+            self.subset(),
+            &self.method,
+            &self.loss.to_string(),
+            self.shots,
+            self.seed,
+        )
+    }
+
+    fn describe(&self) -> String {
+        let mut s = self.dataset.clone();
+        if let Some(c) = &self.known_class {
+            s += &format!(" known {c}");
+        }
+        format!("{s} {} {}-shot seed {}", self.loss, self.shots, self.seed)
+    }
+}
+
+impl SweepSpec {
+    /// Resolves the data sets of a sweep; missing folders are recorded as absent.
+    pub fn new(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<Self> {
+        if args.runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        if args.shots.is_empty() {
+            bail!("--shots: give at least one number");
+        }
+        let requested: Vec<String> = if !args.datasets.is_empty() {
+            args.datasets.clone()
+        } else if args.data_root.is_none() {
+            vec!["synthetic".into()]
+        } else if kind.hard() {
+            datasets::HARD_SUBSETS
+                .iter()
+                .map(|(d, _)| d.to_string())
+                .collect()
+        } else {
+            PAPER_GENERAL.iter().map(|d| d.to_string()).collect()
+        };
+        let default_root = crate::workspace_root().join("data");
+        let mut entries: Vec<Entry> = Vec::new();
+        for name in requested {
+            let (name, class) = match name.split_once(':') {
+                Some((n, c)) if kind.hard() => (n.to_string(), Some(c.to_string())),
+                Some(_) => bail!("--datasets: `{name}`: NAME:CLASS is for the hard setting"),
+                None => (name, None),
+            };
+            let expanded: Vec<String> = match name.as_str() {
+                "mvtec" => MVTEC_CATEGORIES
+                    .iter()
+                    .map(|c| format!("mvtec/{c}"))
+                    .collect(),
+                "synthetic" => synthetic::category_names()
+                    .iter()
+                    .map(|c| format!("synthetic/{c}"))
+                    .collect(),
+                _ => vec![name.clone()],
+            };
+            for dataset in expanded {
+                let parsed = DatasetName::parse(&dataset)
+                    .with_context(|| format!("--datasets: `{dataset}`"))?;
+                let root = match (&parsed, &args.data_root) {
+                    (_, Some(root)) => root.clone(),
+                    (DatasetName::Synthetic(_), None) => default_root.clone(),
+                    (_, None) => bail!(
+                        "--data-root: `{dataset}` is not embedded; give --data-root DIR holding it"
+                    ),
+                };
+                let dir = parsed.resolve(Some(&root), None)?;
+                let known_classes = match (&class, kind.hard()) {
+                    (_, false) => Vec::new(),
+                    (Some(c), true) => vec![c.clone()],
+                    (None, true) => hard_classes(&dataset)?,
+                };
+                if let Some(e) = entries.iter_mut().find(|e| e.dataset == dataset) {
+                    e.known_classes.extend(known_classes);
+                    continue;
+                }
+                entries.push(Entry {
+                    dataset,
+                    known_classes,
+                    dir: dir.is_dir().then_some(dir),
+                });
+            }
+        }
+        Ok(Self {
+            sweep: kind,
+            profile: args.profile,
+            entries,
+            shots: args.shots.clone(),
+            runs: args.runs,
+            losses,
+            methods: vec!["dra".into()],
+        })
+    }
+
+    /// Every run of the sweep in a fixed order (present data sets only).
+    pub fn jobs(&self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for e in &self.entries {
+            let Some(dir) = &e.dir else { continue };
+            let classes: Vec<Option<String>> = if self.sweep.hard() {
+                e.known_classes.iter().cloned().map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for known_class in &classes {
+                for &loss in &self.losses {
+                    for method in &self.methods {
+                        for &shots in &self.shots {
+                            for seed in 0..self.runs {
+                                jobs.push(Job {
+                                    dataset: e.dataset.clone(),
+                                    dir: dir.clone(),
+                                    known_class: known_class.clone(),
+                                    loss,
+                                    method: method.clone(),
+                                    shots,
+                                    seed,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        jobs
+    }
+
+    pub fn absent(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|e| e.dir.is_none())
+            .map(|e| e.dataset.as_str())
+            .collect()
+    }
+
+    /// The spec with machine-specific folders left out, for comparing shards.
+    fn portable(&self) -> Self {
+        let mut s = self.clone();
+        for e in &mut s.entries {
+            e.dir = e.dir.as_ref().map(|_| PathBuf::new());
+        }
+        s
+    }
+
+    /// True when two specs describe the same grid (shards of one sweep).
+    pub fn same_grid(&self, other: &Self) -> bool {
+        self.portable() == other.portable()
+    }
+}
+
+/// The known classes of a data set's hard-setting subsets.
+fn hard_classes(dataset: &str) -> Result<Vec<String>> {
+    if let Some(classes) = datasets::hard_subsets(dataset) {
+        return Ok(classes.iter().map(|c| c.to_string()).collect());
+    }
+    if let Some((_, class)) = SYNTHETIC_HARD.iter().find(|(d, _)| *d == dataset) {
+        return Ok(vec![class.to_string()]);
+    }
+    bail!(
+        "--datasets: `{dataset}` has no hard-setting subsets in the paper; name one as {dataset}:CLASS"
+    )
+}
+
+/// The configuration of one run: the profile, the user's overrides, then the cell's own values.
+pub fn job_config(job: &Job, profile: Profile, overrides: &Overrides) -> TrainConfig {
+    let mut c = TrainConfig::for_profile(profile);
+    overrides.apply(&mut c);
+    c.n_anomaly = job.shots;
+    c.seed = job.seed;
+    c.loss = job.loss;
+    if let Some(class) = &job.known_class {
+        c.setting = Setting::Hard {
+            known_class: class.clone(),
+        };
+    }
+    c
+}
+
+/// A short hash of everything that decides a run's result: the data set's name, the subset and
+/// the configuration. Folders enter by their last component only, so that machines with their
+/// data in different places (shards of one sweep) agree on the hash.
+pub fn config_hash(dataset: &str, subset: &str, config: &TrainConfig) -> String {
+    let mut c = config.clone();
+    let last = |p: &Path| PathBuf::from(p.file_name().unwrap_or(p.as_os_str()));
+    c.weights = c.weights.as_deref().map(last);
+    c.outlier_root = c.outlier_root.as_deref().map(last);
+    let text = serde_json::to_string(&(dataset, subset, &c)).expect("configs serialise");
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The recorded metrics when `dir` holds a finished run of exactly this configuration.
+fn finished(dir: &Path, dataset: &str, config: &TrainConfig) -> Option<Metrics> {
+    let record: RunRecord =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
+    if &record.config != config || record.dataset != dataset {
+        return None;
+    }
+    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).ok()?).ok()
+}
+
+fn row_for(
+    kind: SweepKind,
+    job: &Job,
+    metrics: &Metrics,
+    hash: String,
+    run_dir: PathBuf,
+) -> RunRow {
+    RunRow {
+        sweep: kind.name().into(),
+        dataset: job.dataset.clone(),
+        subset: job.subset().into(),
+        setting: if job.known_class.is_some() {
+            "hard"
+        } else {
+            "general"
+        }
+        .into(),
+        known_class: job.subset().into(),
+        shots: job.shots,
+        loss: job.loss.to_string(),
+        method: job.method.clone(),
+        seed: job.seed,
+        auc_roc: metrics.auc_roc,
+        auc_pr: metrics.auc_pr,
+        seconds: metrics.total_seconds,
+        config_hash: hash,
+        run_dir,
+    }
+}
+
+/// Runs this shard's part of the sweep and renders the tables from everything in `out`.
+pub fn run(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<()> {
+    let spec = SweepSpec::new(kind, args, losses)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::workspace_root().join("results").join(kind.name()));
+    std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+    write_spec(&out, &spec)?;
+
+    let all_jobs = spec.jobs();
+    let shard = args.shard;
+    let jobs: Vec<&Job> = all_jobs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % shard.count == shard.index - 1)
+        .map(|(_, j)| j)
+        .collect();
+    let absent = spec.absent();
+    println!(
+        "{}: {} data set(s) present{} × shots {:?} × {} run(s): {} runs{}, profile {}, results in {}",
+        kind.name(),
+        spec.entries.len() - absent.len(),
+        if absent.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} absent: {})", absent.len(), absent.join(", "))
+        },
+        spec.shots,
+        spec.runs,
+        all_jobs.len(),
+        if shard.count > 1 {
+            format!(" (this shard {shard}: {})", jobs.len())
+        } else {
+            String::new()
+        },
+        spec.profile,
+        out.display()
+    );
+
+    // What is already done: rows with this very configuration, or finished run directories whose
+    // row was lost to a kill between the two writes.
+    let existing: BTreeMap<String, RunRow> = runs::read(&out.join("runs.csv"))?
+        .into_iter()
+        .map(|r| (r.key(), r))
+        .collect();
+    let mut pending = Vec::new();
+    let mut done = 0;
+    for job in jobs {
+        let config = job_config(job, spec.profile, &args.overrides);
+        let hash = config_hash(&job.dataset, job.subset(), &config);
+        let key = job.key();
+        if existing.get(&key).is_some_and(|r| r.config_hash == hash) {
+            done += 1;
+            continue;
+        }
+        let dir = out.join("runs").join(&key);
+        if let Some(m) = finished(&dir, &job.dataset, &config) {
+            runs::upsert(&out, row_for(kind, job, &m, hash, dir))?;
+            done += 1;
+            continue;
+        }
+        pending.push((job, config, hash, dir));
+    }
+    if done > 0 {
+        println!("{done} run(s) already done, {} to run", pending.len());
+    }
+
+    let bar = progress_bar(pending.len() as u64);
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for (i, (job, config, hash, dir)) in pending.iter().enumerate() {
+        bar.set_message(job.describe());
+        let request = RunRequest {
+            config: config.clone(),
+            dataset: job.dataset.clone(),
+            category_dir: job.dir.clone(),
+            family: DatasetName::parse(&job.dataset)?.family(),
+            out_dir: dir.clone(),
+            progress: false,
+            device: candle_core::Device::Cpu,
+        };
+        match dra_train::train(&request) {
+            Ok(m) => {
+                runs::upsert(&out, row_for(kind, job, &m, hash.clone(), dir.clone()))?;
+                bar.suspend(|| {
+                    println!(
+                        "[{}/{}] {}: AUC-ROC {:.3}, AUC-PR {:.3} in {:.0} s (elapsed {})",
+                        i + 1,
+                        pending.len(),
+                        job.describe(),
+                        m.auc_roc,
+                        m.auc_pr,
+                        m.total_seconds,
+                        clock(started.elapsed())
+                    )
+                });
+            }
+            Err(e) => {
+                bar.suspend(|| {
+                    println!(
+                        "[{}/{}] {}: FAILED: {e}",
+                        i + 1,
+                        pending.len(),
+                        job.describe()
+                    )
+                });
+                failures.push(format!("{}: {e}", job.describe()));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    crate::render::render_dir(&out)?;
+    if !failures.is_empty() {
+        bail!(
+            "{} run(s) failed (the table shows the others):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "[{elapsed_precise}] {bar:30} run {pos}/{len} ETA {eta_precise} {msg}",
+        )
+        .expect("the template is valid"),
+    );
+    bar.enable_steady_tick(Duration::from_secs(1));
+    bar
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+pub fn write_spec(out: &Path, spec: &SweepSpec) -> Result<()> {
+    let path = out.join("sweep.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(old) = serde_json::from_str::<SweepSpec>(&text) {
+            if old.sweep != spec.sweep {
+                bail!(
+                    "--out {}: holds a {} sweep, not {}; choose another folder",
+                    out.display(),
+                    old.sweep.name(),
+                    spec.sweep.name()
+                );
+            }
+        }
+    }
+    let mut text = serde_json::to_string_pretty(spec)?;
+    text.push('\n');
+    runs::write_atomic(&path, text.as_bytes())
+}
+
+pub fn read_spec(dir: &Path) -> Result<SweepSpec> {
+    let path = dir.join("sweep.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: not a sweep results folder", path.display()))?;
+    serde_json::from_str(&text).with_context(|| path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_grid() {
+        assert_eq!(
+            "2/3".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 3 }
+        );
+        for bad in ["0/2", "3/2", "1", "a/b", "1/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_hash_follows_the_config_but_not_the_machine() {
+        let mut a = TrainConfig::quick();
+        a.weights = Some("/home/a/resnet18.pth".into());
+        let mut b = a.clone();
+        b.weights = Some("/scratch/b/resnet18.pth".into());
+        let h = config_hash("mvtec/carpet", "", &a);
+        assert_eq!(h.len(), 16);
+        assert_eq!(h, config_hash("mvtec/carpet", "", &b));
+        b.lr *= 2.0;
+        assert_ne!(h, config_hash("mvtec/carpet", "", &b));
+        assert_ne!(h, config_hash("mvtec/carpet", "color", &a));
+        assert_ne!(h, config_hash("mvtec/grid", "", &a));
+    }
+
+    #[test]
+    fn hard_classes_come_from_the_paper_or_the_user() {
+        assert_eq!(hard_classes("elpv").unwrap(), ["mono", "poly"]);
+        assert_eq!(hard_classes("synthetic/weave").unwrap(), ["hole"]);
+        let err = hard_classes("mvtec/bottle").unwrap_err().to_string();
+        assert!(err.contains("mvtec/bottle:CLASS"), "{err}");
+    }
+}

@@ -1,0 +1,168 @@
+//! The sweeps' promises, through the `xtask` binary on tiny runs of the embedded data: reruns
+//! resume, a `kill -9` loses no finished run and redoes none, shards merge into the unsharded
+//! table.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A run of a few seconds: one category, two steps of 32-px images.
+const TINY: &[&str] = &[
+    "--datasets",
+    "synthetic/weave",
+    "--shots",
+    "1",
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--n-scales",
+    "1",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "6",
+];
+
+fn xtask(args: &[&str], extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .args(TINY)
+        .args(extra)
+        .output()
+        .expect("xtask runs")
+}
+
+fn ok(output: Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn data_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn reruns_resume_and_shards_merge_into_the_unsharded_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
+    let (full, sh1, sh2, merged) = (dir("full"), dir("sh1"), dir("sh2"), dir("merged"));
+
+    ok(xtask(
+        &["bench-general", "--runs", "2", "--out", &full],
+        &[],
+    ));
+    let runs = Path::new(&full).join("runs.csv");
+    let first = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(data_lines(&runs).len(), 2);
+    let table = std::fs::read_to_string(Path::new(&full).join("table.md")).unwrap();
+    assert!(table.contains("| synthetic/weave | 0."), "{table}");
+
+    let again = ok(xtask(
+        &["bench-general", "--runs", "2", "--out", &full],
+        &[],
+    ));
+    assert!(again.contains("2 run(s) already done, 0 to run"), "{again}");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), first);
+
+    for (shard, out) in [("1/2", &sh1), ("2/2", &sh2)] {
+        ok(xtask(
+            &[
+                "bench-general",
+                "--runs",
+                "2",
+                "--shard",
+                shard,
+                "--out",
+                out,
+            ],
+            &[],
+        ));
+        assert_eq!(data_lines(&Path::new(out).join("runs.csv")).len(), 1);
+    }
+    ok(Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["merge", &sh1, &sh2, "--out", &merged])
+        .output()
+        .unwrap());
+    let merged_table = std::fs::read_to_string(Path::new(&merged).join("table.md")).unwrap();
+    let full_table = std::fs::read_to_string(Path::new(&full).join("table.md")).unwrap();
+    assert_eq!(merged_table, full_table);
+
+    // Shards of different grids do not merge.
+    let other = dir("other");
+    ok(xtask(
+        &["bench-general", "--runs", "1", "--out", &other],
+        &[],
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["merge", &sh1, &other, "--out", &dir("bad")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another grid"), "{err}");
+
+    // A changed setting is another configuration: the cells are run again.
+    let changed = ok(xtask(
+        &["bench-general", "--runs", "2", "--out", &full],
+        &["--lr", "0.002"],
+    ));
+    assert!(!changed.contains("already done"), "{changed}");
+    assert_ne!(std::fs::read_to_string(&runs).unwrap(), first);
+}
+
+#[test]
+fn a_killed_sweep_loses_no_finished_run_and_redoes_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep").to_string_lossy().into_owned();
+    let runs = Path::new(&out).join("runs.csv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench-hard", "--runs", "4", "--out", &out])
+        .args(TINY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while data_lines(&runs).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no run finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = data_lines(&runs);
+    assert!(!before.is_empty() && before.len() < 4, "{before:?}");
+
+    let rerun = ok(Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench-hard", "--runs", "4", "--out", &out])
+        .args(TINY)
+        .output()
+        .unwrap());
+    let after = data_lines(&runs);
+    assert_eq!(after.len(), 4);
+    // The finished rows are kept byte for byte (their wall time included): none was redone.
+    for row in &before {
+        assert!(after.contains(row), "{row} lost from {after:?}");
+    }
+    assert!(
+        rerun.contains(&format!("{} run(s) already done", before.len()))
+            || rerun.contains(&format!("{} run(s) already done", before.len() + 1)),
+        "{rerun}"
+    );
+    let table = std::fs::read_to_string(Path::new(&out).join("table.md")).unwrap();
+    assert!(table.contains("synthetic/weave / hole"), "{table}");
+    assert!(table.contains("synthetic/weave / Mean"), "{table}");
+}
