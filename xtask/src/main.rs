@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask <task>`.
 
+mod chart;
 mod merge;
 mod paper;
 mod perf;

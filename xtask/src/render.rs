@@ -290,6 +290,39 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
             absent.join(", ")
         );
     }
+    if spec.sweep == SweepKind::Loss {
+        // Seed Fig. 5: the dataset-level means, one bar per loss (and number of shots).
+        let means: Vec<&(Row, Vec<Seeds>)> = table_rows
+            .iter()
+            .filter(|(row, _)| row.label.ends_with(" / Mean") && !row.absent)
+            .collect();
+        let groups: Vec<String> = means
+            .iter()
+            .map(|(row, _)| row.label.trim_end_matches(" / Mean").to_string())
+            .collect();
+        let values: Vec<Vec<Option<f64>>> = means
+            .iter()
+            .map(|(_, cells)| {
+                cells
+                    .iter()
+                    .map(|seeds| {
+                        MeanStd::of(&seeds.values().copied().collect::<Vec<_>>()).map(|m| m.mean)
+                    })
+                    .collect()
+            })
+            .collect();
+        if !groups.is_empty() {
+            crate::chart::BarChart {
+                title: "Hard setting, mean over known-class subsets",
+                y_label: "AUC-ROC",
+                groups: &groups,
+                series: &titles,
+                values: &values,
+            }
+            .write_png(&out.join("chart.png"))?;
+            markdown += "\nChart: chart.png.\n";
+        }
+    }
     let md_path = out.join("table.md");
     runs::write_atomic(&md_path, markdown.as_bytes())?;
     let csv_path = out.join("table.csv");
