@@ -31,6 +31,9 @@ enum Task {
     BenchHard(sweep::SweepArgs),
     /// The hard setting with each loss on all four heads (seed §C.2, Fig. 5): a table and a chart.
     BenchLoss(LossArgs),
+    /// Seed Table 9: train on each source, fine-tune on every other target's normal images,
+    /// evaluate on the target; the source × target matrix.
+    BenchCrossDomain(CrossArgs),
     /// Unite the results folders of a sweep's shards and render the tables.
     Merge(merge::MergeArgs),
     /// Throughput and peak memory of training and evaluation workloads.
@@ -49,6 +52,15 @@ struct LossArgs {
     losses: Vec<LossKind>,
 }
 
+#[derive(Args)]
+struct CrossArgs {
+    #[command(flatten)]
+    sweep: sweep::SweepArgs,
+    /// Epochs of fine-tuning on the target's normal images [default: 10 (paper), 3 (quick)].
+    #[arg(long)]
+    fine_tune_epochs: Option<usize>,
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -64,9 +76,27 @@ fn single_loss(args: &sweep::SweepArgs) -> Vec<LossKind> {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::BenchGeneral(args) => {
-            sweep::run(sweep::SweepKind::General, &args, single_loss(&args))
+            sweep::run(sweep::SweepKind::General, &args, single_loss(&args), None)
         }
-        Task::BenchHard(args) => sweep::run(sweep::SweepKind::Hard, &args, single_loss(&args)),
+        Task::BenchHard(args) => {
+            sweep::run(sweep::SweepKind::Hard, &args, single_loss(&args), None)
+        }
+        Task::BenchCrossDomain(args) => {
+            let epochs = args.fine_tune_epochs.unwrap_or(match args.sweep.profile {
+                dra_train::Profile::Paper => 10,
+                dra_train::Profile::Quick => 3,
+            });
+            if epochs == 0 {
+                bail!("--fine-tune-epochs must be at least 1");
+            }
+            let losses = single_loss(&args.sweep);
+            sweep::run(
+                sweep::SweepKind::CrossDomain,
+                &args.sweep,
+                losses,
+                Some(epochs),
+            )
+        }
         Task::BenchLoss(args) => {
             if args.sweep.overrides.loss.is_some() {
                 bail!("--loss: bench-loss compares losses; use --losses");
@@ -74,7 +104,12 @@ fn main() -> Result<()> {
             if args.losses.is_empty() {
                 bail!("--losses: give at least one loss");
             }
-            sweep::run(sweep::SweepKind::Loss, &args.sweep, args.losses.clone())
+            sweep::run(
+                sweep::SweepKind::Loss,
+                &args.sweep,
+                args.losses.clone(),
+                None,
+            )
         }
         Task::Merge(args) => merge::merge(&args),
         Task::Perf(args) => perf::perf(args),

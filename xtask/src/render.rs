@@ -80,6 +80,13 @@ fn mean_over(members: &[Seeds]) -> Seeds {
 fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
     let paper = PaperResults::load()?;
     let found = results_by_key(rows);
+    if spec.sweep == SweepKind::CrossDomain {
+        let table = cross_domain_table(spec, &found, &paper);
+        let notes = "\nRows: the target; columns: the source model, fine-tuned on the target's \
+            normal images only; `(paper …)`: seed Table 9; `*`: no fine-tuning, the source \
+            model on its own test set.\n";
+        return write_table(spec, table, notes.into(), out);
+    }
     let columns: Vec<Column> = spec
         .methods
         .iter()
@@ -173,7 +180,7 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
                 ));
             }
         }
-        SweepKind::Hard | SweepKind::Loss => {
+        SweepKind::Hard | SweepKind::Loss | SweepKind::CrossDomain => {
             for e in &spec.entries {
                 for class in &e.known_classes {
                     let cells = columns
@@ -216,7 +223,7 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
         SweepKind::General => Some(PaperTable::General),
         SweepKind::Hard => Some(PaperTable::Hard),
         // The paper gives the loss study as a chart only (seed Fig. 5).
-        SweepKind::Loss => None,
+        SweepKind::Loss | SweepKind::CrossDomain => None,
     };
     let mut table = TableBuilder::new(match spec.sweep {
         SweepKind::General => "Dataset",
@@ -270,25 +277,9 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
             }
         }
     }
-    let mut df = table.build()?;
-    let body = to_markdown(&df)?;
-    let absent = spec.absent();
-    let mut markdown = format!(
-        "# {}: AUC-ROC, mean±std over {} run(s) (seeds 0–{}), profile {}\n\n{body}",
-        spec.sweep.name(),
-        spec.runs,
-        spec.runs - 1,
-        spec.profile
-    );
+    let mut notes = String::new();
     if with_paper.iter().any(|p| *p) {
-        markdown +=
-            "\n`paper`: the published number (data/paper/results.csv); `Δ`: ours − paper.\n";
-    }
-    if !absent.is_empty() {
-        markdown += &format!(
-            "\nAbsent (no folder under --data-root): {}.\n",
-            absent.join(", ")
-        );
+        notes += "\n`paper`: the published number (data/paper/results.csv); `Δ`: ours − paper.\n";
     }
     if spec.sweep == SweepKind::Loss {
         // Seed Fig. 5: the dataset-level means, one bar per loss (and number of shots).
@@ -320,8 +311,29 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
                 values: &values,
             }
             .write_png(&out.join("chart.png"))?;
-            markdown += "\nChart: chart.png.\n";
+            notes += "\nChart: chart.png.\n";
         }
+    }
+    write_table(spec, table, notes, out)
+}
+
+/// Writes `table.md` (title, table, notes) and `table.csv`; returns the Markdown.
+fn write_table(spec: &SweepSpec, table: TableBuilder, notes: String, out: &Path) -> Result<String> {
+    let mut df = table.build()?;
+    let mut markdown = format!(
+        "# {}: AUC-ROC, mean±std over {} run(s) (seeds 0–{}), profile {}\n\n{}{notes}",
+        spec.sweep.name(),
+        spec.runs,
+        spec.runs - 1,
+        spec.profile,
+        to_markdown(&df)?
+    );
+    let absent = spec.absent();
+    if !absent.is_empty() {
+        markdown += &format!(
+            "\nAbsent (no folder under --data-root): {}.\n",
+            absent.join(", ")
+        );
     }
     let md_path = out.join("table.md");
     runs::write_atomic(&md_path, markdown.as_bytes())?;
@@ -330,6 +342,69 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
     write_csv(&mut df, &tmp).with_context(|| tmp.display().to_string())?;
     std::fs::rename(&tmp, &csv_path).with_context(|| csv_path.display().to_string())?;
     Ok(markdown)
+}
+
+/// Seed Table 9's layout: a row per target, a column per source (and number of shots).
+fn cross_domain_table(
+    spec: &SweepSpec,
+    found: &BTreeMap<String, f64>,
+    paper: &PaperResults,
+) -> TableBuilder {
+    let loss = spec.losses[0].to_string();
+    let method = &spec.methods[0];
+    let mut table = TableBuilder::new("Target \\ source");
+    let short = |d: &str| d.rsplit('/').next().unwrap_or(d).to_string();
+    let title = |source: &str, shots: usize| {
+        if spec.shots.len() == 1 {
+            short(source)
+        } else {
+            format!("{} {shots}-shot", short(source))
+        }
+    };
+    for &shots in &spec.shots {
+        for source in &spec.entries {
+            table.column(&title(&source.dataset, shots));
+        }
+    }
+    for target in &spec.entries {
+        for &shots in &spec.shots {
+            for source in &spec.entries {
+                let column = title(&source.dataset, shots);
+                if target.dir.is_none() || source.dir.is_none() {
+                    table.text(&target.dataset, &column, "absent");
+                    continue;
+                }
+                let in_domain = target.dataset == source.dataset;
+                let subset = if in_domain {
+                    ""
+                } else {
+                    source.dataset.as_str()
+                };
+                let values: Vec<f64> = (0..spec.runs)
+                    .filter_map(|seed| {
+                        let key = run_key(&target.dataset, subset, method, &loss, shots, seed);
+                        found.get(&key).copied()
+                    })
+                    .collect();
+                let mut text = MeanStd::of(&values)
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "-".into());
+                if in_domain {
+                    text += "*";
+                } else if let Some(p) = paper.get(
+                    PaperTable::CrossDomain,
+                    &target.dataset,
+                    &short(&source.dataset),
+                    method,
+                    shots,
+                ) {
+                    text += &format!(" (paper {p})");
+                }
+                table.text(&target.dataset, &column, text);
+            }
+        }
+    }
+    table
 }
 
 #[cfg(test)]

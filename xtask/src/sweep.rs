@@ -67,6 +67,7 @@ pub enum SweepKind {
     General,
     Hard,
     Loss,
+    CrossDomain,
 }
 
 impl SweepKind {
@@ -75,11 +76,12 @@ impl SweepKind {
             Self::General => "bench-general",
             Self::Hard => "bench-hard",
             Self::Loss => "bench-loss",
+            Self::CrossDomain => "bench-cross-domain",
         }
     }
 
     fn hard(self) -> bool {
-        self != Self::General
+        matches!(self, Self::Hard | Self::Loss)
     }
 }
 
@@ -125,8 +127,8 @@ pub struct SweepArgs {
     /// else the embedded synthetic data.
     #[arg(long, value_delimiter = ',')]
     pub datasets: Vec<String>,
-    /// Comma-separated numbers of labelled anomalies.
-    #[arg(long, value_delimiter = ',', default_value = "10,1")]
+    /// Comma-separated numbers of labelled anomalies [default: 10,1; across domains: 10].
+    #[arg(long, value_delimiter = ',')]
     pub shots: Vec<usize>,
     /// Independent runs per cell (seeds 0..runs).
     #[arg(long, default_value_t = 3)]
@@ -155,6 +157,9 @@ pub struct SweepSpec {
     pub runs: u64,
     pub losses: Vec<LossKind>,
     pub methods: Vec<String>,
+    /// Cross-domain: epochs of fine-tuning on the target's normal images.
+    #[serde(default)]
+    pub fine_tune_epochs: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +178,9 @@ pub struct Job {
     pub dataset: String,
     pub dir: PathBuf,
     pub known_class: Option<String>,
+    /// Cross-domain fine-tuning: the source data set whose model (trained with `shots` labelled
+    /// anomalies) this run starts from, on the target's normal images only.
+    pub source: Option<String>,
     pub loss: LossKind,
     pub method: String,
     pub shots: usize,
@@ -181,7 +189,10 @@ pub struct Job {
 
 impl Job {
     pub fn subset(&self) -> &str {
-        self.known_class.as_deref().unwrap_or("")
+        self.known_class
+            .as_deref()
+            .or(self.source.as_deref())
+            .unwrap_or("")
     }
 
     pub fn key(&self) -> String {
@@ -200,23 +211,38 @@ impl Job {
         if let Some(c) = &self.known_class {
             s += &format!(" known {c}");
         }
+        if let Some(source) = &self.source {
+            s += &format!(" fine-tuned from {source}");
+        }
         format!("{s} {} {}-shot seed {}", self.loss, self.shots, self.seed)
     }
 }
 
 impl SweepSpec {
     /// Resolves the data sets of a sweep; missing folders are recorded as absent.
-    pub fn new(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<Self> {
+    pub fn new(
+        kind: SweepKind,
+        args: &SweepArgs,
+        losses: Vec<LossKind>,
+        fine_tune_epochs: Option<usize>,
+    ) -> Result<Self> {
         if args.runs == 0 {
             bail!("--runs must be at least 1");
         }
-        if args.shots.is_empty() {
-            bail!("--shots: give at least one number");
-        }
+        let shots = match (&args.shots[..], kind) {
+            ([], SweepKind::CrossDomain) => vec![10],
+            ([], _) => vec![10, 1],
+            (given, _) => given.to_vec(),
+        };
         let requested: Vec<String> = if !args.datasets.is_empty() {
             args.datasets.clone()
         } else if args.data_root.is_none() {
             vec!["synthetic".into()]
+        } else if kind == SweepKind::CrossDomain {
+            MVTEC_CATEGORIES[..5]
+                .iter()
+                .map(|c| format!("mvtec/{c}"))
+                .collect()
         } else if kind.hard() {
             datasets::HARD_SUBSETS
                 .iter()
@@ -275,18 +301,25 @@ impl SweepSpec {
             sweep: kind,
             profile: args.profile,
             entries,
-            shots: args.shots.clone(),
+            shots,
             runs: args.runs,
             losses,
             methods: vec!["dra".into()],
+            fine_tune_epochs,
         })
     }
 
-    /// Every run of the sweep in a fixed order (present data sets only).
-    pub fn jobs(&self) -> Vec<Job> {
-        let mut jobs = Vec::new();
-        for e in &self.entries {
-            let Some(dir) = &e.dir else { continue };
+    /// Every run of the sweep in a fixed order (present data sets only), in units that a shard
+    /// runs whole: one run each, except across domains, where a source's run comes with the
+    /// fine-tuning runs that start from its model.
+    pub fn units(&self) -> Vec<Vec<Job>> {
+        let mut units = Vec::new();
+        let present: Vec<(&Entry, &PathBuf)> = self
+            .entries
+            .iter()
+            .filter_map(|e| Some((e, e.dir.as_ref()?)))
+            .collect();
+        for (e, dir) in &present {
             let classes: Vec<Option<String>> = if self.sweep.hard() {
                 e.known_classes.iter().cloned().map(Some).collect()
             } else {
@@ -297,22 +330,37 @@ impl SweepSpec {
                     for method in &self.methods {
                         for &shots in &self.shots {
                             for seed in 0..self.runs {
-                                jobs.push(Job {
+                                let job = Job {
                                     dataset: e.dataset.clone(),
-                                    dir: dir.clone(),
+                                    dir: (*dir).clone(),
                                     known_class: known_class.clone(),
+                                    source: None,
                                     loss,
                                     method: method.clone(),
                                     shots,
                                     seed,
-                                });
+                                };
+                                let mut unit = vec![job.clone()];
+                                if self.sweep == SweepKind::CrossDomain {
+                                    for (target, target_dir) in &present {
+                                        if target.dataset != e.dataset {
+                                            unit.push(Job {
+                                                dataset: target.dataset.clone(),
+                                                dir: (*target_dir).clone(),
+                                                source: Some(e.dataset.clone()),
+                                                ..job.clone()
+                                            });
+                                        }
+                                    }
+                                }
+                                units.push(unit);
                             }
                         }
                     }
                 }
             }
         }
-        jobs
+        units
     }
 
     pub fn absent(&self) -> Vec<&str> {
@@ -352,8 +400,9 @@ fn hard_classes(dataset: &str) -> Result<Vec<String>> {
 }
 
 /// The configuration of one run: the profile, the user's overrides, then the cell's own values.
-pub fn job_config(job: &Job, profile: Profile, overrides: &Overrides) -> TrainConfig {
-    let mut c = TrainConfig::for_profile(profile);
+/// A fine-tuning run starts from its source's model in `out` and sees no labelled anomaly.
+pub fn job_config(job: &Job, spec: &SweepSpec, overrides: &Overrides, out: &Path) -> TrainConfig {
+    let mut c = TrainConfig::for_profile(spec.profile);
     overrides.apply(&mut c);
     c.n_anomaly = job.shots;
     c.seed = job.seed;
@@ -363,18 +412,36 @@ pub fn job_config(job: &Job, profile: Profile, overrides: &Overrides) -> TrainCo
             known_class: class.clone(),
         };
     }
+    if let Some(source) = &job.source {
+        let source_key = Job {
+            dataset: source.clone(),
+            source: None,
+            ..job.clone()
+        }
+        .key();
+        c.n_anomaly = 0;
+        c.epochs = spec.fine_tune_epochs.unwrap_or(c.epochs);
+        c.init_model = Some(out.join("runs").join(source_key).join("model.safetensors"));
+    }
     c
 }
 
 /// A short hash of everything that decides a run's result: the data set's name, the subset and
 /// the configuration. Folders enter by their last component only, so that machines with their
 /// data in different places (shards of one sweep) agree on the hash.
-pub fn config_hash(dataset: &str, subset: &str, config: &TrainConfig) -> String {
+/// A fine-tuning run's hash includes its source run's (`parent`).
+pub fn config_hash(
+    dataset: &str,
+    subset: &str,
+    config: &TrainConfig,
+    parent: Option<&str>,
+) -> String {
     let mut c = config.clone();
     let last = |p: &Path| PathBuf::from(p.file_name().unwrap_or(p.as_os_str()));
     c.weights = c.weights.as_deref().map(last);
     c.outlier_root = c.outlier_root.as_deref().map(last);
-    let text = serde_json::to_string(&(dataset, subset, &c)).expect("configs serialise");
+    c.init_model = c.init_model.as_deref().map(last);
+    let text = serde_json::to_string(&(dataset, subset, &c, parent)).expect("configs serialise");
     let digest = Sha256::digest(text.as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -400,13 +467,13 @@ fn row_for(
         sweep: kind.name().into(),
         dataset: job.dataset.clone(),
         subset: job.subset().into(),
-        setting: if job.known_class.is_some() {
-            "hard"
-        } else {
-            "general"
+        setting: match (&job.known_class, &job.source) {
+            (Some(_), _) => "hard",
+            (None, Some(_)) => "cross-domain",
+            (None, None) => "general",
         }
         .into(),
-        known_class: job.subset().into(),
+        known_class: job.known_class.clone().unwrap_or_default(),
         shots: job.shots,
         loss: job.loss.to_string(),
         method: job.method.clone(),
@@ -420,8 +487,13 @@ fn row_for(
 }
 
 /// Runs this shard's part of the sweep and renders the tables from everything in `out`.
-pub fn run(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<()> {
-    let spec = SweepSpec::new(kind, args, losses)?;
+pub fn run(
+    kind: SweepKind,
+    args: &SweepArgs,
+    losses: Vec<LossKind>,
+    fine_tune_epochs: Option<usize>,
+) -> Result<()> {
+    let spec = SweepSpec::new(kind, args, losses, fine_tune_epochs)?;
     let out = args
         .out
         .clone()
@@ -429,13 +501,14 @@ pub fn run(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<(
     std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
     write_spec(&out, &spec)?;
 
-    let all_jobs = spec.jobs();
+    let units = spec.units();
+    let n_all: usize = units.iter().map(Vec::len).sum();
     let shard = args.shard;
-    let jobs: Vec<&Job> = all_jobs
+    let jobs: Vec<&Job> = units
         .iter()
         .enumerate()
         .filter(|(i, _)| i % shard.count == shard.index - 1)
-        .map(|(_, j)| j)
+        .flat_map(|(_, unit)| unit)
         .collect();
     let absent = spec.absent();
     println!(
@@ -449,7 +522,7 @@ pub fn run(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<(
         },
         spec.shots,
         spec.runs,
-        all_jobs.len(),
+        n_all,
         if shard.count > 1 {
             format!(" (this shard {shard}: {})", jobs.len())
         } else {
@@ -467,16 +540,31 @@ pub fn run(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<(
         .collect();
     let mut pending = Vec::new();
     let mut done = 0;
+    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
     for job in jobs {
-        let config = job_config(job, spec.profile, &args.overrides);
-        let hash = config_hash(&job.dataset, job.subset(), &config);
+        let config = job_config(job, &spec, &args.overrides, &out);
+        let parent = job.source.as_ref().map(|_| {
+            let key = config
+                .init_model
+                .as_ref()
+                .and_then(|m| m.parent()?.file_name());
+            let key = key
+                .map(|k| k.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            hashes.get(&key).cloned().unwrap_or_default()
+        });
+        let hash = config_hash(&job.dataset, job.subset(), &config, parent.as_deref());
         let key = job.key();
-        if existing.get(&key).is_some_and(|r| r.config_hash == hash) {
+        hashes.insert(key.clone(), hash.clone());
+        let dir = out.join("runs").join(&key);
+        // A source's model must still be on disk for its fine-tuning runs.
+        let model_needed = spec.sweep == SweepKind::CrossDomain && job.source.is_none();
+        let model_ok = !model_needed || dir.join("model.safetensors").is_file();
+        if model_ok && existing.get(&key).is_some_and(|r| r.config_hash == hash) {
             done += 1;
             continue;
         }
-        let dir = out.join("runs").join(&key);
-        if let Some(m) = finished(&dir, &job.dataset, &config) {
+        if let Some(m) = finished(&dir, &job.dataset, &config).filter(|_| model_ok) {
             runs::upsert(&out, row_for(kind, job, &m, hash, dir))?;
             done += 1;
             continue;
@@ -490,8 +578,19 @@ pub fn run(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<(
     let bar = progress_bar(pending.len() as u64);
     let started = Instant::now();
     let mut failures = Vec::new();
+    let mut failed_keys: Vec<String> = Vec::new();
     for (i, (job, config, hash, dir)) in pending.iter().enumerate() {
         bar.set_message(job.describe());
+        let source_failed = config
+            .init_model
+            .as_ref()
+            .and_then(|m| m.parent()?.file_name())
+            .is_some_and(|k| failed_keys.iter().any(|f| k == f.as_str()));
+        if source_failed {
+            failures.push(format!("{}: its source run failed", job.describe()));
+            bar.inc(1);
+            continue;
+        }
         let request = RunRequest {
             config: config.clone(),
             dataset: job.dataset.clone(),
@@ -527,6 +626,7 @@ pub fn run(kind: SweepKind, args: &SweepArgs, losses: Vec<LossKind>) -> Result<(
                     )
                 });
                 failures.push(format!("{}: {e}", job.describe()));
+                failed_keys.push(job.key());
             }
         }
         bar.inc(1);
@@ -607,13 +707,14 @@ mod tests {
         a.weights = Some("/home/a/resnet18.pth".into());
         let mut b = a.clone();
         b.weights = Some("/scratch/b/resnet18.pth".into());
-        let h = config_hash("mvtec/carpet", "", &a);
+        let h = config_hash("mvtec/carpet", "", &a, None);
         assert_eq!(h.len(), 16);
-        assert_eq!(h, config_hash("mvtec/carpet", "", &b));
+        assert_eq!(h, config_hash("mvtec/carpet", "", &b, None));
         b.lr *= 2.0;
-        assert_ne!(h, config_hash("mvtec/carpet", "", &b));
-        assert_ne!(h, config_hash("mvtec/carpet", "color", &a));
-        assert_ne!(h, config_hash("mvtec/grid", "", &a));
+        assert_ne!(h, config_hash("mvtec/carpet", "", &b, None));
+        assert_ne!(h, config_hash("mvtec/carpet", "color", &a, None));
+        assert_ne!(h, config_hash("mvtec/grid", "", &a, None));
+        assert_ne!(h, config_hash("mvtec/carpet", "", &a, Some("0123")));
     }
 
     #[test]

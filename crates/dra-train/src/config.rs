@@ -83,6 +83,11 @@ pub struct TrainConfig {
     /// instead of made by CutMix (official `--outlier_root`; the paper's medical data sets).
     #[serde(default)]
     pub outlier_root: Option<std::path::PathBuf>,
+    /// Start from a trained model: every tensor (backbone, heads, BatchNorm statistics) of this
+    /// `model.safetensors`, as the cross-domain fine-tuning of seed Table 9 does; applied after
+    /// `weights`.
+    #[serde(default)]
+    pub init_model: Option<std::path::PathBuf>,
 }
 
 impl TrainConfig {
@@ -115,6 +120,7 @@ impl TrainConfig {
             eval_batch_size: 48,
             weights: None,
             outlier_root: None,
+            init_model: None,
         }
     }
 

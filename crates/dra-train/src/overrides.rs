@@ -69,6 +69,9 @@ pub struct Overrides {
     /// or safetensors, torchvision or DRA tensor names). Default: from scratch.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Start from a trained model's every tensor (a run's model.safetensors): fine-tuning.
+    #[arg(long)]
+    pub init_model: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -102,6 +105,9 @@ impl Overrides {
         );
         if self.weights.is_some() {
             c.weights = self.weights.clone();
+        }
+        if self.init_model.is_some() {
+            c.init_model = self.init_model.clone();
         }
         if self.outlier_root.is_some() {
             c.outlier_root = self.outlier_root.clone();

@@ -130,6 +130,9 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     if let Some(weights) = &cfg.weights {
         dra_model::load_into(&varmap, weights, dra_model::Scope::Backbone)?;
     }
+    if let Some(model) = &cfg.init_model {
+        dra_model::load_into(&varmap, model, dra_model::Scope::Full)?;
+    }
     let mut adam = Adam::new(
         trainable(&varmap),
         AdamConfig {
