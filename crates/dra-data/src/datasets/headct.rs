@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use super::{from_normals, missing};
-use crate::dataset::Category;
+use crate::dataset::{Category, ImageRef};
 use crate::error::{DataError, Result};
 
-const LAYOUT: &str = "labels.csv (id,hemorrhage) and head_ct/<NNN>.png (or head_ct/head_ct/)";
+pub(crate) const LAYOUT: &str =
+    "labels.csv (id,hemorrhage) and head_ct/<NNN>.png (or head_ct/head_ct/)";
 
 pub fn load(dir: &Path) -> Result<Category> {
     let labels = dir.join("labels.csv");
@@ -37,12 +38,17 @@ pub fn load(dir: &Path) -> Result<Category> {
             return Err(bad(&format!("{} does not exist", path.display())));
         }
         match label {
-            "0" => normals.push(path),
-            "1" => anomalies.push(path),
+            "0" => normals.push(ImageRef::file(path)),
+            "1" => anomalies.push(ImageRef::file(path)),
             other => return Err(bad(&format!("label `{other}` is neither 0 nor 1"))),
         }
     }
-    from_normals(dir, &normals, [("defect".to_string(), anomalies)])
+    from_normals(
+        dir,
+        &normals,
+        [("defect".to_string(), anomalies)],
+        Vec::new(),
+    )
 }
 
 #[cfg(test)]
