@@ -336,6 +336,24 @@ pub(crate) fn from_named(
     })
 }
 
+/// Records the files of `dir` that a labels file did not list (`listed` holds their paths), so
+/// that images without a label are not skipped in silence. Sub-folders are not looked into.
+pub(crate) fn unlisted(
+    dir: &Path,
+    listed: &std::collections::HashSet<PathBuf>,
+    reason: &'static str,
+    ignored: &mut Vec<Ignored>,
+) -> Result<()> {
+    for entry in crate::dataset::sorted_entries(dir)? {
+        if crate::dataset::file_name(&entry).starts_with('.') {
+            ignored.push(Ignored::new(entry, crate::dataset::HIDDEN));
+        } else if !entry.is_dir() && !listed.contains(&entry) {
+            ignored.push(Ignored::new(entry, reason));
+        }
+    }
+    Ok(())
+}
+
 /// The part of a file name before its first `.`, as the converters' `name.split('.')[0]`.
 pub(crate) fn stem_before_first_dot(path: &Path) -> String {
     let name = crate::dataset::file_name(path);
