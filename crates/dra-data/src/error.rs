@@ -10,7 +10,8 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: folder not found; expected the MVTec AD layout {layout}")]
+    /// A required folder or file is missing; `layout` describes what the loader expects.
+    #[error("{path}: not found; expected the layout {layout}")]
     MissingFolder { path: PathBuf, layout: &'static str },
     #[error("{path}: cannot decode image: {reason}")]
     BadImage { path: PathBuf, reason: String },

@@ -11,12 +11,13 @@ mod dataset;
 pub mod datasets;
 mod error;
 mod mt19937;
+mod npy;
 mod split;
 pub mod synthetic;
 pub mod transform;
 
-pub use batch::{Batch, BatchConfig, BatchSource, ImageCache, Prefetcher};
-pub use dataset::{load_rgb, Category, Label, Sample};
+pub use batch::{load_images, Batch, BatchConfig, BatchSource, ImageCache, Prefetcher};
+pub use dataset::{load_rgb, Category, Crop, Ignored, ImageRef, Label, Sample};
 pub use error::{DataError, Result};
 pub use mt19937::NumpyRandomState;
 pub use split::{Setting, Split, SplitConfig};

@@ -1,11 +1,9 @@
 //! Which files train and which test: the general and hard settings of the paper (§5.2 of the
 //! protocol), reproducible from a seed on any file system.
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Category, Label, Sample};
+use crate::dataset::{Category, ImageRef, Label, Sample};
 use crate::error::{DataError, Result};
 use crate::mt19937::NumpyRandomState;
 
@@ -53,9 +51,10 @@ impl Default for SplitConfig {
 /// The files of one run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Split {
-    pub train_normal: Vec<PathBuf>,
+    pub train_normal: Vec<ImageRef>,
     pub train_anomaly: Vec<Sample>,
-    /// Normal test images first, then anomalies sorted by path (the official order).
+    /// Normal test images first, then anomalies sorted by path (the official order), the
+    /// rectangles of one file in order.
     pub test: Vec<Sample>,
     /// Unlabelled anomalies mixed into `train_normal` (contamination), for the record.
     #[serde(default)]
@@ -66,14 +65,10 @@ impl Split {
     pub fn new(category: &Category, config: &SplitConfig) -> Result<Self> {
         let n = config.n_anomaly;
         let mut rng = NumpyRandomState::new(config.split_seed);
-        let tag = |class: &str, paths: &[PathBuf]| -> Vec<Sample> {
-            paths
+        let tag = |class: &str, images: &[ImageRef]| -> Vec<Sample> {
+            images
                 .iter()
-                .map(|p| Sample {
-                    path: p.clone(),
-                    label: Label::Anomaly,
-                    class: class.to_string(),
-                })
+                .map(|image| Sample::new(image.clone(), Label::Anomaly, class))
                 .collect()
         };
         if !(0.0..1.0).contains(&config.contamination) {
@@ -152,19 +147,15 @@ impl Split {
                 (known, unknown)
             }
         };
-        test_anomaly.sort_by(|a, b| a.path.cmp(&b.path));
+        test_anomaly.sort_by(|a, b| (&a.path, a.crop).cmp(&(&b.path, b.crop)));
         let mut test: Vec<Sample> = category
             .test_good
             .iter()
-            .map(|p| Sample {
-                path: p.clone(),
-                label: Label::Normal,
-                class: "good".into(),
-            })
+            .map(|image| Sample::new(image.clone(), Label::Normal, "good"))
             .collect();
         test.extend(test_anomaly);
         let mut train_normal = category.train_good.clone();
-        train_normal.extend(contaminants.iter().map(|s| s.path.clone()));
+        train_normal.extend(contaminants.iter().map(Sample::image));
         Ok(Self {
             train_normal,
             train_anomaly,
@@ -181,13 +172,14 @@ impl Split {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::PathBuf;
 
     use super::*;
 
     fn category() -> Category {
-        let paths = |dir: &str, n: usize| -> Vec<PathBuf> {
+        let paths = |dir: &str, n: usize| -> Vec<ImageRef> {
             (0..n)
-                .map(|i| PathBuf::from(format!("/c/{dir}/{i:03}.png")))
+                .map(|i| ImageRef::file(format!("/c/{dir}/{i:03}.png")))
                 .collect()
         };
         let mut defects = BTreeMap::new();
@@ -198,6 +190,7 @@ mod tests {
             train_good: paths("train/good", 20),
             test_good: paths("test/good", 5),
             defects,
+            ignored: Vec::new(),
         }
     }
 
@@ -272,7 +265,7 @@ mod tests {
                 PathBuf::from("/c/test/scratch/001.png")
             ]
         );
-        assert!(split.train_normal.contains(&names[0]));
+        assert!(split.train_normal.contains(&ImageRef::file(&names[0])));
         // The official default keeps them in the test set; a threshold past them removes them.
         assert!(split.test.iter().any(|t| t.path == names[0]));
         let moved = Split::new(

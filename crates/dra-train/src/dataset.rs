@@ -13,9 +13,6 @@ pub const MVTEC_FOLDER: &str = "mvtec_anomaly_detection";
 /// The folder under `--data-root` that holds the embedded synthetic categories.
 pub const SYNTHETIC_FOLDER: &str = "synthetic";
 
-/// Data sets of the paper whose raw layout has no loader yet.
-const NOT_YET: [&str; 3] = ["aitex", "sdd", "optical"];
-
 /// A data set as named by the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatasetName {
@@ -44,11 +41,6 @@ impl DatasetName {
         };
         if let Some(family) = Family::from_name(name).filter(|f| *f != Family::Mvtec) {
             return Ok(Self::Family(family));
-        }
-        if NOT_YET.contains(&name) {
-            return Err(bad(format!(
-                "`{name}`: no loader for its raw layout yet; convert it with the official script and use mvtec/<folder> --dataset-dir <converted root>"
-            )));
         }
         let (family, category) = name.split_once('/').ok_or_else(|| {
             bad(format!(
@@ -164,13 +156,30 @@ mod tests {
             .resolve(Some(Path::new("/d")), None)
             .unwrap();
         assert_eq!(p, Path::new("/d/head_ct"));
+        for (name, folder) in [
+            ("aitex", "AITEX"),
+            ("sdd", "KolektorSDD"),
+            ("optical", "DAGM2007"),
+        ] {
+            let parsed = DatasetName::parse(name).unwrap();
+            assert_eq!(parsed.family().name(), name);
+            let p = parsed.resolve(Some(Path::new("/d")), None).unwrap();
+            assert_eq!(p, Path::new("/d").join(folder));
+            let p = parsed
+                .resolve(
+                    Some(Path::new("/d")),
+                    Some(Path::new("/x/AITEX_anomaly_detection/AITEX")),
+                )
+                .unwrap();
+            assert_eq!(p, Path::new("/x/AITEX_anomaly_detection/AITEX"));
+        }
         for bad in [
             "carpet",
             "mvtec/",
             "kolektor/x",
             "synthetic/nope",
             "mvtec/../x",
-            "aitex",
+            "aitex/x",
         ] {
             let e = DatasetName::parse(bad).unwrap_err().to_string();
             assert!(e.starts_with("--dataset"), "{bad}: {e}");

@@ -186,6 +186,7 @@ pub fn predict(
         .iter()
         .map(|p| Sample {
             path: p.clone(),
+            crop: None,
             label: Label::Normal,
             class: String::new(),
         })

@@ -142,8 +142,8 @@ struct DataArgs {
     #[arg(long)]
     dataset: String,
     /// Folder holding data sets under their default folder names: mvtec_anomaly_detection/,
-    /// elpv-dataset/, mastcam/, brain_tumor_dataset/, head_ct/, hyper-kvasir/, synthetic/
-    /// (docs/datasets.md).
+    /// elpv-dataset/, mastcam/, brain_tumor_dataset/, head_ct/, hyper-kvasir/, AITEX/,
+    /// KolektorSDD/, DAGM2007/, synthetic/ (docs/datasets.md).
     #[arg(long)]
     data_root: Option<PathBuf>,
     /// One data set's own folder instead (for mvtec: the folder holding the categories).
@@ -332,6 +332,31 @@ struct Count {
     count: usize,
 }
 
+/// One file, folder or rectangle a loader left out, for `dra data inspect`.
+#[derive(serde::Serialize)]
+struct Left {
+    subset: String,
+    /// The path, with `#x,y,w,h` for a rectangle of an image.
+    path: String,
+    reason: &'static str,
+}
+
+/// The left-out items grouped by subset and reason, in order of first appearance:
+/// (subset, reason, count, first path).
+fn group_left(left: &[Left]) -> Vec<(&str, &str, usize, &str)> {
+    let mut groups: Vec<(&str, &str, usize, &str)> = Vec::new();
+    for l in left {
+        match groups
+            .iter_mut()
+            .find(|g| g.0 == l.subset && g.1 == l.reason)
+        {
+            Some(g) => g.2 += 1,
+            None => groups.push((&l.subset, l.reason, 1, &l.path)),
+        }
+    }
+    groups
+}
+
 fn inspect(args: InspectArgs) -> Result<()> {
     // `mvtec` alone: every category folder of the MVTec root.
     let data = &args.data;
@@ -385,8 +410,25 @@ fn inspect(args: InspectArgs) -> Result<()> {
             counts.push(row("test", class, files.len()));
         }
     }
+    // Nothing is skipped in silence: what the loaders left out, and why.
+    let left: Vec<Left> = subsets
+        .iter()
+        .flat_map(|(subset, cat)| {
+            cat.ignored.iter().map(|i| Left {
+                subset: subset.clone(),
+                path: i.image.to_string(),
+                reason: i.reason,
+            })
+        })
+        .collect();
+    let groups = group_left(&left);
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&counts)?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "counts": counts, "ignored": left })
+            )?
+        ),
         Format::Csv => {
             println!("dataset,subset,split,class,count");
             for c in &counts {
@@ -394,6 +436,9 @@ fn inspect(args: InspectArgs) -> Result<()> {
                     "{},{},{},{},{}",
                     c.dataset, c.subset, c.split, c.class, c.count
                 );
+            }
+            for (subset, reason, n, first) in &groups {
+                eprintln!("ignored: {subset}: {n} × {reason} (first: {first})");
             }
         }
         Format::Table => {
@@ -410,6 +455,12 @@ fn inspect(args: InspectArgs) -> Result<()> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+            }
+            if !groups.is_empty() {
+                println!("\nIgnored (`--format json` lists every one):\n\n| subset | count | reason | first |\n|---|---|---|---|");
+                for (subset, reason, n, first) in &groups {
+                    println!("| {subset} | {n} | {reason} | {first} |");
+                }
             }
         }
     }

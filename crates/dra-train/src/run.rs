@@ -9,7 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
-use dra_data::{BatchSource, ImageCache, Prefetcher, Sample, Split};
+use dra_data::{BatchSource, ImageCache, ImageRef, Prefetcher, Sample, Split};
 use dra_model::{reset_parameters, Dra, DraLoss};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -115,8 +115,8 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
 
     // Decode and resize every training image once, in parallel; a bad file stops us here.
     let normals = ImageCache::load(&split.train_normal, cfg.image_size)?;
-    let anomaly_paths: Vec<PathBuf> = split.train_anomaly.iter().map(|s| s.path.clone()).collect();
-    let anomalies = ImageCache::load(&anomaly_paths, cfg.image_size)?;
+    let anomaly_images: Vec<ImageRef> = split.train_anomaly.iter().map(Sample::image).collect();
+    let anomalies = ImageCache::load(&anomaly_images, cfg.image_size)?;
     let mut source = BatchSource::new(cfg.batch_config(), normals, anomalies, cfg.seed)?;
     if let Some(root) = &cfg.outlier_root {
         let outliers = dra_data::datasets::outlier_images(root, &category.name())?;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use dra_data::{load_rgb, transform, BatchSource, Label, Sample};
+use dra_data::{load_images, transform, BatchSource, ImageRef, Label, Sample};
 use dra_model::{Dra, HeadScores};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -43,31 +43,37 @@ impl References {
 
     /// A fixed set from image files, through the test transform (no augmentation).
     pub fn from_paths(paths: &[PathBuf], image_size: u32) -> Result<Self, TrainError> {
-        if paths.is_empty() {
+        let images: Vec<ImageRef> = paths.iter().cloned().map(ImageRef::from).collect();
+        Self::from_images(&images, image_size)
+    }
+
+    /// A fixed set from images (files or rectangles of them), through the test transform.
+    pub fn from_images(images: &[ImageRef], image_size: u32) -> Result<Self, TrainError> {
+        if images.is_empty() {
             return Err(TrainError::InvalidOption {
                 flag: "--reference-images",
                 message: "give at least one image".into(),
             });
         }
         Ok(Self::Fixed {
-            images: load_normalized(paths, image_size)?,
-            n_ref: paths.len(),
+            images: load_normalized_images(images, image_size)?,
+            n_ref: images.len(),
         })
     }
 
     /// A fixed, seeded draw of `n_ref` distinct images from `pool` (the training normals).
     pub fn seeded_draw(
-        pool: &[PathBuf],
+        pool: &[ImageRef],
         n_ref: usize,
         seed: u64,
         image_size: u32,
     ) -> Result<Self, TrainError> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00FF_F00D);
-        let chosen: Vec<PathBuf> = sample(&mut rng, pool.len(), n_ref.min(pool.len()))
+        let chosen: Vec<ImageRef> = sample(&mut rng, pool.len(), n_ref.min(pool.len()))
             .into_iter()
             .map(|i| pool[i].clone())
             .collect();
-        Self::from_paths(&chosen, image_size)
+        Self::from_images(&chosen, image_size)
     }
 
     /// Writes a fixed set to `path` (safetensors, tensor `references`, N×3×H×W).
@@ -108,25 +114,35 @@ impl References {
     }
 }
 
-/// Decodes, resizes (PIL bilinear) and normalises images in parallel, one after another in a
-/// single `N × 3 × H × W` buffer.
+/// Decodes, resizes (PIL bilinear) and normalises image files in parallel, one after another
+/// in a single `N × 3 × H × W` buffer.
 pub fn load_normalized(paths: &[PathBuf], image_size: u32) -> Result<Vec<f32>, TrainError> {
+    let images: Vec<ImageRef> = paths.iter().cloned().map(ImageRef::from).collect();
+    load_normalized_images(&images, image_size)
+}
+
+/// [`load_normalized`] for images that may be rectangles of files (tiles); the rectangles of
+/// one file are cut from a single decode.
+pub fn load_normalized_images(
+    images: &[ImageRef],
+    image_size: u32,
+) -> Result<Vec<f32>, TrainError> {
     let per_image = 3 * (image_size as usize).pow(2);
-    let mut buffer = vec![0f32; paths.len() * per_image];
+    let resized = load_images(images, |img| {
+        transform::resize_bilinear(&img, image_size, image_size)
+    })?;
+    let mut buffer = vec![0f32; images.len() * per_image];
     buffer
         .par_chunks_mut(per_image)
-        .zip(paths.par_iter())
-        .try_for_each(|(out, path)| -> Result<(), TrainError> {
-            let img = transform::resize_bilinear(&load_rgb(path)?, image_size, image_size);
-            transform::normalize_into(&img, out);
-            Ok(())
-        })?;
+        .zip(resized.par_iter())
+        .for_each(|(out, img)| transform::normalize_into(img, out));
     Ok(buffer)
 }
 
 /// One row of `scores.csv`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreRow {
+    /// The image file; for a rectangle of one (an AITEX tile), `path#x,y,w,h`.
     pub path: PathBuf,
     /// 1 for an anomaly, 0 for a normal image.
     pub label: u8,
@@ -152,8 +168,8 @@ pub fn score_samples(
     for chunk in samples.chunks(batch_size.max(1)) {
         let n_ref = references.n_ref();
         let mut buffer = references.next();
-        let paths: Vec<PathBuf> = chunk.iter().map(|x| x.path.clone()).collect();
-        buffer.extend(load_normalized(&paths, image_size)?);
+        let images: Vec<ImageRef> = chunk.iter().map(Sample::image).collect();
+        buffer.extend(load_normalized_images(&images, image_size)?);
         let images = Tensor::from_vec(buffer, (n_ref + chunk.len(), 3, s, s), device)?;
         let scores = model.forward_t(&images, false)?;
         rows.extend(to_rows(chunk, &scores)?);
@@ -175,7 +191,7 @@ fn to_rows(samples: &[Sample], scores: &HeadScores) -> Result<Vec<ScoreRow>, Tra
         .map(|(i, sample)| {
             let heads = [n[i] as f64, s[i] as f64, p[i] as f64, r[i] as f64];
             ScoreRow {
-                path: sample.path.clone(),
+                path: sample.image().display_path(),
                 label: (sample.label != Label::Normal) as u8,
                 class: sample.class.clone(),
                 score: -heads[0] + heads[1] + heads[2] + heads[3],

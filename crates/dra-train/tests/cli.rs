@@ -186,3 +186,68 @@ fn data_inspect_counts_raw_and_mvtec_layouts() {
     assert!(!ok);
     assert!(one_line(&err).contains("head_ct"), "{err}");
 }
+
+/// Runs `dra data inspect` and returns (success, stdout, stderr).
+fn inspect(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dra"))
+        .args(["data", "inspect"])
+        .args(args)
+        .output()
+        .expect("dra runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "dra panicked: {stderr}");
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        stderr,
+    )
+}
+
+#[test]
+fn data_inspect_cuts_sdd_into_thirds_and_reports_what_it_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let sdd = dir.path().join("KolektorSDD");
+    // Four 40 × 40 images: thirds of rows [0, 13), [13, 26), [26, 40). Part0's label marks
+    // row 30 (last third); the others are clean: 11 normal thirds, 1 anomaly.
+    for part in 0..4 {
+        write_image(&sdd.join(format!("kos01/Part{part}.jpg")), 90);
+        let mut label = image::GrayImage::new(40, 40);
+        if part == 0 {
+            label.put_pixel(5, 30, image::Luma([255]));
+        }
+        label
+            .save(sdd.join(format!("kos01/Part{part}_label.bmp")))
+            .unwrap();
+    }
+    std::fs::write(sdd.join("kos01/notes.txt"), "x").unwrap();
+    let (ok, csv, err) = inspect(&["--dataset", "sdd", "--data-root", root, "--format", "csv"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        csv,
+        "dataset,subset,split,class,count\nsdd,sdd,train,good,8\nsdd,sdd,test,good,3\nsdd,sdd,test,defect,1\n"
+    );
+    assert!(
+        err.contains("ignored: sdd: 1 × neither a .jpg image") && err.contains("notes.txt"),
+        "{err}"
+    );
+    let (ok, table, _) = inspect(&["--dataset", "sdd", "--dataset-dir", sdd.to_str().unwrap()]);
+    assert!(ok);
+    assert!(table.contains("| sdd | 8 | 3 | 1 | defect 1 |"), "{table}");
+    assert!(
+        table.contains("Ignored") && table.contains("notes.txt"),
+        "{table}"
+    );
+    let (ok, json, _) = inspect(&["--dataset", "sdd", "--data-root", root, "--format", "json"]);
+    assert!(ok);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["counts"].as_array().unwrap().len(), 3);
+    let ignored = value["ignored"].as_array().unwrap();
+    assert_eq!(ignored.len(), 1);
+    assert!(ignored[0]["path"].as_str().unwrap().ends_with("notes.txt"));
+    // A missing label is a one-line error naming the file it expected.
+    std::fs::remove_file(sdd.join("kos01/Part2_label.bmp")).unwrap();
+    let (ok, _, err) = inspect(&["--dataset", "sdd", "--data-root", root]);
+    assert!(!ok);
+    assert!(one_line(&err).contains("Part2_label.bmp"), "{err}");
+}

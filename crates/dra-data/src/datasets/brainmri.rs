@@ -8,12 +8,13 @@ use super::{from_normals, images_in};
 use crate::dataset::Category;
 use crate::error::Result;
 
-const LAYOUT: &str = "no/ and yes/";
+pub(crate) const LAYOUT: &str = "no/ and yes/";
 
 pub fn load(dir: &Path) -> Result<Category> {
-    let normals = images_in(&dir.join("no"), LAYOUT)?;
-    let tumours = images_in(&dir.join("yes"), LAYOUT)?;
-    from_normals(dir, &normals, [("defect".to_string(), tumours)])
+    let mut ignored = Vec::new();
+    let normals = images_in(&dir.join("no"), LAYOUT, &mut ignored)?;
+    let tumours = images_in(&dir.join("yes"), LAYOUT, &mut ignored)?;
+    from_normals(dir, &normals, [("defect".to_string(), tumours)], ignored)
 }
 
 #[cfg(test)]

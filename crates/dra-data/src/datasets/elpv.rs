@@ -5,17 +5,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{from_normals, missing};
-use crate::dataset::Category;
+use super::{from_normals, missing, unlisted};
+use crate::dataset::{Category, Ignored, ImageRef};
 use crate::error::{DataError, Result};
 
-const LAYOUT: &str = "labels.csv (path probability type) and images/";
+pub(crate) const LAYOUT: &str = "labels.csv (path probability type) and images/";
 
 pub fn load(dir: &Path) -> Result<Category> {
     let labels = dir.join("labels.csv");
     let text = std::fs::read_to_string(&labels).map_err(|_| missing(&labels, LAYOUT))?;
     let mut normals = Vec::new();
     let mut defects: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    let mut ignored = Vec::new();
+    let mut listed = std::collections::HashSet::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -35,17 +37,33 @@ pub fn load(dir: &Path) -> Result<Category> {
         if kind != "mono" && kind != "poly" {
             return Err(bad(format!("type `{kind}` is neither mono nor poly")));
         }
+        if !(0.0..=1.0).contains(&p) {
+            return Err(bad(format!("probability {probability} is not in [0, 1]")));
+        }
         let path = dir.join(file);
         if !path.is_file() {
             return Err(bad(format!("{} does not exist", path.display())));
         }
+        listed.insert(path.clone());
         if p == 0.0 {
-            normals.push(path);
+            normals.push(ImageRef::file(path));
         } else if p == 1.0 {
-            defects.entry(kind.to_string()).or_default().push(path);
+            defects
+                .entry(kind.to_string())
+                .or_default()
+                .push(ImageRef::file(path));
+        } else {
+            ignored.push(Ignored::new(
+                path,
+                "defect probability strictly between 0 and 1 (unused, as in the official converter)",
+            ));
         }
     }
-    from_normals(dir, &normals, defects)
+    let images = dir.join("images");
+    if images.is_dir() {
+        unlisted(&images, &listed, "not listed in labels.csv", &mut ignored)?;
+    }
+    from_normals(dir, &normals, defects, ignored)
 }
 
 #[cfg(test)]
@@ -72,9 +90,15 @@ mod tests {
             csv += &format!("images/cell{i:04}.png  {p}  {t}\n");
         }
         std::fs::write(dir.path().join("labels.csv"), csv).unwrap();
+        png(&dir.path().join("images/cell9999.png"));
         let cat = load(dir.path()).unwrap();
         assert_eq!((cat.train_good.len(), cat.test_good.len()), (3, 1));
         assert_eq!(cat.defects["mono"].len(), 1);
         assert_eq!(cat.defects["poly"].len(), 2);
+        assert_eq!(cat.ignored.len(), 2);
+        assert!(cat.ignored[0].image.path.ends_with("cell0006.png"));
+        assert!(cat.ignored[0].reason.contains("between 0 and 1"));
+        assert!(cat.ignored[1].image.path.ends_with("cell9999.png"));
+        assert_eq!(cat.ignored[1].reason, "not listed in labels.csv");
     }
 }

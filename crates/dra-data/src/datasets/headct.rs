@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{from_normals, missing};
-use crate::dataset::Category;
+use super::{from_normals, missing, unlisted};
+use crate::dataset::{Category, ImageRef};
 use crate::error::{DataError, Result};
 
-const LAYOUT: &str = "labels.csv (id,hemorrhage) and head_ct/<NNN>.png (or head_ct/head_ct/)";
+pub(crate) const LAYOUT: &str =
+    "labels.csv (id,hemorrhage) and head_ct/<NNN>.png (or head_ct/head_ct/)";
 
 pub fn load(dir: &Path) -> Result<Category> {
     let labels = dir.join("labels.csv");
@@ -18,6 +19,7 @@ pub fn load(dir: &Path) -> Result<Category> {
         .find(|d| d.is_dir())
         .ok_or_else(|| missing(&dir.join("head_ct"), LAYOUT))?;
     let (mut normals, mut anomalies) = (Vec::new(), Vec::new());
+    let mut listed = std::collections::HashSet::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         if line.trim().is_empty() {
             continue;
@@ -36,13 +38,16 @@ pub fn load(dir: &Path) -> Result<Category> {
         if !path.is_file() {
             return Err(bad(&format!("{} does not exist", path.display())));
         }
+        listed.insert(path.clone());
         match label {
-            "0" => normals.push(path),
-            "1" => anomalies.push(path),
+            "0" => normals.push(ImageRef::file(path)),
+            "1" => anomalies.push(ImageRef::file(path)),
             other => return Err(bad(&format!("label `{other}` is neither 0 nor 1"))),
         }
     }
-    from_normals(dir, &normals, [("defect".to_string(), anomalies)])
+    let mut ignored = Vec::new();
+    unlisted(&images, &listed, "not listed in labels.csv", &mut ignored)?;
+    from_normals(dir, &normals, [("defect".to_string(), anomalies)], ignored)
 }
 
 #[cfg(test)]
@@ -59,7 +64,10 @@ mod tests {
             csv += &format!("{i},{}\n", (i >= 4) as u8);
         }
         std::fs::write(dir.path().join("labels.csv"), &csv).unwrap();
+        png(&dir.path().join("head_ct/head_ct/199.png"));
         let cat = load(dir.path()).unwrap();
+        assert_eq!(cat.ignored.len(), 1);
+        assert!(cat.ignored[0].image.path.ends_with("199.png"));
         assert_eq!(cat.train_good.len() + cat.test_good.len(), 4);
         assert_eq!(cat.test_good.len(), 1);
         assert_eq!(cat.defects["defect"].len(), 2);

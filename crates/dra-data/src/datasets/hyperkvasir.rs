@@ -7,16 +7,17 @@ use super::{classes_in, from_normals};
 use crate::dataset::Category;
 use crate::error::Result;
 
-const LAYOUT: &str = "upper-gi-tract/anatomical-landmarks/<class>/ and upper-gi-tract/pathological-findings/<class>/";
+pub(crate) const LAYOUT: &str = "upper-gi-tract/anatomical-landmarks/<class>/ and upper-gi-tract/pathological-findings/<class>/";
 
 pub fn load(dir: &Path) -> Result<Category> {
     let gi = dir.join("upper-gi-tract");
-    let normals: Vec<_> = classes_in(&gi.join("anatomical-landmarks"), LAYOUT)?
+    let mut ignored = Vec::new();
+    let normals: Vec<_> = classes_in(&gi.join("anatomical-landmarks"), LAYOUT, &mut ignored)?
         .into_iter()
         .flat_map(|(_, files)| files)
         .collect();
-    let findings = classes_in(&gi.join("pathological-findings"), LAYOUT)?;
-    from_normals(dir, &normals, findings)
+    let findings = classes_in(&gi.join("pathological-findings"), LAYOUT, &mut ignored)?;
+    from_normals(dir, &normals, findings, ignored)
 }
 
 #[cfg(test)]

@@ -2,17 +2,21 @@
 //! the MVTec-layout folders the official conversion scripts write. Each family has a module;
 //! every loader returns a [`Category`], the MVTec-layout view the rest of the pipeline uses.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{list_images, Category};
+use crate::dataset::{list_images, Category, Ignored, ImageRef};
 use crate::error::{DataError, Result};
 use crate::mt19937::NumpyRandomState;
 
+mod aitex;
 mod brainmri;
 mod elpv;
 mod headct;
 mod hyperkvasir;
 mod mastcam;
+mod optical;
+mod sdd;
 
 /// A data set family (`--dataset NAME`; MVTec AD and the synthetic set are `CATEGORY`-named).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,16 +27,22 @@ pub enum Family {
     BrainMri,
     HeadCt,
     HyperKvasir,
+    Aitex,
+    Sdd,
+    Optical,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 9] = [
         Family::Mvtec,
         Family::Elpv,
         Family::Mastcam,
         Family::BrainMri,
         Family::HeadCt,
         Family::HyperKvasir,
+        Family::Aitex,
+        Family::Sdd,
+        Family::Optical,
     ];
 
     /// The name on the command line.
@@ -44,6 +54,9 @@ impl Family {
             Self::BrainMri => "brainmri",
             Self::HeadCt => "headct",
             Self::HyperKvasir => "hyperkvasir",
+            Self::Aitex => "aitex",
+            Self::Sdd => "sdd",
+            Self::Optical => "optical",
         }
     }
 
@@ -60,6 +73,9 @@ impl Family {
             Self::BrainMri => "brain_tumor_dataset",
             Self::HeadCt => "head_ct",
             Self::HyperKvasir => "hyper-kvasir",
+            Self::Aitex => "AITEX",
+            Self::Sdd => "KolektorSDD",
+            Self::Optical => "DAGM2007",
         }
     }
 
@@ -67,13 +83,14 @@ impl Family {
     pub fn layout(self) -> &'static str {
         match self {
             Self::Mvtec => "<category>/{train/good, test/good, test/<defect>}",
-            Self::Elpv => "labels.csv (path probability type) and images/",
-            Self::Mastcam => "train_typical/, test_typical/, test_novel/<class>/",
-            Self::BrainMri => "no/ and yes/",
-            Self::HeadCt => "labels.csv (id,hemorrhage) and head_ct/<NNN>.png (or head_ct/head_ct/)",
-            Self::HyperKvasir => {
-                "upper-gi-tract/anatomical-landmarks/<class>/ and upper-gi-tract/pathological-findings/<class>/"
-            }
+            Self::Elpv => elpv::LAYOUT,
+            Self::Mastcam => mastcam::LAYOUT,
+            Self::BrainMri => brainmri::LAYOUT,
+            Self::HeadCt => headct::LAYOUT,
+            Self::HyperKvasir => hyperkvasir::LAYOUT,
+            Self::Aitex => aitex::LAYOUT,
+            Self::Sdd => sdd::LAYOUT,
+            Self::Optical => optical::LAYOUT,
         }
     }
 
@@ -93,6 +110,9 @@ impl Family {
             Self::BrainMri => brainmri::load(dir),
             Self::HeadCt => headct::load(dir),
             Self::HyperKvasir => hyperkvasir::load(dir),
+            Self::Aitex => aitex::load(dir),
+            Self::Sdd => sdd::load(dir),
+            Self::Optical => optical::load(dir),
         }
     }
 }
@@ -104,20 +124,44 @@ pub(crate) fn missing(path: &Path, layout: &'static str) -> DataError {
     }
 }
 
-/// The images of a required folder; a missing folder names the layout.
-pub(crate) fn images_in(dir: &Path, layout: &'static str) -> Result<Vec<PathBuf>> {
+/// The images of a required folder; a missing folder names the layout. What is not an image
+/// goes to `ignored`.
+pub(crate) fn images_in(
+    dir: &Path,
+    layout: &'static str,
+    ignored: &mut Vec<Ignored>,
+) -> Result<Vec<ImageRef>> {
     if !dir.is_dir() {
         return Err(missing(dir, layout));
     }
-    list_images(dir)
+    list_images(dir, ignored)
 }
 
-/// Images of every class folder under `dir`, as `(class, files)`, classes sorted.
-pub(crate) fn classes_in(dir: &Path, layout: &'static str) -> Result<Vec<(String, Vec<PathBuf>)>> {
-    classes_in_dirs(dir, layout)?
-        .into_iter()
-        .map(|(name, path)| Ok((name, list_images(&path)?)))
-        .collect()
+/// Images of every class folder under `dir`, as `(class, files)`, classes sorted. Files
+/// directly in `dir` go to `ignored`, with what is not an image in the class folders.
+pub(crate) fn classes_in(
+    dir: &Path,
+    layout: &'static str,
+    ignored: &mut Vec<Ignored>,
+) -> Result<Vec<(String, Vec<ImageRef>)>> {
+    if !dir.is_dir() {
+        return Err(missing(dir, layout));
+    }
+    let mut classes = Vec::new();
+    for entry in crate::dataset::sorted_entries(dir)? {
+        let name = crate::dataset::file_name(&entry);
+        if name.starts_with('.') {
+            ignored.push(Ignored::new(entry, crate::dataset::HIDDEN));
+        } else if !entry.is_dir() {
+            ignored.push(Ignored::new(
+                entry,
+                "file outside the sub-folders that hold the images",
+            ));
+        } else {
+            classes.push((name, list_images(&entry, ignored)?));
+        }
+    }
+    Ok(classes)
 }
 
 /// The paper's hard-setting subsets (Table 2, §5.3 of the protocol): for each data set, the
@@ -175,14 +219,17 @@ pub fn hard_subsets(dataset: &str) -> Option<&'static [&'static str]> {
 
 /// Outlier-exposure images (`--outlier-root`, official `get_ood_data`): `train/good/` of every
 /// category folder under `root` except `exclude` (the category being trained).
-pub fn outlier_images(root: &Path, exclude: &str) -> Result<Vec<PathBuf>> {
+pub fn outlier_images(root: &Path, exclude: &str) -> Result<Vec<ImageRef>> {
     const LAYOUT: &str = "<outlier root>/<category>/train/good/";
     let mut images = Vec::new();
+    // Outlier folders are not inspected; what they hold besides images is not reported.
+    let mut ignored = Vec::new();
     for (name, _) in classes_in_dirs(root, LAYOUT)? {
         if name != exclude {
             images.extend(images_in(
                 &root.join(&name).join("train").join("good"),
                 LAYOUT,
+                &mut ignored,
             )?);
         }
     }
@@ -230,8 +277,9 @@ pub fn train_test_split<T: Clone>(items: &[T], seed: u32) -> (Vec<T>, Vec<T>) {
 /// converters: sklearn with `random_state=42`), and the anomalies by class.
 pub(crate) fn from_normals(
     root: &Path,
-    normals: &[PathBuf],
-    defects: impl IntoIterator<Item = (String, Vec<PathBuf>)>,
+    normals: &[ImageRef],
+    defects: impl IntoIterator<Item = (String, Vec<ImageRef>)>,
+    ignored: Vec<Ignored>,
 ) -> Result<Category> {
     if normals.is_empty() {
         return Err(DataError::EmptyFolder {
@@ -244,7 +292,80 @@ pub(crate) fn from_normals(
         train_good,
         test_good,
         defects: defects.into_iter().collect(),
+        ignored,
     })
+}
+
+/// An image with the file name the official converter gives it in its MVTec-layout output.
+#[derive(Clone, Debug)]
+pub(crate) struct Named {
+    pub converted_name: String,
+    pub image: ImageRef,
+}
+
+/// Like [`from_normals`] for data sets the official converters cut into tiles or copy under new
+/// names. The normals are split in the order the converter lists them (the caller's order);
+/// every list of the category is then sorted by the converted file name, which is the order
+/// [`Category::open`] lists the converted folder in. Reading the raw files or the converted
+/// folder thus gives the same category, list for list, and the same seeded selections.
+pub(crate) fn from_named(
+    root: &Path,
+    normals: Vec<Named>,
+    defects: BTreeMap<String, Vec<Named>>,
+    ignored: Vec<Ignored>,
+) -> Result<Category> {
+    if normals.is_empty() {
+        return Err(DataError::EmptyFolder {
+            path: root.to_path_buf(),
+        });
+    }
+    let sorted = |mut list: Vec<Named>| -> Vec<ImageRef> {
+        list.sort_by(|a, b| a.converted_name.cmp(&b.converted_name));
+        list.into_iter().map(|n| n.image).collect()
+    };
+    let (train, test) = train_test_split(&normals, 42);
+    Ok(Category {
+        root: root.to_path_buf(),
+        train_good: sorted(train),
+        test_good: sorted(test),
+        defects: defects
+            .into_iter()
+            .map(|(class, list)| (class, sorted(list)))
+            .collect(),
+        ignored,
+    })
+}
+
+/// Records the files of `dir` that a labels file did not list (`listed` holds their paths), so
+/// that images without a label are not skipped in silence. Sub-folders are not looked into.
+pub(crate) fn unlisted(
+    dir: &Path,
+    listed: &std::collections::HashSet<PathBuf>,
+    reason: &'static str,
+    ignored: &mut Vec<Ignored>,
+) -> Result<()> {
+    for entry in crate::dataset::sorted_entries(dir)? {
+        if crate::dataset::file_name(&entry).starts_with('.') {
+            ignored.push(Ignored::new(entry, crate::dataset::HIDDEN));
+        } else if !entry.is_dir() && !listed.contains(&entry) {
+            ignored.push(Ignored::new(entry, reason));
+        }
+    }
+    Ok(())
+}
+
+/// The part of a file name before its first `.`, as the converters' `name.split('.')[0]`.
+pub(crate) fn stem_before_first_dot(path: &Path) -> String {
+    let name = crate::dataset::file_name(path);
+    name.split('.').next().unwrap_or_default().to_string()
+}
+
+/// The rows of `mask` inside `crop`: whether any sample of any channel is non-zero (NumPy's
+/// `np.max(mask_part) != 0` on the array OpenCV reads).
+pub(crate) fn any_nonzero(mask: &image::DynamicImage, crop: crate::Crop) -> bool {
+    let mask = mask.to_rgb16();
+    (crop.y..crop.y + crop.height)
+        .any(|y| (crop.x..crop.x + crop.width).any(|x| mask.get_pixel(x, y).0 != [0, 0, 0]))
 }
 
 #[cfg(test)]
@@ -253,10 +374,29 @@ pub(crate) mod fixtures {
 
     /// Writes a small PNG (its content is irrelevant to the loaders).
     pub fn png(path: &Path) {
+        sized_png(path, 4, 4);
+    }
+
+    /// Writes a grey `width × height` image (the format follows the extension).
+    pub fn sized_png(path: &Path, width: u32, height: u32) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9]))
+        image::GrayImage::from_pixel(width, height, image::Luma([9]))
             .save(path)
             .unwrap();
+    }
+
+    /// Writes a black `width × height` mask with the given rectangles (x, y, w, h) set to 255.
+    pub fn mask(path: &Path, width: u32, height: u32, marks: &[(u32, u32, u32, u32)]) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut img = image::GrayImage::new(width, height);
+        for &(x0, y0, w, h) in marks {
+            for y in y0..y0 + h {
+                for x in x0..x0 + w {
+                    img.put_pixel(x, y, image::Luma([255]));
+                }
+            }
+        }
+        img.save(path).unwrap();
     }
 }
 
@@ -280,7 +420,9 @@ mod tests {
         fixtures::png(&dir.path().join("grid/train/good/c.png"));
         let images = outlier_images(dir.path(), "carpet").unwrap();
         assert_eq!(images.len(), 2);
-        assert!(images.iter().all(|p| p.to_string_lossy().contains("grid")));
+        assert!(images
+            .iter()
+            .all(|p| p.path.to_string_lossy().contains("grid")));
         std::fs::create_dir_all(dir.path().join("tile")).unwrap();
         let err = outlier_images(dir.path(), "carpet")
             .unwrap_err()
