@@ -127,10 +127,8 @@ mod tests {
     #[test]
     fn every_baseline_builds_scores_and_trains() -> Result<()> {
         let dev = Device::Cpu;
-        let config = DraConfig {
-            n_scales: 1,
-            ..Default::default()
-        };
+        // Two pyramid levels: DevNet uses them (64 and 32 px), the others ignore them.
+        let config = DraConfig::default();
         let x = Tensor::randn(0f32, 1., (4, 3, 64, 64), &dev)?;
         let labels = [0u8, 0, 1, 2];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

@@ -9,8 +9,17 @@ use clap::{Args, Parser, Subcommand};
 use dra_data::{synthetic, Setting};
 use dra_model::{BackboneKind, LossKind};
 use dra_train::{
-    DatasetName, LoadedModel, Profile, ReferenceChoice, References, RunRequest, TrainConfig,
+    DatasetName, LoadedModel, Method, Profile, ReferenceChoice, References, RunRequest, TrainConfig,
 };
+
+/// `--method`: clap lists the valid names in `--help` and in its error.
+fn method_parser() -> impl clap::builder::TypedValueParser<Value = Method> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Method::ALL.map(Method::name)).map(|name| {
+        name.parse::<Method>()
+            .expect("clap admits only the names of Method::ALL")
+    })
+}
 
 /// Open-set supervised anomaly detection with DRA (Ding, Pang & Shen, CVPR 2022).
 #[derive(Parser)]
@@ -45,6 +54,9 @@ struct BareModelArgs {
     /// Backbone of a bare weights file.
     #[arg(long)]
     backbone: Option<BackboneKind>,
+    /// Method of a bare weights file (default dra).
+    #[arg(long, value_parser = method_parser())]
+    method: Option<Method>,
 }
 
 impl BareModelArgs {
@@ -58,6 +70,9 @@ impl BareModelArgs {
         }
         if let Some(b) = self.backbone {
             c.backbone = b;
+        }
+        if let Some(m) = self.method {
+            c.method = m;
         }
         c
     }
@@ -184,6 +199,10 @@ struct TrainArgs {
     /// Defaults: `paper` is the official protocol, `quick` a CPU-sized schedule.
     #[arg(long, value_enum, default_value_t = Profile::Paper)]
     profile: Profile,
+    /// Detector: DRA or a competing method of the paper's tables, trained and evaluated the
+    /// same way (docs/methods.md).
+    #[arg(long, value_parser = method_parser(), default_value = "dra")]
+    method: Method,
     /// Labelled anomalies for training.
     #[arg(long)]
     n_anomaly: Option<usize>,
@@ -262,6 +281,7 @@ struct TrainArgs {
 impl TrainArgs {
     fn config(&self) -> TrainConfig {
         let mut c = TrainConfig::for_profile(self.profile);
+        c.method = self.method;
         macro_rules! set {
             ($($field:ident <- $arg:expr),* $(,)?) => { $( if let Some(v) = $arg.clone() { c.$field = v; } )* };
         }
@@ -328,7 +348,8 @@ fn train(args: TrainArgs) -> Result<()> {
     };
     let m = dra_train::train(&request)?;
     println!(
-        "{}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images; trained on {} normal + {} labelled anomalies in {:.0} s)",
+        "{} on {}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images; trained on {} normal + {} labelled anomalies in {:.0} s)",
+        args.method,
         args.data.dataset,
         m.auc_roc,
         m.auc_pr,
