@@ -190,13 +190,15 @@ pub fn predict(
     let dra = match (&loaded.model, heatmap_dir) {
         (Detector::Dra(dra), _) => Some(dra),
         (_, None) => None,
-        (other, Some(_)) => return Err(TrainError::InvalidOption {
-            flag: "--out",
-            message: format!(
+        (other, Some(_)) => {
+            return Err(TrainError::InvalidOption {
+                flag: "--out",
+                message: format!(
                 "heat maps are drawn from DRA's heads only; this model is {} (score without --out)",
                 other.method()
             ),
-        }),
+            })
+        }
     };
     let samples: Vec<Sample> = images
         .iter()
