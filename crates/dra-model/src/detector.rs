@@ -11,7 +11,8 @@ use crate::{Dra, DraConfig, DraLoss, LossKind, Method};
 /// A trainable anomaly detector of any [`Method`].
 #[derive(Debug, Clone)]
 pub enum Detector {
-    Dra(Dra),
+    /// Boxed: DRA's four heads make it twice the size of any baseline.
+    Dra(Box<Dra>),
     DevNet(DevNet),
     DeepSad(DeepSad),
     Minns(Minns),
@@ -34,7 +35,7 @@ impl Detector {
     /// pyramid (DRA and DevNet) and the references (DRA only).
     pub fn new(method: Method, config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         Ok(match method {
-            Method::Dra => Self::Dra(Dra::new(config.clone(), vb)?),
+            Method::Dra => Self::Dra(Box::new(Dra::new(config.clone(), vb)?)),
             Method::DevNet => Self::DevNet(DevNet::new(config, vb)?),
             Method::DeepSad => Self::DeepSad(DeepSad::new(config, vb)?),
             Method::Minns => Self::Minns(Minns::new(config, vb)?),
