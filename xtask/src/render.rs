@@ -232,6 +232,9 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
     let titles: Vec<String> = columns
         .iter()
         .map(|c| match spec.sweep {
+            SweepKind::Loss if spec.methods.len() > 1 => {
+                format!("{} {} {}-shot", method_title(&c.method), c.loss, c.shots)
+            }
             SweepKind::Loss => format!("{} {}-shot", c.loss, c.shots),
             _ => format!("{} {}-shot", method_title(&c.method), c.shots),
         })

@@ -14,7 +14,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use dra_data::{datasets, synthetic, Setting};
 use dra_model::LossKind;
-use dra_train::{DatasetName, Metrics, Overrides, Profile, RunRecord, RunRequest, TrainConfig};
+use dra_train::{
+    DatasetName, Method, Metrics, Overrides, Profile, RunRecord, RunRequest, TrainConfig,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -138,6 +140,10 @@ pub struct SweepArgs {
     /// Results folder; default `results/<sweep>`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Comma-separated methods: dra, devnet, deepsad, minns, flos, saoe (docs/methods.md); one
+    /// column each in the tables.
+    #[arg(long, value_delimiter = ',', default_value = "dra")]
+    pub methods: Vec<Method>,
     /// Run only the I-th of N slices of the grid (`cargo xtask merge` unites the slices).
     #[arg(long, default_value = "1/1")]
     pub shard: Shard,
@@ -214,7 +220,11 @@ impl Job {
         if let Some(source) = &self.source {
             s += &format!(" fine-tuned from {source}");
         }
-        format!("{s} {} {}-shot seed {}", self.loss, self.shots, self.seed)
+        let method: Method = self.method.parse().expect("names of Method::ALL");
+        if method.takes_loss_option() {
+            s += &format!(" {}", self.loss);
+        }
+        format!("{s} {method} {}-shot seed {}", self.shots, self.seed)
     }
 }
 
@@ -228,6 +238,23 @@ impl SweepSpec {
     ) -> Result<Self> {
         if args.runs == 0 {
             bail!("--runs must be at least 1");
+        }
+        if args.methods.is_empty() {
+            bail!("--methods: give at least one method");
+        }
+        let mut methods: Vec<Method> = Vec::new();
+        for m in &args.methods {
+            if !methods.contains(m) {
+                methods.push(*m);
+            }
+        }
+        if kind == SweepKind::CrossDomain && methods.len() > 1 {
+            bail!("--methods: bench-cross-domain compares sources, one method at a time");
+        }
+        if kind == SweepKind::Loss {
+            if let Some(m) = methods.iter().find(|m| !m.takes_loss_option()) {
+                bail!("--methods: {m} has a loss of its own; bench-loss compares losses");
+            }
         }
         let shots = match (&args.shots[..], kind) {
             ([], SweepKind::CrossDomain) => vec![10],
@@ -304,7 +331,7 @@ impl SweepSpec {
             shots,
             runs: args.runs,
             losses,
-            methods: vec!["dra".into()],
+            methods: methods.iter().map(|m| m.name().to_string()).collect(),
             fine_tune_epochs,
         })
     }
@@ -403,6 +430,10 @@ fn hard_classes(dataset: &str) -> Result<Vec<String>> {
 /// A fine-tuning run starts from its source's model in `out` and sees no labelled anomaly.
 pub fn job_config(job: &Job, spec: &SweepSpec, overrides: &Overrides, out: &Path) -> TrainConfig {
     let mut c = TrainConfig::for_profile(spec.profile);
+    c.method = job
+        .method
+        .parse()
+        .expect("sweep.json holds the names of Method::ALL");
     overrides.apply(&mut c);
     c.n_anomaly = job.shots;
     c.seed = job.seed;
@@ -715,6 +746,78 @@ mod tests {
         assert_ne!(h, config_hash("mvtec/carpet", "color", &a, None));
         assert_ne!(h, config_hash("mvtec/grid", "", &a, None));
         assert_ne!(h, config_hash("mvtec/carpet", "", &a, Some("0123")));
+    }
+
+    fn args(extra: &[&str]) -> SweepArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            sweep: SweepArgs,
+        }
+        let base = [
+            "x",
+            "--datasets",
+            "synthetic/weave,synthetic/granite",
+            "--runs",
+            "2",
+        ];
+        Cli::parse_from(base.iter().chain(extra)).sweep
+    }
+
+    #[test]
+    fn the_grid_crosses_methods_shots_and_seeds_and_each_run_gets_its_method() {
+        let a = args(&["--methods", "dra,flos,dra", "--shots", "5"]);
+        let spec = SweepSpec::new(SweepKind::General, &a, vec![LossKind::Deviation], None).unwrap();
+        assert_eq!(spec.methods, ["dra", "flos"]);
+        let units = spec.units();
+        assert_eq!(units.len(), 2 * 2 * 2);
+        let out = Path::new("/o");
+        let flos: Vec<TrainConfig> = units
+            .iter()
+            .flatten()
+            .filter(|j| j.method == "flos")
+            .map(|j| job_config(j, &spec, &a.overrides, out))
+            .collect();
+        assert_eq!(flos.len(), 4);
+        assert!(flos
+            .iter()
+            .all(|c| c.method == Method::Flos && c.n_anomaly == 5));
+        let seeds: Vec<u64> = flos.iter().map(|c| c.seed).collect();
+        assert_eq!(seeds, [0, 1, 0, 1]);
+
+        let err = SweepSpec::new(SweepKind::Loss, &args(&["--methods", "flos"]), vec![], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flos"), "{err}");
+    }
+
+    #[test]
+    fn cross_domain_units_keep_a_source_with_its_fine_tunings() {
+        let a = args(&[]);
+        let spec = SweepSpec::new(
+            SweepKind::CrossDomain,
+            &a,
+            vec![LossKind::Deviation],
+            Some(3),
+        )
+        .unwrap();
+        assert_eq!(spec.shots, [10]);
+        let units = spec.units();
+        assert_eq!(units.len(), 2 * 2);
+        let unit = &units[0];
+        assert_eq!(unit.len(), 2);
+        assert_eq!(unit[0].source, None);
+        assert_eq!(unit[1].source.as_deref(), Some(unit[0].dataset.as_str()));
+        let c = job_config(&unit[1], &spec, &a.overrides, Path::new("/o"));
+        assert_eq!((c.n_anomaly, c.epochs), (0, 3));
+        let init = c.init_model.unwrap();
+        assert_eq!(
+            init,
+            Path::new("/o/runs")
+                .join(unit[0].key())
+                .join("model.safetensors")
+        );
     }
 
     #[test]

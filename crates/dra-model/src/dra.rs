@@ -50,10 +50,22 @@ impl std::fmt::Display for BackboneKind {
     }
 }
 
+/// The feature extractor of every method (DRA and the baselines share it), built under
+/// `feature_extractor.net` so that `--weights` and the initialisation treat it alike.
 #[derive(Debug, Clone)]
-enum Backbone {
+pub(crate) enum Backbone {
     Resnet18(ResNet18),
     MobilenetV2(MobileNetV2),
+}
+
+impl Backbone {
+    /// Builds `kind` under `vb`, whose prefix is the torchvision model's root.
+    pub(crate) fn new(kind: BackboneKind, vb: VarBuilder) -> Result<Self> {
+        Ok(match kind {
+            BackboneKind::Resnet18 => Self::Resnet18(ResNet18::new(vb)?),
+            BackboneKind::MobilenetV2 => Self::MobilenetV2(MobileNetV2::new(vb)?),
+        })
+    }
 }
 
 impl ModuleT for Backbone {
@@ -138,11 +150,8 @@ pub struct Dra {
 impl Dra {
     pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
-        let net = vb.pp("feature_extractor").pp("net");
-        let feature_extractor = match config.backbone {
-            BackboneKind::Resnet18 => Backbone::Resnet18(ResNet18::new(net)?),
-            BackboneKind::MobilenetV2 => Backbone::MobilenetV2(MobileNetV2::new(net)?),
-        };
+        let feature_extractor =
+            Backbone::new(config.backbone, vb.pp("feature_extractor").pp("net"))?;
         Ok(Self {
             feature_extractor,
             holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,

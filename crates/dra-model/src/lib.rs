@@ -4,15 +4,21 @@
 //! abnormality, pseudo abnormality, latent residual abnormality and normality, each run on a
 //! two-level image pyramid. Parameter names follow the official model's `state_dict`, so
 //! weights move between the two implementations by name.
+//!
+//! The competing methods of the paper's tables (DevNet, Deep SAD, MINNS, FLOS, SAOE) live in
+//! [`baselines`] on the same backbone; [`Detector`] puts every [`Method`] behind one interface.
 
+pub mod baselines;
 mod batchnorm;
 mod conv;
 mod cpu;
+mod detector;
 mod dra;
 mod heads;
 mod init;
 mod loss;
 mod maxpool;
+mod method;
 mod mobilenet;
 mod resnet;
 #[cfg(test)]
@@ -21,11 +27,13 @@ mod weights;
 
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
+pub use detector::{Detector, DetectorScores};
 pub use dra::{BackboneKind, Dra, DraConfig, HeadScores};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use init::reset_parameters;
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
 pub use maxpool::max_pool2d;
+pub use method::Method;
 pub use mobilenet::MobileNetV2;
 pub use resnet::ResNet18;
 pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
@@ -44,9 +52,10 @@ pub(crate) fn custom_kernels() -> bool {
 }
 
 /// Names of the tensors that are state, not parameters: they are saved with the model but
-/// never given to the optimiser.
+/// never given to the optimiser (BatchNorm statistics, Deep SAD's centre).
 pub fn is_buffer(name: &str) -> bool {
     name.ends_with("running_mean")
         || name.ends_with("running_var")
         || name.ends_with("num_batches_tracked")
+        || name == baselines::DeepSad::CENTER
 }

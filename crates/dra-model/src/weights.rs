@@ -145,7 +145,9 @@ pub fn load_into(varmap: &VarMap, path: &Path, scope: Scope) -> Result<usize, We
     }
     if !missing.is_empty() {
         // BatchNorm statistics alone missing is still a broken checkpoint: say so plainly.
-        let only_buffers = missing.iter().all(|n| is_buffer(n));
+        let only_buffers = missing
+            .iter()
+            .all(|n| is_buffer(n) && n != crate::baselines::DeepSad::CENTER);
         return fail(
             if only_buffers {
                 "missing BatchNorm statistics"

@@ -2,7 +2,7 @@
 //! with the `paper` and `quick` profiles. It is written to the run's `config.json`.
 
 use dra_data::{BatchConfig, Setting, SplitConfig};
-use dra_model::{BackboneKind, DraConfig, LossKind};
+use dra_model::{BackboneKind, DraConfig, LossKind, Method};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
@@ -30,6 +30,10 @@ impl std::fmt::Display for Profile {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub profile: Profile,
+    /// The detector: DRA or a competing method (docs/methods.md). Absent from the records of
+    /// runs made before the baselines existed, which were all DRA.
+    #[serde(default)]
+    pub method: Method,
     /// Square input side in pixels (448).
     pub image_size: u32,
     /// Samples per step, references not counted (48).
@@ -95,6 +99,7 @@ impl TrainConfig {
     pub fn paper() -> Self {
         Self {
             profile: Profile::Paper,
+            method: Method::Dra,
             image_size: 448,
             batch_size: 48,
             n_ref: 5,
@@ -156,12 +161,22 @@ impl TrainConfig {
         self.lr * self.lr_gamma.powi(((epoch + 1) / self.lr_step_size) as i32)
     }
 
+    /// The batches of this run's method: the baselines get no references, and only DRA and
+    /// SAOE get pseudo anomalies (the others' normal slots all stay normal).
     pub fn batch_config(&self) -> BatchConfig {
         BatchConfig {
             image_size: self.image_size,
             batch_size: self.batch_size,
-            n_ref: self.n_ref,
-            pseudo_prob: self.pseudo_prob,
+            n_ref: if self.method.uses_references() {
+                self.n_ref
+            } else {
+                0
+            },
+            pseudo_prob: if self.method.uses_pseudo_anomalies() {
+                self.pseudo_prob
+            } else {
+                0.0
+            },
             rotation_degrees: self.rotation_degrees,
         }
     }
@@ -189,7 +204,13 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad =
             |flag: &'static str, message: String| Err(TrainError::InvalidOption { flag, message });
-        let min_size = 32u32 << self.n_scales.saturating_sub(1).min(8);
+        // Only DRA and DevNet run the pyramid; the other methods see the full size alone.
+        let levels = if self.method.uses_pyramid() {
+            self.n_scales
+        } else {
+            1
+        };
+        let min_size = 32u32 << levels.saturating_sub(1).min(8);
         if self.n_scales == 0 {
             return bad("--n-scales", "must be at least 1".into());
         }
@@ -256,6 +277,15 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.pseudo_prob) {
             return bad("--pseudo-prob", "must lie in [0, 1]".into());
         }
+        if self.outlier_root.is_some() && !self.method.uses_pseudo_anomalies() {
+            return bad(
+                "--outlier-root",
+                format!(
+                    "{} trains on no pseudo anomalies, so outlier images would be ignored; use dra or saoe",
+                    self.method
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -290,6 +320,50 @@ mod tests {
         assert_eq!(c.total_steps(), 600);
         c.validate().unwrap();
         TrainConfig::quick().validate().unwrap();
+    }
+
+    #[test]
+    fn baselines_get_no_references_and_only_saoe_pseudo_anomalies() {
+        let mut c = TrainConfig::quick();
+        assert_eq!(
+            (c.batch_config().n_ref, c.batch_config().pseudo_prob),
+            (5, 0.5)
+        );
+        for (method, pseudo) in [
+            (Method::DevNet, 0.0),
+            (Method::DeepSad, 0.0),
+            (Method::Minns, 0.0),
+            (Method::Flos, 0.0),
+            (Method::Saoe, 0.5),
+        ] {
+            c.method = method;
+            assert_eq!(c.batch_config().n_ref, 0, "{method}");
+            assert_eq!(c.batch_config().pseudo_prob, pseudo, "{method}");
+        }
+        c.method = Method::Flos;
+        c.outlier_root = Some("lag".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--outlier-root"));
+        c.method = Method::Saoe;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn method_is_recorded_lowercase_and_defaults_to_dra() {
+        let mut c = TrainConfig::quick();
+        c.method = Method::DeepSad;
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["method"], "deepsad");
+        let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, c);
+        // A config.json written before the baselines existed.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("method");
+        let back: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.method, Method::Dra);
     }
 
     #[test]

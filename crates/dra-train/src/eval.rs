@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
 use dra_data::{transform, BatchSource, ImageCache, Label, Sample, Split};
-use dra_model::{load_into, Dra, Scope};
+use dra_model::{load_into, Detector, Scope};
 use image::{Rgb, RgbImage};
 
 use crate::config::TrainConfig;
@@ -18,7 +18,7 @@ use crate::scoring::{load_normalized, score_samples, References, ScoreRow, REFER
 
 /// A trained model and the settings it was trained with.
 pub struct LoadedModel {
-    pub model: Dra,
+    pub model: Detector,
     pub config: TrainConfig,
     /// The run directory, when the model came from one.
     pub run_dir: Option<PathBuf>,
@@ -53,8 +53,9 @@ impl LoadedModel {
         };
         config.validate()?;
         let varmap = VarMap::new();
-        Dra::new(
-            config.model_config(),
+        Detector::new(
+            config.method,
+            &config.model_config(),
             VarBuilder::from_varmap(&varmap, DType::F32, device),
         )?;
         load_into(&varmap, &weights, Scope::Full)?;
@@ -66,8 +67,11 @@ impl LoadedModel {
         })
     }
 
-    /// The fixed reference set saved with a run.
+    /// The fixed reference set saved with a run (none for a method without references).
     pub fn stored_references(&self) -> Result<References, TrainError> {
+        if !self.config.method.uses_references() {
+            return Ok(References::none());
+        }
         match &self.run_dir {
             Some(dir) => References::load(&dir.join(REFERENCES_FILE), self.config.image_size),
             None => Err(TrainError::InvalidOption {
@@ -104,6 +108,7 @@ pub fn evaluate(
     let category = family.load(category_dir)?;
     let split = Split::new(&category, &cfg.split_config())?;
     let mut refs = match references {
+        _ if !cfg.method.uses_references() => References::none(),
         ReferenceChoice::Random { seed } => {
             let normals = ImageCache::load(&split.train_normal, cfg.image_size)?;
             let empty = ImageCache { images: Vec::new() };
@@ -182,6 +187,19 @@ pub fn predict(
     device: &Device,
 ) -> Result<Vec<ScoreRow>, TrainError> {
     let cfg = &loaded.config;
+    let dra = match (&loaded.model, heatmap_dir) {
+        (Detector::Dra(dra), _) => Some(dra),
+        (_, None) => None,
+        (other, Some(_)) => {
+            return Err(TrainError::InvalidOption {
+                flag: "--out",
+                message: format!(
+                "heat maps are drawn from DRA's heads only; this model is {} (score without --out)",
+                other.method()
+            ),
+            })
+        }
+    };
     let samples: Vec<Sample> = images
         .iter()
         .map(|p| Sample {
@@ -199,7 +217,7 @@ pub fn predict(
         cfg.eval_batch_size,
         device,
     )?;
-    if let Some(dir) = heatmap_dir {
+    if let (Some(dir), Some(dra)) = (heatmap_dir, dra) {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let s = cfg.image_size as usize;
         // One colour scale for every image, so that overlays compare across images.
@@ -212,7 +230,7 @@ pub fn predict(
             };
             buffer.extend(load_normalized(chunk, cfg.image_size)?);
             let batch = Tensor::from_vec(buffer, (n_ref + chunk.len(), 3, s, s), device)?;
-            let m = loaded.model.anomaly_maps(&batch)?;
+            let m = dra.anomaly_maps(&batch)?;
             let (_, h, w) = m.dims3()?;
             for v in m.to_vec3::<f32>()? {
                 maps.push((v.into_iter().flatten().collect::<Vec<f32>>(), h, w));

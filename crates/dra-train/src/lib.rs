@@ -5,6 +5,7 @@ mod config;
 mod dataset;
 mod error;
 mod eval;
+mod methods;
 mod optim;
 mod overrides;
 mod run;
@@ -14,6 +15,7 @@ pub use config::{Profile, TrainConfig};
 pub use dataset::{
     default_data_root, load_category, names_help, DatasetName, MVTEC_FOLDER, SYNTHETIC_FOLDER,
 };
+pub use dra_model::Method;
 pub use error::TrainError;
 pub use eval::{collect_images, evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
 pub use optim::{Adam, AdamConfig};

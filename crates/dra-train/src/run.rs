@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
 use dra_data::{BatchSource, ImageCache, ImageRef, Prefetcher, Sample, Split};
-use dra_model::{reset_parameters, Dra, DraLoss};
+use dra_model::{reset_parameters, Detector};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -125,7 +125,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
 
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &req.device);
-    let model = Dra::new(cfg.model_config(), vb)?;
+    let model = Detector::new(cfg.method, &cfg.model_config(), vb)?;
     reset_parameters(&varmap, cfg.seed)?;
     if let Some(weights) = &cfg.weights {
         dra_model::load_into(&varmap, weights, dra_model::Scope::Backbone)?;
@@ -133,6 +133,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     if let Some(model) = &cfg.init_model {
         dra_model::load_into(&varmap, model, dra_model::Scope::Full)?;
     }
+    crate::methods::prepare(&varmap, cfg, &split.train_normal, &req.device)?;
     let mut adam = Adam::new(
         trainable(&varmap),
         AdamConfig {
@@ -141,7 +142,6 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
             ..Default::default()
         },
     )?;
-    let loss_fn = DraLoss::new(cfg.loss);
     let mut prior_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0000_05EE_D0FD_E71A);
 
     let bar = progress_bar(req.progress, cfg.total_steps() as u64, &req.dataset);
@@ -161,9 +161,8 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
                 &req.device,
             )?;
             let labels: Vec<u8> = batch.labels.iter().map(|l| l.as_u8()).collect();
-            let scores = model.forward_t(&images, true)?;
-            let loss = loss_fn.compute(&scores, &labels, &mut prior_rng)?;
-            let value = loss.total.to_scalar::<f32>()?;
+            let loss = model.loss(&images, &labels, cfg.loss, &mut prior_rng)?;
+            let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch,
@@ -171,7 +170,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
                     loss: value,
                 });
             }
-            adam.step(&loss.total.backward()?, lr)?;
+            adam.step(&loss.backward()?, lr)?;
             epoch_loss += value as f64;
             bar.set_message(format!(
                 "epoch {}/{} loss {:.3}",
@@ -239,7 +238,7 @@ pub fn detached_model(
     varmap: &VarMap,
     cfg: &TrainConfig,
     device: &Device,
-) -> Result<Dra, TrainError> {
+) -> Result<Detector, TrainError> {
     let data = varmap
         .data()
         .lock()
@@ -249,7 +248,7 @@ pub fn detached_model(
         .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
         .collect();
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    Ok(Dra::new(cfg.model_config(), vb)?)
+    Ok(Detector::new(cfg.method, &cfg.model_config(), vb)?)
 }
 
 fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {

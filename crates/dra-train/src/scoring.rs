@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use dra_data::{load_images, transform, BatchSource, ImageRef, Label, Sample};
-use dra_model::{Dra, HeadScores};
+use dra_model::{Detector, DetectorScores};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -31,6 +31,14 @@ impl References {
         match self {
             Self::Random(source) => source.next_references(),
             Self::Fixed { images, .. } => images.clone(),
+        }
+    }
+
+    /// No references: for the methods that do not use them.
+    pub fn none() -> Self {
+        Self::Fixed {
+            images: Vec::new(),
+            n_ref: 0,
         }
     }
 
@@ -147,16 +155,17 @@ pub struct ScoreRow {
     /// 1 for an anomaly, 0 for a normal image.
     pub label: u8,
     pub class: String,
-    /// s = −g_n + g_s + g_p + g_r.
+    /// The method's anomaly score; for DRA s = −g_n + g_s + g_p + g_r.
     pub score: f64,
-    /// g_n, g_s, g_p, g_r.
+    /// g_n, g_s, g_p, g_r; NaN for a head the method does not have (DevNet fills g_s only,
+    /// the other baselines none).
     pub heads: [f64; 4],
 }
 
-/// Scores samples in batches of `batch_size`, each batch preceded by the references, with the
-/// model in eval mode.
+/// Scores samples in batches of `batch_size`, each batch preceded by the references when the
+/// method uses them, with the model in eval mode.
 pub fn score_samples(
-    model: &Dra,
+    model: &Detector,
     samples: &[Sample],
     references: &mut References,
     image_size: u32,
@@ -166,36 +175,46 @@ pub fn score_samples(
     let s = image_size as usize;
     let mut rows = Vec::with_capacity(samples.len());
     for chunk in samples.chunks(batch_size.max(1)) {
-        let n_ref = references.n_ref();
-        let mut buffer = references.next();
+        let (n_ref, mut buffer) = if model.uses_references() {
+            (references.n_ref(), references.next())
+        } else {
+            (0, Vec::new())
+        };
         let images: Vec<ImageRef> = chunk.iter().map(Sample::image).collect();
         buffer.extend(load_normalized_images(&images, image_size)?);
         let images = Tensor::from_vec(buffer, (n_ref + chunk.len(), 3, s, s), device)?;
-        let scores = model.forward_t(&images, false)?;
+        let scores = model.scores(&images)?;
         rows.extend(to_rows(chunk, &scores)?);
     }
     Ok(rows)
 }
 
-fn to_rows(samples: &[Sample], scores: &HeadScores) -> Result<Vec<ScoreRow>, TrainError> {
-    let get = |t: &Tensor| -> Result<Vec<f32>, TrainError> { Ok(t.to_vec1::<f32>()?) };
-    let (n, s, p, r) = (
-        get(&scores.normal)?,
-        get(&scores.seen)?,
-        get(&scores.pseudo)?,
-        get(&scores.residual)?,
-    );
+fn to_rows(samples: &[Sample], scores: &DetectorScores) -> Result<Vec<ScoreRow>, TrainError> {
+    let get = |t: &Tensor| -> Result<Vec<f64>, TrainError> {
+        Ok(t.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+    };
+    let heads = scores
+        .heads
+        .iter()
+        .map(|h| h.as_ref().map(get).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let score = get(&scores.score)?;
     Ok(samples
         .iter()
         .enumerate()
         .map(|(i, sample)| {
-            let heads = [n[i] as f64, s[i] as f64, p[i] as f64, r[i] as f64];
+            let h: [Option<f64>; 4] = [0, 1, 2, 3].map(|k| heads[k].as_ref().map(|v| v[i]));
+            // DRA: the sum in f64 of the heads as written, so that scores.csv adds up.
+            let score = match h {
+                [Some(n), Some(s), Some(p), Some(r)] => -n + s + p + r,
+                _ => score[i],
+            };
             ScoreRow {
                 path: sample.image().display_path(),
                 label: (sample.label != Label::Normal) as u8,
                 class: sample.class.clone(),
-                score: -heads[0] + heads[1] + heads[2] + heads[3],
-                heads,
+                score,
+                heads: h.map(|v| v.unwrap_or(f64::NAN)),
             }
         })
         .collect())

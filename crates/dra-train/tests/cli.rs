@@ -251,3 +251,36 @@ fn data_inspect_cuts_sdd_into_thirds_and_reports_what_it_ignored() {
     assert!(!ok);
     assert!(one_line(&err).contains("Part2_label.bmp"), "{err}");
 }
+
+#[test]
+fn method_flag_lists_the_methods_and_checks_their_options() {
+    let dir = tempfile::tempdir().unwrap();
+    toy(dir.path());
+    let (ok, err) = dra(&[
+        "train",
+        "--dataset",
+        "mvtec/toy",
+        "--out",
+        "x",
+        "--method",
+        "svdd",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("svdd") && err.contains("dra, devnet, deepsad, minns, flos, saoe"),
+        "{err}"
+    );
+    let line = train_error(
+        dir.path(),
+        &[
+            "--method",
+            "flos",
+            "--outlier-root",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        line.contains("--outlier-root") && line.contains("flos"),
+        "{line}"
+    );
+}

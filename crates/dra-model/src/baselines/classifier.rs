@@ -1,0 +1,87 @@
+//! FLOS and SAOE: binary classifiers on globally pooled backbone features, which differ in their
+//! loss and in what they count as the anomaly class.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{linear, Linear, VarBuilder};
+
+use crate::dra::Backbone;
+use crate::loss::{LossKind, Prior};
+use crate::DraConfig;
+
+/// Backbone → global average pooling → `fc`: one logit per image (the anomaly score).
+#[derive(Debug, Clone)]
+struct PooledLogit {
+    feature_extractor: Backbone,
+    fc: Linear,
+}
+
+impl PooledLogit {
+    fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            feature_extractor: Backbone::new(
+                config.backbone,
+                vb.pp("feature_extractor").pp("net"),
+            )?,
+            fc: linear(config.backbone.out_channels(), 1, vb.pp("fc"))?,
+        })
+    }
+
+    fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        let features = self.feature_extractor.forward_t(images, train)?;
+        self.fc.forward(&super::global_pool(&features)?)?.squeeze(1)
+    }
+
+    /// `kind` on the logits against "is an anomaly" (labels 1 and 2).
+    fn loss(&self, images: &Tensor, labels: &[u8], kind: LossKind) -> Result<Tensor> {
+        let logits = self.forward_t(images, true)?;
+        super::check_labels(&logits, labels)?;
+        kind.loss(
+            &logits,
+            &super::anomaly_targets(labels, &logits)?,
+            Prior::STANDARD,
+        )
+    }
+}
+
+/// FLOS: the focal loss of Lin, Goyal, Girshick, He & Dollár (ICCV 2017) used as an anomaly
+/// detector: normals against labelled anomalies, focal loss with α = 1, γ = 2 on the logit (the
+/// constants of the DRA code's `BinaryFocalLoss`). Tensors: `feature_extractor.net.*`, `fc.*`.
+#[derive(Debug, Clone)]
+pub struct Flos(PooledLogit);
+
+impl Flos {
+    pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self(PooledLogit::new(config, vb)?))
+    }
+
+    /// Per-image logits `(B,)`, the anomaly scores.
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        self.0.forward_t(images, train)
+    }
+
+    pub fn loss(&self, images: &Tensor, labels: &[u8]) -> Result<Tensor> {
+        self.0.loss(images, labels, LossKind::Focal)
+    }
+}
+
+/// SAOE: supervised anomaly detection with synthetic anomalies and outlier exposure, a binary
+/// classifier whose anomaly class holds the labelled anomalies and the batch's pseudo anomalies
+/// (CutMix, or outlier images with `--outlier-root`), trained with binary cross-entropy.
+/// Tensors: `feature_extractor.net.*`, `fc.*`.
+#[derive(Debug, Clone)]
+pub struct Saoe(PooledLogit);
+
+impl Saoe {
+    pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self(PooledLogit::new(config, vb)?))
+    }
+
+    /// Per-image logits `(B,)`, the anomaly scores.
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        self.0.forward_t(images, train)
+    }
+
+    pub fn loss(&self, images: &Tensor, labels: &[u8]) -> Result<Tensor> {
+        self.0.loss(images, labels, LossKind::Bce)
+    }
+}

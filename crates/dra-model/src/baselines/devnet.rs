@@ -1,0 +1,76 @@
+//! DevNet (Pang, Shen & van den Hengel, KDD 2019; the image version of Pang, Ding, Shen & van
+//! den Hengel, "Explainable deep few-shot anomaly detection with deviation networks", 2021), as
+//! the DRA paper runs it: DRA's seen-abnormality head alone.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{Conv2dConfig, VarBuilder};
+use rand::Rng;
+
+use crate::conv::Conv2d;
+use crate::dra::{downsample_nearest, Backbone};
+use crate::heads::top_k_mean;
+use crate::loss::{LossKind, Prior};
+use crate::DraConfig;
+
+/// Backbone → 1×1 convolution scoring every cell → |·| → top-K mean, averaged over the image
+/// pyramid; trained with the deviation loss (or `--loss`) on normals against labelled
+/// anomalies. Tensor names are those of the DevNet code's `SemiADNet`: `feature_extractor.net.*`
+/// and `conv.*`.
+#[derive(Debug, Clone)]
+pub struct DevNet {
+    feature_extractor: Backbone,
+    conv: Conv2d,
+    topk_rate: f64,
+    n_scales: usize,
+}
+
+impl DevNet {
+    pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+        let c = config.backbone.out_channels();
+        Ok(Self {
+            feature_extractor: Backbone::new(
+                config.backbone,
+                vb.pp("feature_extractor").pp("net"),
+            )?,
+            conv: Conv2d::new(c, 1, 1, Conv2dConfig::default(), true, vb.pp("conv"))?,
+            topk_rate: config.topk_rate,
+            n_scales: config.n_scales,
+        })
+    }
+
+    /// Per-image anomaly scores `(B,)`: each level's top-K mean of |cell score|, averaged over
+    /// the pyramid's levels (DevNet's `torch.cat(…).mean(1)`).
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        let per_scale = (0..self.n_scales.max(1))
+            .map(|s| {
+                let scaled = if s == 0 {
+                    images.clone()
+                } else {
+                    downsample_nearest(images, s)?
+                };
+                let features = self.feature_extractor.forward_t(&scaled, train)?;
+                let cells = self.conv.forward(&features)?.flatten_from(1)?.abs()?;
+                top_k_mean(&cells, self.topk_rate)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&per_scale, 1)?.mean(1)
+    }
+
+    /// The training loss of a batch (no references): `kind` against "is an anomaly". The
+    /// deviation loss draws its Gaussian prior from `rng`, as DRA's heads do.
+    pub fn loss<R: Rng>(
+        &self,
+        images: &Tensor,
+        labels: &[u8],
+        kind: LossKind,
+        rng: &mut R,
+    ) -> Result<Tensor> {
+        let scores = self.forward_t(images, true)?;
+        super::check_labels(&scores, labels)?;
+        let prior = match kind {
+            LossKind::Deviation => Prior::draw(rng),
+            _ => Prior::STANDARD,
+        };
+        kind.loss(&scores, &super::anomaly_targets(labels, &scores)?, prior)
+    }
+}

@@ -1,0 +1,169 @@
+//! One interface over DRA and the baselines, for the trainer and the evaluation: a training loss
+//! on a labelled batch and per-image anomaly scores.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use rand::Rng;
+
+use crate::baselines::{DeepSad, DevNet, Flos, Minns, Saoe};
+use crate::{Dra, DraConfig, DraLoss, LossKind, Method};
+
+/// A trainable anomaly detector of any [`Method`].
+#[derive(Debug, Clone)]
+pub enum Detector {
+    /// Boxed: DRA's four heads make it twice the size of any baseline.
+    Dra(Box<Dra>),
+    DevNet(DevNet),
+    DeepSad(DeepSad),
+    Minns(Minns),
+    Flos(Flos),
+    Saoe(Saoe),
+}
+
+/// Per-image scores of a batch in eval mode.
+#[derive(Debug, Clone)]
+pub struct DetectorScores {
+    /// The anomaly score, `(B,)`: larger means more anomalous.
+    pub score: Tensor,
+    /// g_n, g_s, g_p, g_r where the method has that head: all four for DRA, g_s for DevNet
+    /// (DRA's seen-abnormality head is DevNet's only head), none for the others.
+    pub heads: [Option<Tensor>; 4],
+}
+
+impl Detector {
+    /// Builds `method`'s model from `vb`. `config` gives the backbone, the top-K rate, the
+    /// pyramid (DRA and DevNet) and the references (DRA only).
+    pub fn new(method: Method, config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match method {
+            Method::Dra => Self::Dra(Box::new(Dra::new(config.clone(), vb)?)),
+            Method::DevNet => Self::DevNet(DevNet::new(config, vb)?),
+            Method::DeepSad => Self::DeepSad(DeepSad::new(config, vb)?),
+            Method::Minns => Self::Minns(Minns::new(config, vb)?),
+            Method::Flos => Self::Flos(Flos::new(config, vb)?),
+            Method::Saoe => Self::Saoe(Saoe::new(config, vb)?),
+        })
+    }
+
+    pub fn method(&self) -> Method {
+        match self {
+            Self::Dra(_) => Method::Dra,
+            Self::DevNet(_) => Method::DevNet,
+            Self::DeepSad(_) => Method::DeepSad,
+            Self::Minns(_) => Method::Minns,
+            Self::Flos(_) => Method::Flos,
+            Self::Saoe(_) => Method::Saoe,
+        }
+    }
+
+    /// Whether `images` must start with the reference images (DRA's `n_ref`).
+    pub fn uses_references(&self) -> bool {
+        self.method().uses_references()
+    }
+
+    /// The training loss of one batch as the batch source renders it (references first when
+    /// [`Detector::uses_references`]), with labels 0 normal, 1 anomaly, 2 pseudo anomaly.
+    /// `kind` is the loss of DRA's heads and DevNet's head; the other methods have their own.
+    /// `rng` draws the deviation loss's priors.
+    pub fn loss<R: Rng>(
+        &self,
+        images: &Tensor,
+        labels: &[u8],
+        kind: LossKind,
+        rng: &mut R,
+    ) -> Result<Tensor> {
+        match self {
+            Self::Dra(m) => Ok(DraLoss::new(kind)
+                .compute(&m.forward_t(images, true)?, labels, rng)?
+                .total),
+            Self::DevNet(m) => m.loss(images, labels, kind, rng),
+            Self::DeepSad(m) => m.loss(images, labels),
+            Self::Minns(m) => m.loss(images, labels),
+            Self::Flos(m) => m.loss(images, labels),
+            Self::Saoe(m) => m.loss(images, labels),
+        }
+    }
+
+    /// Scores a batch in eval mode (references first when [`Detector::uses_references`]).
+    pub fn scores(&self, images: &Tensor) -> Result<DetectorScores> {
+        let only = |score: Tensor| DetectorScores {
+            score,
+            heads: [None, None, None, None],
+        };
+        Ok(match self {
+            Self::Dra(m) => {
+                let h = m.forward_t(images, false)?;
+                DetectorScores {
+                    score: h.anomaly_score()?,
+                    heads: [
+                        Some(h.normal),
+                        Some(h.seen),
+                        Some(h.pseudo),
+                        Some(h.residual),
+                    ],
+                }
+            }
+            Self::DevNet(m) => {
+                let score = m.forward_t(images, false)?;
+                DetectorScores {
+                    heads: [None, Some(score.clone()), None, None],
+                    score,
+                }
+            }
+            Self::DeepSad(m) => only(m.forward_t(images, false)?),
+            Self::Minns(m) => only(m.forward_t(images, false)?),
+            Self::Flos(m) => only(m.forward_t(images, false)?),
+            Self::Saoe(m) => only(m.forward_t(images, false)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// Each method builds under its documented names, scores a batch without references and
+    /// gives a finite loss.
+    #[test]
+    fn every_baseline_builds_scores_and_trains() -> Result<()> {
+        let dev = Device::Cpu;
+        // Two pyramid levels: DevNet uses them (64 and 32 px), the others ignore them.
+        let config = DraConfig::default();
+        let x = Tensor::randn(0f32, 1., (4, 3, 64, 64), &dev)?;
+        let labels = [0u8, 0, 1, 2];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        for (method, head) in [
+            (Method::DevNet, "conv.weight"),
+            (Method::DeepSad, "projection.weight"),
+            (Method::Minns, "scoring.weight"),
+            (Method::Flos, "fc.weight"),
+            (Method::Saoe, "fc.bias"),
+        ] {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+            let model = Detector::new(method, &config, vb)?;
+            assert_eq!(model.method(), method);
+            assert!(!model.uses_references());
+            {
+                let data = varmap.data().lock().unwrap();
+                assert!(data.contains_key(head), "{method}: no {head}");
+                assert!(data.contains_key("feature_extractor.net.layer4.1.bn2.running_var"));
+                assert_eq!(
+                    data.contains_key(DeepSad::CENTER),
+                    method == Method::DeepSad
+                );
+            }
+            let s = model.scores(&x)?;
+            assert_eq!(s.score.dims(), [4], "{method}");
+            assert_eq!(s.heads[1].is_some(), method == Method::DevNet);
+            let loss = model
+                .loss(&x, &labels, LossKind::Deviation, &mut rng)?
+                .to_scalar::<f32>()?;
+            assert!(loss.is_finite() && loss >= 0.0, "{method}: {loss}");
+        }
+        Ok(())
+    }
+
+    use rand::SeedableRng;
+}
