@@ -74,6 +74,7 @@ fn single_loss(args: &sweep::SweepArgs) -> Vec<LossKind> {
 }
 
 fn main() -> Result<()> {
+    dra_model::configure_cpu_runtime();
     match Cli::parse().task {
         Task::BenchGeneral(args) => {
             sweep::run(sweep::SweepKind::General, &args, single_loss(&args), None)

@@ -392,11 +392,15 @@ impl WeightGrad {
         }
         let (k, p) = (g.k(), g.p());
         let par = g.parallelism();
-        let dw = (0..n)
+        // Σ over the batch in fixed contiguous chunks, one per thread, summed in chunk order:
+        // the same floating-point sum on every run (rayon's fold groups the samples as work
+        // stealing happens to split them, which made training differ from run to run).
+        let n_chunks = n.min(rayon::current_num_threads()).max(1);
+        let partials: Vec<Vec<T>> = (0..n_chunks)
             .into_par_iter()
-            .fold(
-                || vec![T::zero(); o * k],
-                |mut acc, i| {
+            .map(|chunk| {
+                let mut acc = vec![T::zero(); o * k];
+                for i in chunk * n / n_chunks..(chunk + 1) * n / n_chunks {
                     let xn = &x[i * c * h * w..(i + 1) * c * h * w];
                     let dyn_ = Mat {
                         data: &dy[i * o * p..(i + 1) * o * p],
@@ -419,16 +423,15 @@ impl WeightGrad {
                             accumulate(col);
                         });
                     }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![T::zero(); o * k],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                    a
-                },
-            );
+                }
+                acc
+            })
+            .collect();
+        let mut partials = partials.into_iter();
+        let mut dw = partials.next().expect("at least one chunk");
+        for part in partials {
+            dw.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
+        }
         Ok((T::to_cpu_storage_owned(dw), Shape::from((o, c, kh, kw))))
     }
 }

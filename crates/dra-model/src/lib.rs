@@ -21,6 +21,7 @@ mod maxpool;
 mod method;
 mod mobilenet;
 mod resnet;
+mod runtime;
 #[cfg(test)]
 mod testutil;
 mod weights;
@@ -36,6 +37,7 @@ pub use maxpool::max_pool2d;
 pub use method::Method;
 pub use mobilenet::MobileNetV2;
 pub use resnet::ResNet18;
+pub use runtime::configure_cpu_runtime;
 pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
 
 static STOCK_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

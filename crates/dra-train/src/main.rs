@@ -489,6 +489,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    dra_model::configure_cpu_runtime();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train(*args),
