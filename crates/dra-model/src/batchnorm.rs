@@ -59,10 +59,19 @@ fn stats<T: Element>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> 
     Ok((T::to_cpu_storage_owned(out), Shape::from((2, c))))
 }
 
-/// y = (x − mean) / √(var + eps) · γ + β from `x`, the batch `stats` and `gb = [γ; β]`.
+/// y = (x − mean) / √(var + eps) · γ + β from `x`, the batch `stats` and `gb = [γ; β]`,
+/// followed by ReLU when `relu` (the ResNet's BN → ReLU pairs, one pass instead of two).
 /// Its backward treats the statistics as functions of `x` (training-mode BatchNorm).
 struct Apply {
     eps: f64,
+    relu: bool,
+}
+
+/// The per-channel affine map of the normalisation: y = x·scale + shift. Forward and backward
+/// both use this one expression, so the backward's ReLU mask is exactly the forward's.
+fn affine(mean: f64, var: f64, gamma: f64, beta: f64, eps: f64) -> (f64, f64) {
+    let scale = gamma / (var + eps).sqrt();
+    (scale, beta - mean * scale)
 }
 
 impl CustomOp3 for Apply {
@@ -93,7 +102,10 @@ impl CustomOp3 for Apply {
         let packed = x.apply_op3_no_bwd(
             &dy.contiguous()?,
             &Tensor::cat(&[stats, gb], 0)?,
-            &Gradient { eps: self.eps },
+            &Gradient {
+                eps: self.eps,
+                relu: self.relu,
+            },
         )?;
         let numel = x.elem_count();
         let c = stats.dim(1)?;
@@ -123,11 +135,20 @@ impl Apply {
             .enumerate()
             .for_each(|(i, (yp, xp))| {
                 let ch = i % c;
-                let invstd = 1.0 / (st[c + ch].to_f64() + self.eps).sqrt();
-                let scale = gb[ch].to_f64() * invstd;
-                let shift = gb[c + ch].to_f64() - st[ch].to_f64() * scale;
+                let (scale, shift) = affine(
+                    st[ch].to_f64(),
+                    st[c + ch].to_f64(),
+                    gb[ch].to_f64(),
+                    gb[c + ch].to_f64(),
+                    self.eps,
+                );
                 for (o, v) in yp.iter_mut().zip(xp) {
-                    *o = T::from_f64(v.to_f64() * scale + shift);
+                    let y = T::from_f64(v.to_f64() * scale + shift);
+                    *o = if self.relu && y <= T::zero() {
+                        T::zero()
+                    } else {
+                        y
+                    };
                 }
             });
         Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
@@ -135,8 +156,11 @@ impl Apply {
 }
 
 /// Backward of [`Apply`]: `[dx (flattened); dγ; dβ]` from `x`, `dy` and `[mean; var; γ; β]`.
+/// With `relu`, `dy` is first masked where the forward output was zero (PyTorch's ReLU
+/// backward passes the gradient where the output is positive).
 struct Gradient {
     eps: f64,
+    relu: bool,
 }
 
 impl CustomOp3 for Gradient {
@@ -172,7 +196,29 @@ impl Gradient {
         let p = slice::<T>(ps, pl, self.name())?;
         let (n, c, plane) = nchw(xl)?;
         let m = (n * plane) as f64;
-        let (mean, var, gamma) = (&p[..c], &p[c..2 * c], &p[2 * c..3 * c]);
+        let (mean, var, gamma, beta) = (&p[..c], &p[c..2 * c], &p[2 * c..3 * c], &p[3 * c..]);
+        // The incoming gradient of channel `ch`, masked by the forward's ReLU.
+        let masks: Vec<(f64, f64)> = (0..c)
+            .map(|ch| {
+                let args = (mean[ch], var[ch], gamma[ch], beta[ch]);
+                affine(
+                    args.0.to_f64(),
+                    args.1.to_f64(),
+                    args.2.to_f64(),
+                    args.3.to_f64(),
+                    self.eps,
+                )
+            })
+            .collect();
+        let grad = |ch: usize, d: T, v: T| -> f64 {
+            if self.relu {
+                let (scale, shift) = masks[ch];
+                if T::from_f64(v.to_f64() * scale + shift) <= T::zero() {
+                    return 0.0;
+                }
+            }
+            d.to_f64()
+        };
         // Per channel: Σ dy and Σ dy·x̂.
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
@@ -185,7 +231,7 @@ impl Gradient {
                 for i in 0..n {
                     let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
                     for (d, v) in dy[r.clone()].iter().zip(&x[r]) {
-                        let d = d.to_f64();
+                        let d = grad(ch, *d, *v);
                         sdy += d;
                         sdyx += d * (v.to_f64() - mu) * invstd;
                     }
@@ -207,7 +253,7 @@ impl Gradient {
             let r = i * plane..(i + 1) * plane;
             for ((o, d), v) in dxp.iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
                 let xhat = (v.to_f64() - mu) * invstd;
-                *o = T::from_f64(k * (m * d.to_f64() - sdy - xhat * sdyx));
+                *o = T::from_f64(k * (m * grad(ch, *d, *v) - sdy - xhat * sdyx));
             }
         });
         for (ch, (sdy, sdyx)) in sums.iter().enumerate() {
@@ -247,6 +293,15 @@ impl BatchNorm2d {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(x, train, false)
+    }
+
+    /// `relu(forward_t(x))`, fused into the normalisation's pass in training mode on the CPU.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(x, train, true)
+    }
+
+    fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let fused = crate::custom_kernels()
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64);
@@ -255,18 +310,27 @@ impl BatchNorm2d {
             let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
             let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
             let shape = (1, (), 1, 1);
-            return x
+            let y = x
                 .broadcast_mul(&scale.reshape(shape)?)?
-                .broadcast_add(&shift.reshape(shape)?);
+                .broadcast_add(&shift.reshape(shape)?)?;
+            return if relu { y.relu() } else { Ok(y) };
         }
         if !fused {
-            return self.forward_train_stock(x);
+            let y = self.forward_train_stock(x)?;
+            return if relu { y.relu() } else { Ok(y) };
         }
         let x = x.contiguous()?;
         let stats = x.apply_op1_no_bwd(&Stats)?;
         self.update_running(&stats, x.elem_count() / x.dim(1)?)?;
         let gb = Tensor::stack(&[&self.weight, &self.bias], 0)?;
-        x.apply_op3(&stats, &gb, Apply { eps: self.eps })
+        x.apply_op3(
+            &stats,
+            &gb,
+            Apply {
+                eps: self.eps,
+                relu,
+            },
+        )
     }
 
     /// Running statistics: r ← (1 − m)·r + m·batch, the variance made unbiased.
@@ -309,7 +373,8 @@ mod tests {
     /// and β, and the running statistics, in f64.
     #[test]
     fn fused_matches_elementwise() -> Result<()> {
-        for shape in [[4usize, 3, 5, 7], [2, 6, 1, 1], [3, 2, 4, 4]] {
+        let cases = [[4usize, 3, 5, 7], [2, 6, 1, 1], [3, 2, 4, 4]];
+        for (shape, relu) in cases.into_iter().flat_map(|s| [(s, false), (s, true)]) {
             let build = || {
                 let varmap = VarMap::new();
                 let bn = BatchNorm2d::new(
@@ -333,9 +398,19 @@ mod tests {
             let r = ramp(&shape, 2);
             let (va, a) = build();
             let (vb, b) = build();
-            let ya = a.forward_t(x.as_tensor(), true)?;
+            let ya = a.forward(x.as_tensor(), true, relu)?;
             let yb = b.forward_train_stock(x.as_tensor())?;
-            assert!(diff(&ya, &yb) < 1e-12, "{shape:?} forward");
+            let yb = if relu { yb.relu()? } else { yb };
+            if relu {
+                // The ramp must leave units on both sides of the ReLU for the test to mean much.
+                let zeros = ya
+                    .eq(0.0)?
+                    .to_dtype(DType::F64)?
+                    .sum_all()?
+                    .to_scalar::<f64>()?;
+                assert!(zeros > 0.0 && zeros < ya.elem_count() as f64, "{shape:?}");
+            }
+            assert!(diff(&ya, &yb) < 1e-12, "{shape:?} relu {relu}: forward");
             let ga = (&ya * &r)?.sum_all()?.backward()?;
             let gb = (&yb * &r)?.sum_all()?.backward()?;
             assert!(
@@ -343,12 +418,12 @@ mod tests {
                     ga.get(x.as_tensor()).unwrap(),
                     gb.get(x.as_tensor()).unwrap()
                 ) < 1e-10,
-                "{shape:?} dx"
+                "{shape:?} relu {relu}: dx"
             );
             for (p, q) in [(&a.weight, &b.weight), (&a.bias, &b.bias)] {
                 assert!(
                     diff(ga.get(p).unwrap(), gb.get(q).unwrap()) < 1e-10,
-                    "{shape:?} dγ/dβ"
+                    "{shape:?} relu {relu}: dγ/dβ"
                 );
             }
             let (da, db) = (va.data().lock().unwrap(), vb.data().lock().unwrap());

@@ -86,7 +86,7 @@ impl CompositeHead {
         let mean_ref = references.mean_keepdim(0)?;
         let residual = mean_ref.broadcast_sub(features)?;
         let x = self.conv.forward(&residual)?;
-        self.bn.forward_t(&x, train)?.relu()
+        self.bn.forward_relu_t(&x, train)
     }
 
     /// Per-cell absolute scores `(B, h·w)`.

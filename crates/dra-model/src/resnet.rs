@@ -52,7 +52,7 @@ impl BasicBlock {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv1.forward(x)?;
-        let y = self.bn1.forward_t(&y, train)?.relu()?;
+        let y = self.bn1.forward_relu_t(&y, train)?;
         let y = self.conv2.forward(&y)?;
         let y = self.bn2.forward_t(&y, train)?;
         let identity = match &self.downsample {
@@ -104,7 +104,7 @@ impl ResNet18 {
 impl ModuleT for ResNet18 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.conv1.forward(x)?;
-        let x = self.bn1.forward_t(&x, train)?.relu()?;
+        let x = self.bn1.forward_relu_t(&x, train)?;
         let mut x = max_pool2d(&x, 3, 2, 1)?;
         for layer in &self.layers {
             for block in layer {

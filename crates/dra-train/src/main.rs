@@ -276,6 +276,13 @@ fn train(args: TrainArgs) -> Result<()> {
         m.n_train_anomaly,
         m.train_seconds
     );
+    if m.ignored > 0 {
+        eprintln!(
+            "note: {} file(s) or tile(s) of the data folder left out; reasons in {}, files listed by `dra data inspect`",
+            m.ignored,
+            args.out.join("config.json").display()
+        );
+    }
     println!("results in {}", args.out.display());
     Ok(())
 }

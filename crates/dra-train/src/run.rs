@@ -54,6 +54,9 @@ pub struct Metrics {
     pub total_seconds: f64,
     /// Time the training loop spent waiting for batches (the data pipeline's cost to the model).
     pub data_wait_seconds: f64,
+    /// Files (or tiles) of the data folder the loader left out; `config.json` says why.
+    #[serde(default)]
+    pub ignored: usize,
 }
 
 impl Metrics {
@@ -74,6 +77,7 @@ impl Metrics {
             eval_seconds: 0.0,
             total_seconds: 0.0,
             data_wait_seconds: 0.0,
+            ignored: 0,
         })
     }
 }
@@ -88,6 +92,10 @@ pub struct RunRecord {
     /// Unlabelled anomalies mixed into the training normals (`--contamination`).
     #[serde(default)]
     pub contaminants: Vec<Sample>,
+    /// What the loader left out of the data folder: reason → count (`dra data inspect` lists
+    /// the files).
+    #[serde(default)]
+    pub ignored: std::collections::BTreeMap<String, usize>,
     pub n_train_normal: usize,
     pub dra_rs_version: String,
 }
@@ -108,6 +116,13 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         config: cfg.clone(),
         train_anomalies: split.train_anomaly.clone(),
         contaminants: split.contaminants.clone(),
+        ignored: category
+            .ignored
+            .iter()
+            .fold(Default::default(), |mut m, i| {
+                *m.entry(i.reason.to_string()).or_insert(0) += 1;
+                m
+            }),
         n_train_normal: split.train_normal.len(),
         dra_rs_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -206,6 +221,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         eval_seconds,
         total_seconds: start.elapsed().as_secs_f64(),
         data_wait_seconds: data_wait,
+        ignored: category.ignored.len(),
         ..Metrics::of(&rows, &split)?
     };
     save_model(&varmap, &req.out_dir.join("model.safetensors"))?;
