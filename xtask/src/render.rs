@@ -155,7 +155,7 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
                     continue;
                 }
                 let present: Vec<_> = members.iter().filter(|m| m.dir.is_some()).collect();
-                let label = if present.len() == members.len() {
+                let label = if present.len() == members.len() || present.is_empty() {
                     format!("{title} (mean of {})", members.len())
                 } else {
                     format!("{title} (mean of {} present)", present.len())

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
@@ -55,12 +56,25 @@ pub fn ensure(root: &Path, spec: &SyntheticSpec) -> Result<Vec<PathBuf>> {
     for (index, (name, defects)) in CATEGORIES.iter().enumerate() {
         let dir = root.join(name);
         if !dir.is_dir() {
-            let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
+            // A folder of this writer's own (process and thread), so that concurrent writers
+            // (parallel tests, two sweeps) never touch each other's half-written category.
+            static WRITER: AtomicU64 = AtomicU64::new(0);
+            let tmp = root.join(format!(
+                ".{name}.tmp-{}-{}",
+                std::process::id(),
+                WRITER.fetch_add(1, Ordering::Relaxed)
+            ));
             if tmp.exists() {
                 fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
             }
             write_category(&tmp, index as u64, defects, spec)?;
-            fs::rename(&tmp, &dir).map_err(|e| DataError::io(&dir, e))?;
+            if let Err(e) = fs::rename(&tmp, &dir) {
+                // Another writer got there first: its category is the same, keep it.
+                let _ = fs::remove_dir_all(&tmp);
+                if !dir.is_dir() {
+                    return Err(DataError::io(&dir, e));
+                }
+            }
         }
         out.push(dir);
     }
@@ -332,6 +346,38 @@ mod tests {
         }
         // Existing categories are kept as they are.
         ensure(a.path(), &spec).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_all_see_whole_categories() {
+        let spec = SyntheticSpec {
+            image_size: 16,
+            n_train: 4,
+            n_test_good: 2,
+            n_per_defect: 1,
+            seed: 1,
+        };
+        let root = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| ensure(root.path(), &spec).unwrap());
+            }
+        });
+        for (name, _) in CATEGORIES {
+            assert_eq!(
+                Category::open(root.path().join(name))
+                    .unwrap()
+                    .train_good
+                    .len(),
+                4
+            );
+        }
+        let leftovers: Vec<_> = fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]
