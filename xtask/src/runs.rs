@@ -6,10 +6,10 @@
 //! one machine) never lose each other's rows.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use dra_train::{csv_field, split_csv_line};
 
 /// The columns of `runs.csv`, in order.
 pub const COLUMNS: [&str; 14] = [
@@ -239,40 +239,7 @@ impl Drop for Lock {
 
 /// Writes through a temporary file in the same folder, synced, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = fs::File::create(&tmp).with_context(|| tmp.display().to_string())?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .with_context(|| tmp.display().to_string())?;
-    fs::rename(&tmp, path).with_context(|| path.display().to_string())
-}
-
-/// Quotes a CSV field when it needs it (RFC 4180).
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn split_csv_line(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        let field = fields.last_mut().expect("fields is never empty");
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(String::new()),
-            (c, _) => field.push(c),
-        }
-    }
-    fields
+    Ok(dra_train::write_atomic(path, bytes)?)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub use eval::{collect_images, evaluate, predict, predictions_csv, LoadedModel, 
 pub use optim::{Adam, AdamConfig};
 pub use overrides::Overrides;
 pub use run::{
-    detached_model, read_scores, train, trainable, write_scores, Metrics, RunRecord, RunRequest,
+    csv_field, detached_model, read_scores, split_csv_line, train, trainable, write_atomic,
+    write_scores, Metrics, RunRecord, RunRequest,
 };
 pub use scoring::{load_normalized, score_samples, References, ScoreRow, REFERENCES_FILE};

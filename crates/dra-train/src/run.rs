@@ -291,7 +291,7 @@ fn remove_if_exists(path: &Path) -> Result<(), TrainError> {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so that a reader never sees
 /// half a file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut file = fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     file.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;
@@ -312,7 +312,7 @@ fn save_model(varmap: &VarMap, path: &Path) -> Result<(), TrainError> {
 }
 
 /// Quotes a CSV field when it needs it (RFC 4180).
-pub(crate) fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -359,7 +359,8 @@ pub fn read_scores(path: &Path) -> Result<Vec<(u8, f64)>, TrainError> {
     Ok(rows)
 }
 
-fn split_csv_line(line: &str) -> Vec<String> {
+/// Splits one CSV line into its fields, undoing [`csv_field`]'s quoting.
+pub fn split_csv_line(line: &str) -> Vec<String> {
     let mut fields = vec![String::new()];
     let mut quoted = false;
     let mut chars = line.chars().peekable();
