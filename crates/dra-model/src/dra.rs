@@ -205,11 +205,7 @@ impl Dra {
         }
         (0..self.config.n_scales)
             .map(|s| {
-                let scaled = if s == 0 {
-                    images.clone()
-                } else {
-                    downsample_nearest(images, s)?
-                };
+                let scaled = downsample_nearest(images, s)?;
                 let features = self.feature_extractor.forward_t(&scaled, train)?;
                 let references = features.narrow(0, 0, n_ref)?;
                 let features = features.narrow(0, n_ref, total - n_ref)?;
@@ -226,8 +222,12 @@ impl Dra {
     }
 }
 
-/// PyTorch's `F.interpolate(x, size=(H >> s, W >> s))` (mode `nearest`) of an NCHW batch.
+/// PyTorch's `F.interpolate(x, size=(H >> s, W >> s))` (mode `nearest`) of an NCHW batch: the
+/// image pyramid's level `s` (level 0 is the batch itself).
 pub(crate) fn downsample_nearest(x: &Tensor, level: usize) -> Result<Tensor> {
+    if level == 0 {
+        return Ok(x.clone());
+    }
     let (_, _, h, w) = x.dims4()?;
     let index = |input: usize| -> Result<Tensor> {
         let output = (input >> level).max(1);

@@ -43,11 +43,7 @@ impl DevNet {
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let per_scale = (0..self.n_scales.max(1))
             .map(|s| {
-                let scaled = if s == 0 {
-                    images.clone()
-                } else {
-                    downsample_nearest(images, s)?
-                };
+                let scaled = downsample_nearest(images, s)?;
                 let features = self.feature_extractor.forward_t(&scaled, train)?;
                 let cells = self.conv.forward(&features)?.flatten_from(1)?.abs()?;
                 top_k_mean(&cells, self.topk_rate)
