@@ -59,6 +59,12 @@ pub(crate) enum Backbone {
 }
 
 impl Backbone {
+    /// The backbone of a model whose tensors `vb` holds, under the official model's prefix
+    /// (`feature_extractor.net.`, [`crate::BACKBONE_PREFIX`]) shared by DRA and every baseline.
+    pub(crate) fn of_model(kind: BackboneKind, vb: &VarBuilder) -> Result<Self> {
+        Self::new(kind, vb.pp("feature_extractor").pp("net"))
+    }
+
     /// Builds `kind` under `vb`, whose prefix is the torchvision model's root.
     pub(crate) fn new(kind: BackboneKind, vb: VarBuilder) -> Result<Self> {
         Ok(match kind {
@@ -150,8 +156,7 @@ pub struct Dra {
 impl Dra {
     pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
-        let feature_extractor =
-            Backbone::new(config.backbone, vb.pp("feature_extractor").pp("net"))?;
+        let feature_extractor = Backbone::of_model(config.backbone, &vb)?;
         Ok(Self {
             feature_extractor,
             holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,

@@ -119,31 +119,8 @@ fn data_inspect_counts_raw_and_mvtec_layouts() {
     let dir = tempfile::tempdir().unwrap();
     toy(dir.path());
     let root = dir.path().to_str().unwrap();
-    let (ok, err) = dra(&[
-        "data",
-        "inspect",
-        "--dataset",
-        "mvtec",
-        "--data-root",
-        root,
-        "--format",
-        "csv",
-    ]);
+    let (ok, csv, err) = inspect(&["--dataset", "mvtec", "--data-root", root, "--format", "csv"]);
     assert!(ok, "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_dra"))
-        .args([
-            "data",
-            "inspect",
-            "--dataset",
-            "mvtec",
-            "--data-root",
-            root,
-            "--format",
-            "csv",
-        ])
-        .output()
-        .unwrap();
-    let csv = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         csv,
         "dataset,subset,split,class,count\nmvtec,toy,train,good,4\nmvtec,toy,test,good,4\nmvtec,toy,test,crack,4\n"
@@ -156,20 +133,14 @@ fn data_inspect_counts_raw_and_mvtec_layouts() {
     for i in 0..3 {
         write_image(&brain.join(format!("yes/Y{i}.png")), 200);
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_dra"))
-        .args([
-            "data",
-            "inspect",
-            "--dataset",
-            "brainmri",
-            "--data-root",
-            root,
-            "--format",
-            "csv",
-        ])
-        .output()
-        .unwrap();
-    let csv = String::from_utf8(out.stdout).unwrap();
+    let (_, csv, _) = inspect(&[
+        "--dataset",
+        "brainmri",
+        "--data-root",
+        root,
+        "--format",
+        "csv",
+    ]);
     assert!(
         csv.contains("brainmri,brainmri,train,good,6\n")
             && csv.contains("brainmri,brainmri,test,defect,3\n"),

@@ -18,10 +18,7 @@ struct PooledLogit {
 impl PooledLogit {
     fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            feature_extractor: Backbone::new(
-                config.backbone,
-                vb.pp("feature_extractor").pp("net"),
-            )?,
+            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
             fc: linear(config.backbone.out_channels(), 1, vb.pp("fc"))?,
         })
     }

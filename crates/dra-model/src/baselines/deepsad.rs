@@ -35,10 +35,7 @@ impl DeepSad {
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::new(
-                config.backbone,
-                vb.pp("feature_extractor").pp("net"),
-            )?,
+            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
             projection: linear_no_bias(c, Self::REP_DIM, vb.pp("projection"))?,
             center: vb
                 .pp("deepsad")
