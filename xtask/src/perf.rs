@@ -37,6 +37,9 @@ pub struct PerfArgs {
     /// Use candle's stock convolution, BatchNorm and max-pool instead of dra-model's kernels.
     #[arg(long)]
     stock: bool,
+    /// Run the stride-1 3×3 convolutions by im2col + GEMM instead of Winograd.
+    #[arg(long)]
+    no_winograd: bool,
 }
 
 /// One measurement, as printed with `--json`.
@@ -49,7 +52,7 @@ pub struct Measurement {
     pub seconds_median: f64,
     pub peak_rss_mb: f64,
     pub device: String,
-    /// `dra-rs` (this crate's kernels) or `candle-stock`.
+    /// `dra-rs` (this crate's kernels), `dra-rs-im2col` (without Winograd) or `candle-stock`.
     pub kernels: String,
 }
 
@@ -78,6 +81,7 @@ pub fn perf(args: PerfArgs) -> Result<()> {
                 ])
                 .args(["--reps", &args.reps.to_string(), "--device", &args.device])
                 .args(args.stock.then_some("--stock"))
+                .args(args.no_winograd.then_some("--no-winograd"))
                 .output()
                 .context("running the perf worker")?;
             if !out.status.success() {
@@ -129,6 +133,8 @@ pub struct WorkerArgs {
     device: String,
     #[arg(long)]
     stock: bool,
+    #[arg(long)]
+    no_winograd: bool,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -155,6 +161,7 @@ fn device(name: &str) -> Result<Device> {
 pub fn worker(args: WorkerArgs) -> Result<()> {
     let dev = device(&args.device)?;
     dra_model::use_stock_kernels(args.stock);
+    dra_model::use_winograd(!args.no_winograd);
     let size = args.size;
     let batch = batch_for(&args.workload, size);
     let varmap = VarMap::new();
@@ -234,7 +241,12 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         seconds_median: median,
         peak_rss_mb: peak_rss_mb(),
         device: args.device.clone(),
-        kernels: if args.stock { "candle-stock" } else { "dra-rs" }.into(),
+        kernels: match (args.stock, args.no_winograd) {
+            (true, _) => "candle-stock",
+            (false, true) => "dra-rs-im2col",
+            (false, false) => "dra-rs",
+        }
+        .into(),
     };
     println!("{}", serde_json::to_string(&m)?);
     Ok(())

@@ -12,6 +12,8 @@ use gemm::Parallelism;
 use crate::cpu::{dispatch, slice};
 use rayon::prelude::*;
 
+mod winograd;
+
 /// The element types of the fast path (f64 serves the double-precision parity tests).
 trait Element: WithDType + Default + std::ops::AddAssign + Send + Sync + 'static {
     /// Runs `f` on a scratch buffer of `len` elements kept per thread across calls, so that the
@@ -293,6 +295,13 @@ impl Conv {
             self.stride,
             self.padding,
         )?;
+        if winograd::applies(&g) {
+            let out = winograd::forward(x, w, &g);
+            return Ok((
+                T::to_cpu_storage_owned(out),
+                Shape::from((g.n, g.o, g.oh, g.ow)),
+            ));
+        }
         let (k, p) = (g.k(), g.p());
         let mut out = vec![T::zero(); g.n * g.o * p];
         let par = g.parallelism();
@@ -390,6 +399,10 @@ impl WeightGrad {
                 g.ow
             );
         }
+        if winograd::applies(&g) {
+            let dw = winograd::weight_grad(x, dy, &g);
+            return Ok((T::to_cpu_storage_owned(dw), Shape::from((o, c, kh, kw))));
+        }
         let (k, p) = (g.k(), g.p());
         let par = g.parallelism();
         // Σ over the batch in fixed contiguous chunks, one per thread, summed in chunk order:
@@ -479,6 +492,10 @@ impl InputGrad {
             self.conv.stride,
             self.conv.padding,
         )?;
+        if winograd::applies(&g) {
+            let dx = winograd::input_grad(dy, w, &g);
+            return Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))));
+        }
         let (k, p) = (g.k(), g.p());
         let par = g.parallelism();
         let wt = Mat {

@@ -27,3 +27,33 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// Defines a kernel function whose body is compiled twice: for AVX2 + FMA, taken where the
+/// CPU has them (std caches the detection), and for the baseline target otherwise. Our
+/// element-wise loops then run 8 lanes wide without the binary requiring AVX2 of every
+/// machine (the workspace builds for the baseline x86-64, which has only SSE2).
+macro_rules! multiversion {
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) $body:block
+    ) => {
+        $(#[$meta])*
+        $vis fn $name<$t: $bound>($($arg: $ty),*) {
+            #[inline(always)]
+            fn imp<$t: $bound>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$t: $bound>($($arg: $ty),*) {
+                    imp::<$t>($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2::<$t>($($arg),*) };
+                }
+            }
+            imp::<$t>($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;

@@ -53,6 +53,19 @@ pub(crate) fn custom_kernels() -> bool {
     !STOCK_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+static IM2COL_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs the stride-1 3×3 convolutions through im2col + GEMM instead of Winograd F(2×2, 3×3):
+/// a switch for benchmarks (`cargo xtask perf --no-winograd`) and diagnosis.
+pub fn use_winograd(winograd: bool) {
+    IM2COL_ONLY.store(!winograd, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the Winograd path is in use (the default).
+pub(crate) fn winograd_enabled() -> bool {
+    !IM2COL_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Names of the tensors that are state, not parameters: they are saved with the model but
 /// never given to the optimiser (BatchNorm statistics, Deep SAD's centre).
 pub fn is_buffer(name: &str) -> bool {
