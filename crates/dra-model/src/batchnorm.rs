@@ -3,7 +3,8 @@
 //! gradient, instead of a dozen element-wise ops (each with its own autograd node and buffer).
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var,
+    WithDType,
 };
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
@@ -264,6 +265,160 @@ impl Gradient {
     }
 }
 
+/// relu(x·scale + shift + residual), the end of a ResNet basic block (BatchNorm, the identity
+/// added, ReLU), in one pass from `x`, the `residual` and `[mean; var; γ; β]` as one `(4, C)`
+/// tensor: a custom op has at most three operands, so the batch statistics travel with γ and β
+/// (and get a zero gradient, which nothing reads: they come from a no-gradient op).
+///
+/// The normalisation is [`Apply`]'s arithmetic rounded to `T`, then the addition in `T`, so the
+/// output is bit for bit `relu(forward_t(x) + residual)` with PyTorch's ReLU (NaN propagates).
+/// The backward takes the ReLU mask from the output (`out > 0` is exactly `pre-activation > 0`,
+/// PyTorch's rule: no gradient at zero); the masked gradient is the residual's, and [`Gradient`]
+/// turns it into those of `x`, γ and β.
+struct AddRelu {
+    eps: f64,
+}
+
+impl CustomOp3 for AddRelu {
+    fn name(&self) -> &'static str {
+        "dra-bn-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(xs, self.name(), T => self.forward::<T>(xs, xl, rs, rl, ps, pl))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _residual: &Tensor,
+        params: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dr = res.apply_op2_no_bwd(&dy.contiguous()?, &ReluBackward)?;
+        let packed = x.apply_op3_no_bwd(
+            &dr,
+            params,
+            &Gradient {
+                eps: self.eps,
+                relu: false,
+            },
+        )?;
+        let numel = x.elem_count();
+        let c = params.dim(1)?;
+        let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
+        let dgb = packed.narrow(0, numel, 2 * c)?.reshape((2, c))?;
+        let dparams = Tensor::cat(&[&dgb.zeros_like()?, &dgb], 0)?;
+        Ok((Some(dx), Some(dr), Some(dparams)))
+    }
+}
+
+impl AddRelu {
+    fn forward<T: Element>(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice::<T>(xs, xl, self.name())?;
+        let r = slice::<T>(rs, rl, self.name())?;
+        let p = slice::<T>(ps, pl, self.name())?;
+        let (_, c, plane) = nchw(xl)?;
+        if rl.shape() != xl.shape() || pl.shape().dims() != [4, c] {
+            candle_core::bail!(
+                "{}: residual {:?} and parameters {:?} do not fit the input {:?}",
+                self.name(),
+                rl.shape(),
+                pl.shape(),
+                xl.shape()
+            );
+        }
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(plane)
+            .zip(x.par_chunks(plane).zip(r.par_chunks(plane)))
+            .enumerate()
+            .for_each(|(i, (yp, (xp, rp)))| {
+                let ch = i % c;
+                let (scale, shift) = affine(
+                    p[ch].to_f64(),
+                    p[c + ch].to_f64(),
+                    p[2 * c + ch].to_f64(),
+                    p[3 * c + ch].to_f64(),
+                    self.eps,
+                );
+                for ((o, v), &r) in yp.iter_mut().zip(xp).zip(rp) {
+                    let y = T::from_f64(v.to_f64() * scale + shift) + r;
+                    *o = if y <= T::zero() { T::zero() } else { y };
+                }
+            });
+        Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
+    }
+}
+
+/// PyTorch's ReLU backward from the ReLU's output: `(out, dy) → dy where out > 0, else 0`
+/// (NaN outputs pass the gradient, as `threshold_backward` does).
+struct ReluBackward;
+
+impl CustomOp2 for ReluBackward {
+    fn name(&self) -> &'static str {
+        "dra-relu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(ys, self.name(), T => self.run::<T>(ys, yl, ds, dl))
+    }
+}
+
+impl ReluBackward {
+    fn run<T: Element>(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = slice::<T>(ys, yl, self.name())?;
+        let dy = slice::<T>(ds, dl, self.name())?;
+        if yl.shape() != dl.shape() {
+            candle_core::bail!(
+                "{}: gradient {:?} does not match the output {:?}",
+                self.name(),
+                dl.shape(),
+                yl.shape()
+            );
+        }
+        // Chunks large enough to amortise rayon's scheduling, small enough to share out.
+        const CHUNK: usize = 1 << 14;
+        let mut dx = vec![T::zero(); y.len()];
+        dx.par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(o, (yc, dc))| {
+                for ((o, &y), &d) in o.iter_mut().zip(yc).zip(dc) {
+                    *o = if y <= T::zero() { T::zero() } else { d };
+                }
+            });
+        Ok((T::to_cpu_storage_owned(dx), yl.shape().clone()))
+    }
+}
+
 /// PyTorch's `BatchNorm2d` (eps 1e-5, momentum 0.1, affine): batch statistics and running
 /// statistic updates (with the unbiased variance) in training, running statistics in eval.
 /// Tensors: `weight`, `bias`, `running_mean`, `running_var`.
@@ -301,10 +456,34 @@ impl BatchNorm2d {
         self.forward(x, train, true)
     }
 
-    fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        let fused = crate::custom_kernels()
+    /// `relu(forward_t(x) + residual)`, the end of a ResNet basic block. In training mode on
+    /// the CPU the forward is one pass that keeps only its output, and the backward one masking
+    /// pass (which is the residual's gradient) before the normalisation's closed form, where
+    /// candle's ops would keep the sum as well and build the ReLU's mask in several passes.
+    /// Its ReLU is PyTorch's, as in [`BatchNorm2d::forward_relu_t`]: NaN propagates, and no
+    /// gradient passes where the pre-activation is exactly zero (candle's `relu` passes it).
+    /// Elsewhere it is that composition of candle's ops.
+    pub fn forward_add_relu_t(&self, x: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
+        if !(train && Self::fused(x)) {
+            return (self.forward(x, train, false)? + residual)?.relu();
+        }
+        let x = x.contiguous()?;
+        let stats = self.batch_stats(&x)?;
+        let params = Tensor::cat(
+            &[&stats, &self.weight.unsqueeze(0)?, &self.bias.unsqueeze(0)?],
+            0,
+        )?;
+        x.apply_op3(&residual.contiguous()?, &params, AddRelu { eps: self.eps })
+    }
+
+    /// Whether the fused CPU kernels serve `x`.
+    fn fused(x: &Tensor) -> bool {
+        crate::custom_kernels()
             && x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64);
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+    }
+
+    fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         if !train {
             // y = x·scale + shift with the running statistics.
             let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
@@ -315,13 +494,12 @@ impl BatchNorm2d {
                 .broadcast_add(&shift.reshape(shape)?)?;
             return if relu { y.relu() } else { Ok(y) };
         }
-        if !fused {
+        if !Self::fused(x) {
             let y = self.forward_train_stock(x)?;
             return if relu { y.relu() } else { Ok(y) };
         }
         let x = x.contiguous()?;
-        let stats = x.apply_op1_no_bwd(&Stats)?;
-        self.update_running(&stats, x.elem_count() / x.dim(1)?)?;
+        let stats = self.batch_stats(&x)?;
         let gb = Tensor::stack(&[&self.weight, &self.bias], 0)?;
         x.apply_op3(
             &stats,
@@ -331,6 +509,14 @@ impl BatchNorm2d {
                 relu,
             },
         )
+    }
+
+    /// The batch mean and biased variance of a contiguous `x` as `(2, C)`, without gradient,
+    /// the running statistics updated from them.
+    fn batch_stats(&self, x: &Tensor) -> Result<Tensor> {
+        let stats = x.apply_op1_no_bwd(&Stats)?;
+        self.update_running(&stats, x.elem_count() / x.dim(1)?)?;
+        Ok(stats)
     }
 
     /// Running statistics: r ← (1 − m)·r + m·batch, the variance made unbiased.
@@ -369,31 +555,34 @@ mod tests {
     use candle_core::Device;
     use candle_nn::VarMap;
 
+    /// A BatchNorm2d of `channels` whose four tensors hold distinct non-trivial values.
+    fn seeded(channels: usize, dtype: DType) -> (VarMap, BatchNorm2d) {
+        let varmap = VarMap::new();
+        let bn = BatchNorm2d::new(
+            channels,
+            VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu),
+        )
+        .unwrap();
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            let seed = name.len() as u32;
+            let v = (ramp(&[channels], seed) * 0.2).unwrap();
+            let v = if name.ends_with("running_var") || name.ends_with("weight") {
+                (v + 1.0).unwrap()
+            } else {
+                v
+            };
+            var.set(&v.to_dtype(dtype).unwrap()).unwrap();
+        }
+        (varmap, bn)
+    }
+
     /// The fused kernel against candle's element-wise composition: output, gradients of x, γ
     /// and β, and the running statistics, in f64.
     #[test]
     fn fused_matches_elementwise() -> Result<()> {
         let cases = [[4usize, 3, 5, 7], [2, 6, 1, 1], [3, 2, 4, 4]];
         for (shape, relu) in cases.into_iter().flat_map(|s| [(s, false), (s, true)]) {
-            let build = || {
-                let varmap = VarMap::new();
-                let bn = BatchNorm2d::new(
-                    shape[1],
-                    VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu),
-                )
-                .unwrap();
-                for (name, var) in varmap.data().lock().unwrap().iter() {
-                    let seed = name.len() as u32;
-                    let v = (ramp(&[shape[1]], seed) * 0.2).unwrap();
-                    let v = if name.ends_with("running_var") || name.ends_with("weight") {
-                        (v + 1.0).unwrap()
-                    } else {
-                        v
-                    };
-                    var.set(&v).unwrap();
-                }
-                (varmap, bn)
-            };
+            let build = || seeded(shape[1], DType::F64);
             let x = Var::from_tensor(&(ramp(&shape, 1) * 2.0)?)?;
             let r = ramp(&shape, 2);
             let (va, a) = build();
@@ -432,6 +621,78 @@ mod tests {
                     diff(da[name].as_tensor(), db[name].as_tensor()) < 1e-12,
                     "{shape:?} {name}"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// The fused BatchNorm + residual + ReLU against the composition it replaces (the
+    /// BatchNorm, candle's addition, then PyTorch's ReLU: the sum times its mask `sum > 0`, so
+    /// no gradient at zero): output, gradients of x, the residual, γ and β, and the running
+    /// statistics, in f64 and f32. A quarter of the residual cancels the normalised value
+    /// exactly, to put pre-activations at zero, where the ReLU's gradient is decided.
+    #[test]
+    fn fused_add_relu_matches_composition() -> Result<()> {
+        let shapes = [[3usize, 5, 7, 6], [2, 4, 1, 1], [4, 3, 5, 7]];
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+            for shape in shapes {
+                let case = format!("{dtype:?} {shape:?}");
+                let x = Var::from_tensor(&(ramp(&shape, 1) * 2.0)?.to_dtype(dtype)?)?;
+                // The normalised values, from a third BatchNorm with the same parameters.
+                let (_, probe) = seeded(shape[1], dtype);
+                let normalised = probe.forward_t(x.as_tensor(), true)?.flatten_all()?;
+                let normalised = normalised.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                let base = ramp(&shape, 2).flatten_all()?.to_vec1::<f64>()?;
+                let residual: Vec<f64> = base
+                    .iter()
+                    .zip(&normalised)
+                    .enumerate()
+                    .map(|(i, (r, n))| if i % 4 == 0 { -n } else { *r })
+                    .collect();
+                let r = Var::from_tensor(
+                    &Tensor::from_vec(residual, &shape[..], &Device::Cpu)?.to_dtype(dtype)?,
+                )?;
+                let weights = ramp(&shape, 3).to_dtype(dtype)?;
+
+                let (va, a) = seeded(shape[1], dtype);
+                let (vb, b) = seeded(shape[1], dtype);
+                let ya = a.forward_add_relu_t(x.as_tensor(), r.as_tensor(), true)?;
+                let sum = (b.forward_t(x.as_tensor(), true)? + r.as_tensor())?;
+                let yb = (&sum * sum.gt(0.0)?.to_dtype(dtype)?)?;
+
+                let count = |t: Tensor| -> Result<f64> {
+                    t.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()
+                };
+                let zeros = count(sum.eq(0.0)?)?;
+                let positive = count(sum.gt(0.0)?)?;
+                assert!(zeros > 0.0, "{case}: no pre-activation is zero");
+                assert!(positive > zeros, "{case}: too few positive pre-activations");
+                assert!(
+                    positive + zeros < sum.elem_count() as f64,
+                    "{case}: no negative pre-activation"
+                );
+                assert!(diff(&ya, &yb) <= tol, "{case}: forward");
+                assert_eq!(diff(&ya, &sum.relu()?), 0.0, "{case}: forward against relu");
+
+                let ga = (&ya * &weights)?.sum_all()?.backward()?;
+                let gb = (&yb * &weights)?.sum_all()?.backward()?;
+                let pairs = [
+                    ("dx", x.as_tensor(), x.as_tensor()),
+                    ("dresidual", r.as_tensor(), r.as_tensor()),
+                    ("dγ", &a.weight, &b.weight),
+                    ("dβ", &a.bias, &b.bias),
+                ];
+                for (what, p, q) in pairs {
+                    let (p, q) = (ga.get(p).unwrap(), gb.get(q).unwrap());
+                    assert!(diff(p, q) <= tol * 10.0, "{case}: {what}");
+                }
+                let (da, db) = (va.data().lock().unwrap(), vb.data().lock().unwrap());
+                for name in ["running_mean", "running_var"] {
+                    assert!(
+                        diff(da[name].as_tensor(), db[name].as_tensor()) <= tol,
+                        "{case}: {name}"
+                    );
+                }
             }
         }
         Ok(())

@@ -2,9 +2,10 @@
 //! has no padding and no gradient when kernel ≠ stride, as in ResNet's 3×3 / stride-2 stem).
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
+    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
+use std::ops::Range;
 
 use crate::cpu::{dispatch, slice};
 
@@ -12,6 +13,28 @@ use crate::cpu::{dispatch, slice};
 trait Element: WithDType + PartialOrd + std::ops::AddAssign + Send + Sync {}
 impl Element for f32 {}
 impl Element for f64 {}
+
+/// One step of PyTorch's running maximum: `v` replaces `best` when it is strictly greater or
+/// NaN, so among equal values the first in scan order stays and among NaNs the last one wins.
+/// Written as a select, not a branch: on real data the outcome is a coin toss, and a
+/// mispredicted branch per element was most of the old kernel's time.
+#[inline(always)]
+fn pick<T: Element>(best: T, v: T) -> T {
+    let take = (v > best) | is_nan(v);
+    if take {
+        v
+    } else {
+        best
+    }
+}
+
+/// NaN is the one value unequal to itself (`Element` has no float trait to ask).
+#[inline(always)]
+fn is_nan<T: Element>(v: T) -> bool {
+    #[allow(clippy::eq_op)]
+    let nan = v != v;
+    nan
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -21,44 +44,137 @@ struct Geometry {
 }
 
 impl Geometry {
+    /// PyTorch's constraints, which also guarantee that no window lies entirely in the padding.
+    fn new(kernel: usize, stride: usize, padding: usize, (h, w): (usize, usize)) -> Result<Self> {
+        if kernel == 0 || stride == 0 {
+            candle_core::bail!("max-pool: kernel {kernel} and stride {stride} must be positive");
+        }
+        if padding > kernel / 2 {
+            candle_core::bail!("max-pool: padding {padding} exceeds half the kernel size {kernel}");
+        }
+        if h.min(w) + 2 * padding < kernel {
+            candle_core::bail!(
+                "max-pool: a {h}×{w} input padded by {padding} is smaller than the {}×{} kernel",
+                kernel,
+                kernel
+            );
+        }
+        Ok(Self {
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
     fn out_size(&self, size: usize) -> usize {
         (size + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
-    /// For each output cell of one plane, the flat input index of its maximum. Padding counts
-    /// as −∞ and a tie goes to the first maximum in scan order, as in PyTorch.
-    fn argmax_plane<T: Element>(&self, plane: &[T], h: usize, w: usize, out: &mut [usize]) {
-        let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let (k, s, p) = (
-            self.kernel as isize,
-            self.stride as isize,
-            self.padding as isize,
-        );
-        for oy in 0..oh {
-            let y0 = oy as isize * s - p;
-            // The window's rows inside the image, found once per output row.
-            let (ky0, ky1) = ((-y0).max(0), k.min(h as isize - y0));
-            for ox in 0..ow {
-                let x0 = ox as isize * s - p;
-                let (kx0, kx1) = ((-x0).max(0), k.min(w as isize - x0));
-                let first = ((y0 + ky0) * w as isize + x0 + kx0) as usize;
-                let (mut best, mut best_idx) = (plane[first], first);
-                for ky in ky0..ky1 {
-                    let row = (y0 + ky) * w as isize + x0;
-                    for kx in kx0..kx1 {
-                        let idx = (row + kx) as usize;
-                        let v = plane[idx];
-                        // PyTorch's rule: strictly greater (the first maximum wins) or NaN.
-                        #[allow(clippy::eq_op)]
-                        if v > best || v != v {
-                            best = v;
-                            best_idx = idx;
-                        }
-                    }
+    /// The input indices along one axis that window `o` covers, never empty ([`Geometry::new`]):
+    /// padding counts as −∞, so it is simply left out.
+    fn span(&self, o: usize, size: usize) -> Range<usize> {
+        let start = o * self.stride;
+        start.saturating_sub(self.padding)..(start + self.kernel - self.padding).min(size)
+    }
+
+    /// The output indices along one axis whose windows lie wholly inside the input.
+    fn interior(&self, size: usize) -> Range<usize> {
+        let start = self.padding.div_ceil(self.stride);
+        let end = (size + self.padding)
+            .checked_sub(self.kernel)
+            .map_or(0, |last| last / self.stride + 1);
+        start..end.max(start)
+    }
+
+    /// The pooled `out` (`oh × ow`) of one `h × w` plane. The maximum is separable: first
+    /// each input row's maxima over the windows' columns (into `rows`, `h × ow`), then the
+    /// maxima over the windows' rows, element-wise over whole output rows. Both passes reduce
+    /// in scan order with [`pick`], so the result is the value of the element PyTorch's scan
+    /// selects, down to the sign of a zero: the first maximum of the first row holding the
+    /// window's maximum is its first maximum in scan order, and the last NaN of the last row
+    /// holding a NaN is its last NaN.
+    fn pool_plane<T: Element>(
+        &self,
+        plane: &[T],
+        (h, w): (usize, usize),
+        rows: &mut [T],
+        out: &mut [T],
+    ) {
+        let ow = self.out_size(w);
+        for (src, dst) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+            self.pool_row(src, dst);
+        }
+        for (oy, dst) in out.chunks_exact_mut(ow).enumerate() {
+            let ys = self.span(oy, h);
+            dst.copy_from_slice(&rows[ys.start * ow..(ys.start + 1) * ow]);
+            for y in ys.start + 1..ys.end {
+                for (d, &v) in dst.iter_mut().zip(&rows[y * ow..(y + 1) * ow]) {
+                    *d = pick(*d, v);
                 }
-                out[oy * ow + ox] = best_idx;
             }
         }
+    }
+
+    /// The maxima of one input row over each window's columns. The windows wholly inside the
+    /// row take one pass per kernel column across all of them (select-only loops without
+    /// per-window bounds), instead of a short loop per window; the clipped ones at the edges
+    /// go one by one.
+    fn pool_row<T: Element>(&self, src: &[T], dst: &mut [T]) {
+        let (w, inner) = (src.len(), self.interior(src.len()));
+        for ox in (0..inner.start).chain(inner.end..dst.len()) {
+            let window = &src[self.span(ox, w)];
+            dst[ox] = window[1..].iter().fold(window[0], |b, &v| pick(b, v));
+        }
+        if inner.is_empty() {
+            return;
+        }
+        let base = inner.start * self.stride - self.padding;
+        let dst = &mut dst[inner];
+        for (d, &v) in dst.iter_mut().zip(src[base..].iter().step_by(self.stride)) {
+            *d = v;
+        }
+        for kx in 1..self.kernel {
+            let column = src[base + kx..].iter().step_by(self.stride);
+            for (d, &v) in dst.iter_mut().zip(column) {
+                *d = pick(*d, v);
+            }
+        }
+    }
+
+    /// The flat index in `plane` (of width `w`) of the element that the window over rows `ys`
+    /// and columns `xs` selected, given its pooled value `max`: the first element equal to it
+    /// in scan order (PyTorch's first maximum; the window holds no NaN, or `max` would be
+    /// NaN), or when `max` is NaN the last NaN. Comparing against the known result takes no
+    /// running maximum and no branch per element, unlike re-running the forward's scan.
+    fn source<T: Element>(
+        plane: &[T],
+        w: usize,
+        ys: Range<usize>,
+        xs: Range<usize>,
+        max: T,
+    ) -> usize {
+        let mut at = ys.start * w + xs.start;
+        if is_nan(max) {
+            for y in ys {
+                let start = y * w + xs.start;
+                for (i, &v) in plane[start..y * w + xs.end].iter().enumerate() {
+                    if is_nan(v) {
+                        at = start + i;
+                    }
+                }
+            }
+        } else {
+            // Backwards, so the last hit is the first match; indexed, as `enumerate().rev()`
+            // made the whole backward pass twice as slow.
+            for y in ys.rev() {
+                for i in (y * w + xs.start..y * w + xs.end).rev() {
+                    if plane[i] == max {
+                        at = i;
+                    }
+                }
+            }
+        }
+        at
     }
 }
 
@@ -71,8 +187,12 @@ impl CustomOp1 for Geometry {
         dispatch!(storage, self.name(), T => self.forward::<T>(storage, layout))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &Backward(*self))?;
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = arg.apply_op3_no_bwd(
+            &res.contiguous()?,
+            &grad_res.contiguous()?,
+            &Backward(*self),
+        )?;
         Ok(Some(grad))
     }
 }
@@ -83,69 +203,80 @@ impl Geometry {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice::<T>(storage, layout, "max-pool2d-padded")?;
+        let x = slice::<T>(storage, layout, self.name())?;
         let (b, c, h, w) = layout.shape().dims4()?;
         let (oh, ow) = (self.out_size(h), self.out_size(w));
         let mut out = vec![T::zero(); b * c * oh * ow];
         out.par_chunks_exact_mut(oh * ow)
             .zip(x.par_chunks_exact(h * w))
             .for_each_init(
-                || vec![0usize; oh * ow],
-                |idx, (dst, plane)| {
-                    self.argmax_plane(plane, h, w, idx);
-                    for (d, &i) in dst.iter_mut().zip(idx.iter()) {
-                        *d = plane[i];
-                    }
-                },
+                || vec![T::zero(); h * ow],
+                |rows, (dst, plane)| self.pool_plane(plane, (h, w), rows, dst),
             );
         Ok((T::to_cpu_storage_owned(out), Shape::from((b, c, oh, ow))))
     }
 }
 
-/// The gradient of the pooling: each output gradient goes to the input cell that was the max.
+/// The gradient of the pooling from the input, the pooled output and the output's gradient:
+/// each output gradient goes to the input cell its window selected ([`Geometry::source`]).
 struct Backward(Geometry);
 
-impl CustomOp2 for Backward {
+impl CustomOp3 for Backward {
     fn name(&self) -> &'static str {
         "max-pool2d-padded-bwd"
     }
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, self.name(), T => self.run::<T>(s1, l1, s2, l2))
+        dispatch!(xs, self.name(), T => self.run::<T>(xs, xl, ys, yl, gs, gl))
     }
 }
 
 impl Backward {
     fn run<T: Element>(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice::<T>(s1, l1, "max-pool2d-padded-bwd")?;
-        let g = slice::<T>(s2, l2, "max-pool2d-padded-bwd")?;
-        let (b, c, h, w) = l1.shape().dims4()?;
+        let x = slice::<T>(xs, xl, self.name())?;
+        let y = slice::<T>(ys, yl, self.name())?;
+        let g = slice::<T>(gs, gl, self.name())?;
+        let (b, c, h, w) = xl.shape().dims4()?;
         let (oh, ow) = (self.0.out_size(h), self.0.out_size(w));
-        let mut dx = vec![T::zero(); b * c * h * w];
-        dx.par_chunks_exact_mut(h * w)
-            .zip(x.par_chunks_exact(h * w).zip(g.par_chunks_exact(oh * ow)))
-            .for_each_init(
-                || vec![0usize; oh * ow],
-                |idx, (dp, (plane, gp))| {
-                    self.0.argmax_plane(plane, h, w, idx);
-                    for (&i, &gv) in idx.iter().zip(gp) {
-                        dp[i] += gv;
-                    }
-                },
+        if yl.shape().dims() != [b, c, oh, ow] || gl.shape() != yl.shape() {
+            candle_core::bail!(
+                "{}: output {:?} and gradient {:?} do not match the input {:?}",
+                self.name(),
+                yl.shape(),
+                gl.shape(),
+                xl.shape()
             );
-        Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
+        }
+        let mut dx = vec![T::zero(); x.len()];
+        dx.par_chunks_exact_mut(h * w)
+            .zip(x.par_chunks_exact(h * w))
+            .zip(y.par_chunks_exact(oh * ow).zip(g.par_chunks_exact(oh * ow)))
+            .for_each(|((dp, plane), (yp, gp))| {
+                let rows = yp.chunks_exact(ow).zip(gp.chunks_exact(ow));
+                for (oy, (yr, gr)) in rows.enumerate() {
+                    let ys = self.0.span(oy, h);
+                    for (ox, (&max, &gv)) in yr.iter().zip(gr).enumerate() {
+                        dp[Geometry::source(plane, w, ys.clone(), self.0.span(ox, w), max)] += gv;
+                    }
+                }
+            });
+        Ok((T::to_cpu_storage_owned(dx), xl.shape().clone()))
     }
 }
 
@@ -155,18 +286,14 @@ impl Backward {
 /// On other devices it is composed of stock ops (padding with −∞ and an element-wise maximum
 /// over the kernel's shifted views), whose gradient splits a tie between the tied inputs.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    let geometry = Geometry {
-        kernel,
-        stride,
-        padding,
-    };
+    let (_, _, h, w) = x.dims4()?;
+    let geometry = Geometry::new(kernel, stride, padding, (h, w))?;
     if crate::custom_kernels()
         && x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
     {
         return x.contiguous()?.apply_op1(geometry);
     }
-    let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = (geometry.out_size(h), geometry.out_size(w));
     let x = if padding > 0 {
         let fill = f32::NEG_INFINITY;
@@ -216,40 +343,134 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// The stock-ops path, forced on the CPU, as the reference for the kernel.
-    fn reference(x: &Tensor, k: usize, s: usize, p: usize) -> Result<Tensor> {
-        let g = Geometry {
-            kernel: k,
-            stride: s,
-            padding: p,
-        };
-        let (_, _, h, w) = x.dims4()?;
-        let mut out = vec![];
-        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    /// PyTorch's CPU kernel, literally: per window a running maximum in scan order, replaced
+    /// by a strictly greater value or a NaN. Returns the pooled values (as f64) and, per output,
+    /// the flat input index it came from.
+    fn brute_force(
+        x: &[f64],
+        (b, c, h, w): (usize, usize, usize, usize),
+        g: Geometry,
+    ) -> (Vec<f64>, Vec<usize>) {
+        let (k, s, p) = (g.kernel as isize, g.stride as isize, g.padding as isize);
         let (oh, ow) = (g.out_size(h), g.out_size(w));
-        let mut idx = vec![0; oh * ow];
-        for plane in xs.chunks(h * w) {
-            g.argmax_plane(plane, h, w, &mut idx);
-            out.extend(idx.iter().map(|&i| plane[i]));
+        let (mut values, mut sources) = (vec![], vec![]);
+        for plane in 0..b * c {
+            for oy in 0..oh as isize {
+                for ox in 0..ow as isize {
+                    let mut best: Option<(f64, usize)> = None;
+                    for y in oy * s - p..oy * s - p + k {
+                        for xx in ox * s - p..ox * s - p + k {
+                            if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                                continue;
+                            }
+                            let i = plane * h * w + y as usize * w + xx as usize;
+                            match best {
+                                Some((m, _)) if !(x[i] > m || x[i].is_nan()) => {}
+                                _ => best = Some((x[i], i)),
+                            }
+                        }
+                    }
+                    let (m, i) = best.expect("every window holds an input cell");
+                    values.push(m);
+                    sources.push(i);
+                }
+            }
         }
-        let (b, c, _, _) = x.dims4()?;
-        Tensor::from_vec(out, (b, c, oh, ow), x.device())
+        (values, sources)
+    }
+
+    /// Values with many ties (steps of 0.5 in [−1.5, 1.5], zeros of either sign), −∞ and NaN.
+    fn awkward(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                let r = (i as u32).wrapping_mul(2_654_435_761) >> 8;
+                match r % 31 {
+                    0 => f64::NAN,
+                    1 => f64::NEG_INFINITY,
+                    2 => -0.0,
+                    _ => ((r >> 5) % 7) as f64 * 0.5 - 1.5,
+                }
+            })
+            .collect()
+    }
+
+    /// Equal bit for bit (the sign of a zero counts), NaN matching any NaN.
+    fn same(a: f64, b: f64) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
+    /// The kernel's values and gradients against [`brute_force`] on odd shapes and geometries,
+    /// with ties, signed zeros, −∞ and NaN, in f32 and f64: identical, not merely close.
+    #[test]
+    fn kernel_matches_brute_force() -> Result<()> {
+        let dev = Device::Cpu;
+        let geometries = [
+            (3, 2, 1),
+            (2, 2, 0),
+            (3, 1, 1),
+            (5, 3, 2),
+            (1, 1, 0),
+            (4, 3, 2),
+        ];
+        let shapes = [
+            (2, 3, 7, 5),
+            (1, 2, 11, 4),
+            (1, 1, 3, 3),
+            (2, 1, 8, 8),
+            (1, 2, 1, 6),
+        ];
+        let mut nan_windows = 0;
+        for dtype in [DType::F32, DType::F64] {
+            for (k, s, p) in geometries {
+                for dims in shapes {
+                    let (b, c, h, w) = dims;
+                    let Ok(g) = Geometry::new(k, s, p, (h, w)) else {
+                        continue;
+                    };
+                    let data = awkward(b * c * h * w);
+                    let x =
+                        Var::from_tensor(&Tensor::from_slice(&data, dims, &dev)?.to_dtype(dtype)?)?;
+                    let y = max_pool2d(x.as_tensor(), k, s, p)?;
+                    let (values, sources) = brute_force(&data, dims, g);
+                    let got = y.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+                    let case = format!("{dtype:?} kernel {k} stride {s} padding {p} on {dims:?}");
+                    assert_eq!(got.len(), values.len(), "{case}");
+                    for (o, (a, e)) in got.iter().zip(&values).enumerate() {
+                        assert!(same(*a, *e), "{case}: output {o} is {a}, expected {e}");
+                    }
+                    nan_windows += values.iter().filter(|v| v.is_nan()).count();
+
+                    let dy_data: Vec<f64> =
+                        (0..values.len()).map(|i| (i % 5) as f64 + 1.0).collect();
+                    let dy = Tensor::from_slice(&dy_data, y.shape(), &dev)?.to_dtype(dtype)?;
+                    let grads = (&y * &dy)?.sum_all()?.backward()?;
+                    let dx = grads
+                        .get(x.as_tensor())
+                        .expect("x takes part in the loss")
+                        .to_dtype(DType::F64)?
+                        .flatten_all()?
+                        .to_vec1::<f64>()?;
+                    let mut expected = vec![0.0; data.len()];
+                    for (&i, &d) in sources.iter().zip(&dy_data) {
+                        expected[i] += d;
+                    }
+                    assert_eq!(dx, expected, "{case}: gradient");
+                }
+            }
+        }
+        assert!(nan_windows > 0, "the data must put NaNs in some windows");
+        Ok(())
     }
 
     #[test]
-    fn forward_matches_brute_force_on_odd_shapes() -> Result<()> {
-        let dev = Device::Cpu;
-        for (h, w) in [(7, 5), (8, 8), (11, 4), (3, 3)] {
-            let x = Tensor::randn(0f32, 1., (2, 3, h, w), &dev)?;
-            let fast = max_pool2d(&x, 3, 2, 1)?;
-            let slow = reference(&x, 3, 2, 1)?;
-            assert_eq!(fast.dims(), slow.dims());
-            assert_eq!(
-                fast.flatten_all()?.to_vec1::<f32>()?,
-                slow.flatten_all()?.to_vec1::<f32>()?
+    fn rejects_geometries_pytorch_rejects() {
+        let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        for (k, s, p) in [(0, 1, 0), (3, 0, 1), (3, 2, 2), (7, 1, 1)] {
+            assert!(
+                max_pool2d(&x, k, s, p).is_err(),
+                "kernel {k} stride {s} padding {p}"
             );
         }
-        Ok(())
     }
 
     #[test]
@@ -322,6 +543,34 @@ mod tests {
                 g[i]
             );
         }
+        Ok(())
+    }
+
+    /// Kernel timings at ResNet-18's stem at 128 px (8 × 64 × 64 × 64, 3×3 / 2 / 1), for
+    /// comparing implementations, with this crate optimised as in a release build:
+    /// `cargo test --config 'profile.dev.package.dra-model.opt-level=3' -p dra-model --lib
+    /// maxpool::tests::timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing, not a test"]
+    fn timing() -> Result<()> {
+        use std::time::Instant;
+        crate::configure_cpu_runtime();
+        let g = Geometry::new(3, 2, 1, (64, 64))?;
+        let x = Tensor::randn(0f32, 1., (8, 64, 64, 64), &Device::Cpu)?;
+        let y = x.apply_op1_no_bwd(&g)?;
+        let dy = Tensor::randn(0f32, 1., y.shape(), &Device::Cpu)?;
+        let best = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+            let mut best = f64::INFINITY;
+            for _ in 0..40 {
+                let t = Instant::now();
+                f()?;
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(best)
+        };
+        let fwd = best(&|| x.apply_op1_no_bwd(&g).map(drop))?;
+        let bwd = best(&|| g.bwd(&x, &y, &dy).map(drop))?;
+        println!("max-pool forward {fwd:.2} ms, backward {bwd:.2} ms (best of 40)");
         Ok(())
     }
 }

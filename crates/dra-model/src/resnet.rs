@@ -54,12 +54,11 @@ impl BasicBlock {
         let y = self.conv1.forward(x)?;
         let y = self.bn1.forward_relu_t(&y, train)?;
         let y = self.conv2.forward(&y)?;
-        let y = self.bn2.forward_t(&y, train)?;
         let identity = match &self.downsample {
             Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        self.bn2.forward_add_relu_t(&y, &identity, train)
     }
 }
 
