@@ -419,6 +419,123 @@ impl ReluBackward {
     }
 }
 
+/// Eval-mode BatchNorm in one pass: y = x·scale + shift per channel from the running
+/// statistics, then `+ residual` (as [`CustomOp3`]) and ReLU when asked. It has no backward:
+/// it serves only forwards that record no graph (scoring), where candle's ops would take up
+/// to five passes and as many buffers of the activation's size.
+struct EvalApply {
+    eps: f64,
+    relu: bool,
+}
+
+impl EvalApply {
+    /// `x` and the optional residual, with `params = [mean; var; γ; β]` (`4 × C`).
+    fn run<T: Element>(
+        &self,
+        x: &[T],
+        xl: &Layout,
+        params: &[T],
+        residual: Option<&[T]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, plane) = nchw(xl)?;
+        if params.len() != 4 * c {
+            candle_core::bail!("dra-bn-eval: {} parameters for {c} channels", params.len());
+        }
+        let coefficients: Vec<(T, T)> = (0..c)
+            .map(|ch| {
+                let p = |i: usize| params[i * c + ch].to_f64();
+                let (scale, shift) = affine(p(0), p(1), p(2), p(3), self.eps);
+                (T::from_f64(scale), T::from_f64(shift))
+            })
+            .collect();
+        let mut y = vec![T::zero(); x.len()];
+        let relu = self.relu;
+        y.par_chunks_mut(plane)
+            .zip(x.par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (yp, xp))| {
+                let (scale, shift) = coefficients[i % c];
+                let res = residual.map(|r| &r[i * plane..(i + 1) * plane]);
+                eval_plane(yp, xp, res, scale, shift, relu);
+            });
+        Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
+    }
+}
+
+crate::cpu::multiversion! {
+/// One plane of [`EvalApply`]. The ReLU is PyTorch's (`max(v, 0)` with NaN kept).
+fn eval_plane<T: Element>(
+    y: &mut [T],
+    x: &[T],
+    residual: Option<&[T]>,
+    scale: T,
+    shift: T,
+    relu: bool,
+) {
+    let relu_of = |v: T| if relu && v < T::zero() { T::zero() } else { v };
+    match residual {
+        Some(r) => {
+            for ((y, &x), &r) in y.iter_mut().zip(x).zip(r) {
+                *y = relu_of(x * scale + shift + r);
+            }
+        }
+        None => {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = relu_of(x * scale + shift);
+            }
+        }
+    }
+}
+}
+
+impl CustomOp2 for EvalApply {
+    fn name(&self) -> &'static str {
+        "dra-bn-eval"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(xs, "dra-bn-eval", T => {
+            let x = slice::<T>(xs, xl, "dra-bn-eval")?;
+            self.run(x, xl, slice::<T>(ps, pl, "dra-bn-eval")?, None)
+        })
+    }
+}
+
+impl CustomOp3 for EvalApply {
+    fn name(&self) -> &'static str {
+        "dra-bn-eval-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if xl.shape() != rl.shape() {
+            candle_core::bail!(
+                "dra-bn-eval-add: residual {:?} does not match the input {:?}",
+                rl.shape(),
+                xl.shape()
+            );
+        }
+        dispatch!(xs, "dra-bn-eval-add", T => {
+            let x = slice::<T>(xs, xl, "dra-bn-eval-add")?;
+            let r = slice::<T>(rs, rl, "dra-bn-eval-add")?;
+            self.run(x, xl, slice::<T>(ps, pl, "dra-bn-eval-add")?, Some(r))
+        })
+    }
+}
+
 /// PyTorch's `BatchNorm2d` (eps 1e-5, momentum 0.1, affine): batch statistics and running
 /// statistic updates (with the unbiased variance) in training, running statistics in eval.
 /// Tensors: `weight`, `bias`, `running_mean`, `running_var`.
@@ -464,6 +581,15 @@ impl BatchNorm2d {
     /// gradient passes where the pre-activation is exactly zero (candle's `relu` passes it).
     /// Elsewhere it is that composition of candle's ops.
     pub fn forward_add_relu_t(&self, x: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
+        if !train && self.eval_fused(&[x, residual]) {
+            let op = EvalApply {
+                eps: self.eps,
+                relu: true,
+            };
+            return x
+                .contiguous()?
+                .apply_op3(&residual.contiguous()?, &self.eval_params()?, op);
+        }
         if !(train && Self::fused(x)) {
             return (self.forward(x, train, false)? + residual)?.relu();
         }
@@ -483,11 +609,48 @@ impl BatchNorm2d {
             && matches!(x.dtype(), DType::F32 | DType::F64)
     }
 
+    /// Whether eval mode can take the one-pass kernel: on the CPU, and with no input that
+    /// records a graph (the kernel has no backward).
+    fn eval_fused(&self, inputs: &[&Tensor]) -> bool {
+        Self::fused(inputs[0])
+            && !inputs.iter().any(|t| t.track_op())
+            && !self.weight.track_op()
+            && !self.bias.track_op()
+    }
+
+    /// `[running mean; running var; γ; β]` (`4 × C`), detached.
+    fn eval_params(&self) -> Result<Tensor> {
+        Tensor::stack(
+            &[
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                &self.weight,
+                &self.bias,
+            ],
+            0,
+        )?
+        .detach()
+        .contiguous()
+    }
+
     fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if !train && self.eval_fused(&[x]) {
+            let op = EvalApply {
+                eps: self.eps,
+                relu,
+            };
+            return x.contiguous()?.apply_op2(&self.eval_params()?, op);
+        }
         if !train {
-            // y = x·scale + shift with the running statistics.
-            let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
-            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+            // y = x·scale + shift with the running statistics. These are variables (training
+            // updates them in place), so they are detached here: otherwise every eval forward
+            // would record a graph through them and keep all its activations alive.
+            let (mean, var) = (
+                self.running_mean.as_tensor().detach(),
+                self.running_var.as_tensor().detach(),
+            );
+            let scale = (&self.weight / (var + self.eps)?.sqrt()?)?;
+            let shift = (&self.bias - (mean * &scale)?)?;
             let shape = (1, (), 1, 1);
             let y = x
                 .broadcast_mul(&scale.reshape(shape)?)?
@@ -693,6 +856,62 @@ mod tests {
                         "{case}: {name}"
                     );
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Eval mode: the one-pass kernel (detached inputs) against candle's composition, with and
+    /// without ReLU and residual, in f64 and f32; with a tracked input it falls back to the
+    /// composition, which backpropagates, and no eval forward records a graph through the
+    /// running statistics.
+    #[test]
+    fn eval_kernel_matches_composition() -> Result<()> {
+        for dtype in [DType::F64, DType::F32] {
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            for shape in [[3usize, 5, 7, 6], [2, 4, 1, 1]] {
+                let (_vm, bn) = seeded(shape[1], dtype);
+                let x = (ramp(&shape, 3) * 2.0)?.to_dtype(dtype)?;
+                let r = ramp(&shape, 4).to_dtype(dtype)?;
+                let mean = bn
+                    .running_mean
+                    .as_tensor()
+                    .detach()
+                    .reshape((1, (), 1, 1))?;
+                let var = bn.running_var.as_tensor().detach().reshape((1, (), 1, 1))?;
+                let (g, b) = (
+                    bn.weight.detach().reshape((1, (), 1, 1))?,
+                    bn.bias.detach().reshape((1, (), 1, 1))?,
+                );
+                let norm = x
+                    .broadcast_sub(&mean)?
+                    .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+                    .broadcast_mul(&g)?
+                    .broadcast_add(&b)?;
+                // The VarMap's γ and β are variables: use detached copies for the kernel.
+                let plain = BatchNorm2d {
+                    weight: bn.weight.detach(),
+                    bias: bn.bias.detach(),
+                    ..bn.clone()
+                };
+                assert!(plain.eval_fused(&[&x]));
+                let cases = [
+                    (plain.forward_t(&x, false)?, norm.clone()),
+                    (plain.forward_relu_t(&x, false)?, norm.relu()?),
+                    (
+                        plain.forward_add_relu_t(&x, &r, false)?,
+                        (&norm + &r)?.relu()?,
+                    ),
+                ];
+                for (i, (got, want)) in cases.iter().enumerate() {
+                    assert!(!got.track_op(), "case {i}: records a graph");
+                    assert!(diff(got, want) < tol, "{dtype:?} {shape:?} case {i}");
+                }
+                // γ tracked: the composition, which has a gradient.
+                assert!(!bn.eval_fused(&[&x]));
+                let y = bn.forward_add_relu_t(&x, &r, false)?;
+                assert!(diff(&y, &cases[2].1) < tol);
+                assert!(y.sum_all()?.backward()?.get(&bn.weight).is_some());
             }
         }
         Ok(())

@@ -101,6 +101,40 @@ impl<T: Element> Rows<T> {
     }
 }
 
+/// `out[k][i] = f([a[i], b[i], c[i], d[i]])[k]` over the lanes of `out[0]`: one loop over
+/// slices cut to one known length, which LLVM vectorises without bounds checks.
+#[inline(always)]
+fn lanes<T: Copy, const N: usize>(
+    out: [&mut [T]; N],
+    inp: [&[T]; 4],
+    f: impl Fn([T; 4]) -> [T; N],
+) {
+    let n = out[0].len();
+    let out = out.map(|o| &mut o[..n]);
+    let [i0, i1, i2, i3] = inp;
+    let (i0, i1, i2, i3) = (&i0[..n], &i1[..n], &i2[..n], &i3[..n]);
+    let mut out = out;
+    for j in 0..n {
+        let r = f([i0[j], i1[j], i2[j], i3[j]]);
+        for (o, v) in out.iter_mut().zip(r) {
+            o[j] = v;
+        }
+    }
+}
+
+/// Splits `src` (at least `2·n` long) into its even and odd entries.
+#[inline(always)]
+fn deinterleave<T: Copy>(src: &[T], even: &mut [T], odd: &mut [T], n: usize) {
+    for ((e, o), pair) in even[..n]
+        .iter_mut()
+        .zip(&mut odd[..n])
+        .zip(src.chunks_exact(2))
+    {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
 multiversion! {
 /// `V = Bᵀ d B` for the tiles of tile row `ty` of one input plane, written to
 /// `dst[ξ·stride + tx]`. Bᵀ = [[1,0,−1,0],[0,1,1,0],[0,−1,1,0],[0,1,0,−1]].
@@ -129,37 +163,24 @@ fn input_row<T: Element>(
         }
     });
     // Bᵀ along the tiles' columns, into padded rows: padded column q is input column q − pad.
-    // The padding columns are never written, so they stay zero. Every slice is cut to its
-    // exact length first, so that the loops run without bounds checks and vectorise.
+    // The padding columns are never written, so they stay zero.
     let len = t.w.min(raw[0].len() - t.pad);
-    let [t0, t1, t2, t3] = raw.each_mut().map(|r| &mut r[t.pad..t.pad + len]);
-    let [s0, s1, s2, s3] = src.map(|r| &r[..len]);
-    for x in 0..len {
-        t0[x] = s0[x] - s2[x];
-        t1[x] = s1[x] + s2[x];
-        t2[x] = s2[x] - s1[x];
-        t3[x] = s1[x] - s3[x];
-    }
-    // Split into even and odd padded columns.
-    let n = tw + 1;
-    for k in 0..4 {
-        let (r, e, o) = (&raw[k][..2 * n], &mut even[k][..n], &mut odd[k][..n]);
-        for q in 0..n {
-            e[q] = r[2 * q];
-            o[q] = r[2 * q + 1];
-        }
-    }
+    lanes(
+        raw.each_mut().map(|r| &mut r[t.pad..t.pad + len]),
+        src,
+        |[a, b, c, d]| [a - c, b + c, c - b, b - d],
+    );
     // Bᵀ along the tiles' rows: tile tx reads padded columns 2tx..2tx+3, which are even[tx],
     // odd[tx], even[tx+1] and odd[tx+1].
+    let n = tw + 1;
     for k in 0..4 {
-        let (e, o) = (&even[k][..n], &odd[k][..n]);
-        let [d0, d1, d2, d3] = points(dst, 4 * k, stride, tw);
-        for tx in 0..tw {
-            d0[tx] = e[tx] - e[tx + 1];
-            d1[tx] = o[tx] + e[tx + 1];
-            d2[tx] = e[tx + 1] - o[tx];
-            d3[tx] = o[tx] - o[tx + 1];
-        }
+        deinterleave(&raw[k], &mut even[k], &mut odd[k], n);
+        let (e, o) = (&even[k], &odd[k]);
+        lanes(
+            points(dst, 4 * k, stride, tw),
+            [&e[..tw], &o[..tw], &e[1..n], &o[1..n]],
+            |[e0, o0, e1, o1]| [e0 - e1, o0 + e1, e1 - o0, o0 - o1],
+        );
     }
 }
 }
@@ -202,34 +223,33 @@ fn grad_row<T: Element>(
             continue;
         }
         let src = &plane[y * t.ow..][..t.ow];
-        let pairs = src.chunks_exact(2);
-        if let [last] = pairs.remainder() {
-            e[tw - 1] = *last;
+        deinterleave(src, e, o, t.ow / 2);
+        if t.ow % 2 == 1 {
+            e[tw - 1] = src[t.ow - 1];
             o[tw - 1] = T::zero();
-        }
-        for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(pairs) {
-            *e = pair[0];
-            *o = pair[1];
         }
     }
     // A along the tiles' columns gives rows (e0, e0 + e1, e0 − e1, −e1); A along their rows
     // then (a, a + b, a − b, −b) of each row's even and odd parts a and b.
-    let (ea, eb) = (&even[0][..tw], &even[1][..tw]);
-    let (oa, ob) = (&odd[0][..tw], &odd[1][..tw]);
-    for k in 0..4 {
-        let [d0, d1, d2, d3] = points(dst, 4 * k, stride, tw);
-        for tx in 0..tw {
-            let (a, b) = match k {
-                0 => (ea[tx], oa[tx]),
-                1 => (ea[tx] + eb[tx], oa[tx] + ob[tx]),
-                2 => (ea[tx] - eb[tx], oa[tx] - ob[tx]),
-                _ => (T::zero() - eb[tx], T::zero() - ob[tx]),
-            };
-            d0[tx] = a;
-            d1[tx] = a + b;
-            d2[tx] = a - b;
-            d3[tx] = T::zero() - b;
-        }
+    let [e0, e1, e2, e3] = even.each_mut().map(|e| &mut e[..tw]);
+    let [o0, o1, o2, o3] = odd.each_mut().map(|o| &mut o[..tw]);
+    lanes(
+        [&mut *e2, &mut *e3, &mut *o2, &mut *o3],
+        [e0, e1, o0, o1],
+        |[e0, e1, o0, o1]| [e0 + e1, e0 - e1, o0 + o1, o0 - o1],
+    );
+    let zero = T::zero();
+    for (k, (a, b)) in [(&*e0, &*o0), (&*e2, &*o2), (&*e3, &*o3), (&*e1, &*o1)]
+        .into_iter()
+        .enumerate()
+    {
+        // Row 3 of A e is −e1: its transform is that of e1, negated.
+        let sign = if k == 3 { zero - T::one() } else { T::one() };
+        lanes(
+            points(dst, 4 * k, stride, tw),
+            [a, b, a, b],
+            |[a, b, _, _]| [a * sign, (a + b) * sign, (a - b) * sign, (zero - b) * sign],
+        );
     }
 }
 }
@@ -241,26 +261,23 @@ multiversion! {
 fn output_row<T: Element>(m: &[T], stride: usize, t: &Tiling, rows: &mut Rows<T>, out: &mut [T]) {
     let tw = t.tw;
     let point = |xi: usize| &m[xi * stride..][..tw];
+    let [s0, s1, s2, s3] = rows.even.each_mut().map(|s| &mut s[..tw]);
     for (r, out) in out.chunks_exact_mut(t.ow).enumerate() {
         // Aᵀ along the tiles' columns: s[k] is row r of (Aᵀ M) for the tiles' column k.
-        let [s0, s1, s2, s3] = rows.even.each_mut().map(|s| &mut s[..tw]);
         for (k, sk) in [&mut *s0, &mut *s1, &mut *s2, &mut *s3].into_iter().enumerate() {
-            let (a, b, c, d) = (point(k), point(4 + k), point(8 + k), point(12 + k));
+            let inp = [point(k), point(4 + k), point(8 + k), point(12 + k)];
             if r == 0 {
-                for i in 0..tw {
-                    sk[i] = a[i] + b[i] + c[i];
-                }
+                lanes([sk], inp, |[a, b, c, _]| [a + b + c]);
             } else {
-                for i in 0..tw {
-                    sk[i] = b[i] - c[i] - d[i];
-                }
+                lanes([sk], inp, |[_, b, c, d]| [b - c - d]);
             }
         }
         // Aᵀ along the tiles' rows, interleaving the tiles' two output columns.
+        let (s0, s1, s2, s3) = (&s0[..tw], &s1[..tw], &s2[..tw], &s3[..tw]);
         let mut pairs = out.chunks_exact_mut(2);
-        for (tx, pair) in (&mut pairs).enumerate() {
-            pair[0] = s0[tx] + s1[tx] + s2[tx];
-            pair[1] = s1[tx] - s2[tx] - s3[tx];
+        for (((pair, a), (b, c)), d) in (&mut pairs).zip(s0).zip(s1.iter().zip(s2)).zip(s3) {
+            pair[0] = *a + *b + *c;
+            pair[1] = *b - *c - *d;
         }
         if let [last] = pairs.into_remainder() {
             *last = s0[tw - 1] + s1[tw - 1] + s2[tw - 1];
