@@ -46,18 +46,39 @@ fn stats<T: Element>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> 
         .into_par_iter()
         .map(|ch| {
             let planes = (0..n).map(|i| &x[(i * c + ch) * plane..(i * c + ch + 1) * plane]);
-            let mean = planes.clone().flatten().map(|v| v.to_f64()).sum::<f64>() / m;
-            let var = planes
-                .flatten()
-                .map(|v| (v.to_f64() - mean).powi(2))
-                .sum::<f64>()
-                / m;
+            let mean = planes.clone().map(|p| plane_sum(p, 0.0, 1)).sum::<f64>() / m;
+            let var = planes.map(|p| plane_sum(p, mean, 2)).sum::<f64>() / m;
             (mean, var)
         })
         .collect();
     let mut out: Vec<T> = per_channel.iter().map(|s| T::from_f64(s.0)).collect();
     out.extend(per_channel.iter().map(|s| T::from_f64(s.1)));
     Ok((T::to_cpu_storage_owned(out), Shape::from((2, c))))
+}
+
+crate::cpu::multiversion! {
+/// Σ (v − centre)^power over one plane (power 1 or 2), in f64, with eight independent partial
+/// sums so that the loop vectorises.
+fn plane_sum<T: Element>(x: &[T], centre: f64, power: u32) -> f64 {
+    const LANES: usize = 8;
+    let term = |v: T| {
+        let d = v.to_f64() - centre;
+        if power == 2 {
+            d * d
+        } else {
+            d
+        }
+    };
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for v in chunks {
+        for l in 0..LANES {
+            acc[l] += term(v[l]);
+        }
+    }
+    acc.iter().sum::<f64>() + rest.iter().map(|&v| term(v)).sum::<f64>()
+}
 }
 
 /// y = (x − mean) / √(var + eps) · γ + β from `x`, the batch `stats` and `gb = [γ; β]`,
@@ -198,64 +219,48 @@ impl Gradient {
         let (n, c, plane) = nchw(xl)?;
         let m = (n * plane) as f64;
         let (mean, var, gamma, beta) = (&p[..c], &p[c..2 * c], &p[2 * c..3 * c], &p[3 * c..]);
-        // The incoming gradient of channel `ch`, masked by the forward's ReLU.
-        let masks: Vec<(f64, f64)> = (0..c)
-            .map(|ch| {
-                let args = (mean[ch], var[ch], gamma[ch], beta[ch]);
-                affine(
-                    args.0.to_f64(),
-                    args.1.to_f64(),
-                    args.2.to_f64(),
-                    args.3.to_f64(),
-                    self.eps,
-                )
-            })
-            .collect();
-        let grad = |ch: usize, d: T, v: T| -> f64 {
-            if self.relu {
-                let (scale, shift) = masks[ch];
-                if T::from_f64(v.to_f64() * scale + shift) <= T::zero() {
-                    return 0.0;
-                }
-            }
-            d.to_f64()
-        };
-        // Per channel: Σ dy and Σ dy·x̂.
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mu, invstd) = (
-                    mean[ch].to_f64(),
-                    1.0 / (var[ch].to_f64() + self.eps).sqrt(),
-                );
-                let (mut sdy, mut sdyx) = (0.0, 0.0);
-                for i in 0..n {
-                    let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
-                    for (d, v) in dy[r.clone()].iter().zip(&x[r]) {
-                        let d = grad(ch, *d, *v);
-                        sdy += d;
-                        sdyx += d * (v.to_f64() - mu) * invstd;
-                    }
-                }
-                (sdy, sdyx)
-            })
-            .collect();
-        let mut out = vec![T::zero(); x.len() + 2 * c];
-        let (dx, dgb) = out.split_at_mut(x.len());
-        // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂))
-        dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
-            let ch = i % c;
+        let channel = |ch: usize| {
             let (mu, invstd) = (
                 mean[ch].to_f64(),
                 1.0 / (var[ch].to_f64() + self.eps).sqrt(),
             );
+            // The forward's affine map, to recompute its ReLU mask exactly.
+            let (scale, shift) = affine(
+                mu,
+                var[ch].to_f64(),
+                gamma[ch].to_f64(),
+                beta[ch].to_f64(),
+                self.eps,
+            );
+            let mask = self.relu.then_some((scale, shift));
+            (mu, invstd, mask)
+        };
+        // Per channel: Σ dy and Σ dy·x (of the masked gradient), so Σ dy·x̂ follows.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mu, invstd, mask) = channel(ch);
+                let (mut sdy, mut sdyv) = (0.0, 0.0);
+                for i in 0..n {
+                    let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
+                    let (a, b) = grad_sums(&dy[r.clone()], &x[r], mask);
+                    sdy += a;
+                    sdyv += b;
+                }
+                (sdy, invstd * (sdyv - mu * sdy))
+            })
+            .collect();
+        let mut out = vec![T::zero(); x.len() + 2 * c];
+        let (dx, dgb) = out.split_at_mut(x.len());
+        // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)), which is affine in dy and x per channel.
+        dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
+            let ch = i % c;
+            let (mu, invstd, mask) = channel(ch);
             let k = gamma[ch].to_f64() * invstd / m;
             let (sdy, sdyx) = sums[ch];
+            let coefficients = [k * m, -k * invstd * sdyx, k * (mu * invstd * sdyx - sdy)];
             let r = i * plane..(i + 1) * plane;
-            for ((o, d), v) in dxp.iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
-                let xhat = (v.to_f64() - mu) * invstd;
-                *o = T::from_f64(k * (m * grad(ch, *d, *v) - sdy - xhat * sdyx));
-            }
+            grad_input(dxp, &dy[r.clone()], &x[r], mask, coefficients);
         });
         for (ch, (sdy, sdyx)) in sums.iter().enumerate() {
             dgb[ch] = T::from_f64(*sdyx);
@@ -263,6 +268,58 @@ impl Gradient {
         }
         Ok((T::to_cpu_storage_owned(out), Shape::from(x.len() + 2 * c)))
     }
+}
+
+/// The incoming gradient `d` at input `v`: zero where the forward's ReLU (recomputed with
+/// its own arithmetic from `mask = (scale, shift)`) was off.
+#[inline(always)]
+fn masked<T: Element>(d: T, v: T, mask: Option<(f64, f64)>) -> f64 {
+    match mask {
+        Some((scale, shift)) if T::from_f64(v.to_f64() * scale + shift) <= T::zero() => 0.0,
+        _ => d.to_f64(),
+    }
+}
+
+crate::cpu::multiversion! {
+/// `(Σ d, Σ d·v)` over one plane of the masked gradient `d` and the input `v`, in f64, with
+/// eight independent partial sums so that the loop vectorises.
+fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(f64, f64)>) -> (f64, f64) {
+    const LANES: usize = 8;
+    let (mut a, mut b) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (dc, xc) = (dy.chunks_exact(LANES), x.chunks_exact(LANES));
+    let (dr, xr) = (dc.remainder(), xc.remainder());
+    for (d, v) in dc.zip(xc) {
+        for l in 0..LANES {
+            let g = masked(d[l], v[l], mask);
+            a[l] += g;
+            b[l] += g * v[l].to_f64();
+        }
+    }
+    let (mut sa, mut sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
+    for (&d, &v) in dr.iter().zip(xr) {
+        let g = masked(d, v, mask);
+        sa += g;
+        sb += g * v.to_f64();
+    }
+    (sa, sb)
+}
+}
+
+crate::cpu::multiversion! {
+/// One plane of the input gradient: `dx = p·g + q·v + r` with the masked gradient `g`, the
+/// input `v` and the channel's coefficients `[p, q, r]`.
+fn grad_input<T: Element>(
+    dx: &mut [T],
+    dy: &[T],
+    x: &[T],
+    mask: Option<(f64, f64)>,
+    coefficients: [f64; 3],
+) {
+    let [p, q, r] = coefficients;
+    for ((o, &d), &v) in dx.iter_mut().zip(dy).zip(x) {
+        *o = T::from_f64(p * masked(d, v, mask) + q * v.to_f64() + r);
+    }
+}
 }
 
 /// relu(x·scale + shift + residual), the end of a ResNet basic block (BatchNorm, the identity

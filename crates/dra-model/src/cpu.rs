@@ -35,16 +35,17 @@ pub(crate) use dispatch;
 macro_rules! multiversion {
     (
         $(#[$meta:meta])*
-        $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) $body:block
+        $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?)
+            $(-> $ret:ty)? $body:block
     ) => {
         $(#[$meta])*
-        $vis fn $name<$t: $bound>($($arg: $ty),*) {
+        $vis fn $name<$t: $bound>($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn imp<$t: $bound>($($arg: $ty),*) $body
+            fn imp<$t: $bound>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<$t: $bound>($($arg: $ty),*) {
+                unsafe fn avx2<$t: $bound>($($arg: $ty),*) $(-> $ret)? {
                     imp::<$t>($($arg),*)
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {

@@ -404,6 +404,28 @@ struct SharedOut<T>(*mut T);
 unsafe impl<T: Send> Send for SharedOut<T> {}
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
+/// `V` of a block's tile rows `rows` into `v` (`[ξ][c][tile]`). Channel by channel, so that each
+/// of the sixteen `(ξ, c)` rows of `v` is written front to back and the input plane is read
+/// front to back.
+fn transform_inputs<T: Element>(
+    x: &[T],
+    t: &Tiling,
+    rows: std::ops::Range<usize>,
+    scratch: &mut Rows<T>,
+    v: &mut [T],
+) {
+    let (c, plane) = (t.c, t.h * t.w);
+    let tiles = rows.len() * t.tw;
+    for ci in 0..c {
+        for r in rows.clone() {
+            let (n, ty) = (r / t.th, r % t.th);
+            let src = &x[(n * c + ci) * plane..][..plane];
+            let dst = &mut v[ci * tiles + (r - rows.start) * t.tw..];
+            input_row(src, t, ty, scratch, dst, c * tiles);
+        }
+    }
+}
+
 /// The convolution of `x` (`t.n × t.c × h × w`) with the transformed kernels `k`:
 /// `t.n × k.rows() × oh × ow`.
 fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usize) -> Vec<T> {
@@ -419,15 +441,7 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
         let mut rows = Rows::new(t);
         T::with_scratch(XI * (c + o) * tiles, |scratch| {
             let (v, m) = scratch.split_at_mut(XI * c * tiles);
-            for r in r0..r1 {
-                let (n, ty) = (r / t.th, r % t.th);
-                let col = (r - r0) * t.tw;
-                for ci in 0..c {
-                    let plane = &x[(n * c + ci) * t.h * t.w..][..t.h * t.w];
-                    let dst = &mut v[ci * tiles + col..];
-                    input_row(plane, t, ty, &mut rows, dst, c * tiles);
-                }
-            }
+            transform_inputs(x, t, r0..r1, &mut rows, v);
             for xi in 0..XI {
                 let v = Mat {
                     data: &v[xi * c * tiles..],
@@ -437,12 +451,12 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
                 let m = &mut m[xi * o * tiles..(xi + 1) * o * tiles];
                 matmul(m, k.at(xi), v, (o, tiles, c), false, Parallelism::None);
             }
-            for r in r0..r1 {
-                let (n, ty) = (r / t.th, r % t.th);
-                let col = (r - r0) * t.tw;
-                // The output rows of this tile row: 2ty and, inside the output, 2ty + 1.
-                let (y0, y1) = (2 * ty, (2 * ty + 2).min(t.oh));
-                for oi in 0..o {
+            // Channel by channel, reading `m` and writing each output plane front to back.
+            for oi in 0..o {
+                for r in r0..r1 {
+                    let (n, ty) = (r / t.th, r % t.th);
+                    // The output rows of this tile row: 2ty and, inside the output, 2ty + 1.
+                    let (y0, y1) = (2 * ty, (2 * ty + 2).min(t.oh));
                     let start = ((n * o + oi) * t.oh + y0) * t.ow;
                     // SAFETY: these rows lie inside `out`, which outlives the blocks, and
                     // belong to this block's tile row alone (see `SharedOut`); nothing reads
@@ -450,7 +464,8 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(shared.0.add(start), (y1 - y0) * t.ow)
                     };
-                    output_row(&m[oi * tiles + col..], o * tiles, t, &mut rows, dst);
+                    let src = &m[oi * tiles + (r - r0) * t.tw..];
+                    output_row(src, o * tiles, t, &mut rows, dst);
                 }
             }
         });
@@ -514,30 +529,14 @@ fn weight_grad_blocked<T: Element>(
                 T::with_scratch(XI * (c + o) * tiles, |scratch| {
                     let (v, m) = scratch.split_at_mut(XI * c * tiles);
                     let oplane = t.oh * t.ow;
-                    for r in r0..r1 {
-                        let (n, ty) = (r / t.th, r % t.th);
-                        let col = (r - r0) * t.tw;
-                        for ci in 0..c {
-                            let plane = &x[(n * c + ci) * t.h * t.w..][..t.h * t.w];
-                            input_row(
-                                plane,
-                                t,
-                                ty,
-                                &mut rows,
-                                &mut v[ci * tiles + col..],
-                                c * tiles,
-                            );
-                        }
-                        for oi in 0..o {
+                    transform_inputs(x, t, r0..r1, &mut rows, v);
+                    // Channel by channel, like the inputs.
+                    for oi in 0..o {
+                        for r in r0..r1 {
+                            let (n, ty) = (r / t.th, r % t.th);
                             let plane = &dy[(n * o + oi) * oplane..][..oplane];
-                            grad_row(
-                                plane,
-                                t,
-                                ty,
-                                &mut rows,
-                                &mut m[oi * tiles + col..],
-                                o * tiles,
-                            );
+                            let dst = &mut m[oi * tiles + (r - r0) * t.tw..];
+                            grad_row(plane, t, ty, &mut rows, dst, o * tiles);
                         }
                     }
                     for xi in 0..XI {
