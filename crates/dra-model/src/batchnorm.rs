@@ -270,39 +270,69 @@ impl Gradient {
     }
 }
 
-/// The incoming gradient `d` at input `v`: zero where the forward's ReLU (recomputed with
-/// its own arithmetic from `mask = (scale, shift)`) was off.
+/// The incoming gradient as a function of `(d, v)` (gradient, input) behind a ReLU: zero
+/// where the forward's pre-activation, recomputed with its own arithmetic from the affine
+/// map `(scale, shift)`, was not positive. The kernels below instantiate their loops once
+/// with this and once with the plain gradient instead of testing the mask per element, so
+/// that both loops vectorise.
 #[inline(always)]
-fn masked<T: Element>(d: T, v: T, mask: Option<(f64, f64)>) -> f64 {
-    match mask {
-        Some((scale, shift)) if T::from_f64(v.to_f64() * scale + shift) <= T::zero() => 0.0,
-        _ => d.to_f64(),
+fn relu_gated<T: Element>(scale: f64, shift: f64) -> impl Fn(T, T) -> f64 {
+    move |d: T, v: T| {
+        if T::from_f64(v.to_f64() * scale + shift) <= T::zero() {
+            0.0
+        } else {
+            d.to_f64()
+        }
     }
 }
 
-crate::cpu::multiversion! {
-/// `(Σ d, Σ d·v)` over one plane of the masked gradient `d` and the input `v`, in f64, with
-/// eight independent partial sums so that the loop vectorises.
-fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(f64, f64)>) -> (f64, f64) {
+/// `(Σ g, Σ g·v)` over one plane, in f64, with eight independent partial sums so that the
+/// loop vectorises.
+#[inline(always)]
+fn sums<T: Element>(dy: &[T], x: &[T], g: impl Fn(T, T) -> f64) -> (f64, f64) {
     const LANES: usize = 8;
     let (mut a, mut b) = ([0.0f64; LANES], [0.0f64; LANES]);
     let (dc, xc) = (dy.chunks_exact(LANES), x.chunks_exact(LANES));
     let (dr, xr) = (dc.remainder(), xc.remainder());
     for (d, v) in dc.zip(xc) {
         for l in 0..LANES {
-            let g = masked(d[l], v[l], mask);
-            a[l] += g;
-            b[l] += g * v[l].to_f64();
+            let gl = g(d[l], v[l]);
+            a[l] += gl;
+            b[l] += gl * v[l].to_f64();
         }
     }
     let (mut sa, mut sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
     for (&d, &v) in dr.iter().zip(xr) {
-        let g = masked(d, v, mask);
-        sa += g;
-        sb += g * v.to_f64();
+        let gl = g(d, v);
+        sa += gl;
+        sb += gl * v.to_f64();
     }
     (sa, sb)
 }
+
+crate::cpu::multiversion! {
+/// `(Σ g, Σ g·v)` over one plane of the masked gradient `g` (see [`relu_gated`]) and the
+/// input `v`.
+fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(f64, f64)>) -> (f64, f64) {
+    match mask {
+        None => sums(dy, x, |d: T, _: T| d.to_f64()),
+        Some((scale, shift)) => sums(dy, x, relu_gated(scale, shift)),
+    }
+}
+}
+
+/// `dx = p·g + q·v + r` over one plane.
+#[inline(always)]
+fn affine_plane<T: Element>(
+    dx: &mut [T],
+    dy: &[T],
+    x: &[T],
+    [p, q, r]: [f64; 3],
+    g: impl Fn(T, T) -> f64,
+) {
+    for ((o, &d), &v) in dx.iter_mut().zip(dy).zip(x) {
+        *o = T::from_f64(p * g(d, v) + q * v.to_f64() + r);
+    }
 }
 
 crate::cpu::multiversion! {
@@ -315,9 +345,9 @@ fn grad_input<T: Element>(
     mask: Option<(f64, f64)>,
     coefficients: [f64; 3],
 ) {
-    let [p, q, r] = coefficients;
-    for ((o, &d), &v) in dx.iter_mut().zip(dy).zip(x) {
-        *o = T::from_f64(p * masked(d, v, mask) + q * v.to_f64() + r);
+    match mask {
+        None => affine_plane(dx, dy, x, coefficients, |d: T, _: T| d.to_f64()),
+        Some((scale, shift)) => affine_plane(dx, dy, x, coefficients, relu_gated(scale, shift)),
     }
 }
 }

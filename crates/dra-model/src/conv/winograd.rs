@@ -173,8 +173,12 @@ fn input_row<T: Element>(
     // Bᵀ along the tiles' rows: tile tx reads padded columns 2tx..2tx+3, which are even[tx],
     // odd[tx], even[tx+1] and odd[tx+1].
     let n = tw + 1;
+    // All four rows are split before any is read back: a vector load of entries that scalar
+    // stores have only just written stalls until those stores retire.
     for k in 0..4 {
         deinterleave(&raw[k], &mut even[k], &mut odd[k], n);
+    }
+    for k in 0..4 {
         let (e, o) = (&even[k], &odd[k]);
         lanes(
             points(dst, 4 * k, stride, tw),
