@@ -381,19 +381,22 @@ fn weight_untransform<T: Element>(du: &[T], o: usize, c: usize) -> Vec<T> {
     for oi in 0..o {
         for ci in 0..c {
             let u = |xi: usize| du[(xi * o + oi) * c + ci];
-            // Gᵀ along the columns: 3×4.
-            let mut h = [[T::zero(); 4]; 3];
-            for k in 0..4 {
+            // Gᵀ along the columns: column k of the 3×4 product.
+            let cols: [[T; 3]; 4] = std::array::from_fn(|k| {
                 let (u0, u1, u2, u3) = (u(k), u(4 + k), u(8 + k), u(12 + k));
-                h[0][k] = u0 + (u1 + u2) * half;
-                h[1][k] = (u1 - u2) * half;
-                h[2][k] = (u1 + u2) * half + u3;
-            }
+                [
+                    u0 + (u1 + u2) * half,
+                    (u1 - u2) * half,
+                    (u1 + u2) * half + u3,
+                ]
+            });
+            // Then along the rows.
             let kernel = &mut dw[(oi * c + ci) * 9..(oi * c + ci + 1) * 9];
-            for (i, hi) in h.iter().enumerate() {
-                kernel[i * 3] = hi[0] + (hi[1] + hi[2]) * half;
-                kernel[i * 3 + 1] = (hi[1] - hi[2]) * half;
-                kernel[i * 3 + 2] = (hi[1] + hi[2]) * half + hi[3];
+            for (i, row) in kernel.chunks_exact_mut(3).enumerate() {
+                let h = |k: usize| cols[k][i];
+                row[0] = h(0) + (h(1) + h(2)) * half;
+                row[1] = (h(1) - h(2)) * half;
+                row[2] = (h(1) + h(2)) * half + h(3);
             }
         }
     }
@@ -439,6 +442,9 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
     let shared = SharedOut(out.as_mut_ptr());
     let blocks = t.rows().div_ceil(rows_per_block);
     (0..blocks).into_par_iter().for_each(|b| {
+        // Rebound so that the closure captures the whole `SharedOut` (which is `Sync`), not
+        // its raw-pointer field alone (which is not).
+        #[allow(clippy::redundant_locals)]
         let shared = shared;
         let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
         let tiles = (r1 - r0) * t.tw;
