@@ -68,8 +68,9 @@ impl Tiling {
         self.n * self.th
     }
 
-    /// Tile rows per block: about 2¹⁶ transformed values per channel count (a block's
-    /// transformed tiles ≈ 4 MB in f32), at least one row, and no fewer blocks than threads.
+    /// Tile rows per block: about 2¹⁶ / `channels` tiles (so a block's transformed tiles, 16
+    /// values per tile and channel, take about 4 MB in f32), at least one row, and no fewer
+    /// blocks than threads.
     fn rows_per_block(&self, channels: usize) -> usize {
         let tiles = (1usize << 16) / channels.max(1);
         let by_size = (tiles / self.tw).max(1);
