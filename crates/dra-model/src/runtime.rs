@@ -12,7 +12,7 @@
 /// turning `mmap` off for allocations (the threshold cannot go above 32 MiB, while a 224-px
 /// batch's activations are 38–154 MB each) sends the large blocks there too: 15–30 % faster
 /// at 224 px. The same sizes come back every step, so they are reused; the peak resident
-/// memory of a training step rose by 5–20 % (still below PyTorch's for the DRA step).
+/// memory of a training step rose by 5–22 % (docs/performance.md).
 pub fn configure_cpu_runtime() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's parameters.

@@ -98,7 +98,7 @@ impl Adam {
                 bias1: 1.0 - c.beta1.powi(slot.steps),
                 bias2_sqrt: (1.0 - c.beta2.powi(slot.steps)).sqrt(),
             };
-            if fused(&theta) && theta.is_contiguous() {
+            if in_place(&theta) {
                 // `theta` shares the variable's storage, which this updates in place.
                 update.fused(&theta, &grad, &slot.moments)?;
             } else {
@@ -111,9 +111,11 @@ impl Adam {
     }
 }
 
-/// Whether the one-pass CPU kernel serves a parameter.
-fn fused(theta: &Tensor) -> bool {
-    theta.device().is_cpu() && matches!(theta.dtype(), DType::F32 | DType::F64)
+/// Whether the in-place CPU kernels serve a parameter.
+fn in_place(theta: &Tensor) -> bool {
+    theta.device().is_cpu()
+        && matches!(theta.dtype(), DType::F32 | DType::F64)
+        && theta.is_contiguous()
 }
 
 /// One parameter's Adam update at one step.
