@@ -1,6 +1,7 @@
 //! BatchNorm2d with PyTorch's semantics and a fused CPU kernel for training mode: one pass for
 //! the batch statistics, one for the normalisation, and a two-pass backward with the closed-form
 //! gradient, instead of a dozen element-wise ops (each with its own autograd node and buffer).
+//! In eval mode, forwards that record no graph take one pass as well ([`EvalApply`]).
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var,

@@ -184,12 +184,17 @@ impl Update {
     }
 }
 
-/// The operands of the in-place kernels: contiguous f32 or f64 slices (of one type).
-fn operand<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+/// Where a contiguous operand of the in-place kernels lies in its storage.
+fn span(l: &Layout, what: &str) -> Result<std::ops::Range<usize>> {
     let (start, end) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("adam: {what} must be contiguous")))?;
-    Ok(&T::cpu_storage_as_slice(s)?[start..end])
+    Ok(start..end)
+}
+
+/// A read-only operand of the in-place kernels: a contiguous f32 or f64 slice.
+fn operand<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    Ok(&T::cpu_storage_as_slice(s)?[span(l, what)?])
 }
 
 /// Chunks of the in-place kernels' parallel loops.
@@ -238,17 +243,15 @@ impl InplaceOp3 for MomentsStep {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<()> {
-        let (start, end) = ml
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("adam: moments must be contiguous".into()))?;
+        let range = span(ml, "moments")?;
         match ms {
             CpuStorage::F32(mv) => self.run::<f32>(
-                &mut mv[start..end],
+                &mut mv[range],
                 operand(ts, tl, "θ")?,
                 operand(gs, gl, "the gradient")?,
             ),
             CpuStorage::F64(mv) => self.run::<f64>(
-                &mut mv[start..end],
+                &mut mv[range],
                 operand(ts, tl, "θ")?,
                 operand(gs, gl, "the gradient")?,
             ),
@@ -294,15 +297,13 @@ impl InplaceOp2 for ParamStep {
         ms: &CpuStorage,
         ml: &Layout,
     ) -> Result<()> {
-        let (start, end) = tl
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("adam: θ must be contiguous".into()))?;
+        let range = span(tl, "θ")?;
         match ts {
             CpuStorage::F32(theta) => {
-                self.run::<f32>(&mut theta[start..end], operand(ms, ml, "moments")?)
+                self.run::<f32>(&mut theta[range], operand(ms, ml, "moments")?)
             }
             CpuStorage::F64(theta) => {
-                self.run::<f64>(&mut theta[start..end], operand(ms, ml, "moments")?)
+                self.run::<f64>(&mut theta[range], operand(ms, ml, "moments")?)
             }
             _ => candle_core::bail!("adam: only f32 and f64 on the CPU"),
         }
