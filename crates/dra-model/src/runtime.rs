@@ -13,7 +13,19 @@
 /// batch's activations are 38–154 MB each) sends the large blocks there too: 15–30 % faster
 /// at 224 px. The same sizes come back every step, so they are reused; the peak resident
 /// memory of a training step rose by 5–22 % (docs/performance.md).
+///
+/// candle runs its element-wise ops on a pool of its own, whose workers spin for 25 000 rounds
+/// after each op before they sleep. Our kernels run on rayon's pool right after, so on two cores
+/// a spinning candle worker took a core from them: 5–8 % of a step's samples in `perf` at
+/// 64 px, where ops are short. A limit of 100 rounds made the backbone's training at 64 px
+/// 12–20 % faster. A limit the user set (`CANDLE_BARRIER_POOL_SPIN_LIMIT`) is kept.
+///
+/// Call it first thing in `main`, before any thread exists (it sets an environment variable).
 pub fn configure_cpu_runtime() {
+    const SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(SPIN).is_none() {
+        std::env::set_var(SPIN, "100");
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's parameters.
     unsafe {
