@@ -14,8 +14,11 @@
 //!   `dW = Gᵀ dU G` (the adjoint of the forward in the kernel).
 //!
 //! The tiles are processed in blocks of whole tile rows, sized so that a block's transformed
-//! tiles stay within a few MB, in parallel over blocks. Every transform works on whole rows of
-//! tiles at once (rows split into even and odd columns), so it vectorises.
+//! tiles stay within a few MB, in parallel over blocks. The transforms work channels-last: the
+//! rows a tile row reads are transposed once into `[column][channel]` rows, and every
+//! transform is then a loop over channels (64–512 in ResNet-18), eight lanes at a time,
+//! however small the feature map (layer4 of a 64-px image is 2×2). Transformed tiles and the
+//! GEMMs' products are stored `[ξ][tile][channel]`.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -25,6 +28,9 @@ use crate::cpu::multiversion;
 
 /// Points of the 4×4 transform domain.
 const XI: usize = 16;
+
+/// Lanes per step of the channel loops: one AVX2 register of f32.
+const LANES: usize = 8;
 
 /// Whether a convolution takes the Winograd path: a 3×3 kernel at stride 1 with padding ≤ 2
 /// (so that the input gradient is itself a convolution with non-negative padding).
@@ -68,6 +74,11 @@ impl Tiling {
         self.n * self.th
     }
 
+    /// Columns of a padded input row that the tiles read (≥ `w + 2·pad`).
+    fn padded_width(&self) -> usize {
+        2 * self.tw + 2
+    }
+
     /// Tile rows per block: about 2¹⁶ / `channels` tiles (so a block's transformed tiles, 16
     /// values per tile and channel, take about 4 MB in f32), at least one row, and no fewer
     /// blocks than threads.
@@ -79,246 +90,339 @@ impl Tiling {
     }
 }
 
-/// Scratch rows of the per-row transforms, reused across the rows of a block.
-struct Rows<T> {
-    /// Four zero-padded, vertically transformed input rows.
-    raw: [Vec<T>; 4],
-    /// Even and odd columns of four vertically transformed rows.
-    even: [Vec<T>; 4],
-    odd: [Vec<T>; 4],
-    /// An input row of zeros, for the rows outside the image.
+/// `out[k][e] = f([inp[0][e], inp[1][e], …])[k]` for every `e < len`. Eight lanes at a time
+/// are loaded into local arrays before any is stored, so LLVM vectorises each step without
+/// having to prove that the slices (cut from shared buffers) do not overlap.
+#[inline(always)]
+fn lanes<T: Element, const N: usize, const M: usize>(
+    out: &mut [&mut [T]; M],
+    inp: &[&[T]; N],
+    len: usize,
+    f: impl Fn([T; N]) -> [T; M],
+) {
+    let mut e = 0;
+    while e + LANES <= len {
+        let x: [[T; LANES]; N] = std::array::from_fn(|k| {
+            let mut a = [T::zero(); LANES];
+            a.copy_from_slice(&inp[k][e..e + LANES]);
+            a
+        });
+        let mut y = [[T::zero(); LANES]; M];
+        for l in 0..LANES {
+            let r = f(std::array::from_fn(|k| x[k][l]));
+            for (yk, rk) in y.iter_mut().zip(r) {
+                yk[l] = rk;
+            }
+        }
+        for (o, yk) in out.iter_mut().zip(&y) {
+            o[e..e + LANES].copy_from_slice(yk);
+        }
+        e += LANES;
+    }
+    for e in e..len {
+        let r = f(std::array::from_fn(|k| inp[k][e]));
+        for (o, rk) in out.iter_mut().zip(r) {
+            o[e] = rk;
+        }
+    }
+}
+
+/// The `len` entries at `first + k·stride` of `buf`, for the points `k < N`.
+#[inline(always)]
+fn points<T, const N: usize>(buf: &[T], first: usize, stride: usize, len: usize) -> [&[T]; N] {
+    std::array::from_fn(|k| &buf[first + k * stride..][..len])
+}
+
+/// [`points`], writable.
+#[inline(always)]
+fn points_mut<T, const N: usize>(
+    buf: &mut [T],
+    first: usize,
+    stride: usize,
+    len: usize,
+) -> [&mut [T]; N] {
+    let mut rest = &mut buf[first..];
+    std::array::from_fn(|k| {
+        let taken = std::mem::take(&mut rest);
+        if k + 1 < N {
+            let (head, tail) = taken.split_at_mut(stride);
+            rest = tail;
+            &mut head[..len]
+        } else {
+            &mut taken[..len]
+        }
+    })
+}
+
+multiversion! {
+/// `dst[j·dst_rs + i] = src[i·src_rs + j]` for `i < rows`, `j < cols`: NCHW rows to
+/// channels-last rows and back. Whole 8×8 blocks go through registers, so that both sides
+/// are read and written eight contiguous values at a time.
+fn transpose<T: Element>(
+    src: &[T],
+    src_rs: usize,
+    dst: &mut [T],
+    dst_rs: usize,
+    rows: usize,
+    cols: usize,
+) {
+    const B: usize = 8;
+    let (rb, cb) = (rows / B * B, cols / B * B);
+    for i0 in (0..rb).step_by(B) {
+        for j0 in (0..cb).step_by(B) {
+            let block: [[T; B]; B] = std::array::from_fn(|i| {
+                let mut r = [T::zero(); B];
+                r.copy_from_slice(&src[(i0 + i) * src_rs + j0..][..B]);
+                r
+            });
+            for (j, d) in (j0..j0 + B).map(|j| (j - j0, j)) {
+                let out = &mut dst[d * dst_rs + i0..][..B];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = block[i][j];
+                }
+            }
+        }
+        for j in cb..cols {
+            let out = &mut dst[j * dst_rs + i0..][..B];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = src[(i0 + i) * src_rs + j];
+            }
+        }
+    }
+    for i in rb..rows {
+        for (j, s) in src[i * src_rs..][..cols].iter().enumerate() {
+            dst[j * dst_rs + i] = *s;
+        }
+    }
+}
+}
+
+/// Channels-last copies of the padded input rows that tile rows read: padded row `yp` of the
+/// current image in slot `yp % 4`, as `[column][channel]` with the padding columns zero. A
+/// tile row shares two rows with the next, so each input row is transposed once.
+struct Window<T> {
+    slots: [Vec<T>; 4],
+    /// The (image, padded row) each slot holds.
+    held: [Option<(usize, usize)>; 4],
+    /// A padded row of zeros, for the rows outside the image.
     zero: Vec<T>,
 }
 
-impl<T: Element> Rows<T> {
+impl<T: Element> Window<T> {
     fn new(t: &Tiling) -> Self {
-        let rows = |len: usize| std::array::from_fn(|_| vec![T::zero(); len]);
+        let len = t.padded_width() * t.c;
         Self {
-            raw: rows(2 * t.tw + 2),
-            even: rows(t.tw + 1),
-            odd: rows(t.tw + 1),
-            zero: vec![T::zero(); t.w],
+            slots: std::array::from_fn(|_| vec![T::zero(); len]),
+            held: [None; 4],
+            zero: vec![T::zero(); len],
         }
     }
-}
 
-/// `out[k][i] = f([a[i], b[i], c[i], d[i]])[k]` over the lanes of `out[0]`: one loop over
-/// slices cut to one known length, which LLVM vectorises without bounds checks.
-#[inline(always)]
-fn lanes<T: Copy, const N: usize>(
-    out: [&mut [T]; N],
-    inp: [&[T]; 4],
-    f: impl Fn([T; 4]) -> [T; N],
-) {
-    let n = out[0].len();
-    let out = out.map(|o| &mut o[..n]);
-    let [i0, i1, i2, i3] = inp;
-    let (i0, i1, i2, i3) = (&i0[..n], &i1[..n], &i2[..n], &i3[..n]);
-    let mut out = out;
-    for j in 0..n {
-        let r = f([i0[j], i1[j], i2[j], i3[j]]);
-        for (o, v) in out.iter_mut().zip(r) {
-            o[j] = v;
-        }
-    }
-}
-
-/// Splits `src` (at least `2·n` long) into its even and odd entries.
-#[inline(always)]
-fn deinterleave<T: Copy>(src: &[T], even: &mut [T], odd: &mut [T], n: usize) {
-    for ((e, o), pair) in even[..n]
-        .iter_mut()
-        .zip(&mut odd[..n])
-        .zip(src.chunks_exact(2))
-    {
-        *e = pair[0];
-        *o = pair[1];
-    }
-}
-
-multiversion! {
-/// `V = Bᵀ d B` for the tiles of tile row `ty` of one input plane, written to
-/// `dst[ξ·stride + tx]`. Bᵀ = [[1,0,−1,0],[0,1,1,0],[0,−1,1,0],[0,1,0,−1]].
-fn input_row<T: Element>(
-    plane: &[T],
-    t: &Tiling,
-    ty: usize,
-    rows: &mut Rows<T>,
-    dst: &mut [T],
-    stride: usize,
-) {
-    let tw = t.tw;
-    let Rows {
-        raw,
-        even,
-        odd,
-        zero,
-    } = rows;
-    // The tile row's four input rows (the zero row outside the image).
-    let src: [&[T]; 4] = std::array::from_fn(|k| {
-        let y = (2 * ty + k) as isize - t.pad as isize;
-        if y < 0 || y >= t.h as isize {
-            &zero[..]
-        } else {
-            &plane[y as usize * t.w..][..t.w]
-        }
-    });
-    // Bᵀ along the tiles' columns, into padded rows: padded column q is input column q − pad.
-    // The padding columns are never written, so they stay zero.
-    let len = t.w.min(raw[0].len() - t.pad);
-    lanes(
-        raw.each_mut().map(|r| &mut r[t.pad..t.pad + len]),
-        src,
-        |[a, b, c, d]| [a - c, b + c, c - b, b - d],
-    );
-    // Bᵀ along the tiles' rows: tile tx reads padded columns 2tx..2tx+3, which are even[tx],
-    // odd[tx], even[tx+1] and odd[tx+1].
-    let n = tw + 1;
-    // All four rows are split before any is read back: a vector load of entries that scalar
-    // stores have only just written stalls until those stores retire.
-    for k in 0..4 {
-        deinterleave(&raw[k], &mut even[k], &mut odd[k], n);
-    }
-    for k in 0..4 {
-        let (e, o) = (&even[k], &odd[k]);
-        lanes(
-            points(dst, 4 * k, stride, tw),
-            [&e[..tw], &o[..tw], &e[1..n], &o[1..n]],
-            |[e0, o0, e1, o1]| [e0 - e1, o0 + e1, e1 - o0, o0 - o1],
-        );
-    }
-}
-}
-
-/// The `len` entries of four consecutive points `first..first + 4` of a `[ξ·stride + tile]`
-/// buffer.
-#[inline(always)]
-fn points<T>(dst: &mut [T], first: usize, stride: usize, len: usize) -> [&mut [T]; 4] {
-    let (d0, rest) = dst[first * stride..].split_at_mut(stride);
-    let (d1, rest) = rest.split_at_mut(stride);
-    let (d2, rest) = rest.split_at_mut(stride);
-    [
-        &mut d0[..len],
-        &mut d1[..len],
-        &mut d2[..len],
-        &mut rest[..len],
-    ]
-}
-
-multiversion! {
-/// `Ṁ = A e Aᵀ` for the 2×2 output-gradient tiles of tile row `ty` of one plane, written to
-/// `dst[ξ·stride + tx]`. A = [[1,0],[1,1],[1,−1],[0,−1]]; outside the output counts as zero.
-fn grad_row<T: Element>(
-    plane: &[T],
-    t: &Tiling,
-    ty: usize,
-    rows: &mut Rows<T>,
-    dst: &mut [T],
-    stride: usize,
-) {
-    let tw = t.tw;
-    let Rows { even, odd, .. } = rows;
-    // Even and odd output columns of the tile row's two output rows, zero beyond the output.
-    for r in 0..2 {
-        let (e, o) = (&mut even[r][..tw], &mut odd[r][..tw]);
-        let y = 2 * ty + r;
-        if y >= t.oh {
-            e.fill(T::zero());
-            o.fill(T::zero());
-            continue;
-        }
-        let src = &plane[y * t.ow..][..t.ow];
-        deinterleave(src, e, o, t.ow / 2);
-        if t.ow % 2 == 1 {
-            e[tw - 1] = src[t.ow - 1];
-            o[tw - 1] = T::zero();
-        }
-    }
-    // A along the tiles' columns gives rows (e0, e0 + e1, e0 − e1, −e1); A along their rows
-    // then (a, a + b, a − b, −b) of each row's even and odd parts a and b.
-    let [e0, e1, e2, e3] = even.each_mut().map(|e| &mut e[..tw]);
-    let [o0, o1, o2, o3] = odd.each_mut().map(|o| &mut o[..tw]);
-    lanes(
-        [&mut *e2, &mut *e3, &mut *o2, &mut *o3],
-        [e0, e1, o0, o1],
-        |[e0, e1, o0, o1]| [e0 + e1, e0 - e1, o0 + o1, o0 - o1],
-    );
-    let zero = T::zero();
-    for (k, (a, b)) in [(&*e0, &*o0), (&*e2, &*o2), (&*e3, &*o3), (&*e1, &*o1)]
-        .into_iter()
-        .enumerate()
-    {
-        // Row 3 of A e is −e1: its transform is that of e1, negated.
-        let sign = if k == 3 { zero - T::one() } else { T::one() };
-        lanes(
-            points(dst, 4 * k, stride, tw),
-            [a, b, a, b],
-            |[a, b, _, _]| [a * sign, (a + b) * sign, (a - b) * sign, (zero - b) * sign],
-        );
-    }
-}
-}
-
-multiversion! {
-/// `Y = Aᵀ M A` for the tiles of one tile row of one output plane, from `m[ξ·stride + tx]`,
-/// into `out`: the tile row's output rows (one where the output ends), each `ow` long.
-/// Aᵀ = [[1,1,1,0],[0,1,−1,−1]].
-fn output_row<T: Element>(m: &[T], stride: usize, t: &Tiling, rows: &mut Rows<T>, out: &mut [T]) {
-    let tw = t.tw;
-    let point = |xi: usize| &m[xi * stride..][..tw];
-    let [s0, s1, s2, s3] = rows.even.each_mut().map(|s| &mut s[..tw]);
-    for (r, out) in out.chunks_exact_mut(t.ow).enumerate() {
-        // Aᵀ along the tiles' columns: s[k] is row r of (Aᵀ M) for the tiles' column k.
-        for (k, sk) in [&mut *s0, &mut *s1, &mut *s2, &mut *s3].into_iter().enumerate() {
-            let inp = [point(k), point(4 + k), point(8 + k), point(12 + k)];
-            if r == 0 {
-                lanes([sk], inp, |[a, b, c, _]| [a + b + c]);
-            } else {
-                lanes([sk], inp, |[_, b, c, d]| [b - c - d]);
+    /// The four padded rows of tile row `ty` of image `n` in `x` (`N×C×H×W`).
+    fn rows(&mut self, x: &[T], t: &Tiling, n: usize, ty: usize) -> [&[T]; 4] {
+        let plane = t.h * t.w;
+        let inside = |yp: usize| yp.checked_sub(t.pad).filter(|&y| y < t.h);
+        for yp in 2 * ty..2 * ty + 4 {
+            let Some(y) = inside(yp) else { continue };
+            if self.held[yp % 4] != Some((n, yp)) {
+                let src = &x[n * t.c * plane + y * t.w..];
+                // Only columns pad..pad + w are written: the padding stays zero.
+                let dst = &mut self.slots[yp % 4][t.pad * t.c..];
+                transpose(src, plane, dst, t.c, t.c, t.w);
+                self.held[yp % 4] = Some((n, yp));
             }
         }
-        // Aᵀ along the tiles' rows, interleaving the tiles' two output columns.
-        let (s0, s1, s2, s3) = (&s0[..tw], &s1[..tw], &s2[..tw], &s3[..tw]);
-        let mut pairs = out.chunks_exact_mut(2);
-        for (((pair, a), (b, c)), d) in (&mut pairs).zip(s0).zip(s1.iter().zip(s2)).zip(s3) {
-            pair[0] = *a + *b + *c;
-            pair[1] = *b - *c - *d;
-        }
-        if let [last] = pairs.into_remainder() {
-            *last = s0[tw - 1] + s1[tw - 1] + s2[tw - 1];
-        }
+        std::array::from_fn(|k| match inside(2 * ty + k) {
+            Some(_) => &self.slots[(2 * ty + k) % 4][..],
+            None => &self.zero[..],
+        })
+    }
+}
+
+multiversion! {
+/// `V = Bᵀ d B` for the `tw` tiles of one tile row, from its four channels-last padded rows
+/// (`c` channels), into `v[ξ·stride + (first + tx)·c + channel]`.
+/// Bᵀ = [[1,0,−1,0],[0,1,1,0],[0,−1,1,0],[0,1,0,−1]].
+fn input_tiles<T: Element>(
+    rows: [&[T]; 4],
+    c: usize,
+    tw: usize,
+    v: &mut [T],
+    first: usize,
+    stride: usize,
+) {
+    for tx in 0..tw {
+        // d[4i + j]: row i, column j of the tile, which starts at padded column 2tx.
+        let d: [&[T]; XI] = std::array::from_fn(|p| &rows[p / 4][(2 * tx + p % 4) * c..][..c]);
+        let mut out = points_mut::<T, XI>(v, (first + tx) * c, stride, c);
+        lanes(&mut out, &d, c, |d| {
+            // Bᵀ down each column j, then B along each row i.
+            let col = |j: usize| {
+                [
+                    d[j] - d[8 + j],
+                    d[4 + j] + d[8 + j],
+                    d[8 + j] - d[4 + j],
+                    d[4 + j] - d[12 + j],
+                ]
+            };
+            let (c0, c1, c2, c3) = (col(0), col(1), col(2), col(3));
+            std::array::from_fn(|p| {
+                let i = p / 4;
+                match p % 4 {
+                    0 => c0[i] - c2[i],
+                    1 => c1[i] + c2[i],
+                    2 => c2[i] - c1[i],
+                    _ => c1[i] - c3[i],
+                }
+            })
+        });
     }
 }
 }
 
-/// `U = G g Gᵀ` for every kernel, laid out `[ξ][o][c]`, with G = [[1,0,0],[½,½,½],[½,−½,½],
-/// [0,0,1]].
+multiversion! {
+/// `Ṁ = A e Aᵀ` for the `tw` output-gradient tiles of one tile row, from its two
+/// channels-last rows (`o` channels, zero beyond the output), into
+/// `m[ξ·stride + (first + tx)·o + channel]`. A = [[1,0],[1,1],[1,−1],[0,−1]].
+fn grad_tiles<T: Element>(
+    rows: [&[T]; 2],
+    o: usize,
+    tw: usize,
+    m: &mut [T],
+    first: usize,
+    stride: usize,
+) {
+    for tx in 0..tw {
+        // e[2a + b]: row a, column b of the tile.
+        let e: [&[T]; 4] = std::array::from_fn(|p| &rows[p / 2][(2 * tx + p % 2) * o..][..o]);
+        let mut out = points_mut::<T, XI>(m, (first + tx) * o, stride, o);
+        lanes(&mut out, &e, o, |e| {
+            // A down each column b, then A along each row.
+            let col = |b: usize| {
+                let (top, bottom) = (e[b], e[2 + b]);
+                [top, top + bottom, top - bottom, T::zero() - bottom]
+            };
+            let (t0, t1) = (col(0), col(1));
+            std::array::from_fn(|p| {
+                let i = p / 4;
+                match p % 4 {
+                    0 => t0[i],
+                    1 => t0[i] + t1[i],
+                    2 => t0[i] - t1[i],
+                    _ => T::zero() - t1[i],
+                }
+            })
+        });
+    }
+}
+}
+
+multiversion! {
+/// `Y = Aᵀ M A` for the `tw` tiles of one tile row, from
+/// `m[ξ·stride + (first + tx)·o + channel]`, into two channels-last output rows
+/// `out[r][column][channel]` of `2·tw` columns each. Aᵀ = [[1,1,1,0],[0,1,−1,−1]].
+fn output_tiles<T: Element>(
+    m: &[T],
+    o: usize,
+    tw: usize,
+    first: usize,
+    stride: usize,
+    out: &mut [T],
+) {
+    let (top, bottom) = out.split_at_mut(2 * tw * o);
+    for tx in 0..tw {
+        let inp = points::<T, XI>(m, (first + tx) * o, stride, o);
+        let (y00, y01) = top[2 * tx * o..][..2 * o].split_at_mut(o);
+        let (y10, y11) = bottom[2 * tx * o..][..2 * o].split_at_mut(o);
+        lanes(&mut [y00, y01, y10, y11], &inp, o, |m| {
+            // Aᵀ down each column j, then Aᵀ along each row.
+            let s0 = |j: usize| m[j] + m[4 + j] + m[8 + j];
+            let s1 = |j: usize| m[4 + j] - m[8 + j] - m[12 + j];
+            let (a, b) = ([s0(0), s0(1), s0(2), s0(3)], [s1(0), s1(1), s1(2), s1(3)]);
+            [
+                a[0] + a[1] + a[2],
+                a[1] - a[2] - a[3],
+                b[0] + b[1] + b[2],
+                b[1] - b[2] - b[3],
+            ]
+        });
+    }
+}
+}
+
+/// Splits each of the sixteen `[ξ][kernel]` planes of `u` into the same chunks of `chunk`
+/// kernels: entry j holds chunk j of every plane, for one task to fill.
+fn plane_chunks<T>(u: &mut [T], kernels: usize, chunk: usize) -> Vec<Vec<&mut [T]>> {
+    let mut tasks: Vec<Vec<&mut [T]>> = Vec::new();
+    for plane in u.chunks_mut(kernels) {
+        for (j, part) in plane.chunks_mut(chunk).enumerate() {
+            if j == tasks.len() {
+                tasks.push(Vec::with_capacity(XI));
+            }
+            tasks[j].push(part);
+        }
+    }
+    tasks
+}
+
+/// Kernels per parallel task of the kernel transforms.
+fn kernel_chunk(kernels: usize) -> usize {
+    kernels.div_ceil(4 * rayon::current_num_threads()).max(1024)
+}
+
+/// `U = G g Gᵀ` for every kernel, laid out `[ξ][o][c]`, in parallel over chunks of kernels.
 fn weight_transform<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
-    let half = T::from_f64(0.5);
-    let mut u = vec![T::zero(); XI * o * c];
-    for (oc, g) in w.chunks_exact(9).enumerate() {
-        // G along the kernel's columns: 4×3.
-        let mut a = [[T::zero(); 3]; 4];
-        for j in 0..3 {
-            let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
-            a[0][j] = g0;
-            a[1][j] = (g0 + g1 + g2) * half;
-            a[2][j] = (g0 - g1 + g2) * half;
-            a[3][j] = g2;
-        }
-        for (i, ai) in a.iter().enumerate() {
-            let v = [
-                ai[0],
-                (ai[0] + ai[1] + ai[2]) * half,
-                (ai[0] - ai[1] + ai[2]) * half,
-                ai[2],
-            ];
-            for (k, vk) in v.into_iter().enumerate() {
-                u[(4 * i + k) * o * c + oc] = vk;
-            }
-        }
-    }
+    let kernels = o * c;
+    let mut u = vec![T::zero(); XI * kernels];
+    let chunk = kernel_chunk(kernels);
+    plane_chunks(&mut u, kernels, chunk)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(j, planes)| {
+            let len = planes[0].len();
+            let Ok(mut planes) = <[&mut [T]; XI]>::try_from(planes) else {
+                unreachable!("`plane_chunks` cuts every one of the sixteen planes")
+            };
+            // The chunk's kernels as nine rows (one per kernel entry), so that the transform
+            // runs along the kernels.
+            let mut g = vec![T::zero(); 9 * len];
+            transpose(&w[j * chunk * 9..], 9, &mut g, len, len, 9);
+            kernel_points(&g, len, &mut planes);
+        });
     u
+}
+
+multiversion! {
+/// `U = G g Gᵀ` for `len` kernels given entry by entry (`g[a·len + kernel]`, a = 3·row +
+/// column), into the sixteen `planes`. G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]].
+fn kernel_points<T: Element>(g: &[T], len: usize, planes: &mut [&mut [T]; XI]) {
+    let half = T::from_f64(0.5);
+    let g = points::<T, 9>(g, 0, len, len);
+    lanes(planes, &g, len, |g| {
+        // G down each column j: 4×3.
+        let a: [[T; 3]; 4] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                match i {
+                    0 => g0,
+                    1 => (g0 + g1 + g2) * half,
+                    2 => (g0 - g1 + g2) * half,
+                    _ => g2,
+                }
+            })
+        });
+        // Then G along each row i.
+        std::array::from_fn(|p| {
+            let ai = a[p / 4];
+            match p % 4 {
+                0 => ai[0],
+                1 => (ai[0] + ai[1] + ai[2]) * half,
+                2 => (ai[0] - ai[1] + ai[2]) * half,
+                _ => ai[2],
+            }
+        })
+    });
+}
 }
 
 /// The transformed kernels of a pass, as the GEMMs' left operands.
@@ -375,33 +479,49 @@ impl<'a, T: Element> Kernels<'a, T> {
     }
 }
 
-/// `dW = Gᵀ dU G` for every kernel, from `du[ξ][o][c]` to `O×C×3×3`.
+/// `dW = Gᵀ dU G` for every kernel, from `du[ξ][o][c]` to `O×C×3×3`, in parallel over the
+/// output channels.
 fn weight_untransform<T: Element>(du: &[T], o: usize, c: usize) -> Vec<T> {
-    let half = T::from_f64(0.5);
     let mut dw = vec![T::zero(); o * c * 9];
-    for oi in 0..o {
-        for ci in 0..c {
-            let u = |xi: usize| du[(xi * o + oi) * c + ci];
-            // Gᵀ along the columns: column k of the 3×4 product.
-            let cols: [[T; 3]; 4] = std::array::from_fn(|k| {
-                let (u0, u1, u2, u3) = (u(k), u(4 + k), u(8 + k), u(12 + k));
-                [
-                    u0 + (u1 + u2) * half,
-                    (u1 - u2) * half,
-                    (u1 + u2) * half + u3,
-                ]
-            });
-            // Then along the rows.
-            let kernel = &mut dw[(oi * c + ci) * 9..(oi * c + ci + 1) * 9];
-            for (i, row) in kernel.chunks_exact_mut(3).enumerate() {
-                let h = |k: usize| cols[k][i];
-                row[0] = h(0) + (h(1) + h(2)) * half;
-                row[1] = (h(1) - h(2)) * half;
-                row[2] = (h(1) + h(2)) * half + h(3);
-            }
-        }
-    }
+    dw.par_chunks_mut(c * 9).enumerate().for_each_init(
+        || vec![T::zero(); 9 * c],
+        |entries, (oi, dw)| {
+            let du = points::<T, XI>(du, oi * c, o * c, c);
+            let mut out = points_mut::<T, 9>(entries, 0, c, c);
+            kernel_grads(&du, &mut out, c);
+            // Entry-major to kernel-major.
+            transpose(entries, c, dw, 9, 9, c);
+        },
+    );
     dw
+}
+
+multiversion! {
+/// `dW = Gᵀ dU G` for `len` kernels, from the sixteen points of `du` into the nine entries
+/// (3·row + column) of `dw`.
+fn kernel_grads<T: Element>(du: &[&[T]; XI], dw: &mut [&mut [T]; 9], len: usize) {
+    let half = T::from_f64(0.5);
+    lanes(dw, du, len, |u| {
+        // Gᵀ down each column k: 3×4.
+        let cols: [[T; 3]; 4] = std::array::from_fn(|k| {
+            let (u0, u1, u2, u3) = (u[k], u[4 + k], u[8 + k], u[12 + k]);
+            [
+                u0 + (u1 + u2) * half,
+                (u1 - u2) * half,
+                (u1 + u2) * half + u3,
+            ]
+        });
+        // Then G along each row i.
+        std::array::from_fn(|p| {
+            let h = |k: usize| cols[k][p / 3];
+            match p % 3 {
+                0 => h(0) + (h(1) + h(2)) * half,
+                1 => (h(1) - h(2)) * half,
+                _ => (h(1) + h(2)) * half + h(3),
+            }
+        })
+    });
+}
 }
 
 /// A pointer to the output that blocks write through: each block makes slices of only the
@@ -412,26 +532,9 @@ struct SharedOut<T>(*mut T);
 unsafe impl<T: Send> Send for SharedOut<T> {}
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
-/// `V` of a block's tile rows `rows` into `v` (`[ξ][c][tile]`). Channel by channel, so that each
-/// of the sixteen `(ξ, c)` rows of `v` is written front to back and the input plane is read
-/// front to back.
-fn transform_inputs<T: Element>(
-    x: &[T],
-    t: &Tiling,
-    rows: std::ops::Range<usize>,
-    scratch: &mut Rows<T>,
-    v: &mut [T],
-) {
-    let (c, plane) = (t.c, t.h * t.w);
-    let tiles = rows.len() * t.tw;
-    for ci in 0..c {
-        for r in rows.clone() {
-            let (n, ty) = (r / t.th, r % t.th);
-            let src = &x[(n * c + ci) * plane..][..plane];
-            let dst = &mut v[ci * tiles + (r - rows.start) * t.tw..];
-            input_row(src, t, ty, scratch, dst, c * tiles);
-        }
-    }
+/// The rows `r0..r1` of a block as (image, tile row) pairs.
+fn tile_rows(t: &Tiling, r0: usize, r1: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    (r0..r1).map(|r| (r / t.th, r % t.th))
 }
 
 /// The convolution of `x` (`t.n × t.c × h × w`) with the transformed kernels `k`:
@@ -449,34 +552,51 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
         let shared = shared;
         let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
         let tiles = (r1 - r0) * t.tw;
-        let mut rows = Rows::new(t);
+        let mut window = Window::new(t);
+        // A tile row's two output rows, channels-last and then channels-first.
+        let mut last = vec![T::zero(); 2 * 2 * t.tw * o];
+        let mut first = vec![T::zero(); o * 2 * t.ow];
         T::with_scratch(XI * (c + o) * tiles, |scratch| {
             let (v, m) = scratch.split_at_mut(XI * c * tiles);
-            transform_inputs(x, t, r0..r1, &mut rows, v);
-            for xi in 0..XI {
-                let v = Mat {
-                    data: &v[xi * c * tiles..],
-                    rs: tiles,
-                    cs: 1,
-                };
-                let m = &mut m[xi * o * tiles..(xi + 1) * o * tiles];
-                matmul(m, k.at(xi), v, (o, tiles, c), false, Parallelism::None);
+            for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+                let rows = window.rows(x, t, n, ty);
+                input_tiles(rows, c, t.tw, v, i * t.tw, c * tiles);
             }
-            // Channel by channel, reading `m` and writing each output plane front to back.
-            for oi in 0..o {
-                for r in r0..r1 {
-                    let (n, ty) = (r / t.th, r % t.th);
-                    // The output rows of this tile row: 2ty and, inside the output, 2ty + 1.
-                    let (y0, y1) = (2 * ty, (2 * ty + 2).min(t.oh));
+            for xi in 0..XI {
+                // Mᵀ[ξ] (T×O) = Vᵀ[ξ] (T×C) · Kᵀ[ξ] (C×O), stored [tile][o].
+                let kt = k.at(xi);
+                matmul(
+                    &mut m[xi * o * tiles..(xi + 1) * o * tiles],
+                    Mat {
+                        data: &v[xi * c * tiles..],
+                        rs: c,
+                        cs: 1,
+                    },
+                    Mat {
+                        data: kt.data,
+                        rs: kt.cs,
+                        cs: kt.rs,
+                    },
+                    (tiles, o, c),
+                    false,
+                    Parallelism::None,
+                );
+            }
+            for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+                output_tiles(m, o, t.tw, i * t.tw, o * tiles, &mut last);
+                // The output rows of this tile row: 2ty and, inside the output, 2ty + 1.
+                let (y0, y1) = (2 * ty, (2 * ty + 2).min(t.oh));
+                let span = (y1 - y0) * t.ow;
+                for (r, row) in last.chunks_exact(2 * t.tw * o).take(y1 - y0).enumerate() {
+                    transpose(row, o, &mut first[r * t.ow..], span, t.ow, o);
+                }
+                for (oi, src) in first.chunks_exact(span).take(o).enumerate() {
                     let start = ((n * o + oi) * t.oh + y0) * t.ow;
                     // SAFETY: these rows lie inside `out`, which outlives the blocks, and
                     // belong to this block's tile row alone (see `SharedOut`); nothing reads
                     // `out` until every block is done.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(shared.0.add(start), (y1 - y0) * t.ow)
-                    };
-                    let src = &m[oi * tiles + (r - r0) * t.tw..];
-                    output_row(src, o * tiles, t, &mut rows, dst);
+                    let dst = unsafe { std::slice::from_raw_parts_mut(shared.0.add(start), span) };
+                    dst.copy_from_slice(src);
                 }
             }
         });
@@ -526,53 +646,66 @@ fn weight_grad_blocked<T: Element>(
 ) -> Vec<T> {
     let (c, o) = (g.c, g.o);
     let blocks = t.rows().div_ceil(rows_per_block);
+    let oplane = t.oh * t.ow;
     // Σ over the blocks in fixed contiguous chunks, one per thread, summed in chunk order, so
     // that every run adds in the same order (see `WeightGrad`).
     let chunks = blocks.min(rayon::current_num_threads()).max(1);
-    let partials: Vec<Vec<T>> = (0..chunks)
-        .into_par_iter()
-        .map(|chunk| {
-            let mut du = vec![T::zero(); XI * o * c];
-            let mut rows = Rows::new(t);
-            for b in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
-                let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
-                let tiles = (r1 - r0) * t.tw;
-                T::with_scratch(XI * (c + o) * tiles, |scratch| {
-                    let (v, m) = scratch.split_at_mut(XI * c * tiles);
-                    let oplane = t.oh * t.ow;
-                    transform_inputs(x, t, r0..r1, &mut rows, v);
-                    // Channel by channel, like the inputs.
-                    for oi in 0..o {
-                        for r in r0..r1 {
-                            let (n, ty) = (r / t.th, r % t.th);
-                            let plane = &dy[(n * o + oi) * oplane..][..oplane];
-                            let dst = &mut m[oi * tiles + (r - r0) * t.tw..];
-                            grad_row(plane, t, ty, &mut rows, dst, o * tiles);
+    let partials: Vec<Vec<T>> =
+        (0..chunks)
+            .into_par_iter()
+            .map(|chunk| {
+                let mut du = vec![T::zero(); XI * o * c];
+                let mut window = Window::new(t);
+                // A tile row's two rows of d(output), channels-last; columns from `ow` on stay
+                // zero (nothing writes them), and `zero` stands for a row below the output.
+                let mut grads: [Vec<T>; 2] = std::array::from_fn(|_| vec![T::zero(); 2 * t.tw * o]);
+                let zero = vec![T::zero(); 2 * t.tw * o];
+                for b in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
+                    let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
+                    let tiles = (r1 - r0) * t.tw;
+                    T::with_scratch(XI * (c + o) * tiles, |scratch| {
+                        let (v, m) = scratch.split_at_mut(XI * c * tiles);
+                        for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+                            let rows = window.rows(x, t, n, ty);
+                            input_tiles(rows, c, t.tw, v, i * t.tw, c * tiles);
+                            let inside = (2 * ty + 2).min(t.oh) - 2 * ty;
+                            for (a, row) in grads.iter_mut().enumerate().take(inside) {
+                                let src = &dy[n * o * oplane + (2 * ty + a) * t.ow..];
+                                transpose(src, oplane, row, o, o, t.ow);
+                            }
+                            let rows = std::array::from_fn(|a| {
+                                if a < inside {
+                                    &grads[a][..]
+                                } else {
+                                    &zero[..]
+                                }
+                            });
+                            grad_tiles(rows, o, t.tw, m, i * t.tw, o * tiles);
                         }
-                    }
-                    for xi in 0..XI {
-                        matmul(
-                            &mut du[xi * o * c..(xi + 1) * o * c],
-                            Mat {
-                                data: &m[xi * o * tiles..],
-                                rs: tiles,
-                                cs: 1,
-                            },
-                            Mat {
-                                data: &v[xi * c * tiles..],
-                                rs: 1,
-                                cs: tiles,
-                            },
-                            (o, c, tiles),
-                            true,
-                            Parallelism::None,
-                        );
-                    }
-                });
-            }
-            du
-        })
-        .collect();
+                        for xi in 0..XI {
+                            // dU[ξ] (O×C) += Ṁ[ξ] (O×T) · Vᵀ[ξ] (T×C), both stored [tile][·].
+                            matmul(
+                                &mut du[xi * o * c..(xi + 1) * o * c],
+                                Mat {
+                                    data: &m[xi * o * tiles..],
+                                    rs: 1,
+                                    cs: o,
+                                },
+                                Mat {
+                                    data: &v[xi * c * tiles..],
+                                    rs: c,
+                                    cs: 1,
+                                },
+                                (o, c, tiles),
+                                true,
+                                Parallelism::None,
+                            );
+                        }
+                    });
+                }
+                du
+            })
+            .collect();
     let mut partials = partials.into_iter();
     let mut du = partials.next().expect("at least one chunk");
     for part in partials {
@@ -649,8 +782,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn transpose_matches_definition() {
+        for (rows, cols) in [(1, 1), (3, 17), (8, 8), (16, 9), (13, 24), (2, 40)] {
+            let (src_rs, dst_rs) = (cols + 3, rows + 5);
+            let src = values(rows * src_rs, 7);
+            let mut dst = vec![0.0; cols * dst_rs];
+            transpose(&src, src_rs, &mut dst, dst_rs, rows, cols);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * dst_rs + i], src[i * src_rs + j], "{rows}×{cols}");
+                }
+            }
+        }
+    }
+
     /// All three passes against the direct sums in f64, on odd sizes, every padding the path
-    /// takes, and blocks from one tile row (blocks then cut through images) to the default.
+    /// takes, channel counts below and above a vector step, and blocks from one tile row
+    /// (blocks then cut through images) to the default.
     #[test]
     fn matches_direct_convolution() -> candle_core::Result<()> {
         for (n, c, h, w, o, pad) in [
@@ -660,6 +809,9 @@ mod tests {
             (4, 1, 3, 3, 1, 1),
             (2, 4, 1, 2, 3, 1),
             (1, 3, 4, 4, 5, 0),
+            // Eight channels and columns or more: the vector steps and whole 8×8 transposes.
+            (2, 9, 10, 11, 16, 1),
+            (1, 16, 8, 17, 9, 2),
         ] {
             let g = Geometry::new((n, c, h, w), (o, c, 3, 3), 1, pad)?;
             assert!(applies(&g));
