@@ -80,13 +80,15 @@ impl Tiling {
     }
 
     /// Tile rows per block: about 2¹⁶ / `channels` tiles (so a block's transformed tiles, 16
-    /// values per tile and channel, take about 4 MB in f32), at least one row, and no fewer
-    /// blocks than threads.
+    /// values per tile and channel, take about 4 MB in f32), at least one row, in a number of
+    /// blocks that is a multiple of the threads and of near-equal sizes, so that no thread
+    /// waits on another's last block.
     fn rows_per_block(&self, channels: usize) -> usize {
         let tiles = (1usize << 16) / channels.max(1);
         let by_size = (tiles / self.tw).max(1);
-        let by_threads = self.rows().div_ceil(rayon::current_num_threads());
-        by_size.min(by_threads).max(1)
+        let threads = rayon::current_num_threads().max(1);
+        let blocks = self.rows().div_ceil(by_size).next_multiple_of(threads);
+        self.rows().div_ceil(blocks).max(1)
     }
 }
 
