@@ -221,12 +221,21 @@ fn matmul<T: Element>(
 }
 
 /// The forward op: `(x: N×C×H×W, w: O×C×kh×kw) → N×O×OH×OW`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Conv {
     stride: usize,
     padding: usize,
     grad_input: bool,
+    /// Where a Winograd forward leaves its transformed kernels for the input gradient, when a
+    /// backward pass can follow. They are the forward's own (the input gradient belongs to the
+    /// weights the forward used), and for ResNet-18's 512-channel layers they cost 4 ms each
+    /// to recompute; held, they take 16/9 of the weights' memory until the backward pass uses
+    /// them (about 80 MB for the whole network).
+    kernels: Option<KernelCache>,
 }
+
+/// The transformed kernels of one forward call, taken by its backward.
+type KernelCache = std::sync::Arc<std::sync::Mutex<Option<CpuStorage>>>;
 
 impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
@@ -255,7 +264,7 @@ impl CustomOp2 for Conv {
         let dw = x.apply_op2_no_bwd(
             &dy,
             &WeightGrad {
-                conv: *self,
+                conv: self.clone(),
                 kh,
                 kw,
             },
@@ -265,7 +274,7 @@ impl CustomOp2 for Conv {
             Some(dy.apply_op2_no_bwd(
                 w,
                 &InputGrad {
-                    conv: *self,
+                    conv: self.clone(),
                     h,
                     w: wd,
                 },
@@ -296,7 +305,11 @@ impl Conv {
             self.padding,
         )?;
         if winograd::applies(&g) {
-            let out = winograd::forward(x, w, &g);
+            let (out, kernels) = winograd::forward(x, w, &g);
+            if let Some(cache) = &self.kernels {
+                *cache.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(T::to_cpu_storage_owned(kernels));
+            }
             return Ok((
                 T::to_cpu_storage_owned(out),
                 Shape::from((g.n, g.o, g.oh, g.ow)),
@@ -493,7 +506,17 @@ impl InputGrad {
             self.conv.padding,
         )?;
         if winograd::applies(&g) {
-            let dx = winograd::input_grad(dy, w, &g);
+            // The forward's transformed kernels, taken (so freed once used) when it left them.
+            let cached = self
+                .conv
+                .kernels
+                .as_ref()
+                .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let kernels = cached
+                .as_ref()
+                .and_then(|s| T::cpu_storage_as_slice(s).ok())
+                .filter(|u| u.len() == winograd::kernels_len(&g));
+            let dx = winograd::input_grad(dy, w, kernels, &g);
             return Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))));
         }
         let (k, p) = (g.k(), g.p());
@@ -579,10 +602,13 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let y = if self.fast_path(x) {
+            // Only a graph that a backward pass can walk needs the kernels kept.
+            let backward = x.track_op() || self.weight.track_op();
             let op = Conv {
                 stride: c.stride,
                 padding: c.padding,
                 grad_input: self.grad_input,
+                kernels: (self.grad_input && backward).then(KernelCache::default),
             };
             x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)?
         } else {

@@ -244,8 +244,14 @@ unsafe fn transpose8_avx(src: *const f32, src_rs: usize, dst: *mut f32, dst_rs: 
         _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
     ];
     for j in 0..4 {
-        _mm256_storeu_ps(dst.add(j * dst_rs), _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j]));
-        _mm256_storeu_ps(dst.add((4 + j) * dst_rs), _mm256_permute2f128_ps::<0x31>(s[j], s[4 + j]));
+        _mm256_storeu_ps(
+            dst.add(j * dst_rs),
+            _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j]),
+        );
+        _mm256_storeu_ps(
+            dst.add((4 + j) * dst_rs),
+            _mm256_permute2f128_ps::<0x31>(s[j], s[4 + j]),
+        );
     }
 }
 
@@ -293,20 +299,19 @@ impl<T: Element> Window<T> {
 
 multiversion! {
 /// `V = Bᵀ d B` for the `tw` tiles of one tile row, from its four channels-last padded rows
-/// (`c` channels), into `v[ξ·stride + (first + tx)·c + channel]`.
+/// (`c` channels), into `v[ξ][(first + tx)·c + channel]`.
 /// Bᵀ = [[1,0,−1,0],[0,1,1,0],[0,−1,1,0],[0,1,0,−1]].
 fn input_tiles<T: Element>(
     rows: [&[T]; 4],
     c: usize,
     tw: usize,
-    v: &mut [T],
+    v: &mut [&mut [T]; XI],
     first: usize,
-    stride: usize,
 ) {
     for tx in 0..tw {
         // d[4i + j]: row i, column j of the tile, which starts at padded column 2tx.
         let d: [&[T]; XI] = std::array::from_fn(|p| &rows[p / 4][(2 * tx + p % 4) * c..][..c]);
-        let mut out = points_mut::<T, XI>(v, (first + tx) * c, stride, c);
+        let mut out = v.each_mut().map(|p| &mut p[(first + tx) * c..][..c]);
         lanes(&mut out, &d, c, |d| {
             // Bᵀ down each column j, then B along each row i.
             let col = |j: usize| {
@@ -335,19 +340,18 @@ fn input_tiles<T: Element>(
 multiversion! {
 /// `Ṁ = A e Aᵀ` for the `tw` output-gradient tiles of one tile row, from its two
 /// channels-last rows (`o` channels, zero beyond the output), into
-/// `m[ξ·stride + (first + tx)·o + channel]`. A = [[1,0],[1,1],[1,−1],[0,−1]].
+/// `m[ξ][(first + tx)·o + channel]`. A = [[1,0],[1,1],[1,−1],[0,−1]].
 fn grad_tiles<T: Element>(
     rows: [&[T]; 2],
     o: usize,
     tw: usize,
-    m: &mut [T],
+    m: &mut [&mut [T]; XI],
     first: usize,
-    stride: usize,
 ) {
     for tx in 0..tw {
         // e[2a + b]: row a, column b of the tile.
         let e: [&[T]; 4] = std::array::from_fn(|p| &rows[p / 2][(2 * tx + p % 2) * o..][..o]);
-        let mut out = points_mut::<T, XI>(m, (first + tx) * o, stride, o);
+        let mut out = m.each_mut().map(|p| &mut p[(first + tx) * o..][..o]);
         lanes(&mut out, &e, o, |e| {
             // A down each column b, then A along each row.
             let col = |b: usize| {
@@ -424,6 +428,8 @@ fn kernel_chunk(kernels: usize) -> usize {
 
 /// `U = G g Gᵀ` for every kernel, laid out `[ξ][o][c]`, in parallel over chunks of kernels.
 fn weight_transform<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
+    /// Kernels per step: their nine rows stay in L1.
+    const STEP: usize = 256;
     let kernels = o * c;
     let mut u = vec![T::zero(); XI * kernels];
     let chunk = kernel_chunk(kernels);
@@ -431,15 +437,19 @@ fn weight_transform<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
         .into_par_iter()
         .enumerate()
         .for_each(|(j, planes)| {
-            let len = planes[0].len();
             let Ok(mut planes) = <[&mut [T]; XI]>::try_from(planes) else {
                 unreachable!("`plane_chunks` cuts every one of the sixteen planes")
             };
-            // The chunk's kernels as nine rows (one per kernel entry), so that the transform
-            // runs along the kernels.
-            let mut g = vec![T::zero(); 9 * len];
-            transpose(&w[j * chunk * 9..], 9, &mut g, len, len, 9);
-            kernel_points(&g, len, &mut planes);
+            let mut g = vec![T::zero(); 9 * STEP];
+            let len = planes[0].len();
+            for s in (0..len).step_by(STEP) {
+                let n = STEP.min(len - s);
+                // The step's kernels as nine rows (one per kernel entry), so that the
+                // transform runs along the kernels.
+                transpose(&w[(j * chunk + s) * 9..], 9, &mut g, n, n, 9);
+                let mut out = planes.each_mut().map(|p| &mut p[s..s + n]);
+                kernel_points(&g, n, &mut out);
+            }
         });
     u
 }
@@ -531,14 +541,29 @@ impl<'a, T: Element> Kernels<'a, T> {
     }
 }
 
-/// `dW = Gᵀ dU G` for every kernel, from `du[ξ][o][c]` to `O×C×3×3`, in parallel over the
-/// output channels.
-fn weight_untransform<T: Element>(du: &[T], o: usize, c: usize) -> Vec<T> {
+/// `dW = Gᵀ dU G` for every kernel, where `dU[ξ][o][c]` is the sum of `partials`, to
+/// `O×C×3×3`, in parallel over the output channels (the partial sums are added there too, not
+/// in a serial pass of their own).
+fn weight_untransform<T: Element>(partials: &[Vec<T>], o: usize, c: usize) -> Vec<T> {
     let mut dw = vec![T::zero(); o * c * 9];
     dw.par_chunks_mut(c * 9).enumerate().for_each_init(
-        || vec![T::zero(); 9 * c],
-        |entries, (oi, dw)| {
-            let du = points::<T, XI>(du, oi * c, o * c, c);
+        || (vec![T::zero(); XI * c], vec![T::zero(); 9 * c]),
+        |(du, entries), (oi, dw)| {
+            // Row `oi` of every point's dU, summed over the partials in their order.
+            let du = if let [only] = partials {
+                points::<T, XI>(only, oi * c, o * c, c)
+            } else {
+                for (xi, row) in du.chunks_exact_mut(c).enumerate() {
+                    let at = (xi * o + oi) * c;
+                    row.copy_from_slice(&partials[0][at..at + c]);
+                    for part in &partials[1..] {
+                        row.iter_mut()
+                            .zip(&part[at..at + c])
+                            .for_each(|(a, b)| *a += *b);
+                    }
+                }
+                points::<T, XI>(du, 0, c, c)
+            };
             let mut out = points_mut::<T, 9>(entries, 0, c, c);
             kernel_grads(&du, &mut out, c);
             // Entry-major to kernel-major.
@@ -610,9 +635,10 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
         let mut first = vec![T::zero(); o * 2 * t.ow];
         T::with_scratch(XI * (c + o) * tiles, |scratch| {
             let (v, m) = scratch.split_at_mut(XI * c * tiles);
+            let mut planes = points_mut::<T, XI>(v, 0, c * tiles, c * tiles);
             for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
                 let rows = window.rows(x, t, n, ty);
-                input_tiles(rows, c, t.tw, v, i * t.tw, c * tiles);
+                input_tiles(rows, c, t.tw, &mut planes, i * t.tw);
             }
             for xi in 0..XI {
                 // Mᵀ[ξ] (T×O) = Vᵀ[ξ] (T×C) · Kᵀ[ξ] (C×O), stored [tile][o].
@@ -656,8 +682,9 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
     out
 }
 
-/// The forward convolution: `x` (`N×C×H×W`), `w` (`O×C×3×3`) → `N×O×OH×OW`.
-pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+/// The forward convolution: `x` (`N×C×H×W`), `w` (`O×C×3×3`) → `N×O×OH×OW`, and the
+/// transformed kernels, which [`input_grad`] can take instead of transforming `w` again.
+pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> (Vec<T>, Vec<T>) {
     let t = Tiling::new(g.n, g.c, g.h, g.w, g.padding);
     let u = weight_transform(w, g.o, g.c);
     let kernels = Kernels {
@@ -666,16 +693,35 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
         c: g.c,
         adjoint: false,
     };
-    convolve(x, &t, &kernels, t.rows_per_block(g.c.max(g.o)))
+    let y = convolve(x, &t, &kernels, t.rows_per_block(g.c.max(g.o)));
+    (y, u)
+}
+
+/// Entries of the transformed kernels of a convolution.
+pub(super) fn kernels_len(g: &Geometry) -> usize {
+    XI * g.o * g.c
 }
 
 /// d(input) from d(output) `dy` (`N×O×OH×OW`): the convolution of `dy` with the rotated,
-/// channel-swapped kernels and padding 2 − p.
-pub(super) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+/// channel-swapped kernels and padding 2 − p. `kernels` are the forward's transformed kernels
+/// where it kept them; otherwise `w` is transformed here.
+pub(super) fn input_grad<T: Element>(
+    dy: &[T],
+    w: &[T],
+    kernels: Option<&[T]>,
+    g: &Geometry,
+) -> Vec<T> {
     let t = Tiling::new(g.n, g.o, g.oh, g.ow, 2 - g.padding);
-    let u = weight_transform(w, g.o, g.c);
+    let transformed;
+    let u = match kernels {
+        Some(u) => u,
+        None => {
+            transformed = weight_transform(w, g.o, g.c);
+            &transformed
+        }
+    };
     let kernels = Kernels {
-        u: &u,
+        u,
         o: g.o,
         c: g.c,
         adjoint: true,
@@ -686,9 +732,144 @@ pub(super) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
 /// d(weight) from the input `x` and d(output) `dy`: `O×C×3×3`.
 pub(super) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
     let t = Tiling::new(g.n, g.c, g.h, g.w, g.padding);
-    weight_grad_blocked(x, dy, g, &t, t.rows_per_block(g.c.max(g.o)))
+    if XI * t.rows() * t.tw * (g.c + g.o) <= WHOLE {
+        weight_grad_whole(x, dy, g, &t)
+    } else {
+        weight_grad_blocked(x, dy, g, &t, t.rows_per_block(g.c.max(g.o)))
+    }
 }
 
+/// Transformed tiles (in f32 entries, 16 MB) up to which d(weight) transforms every tile at
+/// once and then runs its sixteen GEMMs in parallel, each over all tiles. Small feature maps
+/// (layer4 of a 64-px image has 53 tiles) would otherwise spend their time on the O×C partial
+/// sums of blocks, not on the GEMMs.
+const WHOLE: usize = 1 << 22;
+
+/// A tile row's two rows of d(output), channels-last: columns from `ow` on stay zero (nothing
+/// writes them), and `zero` stands for a row below the output.
+struct GradRows<T> {
+    rows: [Vec<T>; 2],
+    zero: Vec<T>,
+}
+
+impl<T: Element> GradRows<T> {
+    fn new(t: &Tiling, o: usize) -> Self {
+        let len = 2 * t.tw * o;
+        Self {
+            rows: std::array::from_fn(|_| vec![T::zero(); len]),
+            zero: vec![T::zero(); len],
+        }
+    }
+}
+
+/// `V` of `x` and `Ṁ` of `dy` for the tile rows `r0..r1`, written from tile 0 on into the
+/// sixteen planes of `v` and of `m`.
+#[allow(clippy::too_many_arguments)]
+fn transform_rows<T: Element>(
+    (x, dy): (&[T], &[T]),
+    t: &Tiling,
+    o: usize,
+    (r0, r1): (usize, usize),
+    window: &mut Window<T>,
+    grads: &mut GradRows<T>,
+    v: &mut [&mut [T]; XI],
+    m: &mut [&mut [T]; XI],
+) {
+    let oplane = t.oh * t.ow;
+    for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+        input_tiles(window.rows(x, t, n, ty), t.c, t.tw, v, i * t.tw);
+        let inside = (2 * ty + 2).min(t.oh) - 2 * ty;
+        for (a, row) in grads.rows.iter_mut().enumerate().take(inside) {
+            let src = &dy[n * o * oplane + (2 * ty + a) * t.ow..];
+            transpose(src, oplane, row, o, o, t.ow);
+        }
+        let rows = std::array::from_fn(|a| {
+            if a < inside {
+                &grads.rows[a][..]
+            } else {
+                &grads.zero[..]
+            }
+        });
+        grad_tiles(rows, o, t.tw, m, i * t.tw);
+    }
+}
+
+/// `dU[ξ] (O×C) (+)= Ṁ[ξ] (O×T) · Vᵀ[ξ] (T×C)` for one point, both operands stored
+/// `[tile][channel]`.
+fn weight_gemm<T: Element>(
+    du: &mut [T],
+    m: &[T],
+    v: &[T],
+    (o, c, tiles): (usize, usize, usize),
+    accumulate: bool,
+) {
+    matmul(
+        du,
+        Mat {
+            data: m,
+            rs: 1,
+            cs: o,
+        },
+        Mat {
+            data: v,
+            rs: c,
+            cs: 1,
+        },
+        (o, c, tiles),
+        accumulate,
+        Parallelism::None,
+    );
+}
+
+/// d(weight) for maps with few tiles: every tile transformed (in parallel over tile rows),
+/// then the sixteen GEMMs in parallel, each over all tiles, writing dU once.
+fn weight_grad_whole<T: Element>(x: &[T], dy: &[T], g: &Geometry, t: &Tiling) -> Vec<T> {
+    let (c, o) = (g.c, g.o);
+    let tiles = t.rows() * t.tw;
+    let per_task = t
+        .rows()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1);
+    let mut du = vec![T::zero(); XI * o * c];
+    T::with_scratch(XI * (c + o) * tiles, |scratch| {
+        let (v, m) = scratch.split_at_mut(XI * c * tiles);
+        let vs = plane_chunks(v, c * tiles, per_task * t.tw * c);
+        let ms = plane_chunks(m, o * tiles, per_task * t.tw * o);
+        vs.into_par_iter()
+            .zip(ms)
+            .enumerate()
+            .for_each(|(j, (vp, mp))| {
+                let (Ok(mut vp), Ok(mut mp)) = (
+                    <[&mut [T]; XI]>::try_from(vp),
+                    <[&mut [T]; XI]>::try_from(mp),
+                ) else {
+                    unreachable!("`plane_chunks` cuts every one of the sixteen planes")
+                };
+                let rows = (j * per_task, ((j + 1) * per_task).min(t.rows()));
+                let mut window = Window::new(t);
+                let mut grads = GradRows::new(t, o);
+                transform_rows(
+                    (x, dy),
+                    t,
+                    o,
+                    rows,
+                    &mut window,
+                    &mut grads,
+                    &mut vp,
+                    &mut mp,
+                );
+            });
+        let (v, m) = (&*v, &*m);
+        du.par_chunks_mut(o * c).enumerate().for_each(|(xi, du)| {
+            let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
+            weight_gemm(du, m, v, (o, c, tiles), false);
+        });
+    });
+    weight_untransform(std::slice::from_ref(&du), o, c)
+}
+
+/// d(weight) block by block: each thread sums dU over its share of the blocks, and the
+/// shares are added in a fixed order.
 fn weight_grad_blocked<T: Element>(
     x: &[T],
     dy: &[T],
@@ -698,72 +879,43 @@ fn weight_grad_blocked<T: Element>(
 ) -> Vec<T> {
     let (c, o) = (g.c, g.o);
     let blocks = t.rows().div_ceil(rows_per_block);
-    let oplane = t.oh * t.ow;
     // Σ over the blocks in fixed contiguous chunks, one per thread, summed in chunk order, so
     // that every run adds in the same order (see `WeightGrad`).
     let chunks = blocks.min(rayon::current_num_threads()).max(1);
-    let partials: Vec<Vec<T>> =
-        (0..chunks)
-            .into_par_iter()
-            .map(|chunk| {
-                let mut du = vec![T::zero(); XI * o * c];
-                let mut window = Window::new(t);
-                // A tile row's two rows of d(output), channels-last; columns from `ow` on stay
-                // zero (nothing writes them), and `zero` stands for a row below the output.
-                let mut grads: [Vec<T>; 2] = std::array::from_fn(|_| vec![T::zero(); 2 * t.tw * o]);
-                let zero = vec![T::zero(); 2 * t.tw * o];
-                for b in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
-                    let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
-                    let tiles = (r1 - r0) * t.tw;
-                    T::with_scratch(XI * (c + o) * tiles, |scratch| {
-                        let (v, m) = scratch.split_at_mut(XI * c * tiles);
-                        for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
-                            let rows = window.rows(x, t, n, ty);
-                            input_tiles(rows, c, t.tw, v, i * t.tw, c * tiles);
-                            let inside = (2 * ty + 2).min(t.oh) - 2 * ty;
-                            for (a, row) in grads.iter_mut().enumerate().take(inside) {
-                                let src = &dy[n * o * oplane + (2 * ty + a) * t.ow..];
-                                transpose(src, oplane, row, o, o, t.ow);
-                            }
-                            let rows = std::array::from_fn(|a| {
-                                if a < inside {
-                                    &grads[a][..]
-                                } else {
-                                    &zero[..]
-                                }
-                            });
-                            grad_tiles(rows, o, t.tw, m, i * t.tw, o * tiles);
-                        }
-                        for xi in 0..XI {
-                            // dU[ξ] (O×C) += Ṁ[ξ] (O×T) · Vᵀ[ξ] (T×C), both stored [tile][·].
-                            matmul(
-                                &mut du[xi * o * c..(xi + 1) * o * c],
-                                Mat {
-                                    data: &m[xi * o * tiles..],
-                                    rs: 1,
-                                    cs: o,
-                                },
-                                Mat {
-                                    data: &v[xi * c * tiles..],
-                                    rs: c,
-                                    cs: 1,
-                                },
-                                (o, c, tiles),
-                                true,
-                                Parallelism::None,
-                            );
-                        }
-                    });
-                }
-                du
-            })
-            .collect();
-    let mut partials = partials.into_iter();
-    let mut du = partials.next().expect("at least one chunk");
-    for part in partials {
-        du.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
-    }
-    weight_untransform(&du, o, c)
+    let partials: Vec<Vec<T>> = (0..chunks)
+        .into_par_iter()
+        .map(|chunk| {
+            let mut du = vec![T::zero(); XI * o * c];
+            let mut window = Window::new(t);
+            let mut grads = GradRows::new(t, o);
+            for b in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
+                let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
+                let tiles = (r1 - r0) * t.tw;
+                T::with_scratch(XI * (c + o) * tiles, |scratch| {
+                    let (v, m) = scratch.split_at_mut(XI * c * tiles);
+                    let mut vp = points_mut::<T, XI>(v, 0, c * tiles, c * tiles);
+                    let mut mp = points_mut::<T, XI>(m, 0, o * tiles, o * tiles);
+                    transform_rows(
+                        (x, dy),
+                        t,
+                        o,
+                        (r0, r1),
+                        &mut window,
+                        &mut grads,
+                        &mut vp,
+                        &mut mp,
+                    );
+                    for xi in 0..XI {
+                        let du = &mut du[xi * o * c..(xi + 1) * o * c];
+                        let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
+                        weight_gemm(du, m, v, (o, c, tiles), true);
+                    }
+                });
+            }
+            du
+        })
+        .collect();
+    weight_untransform(&partials, o, c)
 }
 
 #[cfg(test)]
@@ -839,7 +991,15 @@ mod tests {
     #[test]
     fn transpose_matches_definition() {
         fn check<T: Element + std::fmt::Debug>(cast: fn(f64) -> T) {
-            for (rows, cols) in [(1, 1), (3, 17), (8, 8), (16, 9), (13, 24), (2, 40), (24, 16)] {
+            for (rows, cols) in [
+                (1, 1),
+                (3, 17),
+                (8, 8),
+                (16, 9),
+                (13, 24),
+                (2, 40),
+                (24, 16),
+            ] {
                 let (src_rs, dst_rs) = (cols + 3, rows + 5);
                 let src: Vec<T> = values(rows * src_rs, 7).into_iter().map(cast).collect();
                 let mut dst = vec![T::zero(); cols * dst_rs];
@@ -895,9 +1055,14 @@ mod tests {
                 assert_close(&got, &dx, &format!("dx {label} {rows}"));
                 let got = weight_grad_blocked(&x, &dy, &g, &t, rows);
                 assert_close(&got, &dw, &format!("dw {label} {rows}"));
+                let got = weight_grad_whole(&x, &dy, &g, &t);
+                assert_close(&got, &dw, &format!("dw (whole) {label}"));
             }
-            assert_close(&forward(&x, &wt, &g), &y, &label);
-            assert_close(&input_grad(&dy, &wt, &g), &dx, &label);
+            let (got, kept) = forward(&x, &wt, &g);
+            assert_close(&got, &y, &label);
+            assert_eq!(kept, u, "{label}: kernels kept by the forward");
+            assert_close(&input_grad(&dy, &wt, None, &g), &dx, &label);
+            assert_close(&input_grad(&dy, &wt, Some(&kept), &g), &dx, &label);
             assert_close(&weight_grad(&x, &dy, &g), &dw, &label);
         }
         Ok(())
