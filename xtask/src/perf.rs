@@ -40,6 +40,9 @@ pub struct PerfArgs {
     /// Run the stride-1 3×3 convolutions by im2col + GEMM instead of Winograd.
     #[arg(long)]
     no_winograd: bool,
+    /// Run every Winograd convolution with F(2×2, 3×3) tiles, none with F(4×4, 3×3).
+    #[arg(long)]
+    winograd_f2: bool,
 }
 
 /// One measurement, as printed with `--json`.
@@ -82,6 +85,7 @@ pub fn perf(args: PerfArgs) -> Result<()> {
                 .args(["--reps", &args.reps.to_string(), "--device", &args.device])
                 .args(args.stock.then_some("--stock"))
                 .args(args.no_winograd.then_some("--no-winograd"))
+                .args(args.winograd_f2.then_some("--winograd-f2"))
                 .output()
                 .context("running the perf worker")?;
             if !out.status.success() {
@@ -135,6 +139,8 @@ pub struct WorkerArgs {
     stock: bool,
     #[arg(long)]
     no_winograd: bool,
+    #[arg(long)]
+    winograd_f2: bool,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -162,6 +168,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
     let dev = device(&args.device)?;
     dra_model::use_stock_kernels(args.stock);
     dra_model::use_winograd(!args.no_winograd);
+    dra_model::use_winograd_f4(!args.winograd_f2);
     let size = args.size;
     let batch = batch_for(&args.workload, size);
     let varmap = VarMap::new();
@@ -241,10 +248,11 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         seconds_median: median,
         peak_rss_mb: peak_rss_mb(),
         device: args.device.clone(),
-        kernels: match (args.stock, args.no_winograd) {
-            (true, _) => "candle-stock",
-            (false, true) => "dra-rs-im2col",
-            (false, false) => "dra-rs",
+        kernels: match (args.stock, args.no_winograd, args.winograd_f2) {
+            (true, _, _) => "candle-stock",
+            (false, true, _) => "dra-rs-im2col",
+            (false, false, true) => "dra-rs-f2",
+            (false, false, false) => "dra-rs",
         }
         .into(),
     };

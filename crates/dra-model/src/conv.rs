@@ -306,7 +306,7 @@ impl Conv {
         )?;
         if winograd::applies(&g) {
             let (out, kernels) = winograd::forward(x, w, &g);
-            if let Some(cache) = &self.kernels {
+            if let (Some(cache), Some(kernels)) = (&self.kernels, kernels) {
                 *cache.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(T::to_cpu_storage_owned(kernels));
             }

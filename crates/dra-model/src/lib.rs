@@ -66,6 +66,20 @@ pub(crate) fn winograd_enabled() -> bool {
     !IM2COL_ONLY.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+static F2_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs every Winograd convolution with F(2×2, 3×3) tiles instead of F(4×4, 3×3) where the
+/// feature map has room for those: a switch for benchmarks (`cargo xtask perf
+/// --winograd-f2`) and diagnosis.
+pub fn use_winograd_f4(f4: bool) {
+    F2_ONLY.store(!f4, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether F(4×4, 3×3) tiles are in use where they fit (the default).
+pub(crate) fn winograd_f4_enabled() -> bool {
+    !F2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Names of the tensors that are state, not parameters: they are saved with the model but
 /// never given to the optimiser (BatchNorm statistics, Deep SAD's centre).
 pub fn is_buffer(name: &str) -> bool {

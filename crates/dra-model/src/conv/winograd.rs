@@ -1,24 +1,28 @@
-//! Winograd F(2×2, 3×3) for the stride-1 3×3 convolutions, which carry about 80 % of
-//! ResNet-18's multiply-adds: each 2×2 output tile costs 16 multiplications per channel pair
-//! instead of 36, so the GEMMs shrink 2.25×.
+//! Winograd convolution for the stride-1 3×3 convolutions, which carry about 80 % of
+//! ResNet-18's multiply-adds. F(4×4, 3×3) for the forward and the input gradient wherever the
+//! output is at least 4×4 (a 6×6 input tile gives a 4×4 output tile with 36 multiplications per
+//! channel pair: 4× fewer than direct), F(2×2, 3×3) below that and for the weight gradient
+//! (a 4×4 input tile gives a 2×2 output tile with 16: 2.25× fewer).
 //!
-//! With the input tile `d` (4×4), the kernel `g` (3×3) and the transforms
-//! `V = Bᵀ d B`, `U = G g Gᵀ`, a tile of the output is `Y = Aᵀ [Σ_c U ⊙ V] A`: sixteen GEMMs
-//! (one per point ξ of the 4×4 transform domain) between the transformed kernels and the
-//! transformed tiles. All three passes of training reuse the same transforms:
+//! With the input tile `d`, the kernel `g` (3×3) and the transforms `V = Bᵀ d B`,
+//! `U = G g Gᵀ`, a tile of the output is `Y = Aᵀ [Σ_c U ⊙ V] A`: one GEMM per point ξ of the
+//! transform domain (16 or 36) between the transformed kernels and the transformed tiles. The
+//! three passes of training:
 //!
 //! - forward: `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`, then `Y = Aᵀ M A` per tile;
 //! - d(input): the forward of d(output) with the kernels rotated by 180° and their channels
 //!   swapped, and padding 2 − p (a stride-1 convolution's input gradient is a convolution);
-//! - d(weight): `dU[ξ] (O×C) = Σ_tiles Ṁ[ξ] (O×T) · V[ξ]ᵀ (T×C)` with `Ṁ = A dY Aᵀ`, then
-//!   `dW = Gᵀ dU G` (the adjoint of the forward in the kernel).
+//! - d(weight), F(2×2): `dU[ξ] (O×C) = Σ_tiles Ṁ[ξ] (O×T) · V[ξ]ᵀ (T×C)` with `Ṁ = A dY Aᵀ`,
+//!   then `dW = Gᵀ dU G` (the adjoint of the forward in the kernel).
 //!
 //! The tiles are processed in blocks of whole tile rows, sized so that a block's transformed
 //! tiles stay within a few MB, in parallel over blocks. The transforms work channels-last: the
 //! rows a tile row reads are transposed once into `[column][channel]` rows, and every
 //! transform is then a loop over channels (64–512 in ResNet-18), eight lanes at a time,
 //! however small the feature map (layer4 of a 64-px image is 2×2). Transformed tiles and the
-//! GEMMs' products are stored `[ξ][tile][channel]`.
+//! GEMMs' products are stored `[ξ][tile][channel]`. F(4×4)'s float32 results differ from a
+//! direct sum by more than F(2×2)'s (its transforms have entries up to 8 and 1/24); the parity
+//! tests against PyTorch stay within 3e-6 of the largest score (docs/fidelity.md).
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -39,9 +43,11 @@ pub(super) fn applies(g: &Geometry) -> bool {
 }
 
 /// The tiling of one pass: `n` images of `c` planes of `h × w`, zero padding `pad`, and the
-/// output (`oh × ow`) cut into `th × tw` tiles of 2×2 (the last ones cropped).
+/// output (`oh × ow`) cut into `th × tw` tiles of `m × m` (the last ones cropped): m = 2 for
+/// F(2×2, 3×3), 4 for F(4×4, 3×3).
 #[derive(Clone, Copy, Debug)]
 struct Tiling {
+    m: usize,
     n: usize,
     c: usize,
     h: usize,
@@ -54,9 +60,10 @@ struct Tiling {
 }
 
 impl Tiling {
-    fn new(n: usize, c: usize, h: usize, w: usize, pad: usize) -> Self {
+    fn new(m: usize, n: usize, c: usize, h: usize, w: usize, pad: usize) -> Self {
         let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
         Self {
+            m,
             n,
             c,
             h,
@@ -64,8 +71,8 @@ impl Tiling {
             pad,
             oh,
             ow,
-            th: oh.div_ceil(2),
-            tw: ow.div_ceil(2),
+            th: oh.div_ceil(m),
+            tw: ow.div_ceil(m),
         }
     }
 
@@ -76,15 +83,20 @@ impl Tiling {
 
     /// Columns of a padded input row that the tiles read (≥ `w + 2·pad`).
     fn padded_width(&self) -> usize {
-        2 * self.tw + 2
+        self.m * self.tw + 2
     }
 
-    /// Tile rows per block: about 2¹⁶ / `channels` tiles (so a block's transformed tiles, 16
-    /// values per tile and channel, take about 4 MB in f32), at least one row, in a number of
-    /// blocks that is a multiple of the threads and of near-equal sizes, so that no thread
-    /// waits on another's last block.
+    /// Points of the transform domain: (m + 2)².
+    fn points(&self) -> usize {
+        (self.m + 2) * (self.m + 2)
+    }
+
+    /// Tile rows per block: about 2²⁰ / (`points` · `channels`) tiles (so a block's
+    /// transformed tiles take about 4 MB in f32), at least one row, in a number of blocks that
+    /// is a multiple of the threads and of near-equal sizes, so that no thread waits on
+    /// another's last block.
     fn rows_per_block(&self, channels: usize) -> usize {
-        let tiles = (1usize << 16) / channels.max(1);
+        let tiles = (1usize << 20) / (self.points() * channels.max(1));
         let by_size = (tiles / self.tw).max(1);
         let threads = rayon::current_num_threads().max(1);
         let blocks = self.rows().div_ceil(by_size).next_multiple_of(threads);
@@ -256,12 +268,12 @@ unsafe fn transpose8_avx(src: *const f32, src_rs: usize, dst: *mut f32, dst_rs: 
 }
 
 /// Channels-last copies of the padded input rows that tile rows read: padded row `yp` of the
-/// current image in slot `yp % 4`, as `[column][channel]` with the padding columns zero. A
-/// tile row shares two rows with the next, so each input row is transposed once.
+/// current image in slot `yp % 8`, as `[column][channel]` with the padding columns zero. A
+/// tile row (m + 2 rows) shares two rows with the next, so each input row is transposed once.
 struct Window<T> {
-    slots: [Vec<T>; 4],
+    slots: [Vec<T>; 8],
     /// The (image, padded row) each slot holds.
-    held: [Option<(usize, usize)>; 4],
+    held: [Option<(usize, usize)>; 8],
     /// A padded row of zeros, for the rows outside the image.
     zero: Vec<T>,
 }
@@ -271,27 +283,29 @@ impl<T: Element> Window<T> {
         let len = t.padded_width() * t.c;
         Self {
             slots: std::array::from_fn(|_| vec![T::zero(); len]),
-            held: [None; 4],
+            held: [None; 8],
             zero: vec![T::zero(); len],
         }
     }
 
-    /// The four padded rows of tile row `ty` of image `n` in `x` (`N×C×H×W`).
-    fn rows(&mut self, x: &[T], t: &Tiling, n: usize, ty: usize) -> [&[T]; 4] {
+    /// The m + 2 padded rows of tile row `ty` of image `n` in `x` (`N×C×H×W`), then zero
+    /// rows up to six.
+    fn rows(&mut self, x: &[T], t: &Tiling, n: usize, ty: usize) -> [&[T]; 6] {
         let plane = t.h * t.w;
+        let (top, count) = (t.m * ty, t.m + 2);
         let inside = |yp: usize| yp.checked_sub(t.pad).filter(|&y| y < t.h);
-        for yp in 2 * ty..2 * ty + 4 {
+        for yp in top..top + count {
             let Some(y) = inside(yp) else { continue };
-            if self.held[yp % 4] != Some((n, yp)) {
+            if self.held[yp % 8] != Some((n, yp)) {
                 let src = &x[n * t.c * plane + y * t.w..];
                 // Only columns pad..pad + w are written: the padding stays zero.
-                let dst = &mut self.slots[yp % 4][t.pad * t.c..];
+                let dst = &mut self.slots[yp % 8][t.pad * t.c..];
                 transpose(src, plane, dst, t.c, t.c, t.w);
-                self.held[yp % 4] = Some((n, yp));
+                self.held[yp % 8] = Some((n, yp));
             }
         }
-        std::array::from_fn(|k| match inside(2 * ty + k) {
-            Some(_) => &self.slots[(2 * ty + k) % 4][..],
+        std::array::from_fn(|k| match inside(top + k).filter(|_| k < count) {
+            Some(_) => &self.slots[(top + k) % 8][..],
             None => &self.zero[..],
         })
     }
@@ -406,6 +420,160 @@ fn output_tiles<T: Element>(
 }
 }
 
+/// Bᵀ of F(4×4, 3×3) on one column or row (Lavin & Gray's points 0, ±1, ±2, ∞):
+/// Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0;
+/// 0 4 0 −5 0 1].
+#[inline(always)]
+fn bt4<T: Element>([d0, d1, d2, d3, d4, d5]: [T; 6]) -> [T; 6] {
+    let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
+    [
+        four * d0 - five * d2 + d4,
+        d3 + d4 - four * (d1 + d2),
+        four * (d1 - d2) - d3 + d4,
+        two * (d3 - d1) - d2 + d4,
+        two * (d1 - d3) - d2 + d4,
+        four * d1 - five * d3 + d5,
+    ]
+}
+
+/// Aᵀ of F(4×4, 3×3): Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
+#[inline(always)]
+fn at4<T: Element>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> [T; 4] {
+    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+    let (p12, m12, p34, m34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+    [
+        m0 + p12 + p34,
+        m12 + two * m34,
+        p12 + four * p34,
+        m12 + eight * m34 + m5,
+    ]
+}
+
+/// G of F(4×4, 3×3): G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1].
+#[inline(always)]
+fn g4<T: Element>([g0, g1, g2]: [T; 3]) -> [T; 6] {
+    let c = |v: f64| T::from_f64(v);
+    [
+        g0 * c(0.25),
+        (g0 + g1 + g2) * c(-1.0 / 6.0),
+        (g0 - g1 + g2) * c(-1.0 / 6.0),
+        g0 * c(1.0 / 24.0) + g1 * c(1.0 / 12.0) + g2 * c(1.0 / 6.0),
+        g0 * c(1.0 / 24.0) - g1 * c(1.0 / 12.0) + g2 * c(1.0 / 6.0),
+        g2,
+    ]
+}
+
+/// Channels per step of F(4×4)'s separable transforms: their intermediate rows (36 of them)
+/// stay in L1.
+const STEP4: usize = 64;
+
+/// Six of the planes in `planes` from `first`, each from `at` on, `len` long.
+#[inline(always)]
+fn six<'a, T>(planes: &'a mut [&mut [T]], first: usize, at: usize, len: usize) -> [&'a mut [T]; 6] {
+    let mut it = planes[first..first + 6].iter_mut();
+    std::array::from_fn(|_| {
+        let p = it.next().expect("six planes");
+        &mut p[at..at + len]
+    })
+}
+
+multiversion! {
+/// F(4×4, 3×3)'s `V = Bᵀ d B` for the `tw` tiles of one tile row, from its six channels-last
+/// padded rows (`c` channels), into `v[ξ][(first + tx)·c + channel]`, ξ = 6i + j: Bᵀ down the
+/// tile's six columns into `tmp` (36 · [`STEP4`]), then along its six rows, each a loop of six
+/// inputs and six outputs over the channels (one loop of 36 did not vectorise).
+fn input_tiles4<T: Element>(
+    rows: [&[T]; 6],
+    c: usize,
+    tw: usize,
+    v: &mut [&mut [T]; 36],
+    first: usize,
+    tmp: &mut [T],
+) {
+    for tx in 0..tw {
+        for c0 in (0..c).step_by(STEP4) {
+            let n = STEP4.min(c - c0);
+            // tmp[(6i + j)·STEP4 + channel]: row i of Bᵀ d, column j.
+            for j in 0..6 {
+                let inp: [&[T]; 6] =
+                    std::array::from_fn(|i| &rows[i][(4 * tx + j) * c + c0..][..n]);
+                let mut out = points_mut::<T, 6>(tmp, j * STEP4, 6 * STEP4, n);
+                lanes(&mut out, &inp, n, bt4);
+            }
+            for i in 0..6 {
+                let inp = points::<T, 6>(tmp, 6 * i * STEP4, STEP4, n);
+                let mut out = six(&mut v[..], 6 * i, (first + tx) * c + c0, n);
+                lanes(&mut out, &inp, n, bt4);
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// F(4×4, 3×3)'s `Y = Aᵀ M A` for the `tw` tiles of one tile row, from
+/// `m[ξ·stride + (first + tx)·o + channel]`, into four channels-last output rows
+/// `out[r][column][channel]` of `4·tw` columns each: Aᵀ down the six columns into `tmp`
+/// (24 · [`STEP4`]), then along the four rows.
+#[allow(clippy::too_many_arguments)]
+fn output_tiles4<T: Element>(
+    m: &[T],
+    o: usize,
+    tw: usize,
+    first: usize,
+    stride: usize,
+    out: &mut [T],
+    tmp: &mut [T],
+) {
+    let width = 4 * tw * o;
+    for tx in 0..tw {
+        for o0 in (0..o).step_by(STEP4) {
+            let n = STEP4.min(o - o0);
+            // tmp[(6r + j)·STEP4 + channel]: row r of Aᵀ M, column j.
+            for j in 0..6 {
+                let inp = points::<T, 6>(m, j * stride + (first + tx) * o + o0, 6 * stride, n);
+                let mut dst = points_mut::<T, 4>(tmp, j * STEP4, 6 * STEP4, n);
+                lanes(&mut dst, &inp, n, at4);
+            }
+            for r in 0..4 {
+                let inp = points::<T, 6>(tmp, 6 * r * STEP4, STEP4, n);
+                let mut dst = points_mut::<T, 4>(&mut out[r * width..], 4 * tx * o + o0, o, n);
+                lanes(&mut dst, &inp, n, at4);
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// F(4×4, 3×3)'s `U = G g Gᵀ` for `len` kernels given entry by entry (`g[a·len + kernel]`),
+/// into the 36 `planes`; rotated by 180° first when `rotate` (the input gradient's kernels).
+/// G down the three columns into `tmp` (18 · `len`), then along the six rows.
+fn kernel_points4<T: Element>(
+    g: &[T],
+    len: usize,
+    planes: &mut [&mut [T]; 36],
+    rotate: bool,
+    tmp: &mut [T],
+) {
+    let entry = |a: usize| {
+        let a = if rotate { 8 - a } else { a };
+        &g[a * len..][..len]
+    };
+    // tmp[(3i + j)·len + kernel]: row i of G g, column j.
+    for j in 0..3 {
+        let inp = [entry(j), entry(3 + j), entry(6 + j)];
+        let mut out = points_mut::<T, 6>(tmp, j * len, 3 * len, len);
+        lanes(&mut out, &inp, len, g4);
+    }
+    for i in 0..6 {
+        let inp = points::<T, 3>(tmp, 3 * i * len, len, len);
+        let mut out = six(&mut planes[..], 6 * i, 0, len);
+        lanes(&mut out, &inp, len, g4);
+    }
+}
+}
+
 /// Splits each of the sixteen `[ξ][kernel]` planes of `u` into the same chunks of `chunk`
 /// kernels: entry j holds chunk j of every plane, for one task to fill.
 fn plane_chunks<T>(u: &mut [T], kernels: usize, chunk: usize) -> Vec<Vec<&mut [T]>> {
@@ -426,21 +594,29 @@ fn kernel_chunk(kernels: usize) -> usize {
     kernels.div_ceil(4 * rayon::current_num_threads()).max(1024)
 }
 
-/// `U = G g Gᵀ` for every kernel, laid out `[ξ][o][c]`, in parallel over chunks of kernels.
-fn weight_transform<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
+/// `U = G g Gᵀ` for every kernel, laid out `[ξ][o][c]` over the `P` points of the tiling
+/// (16: F(2×2), 36: F(4×4), whose kernels are rotated by 180° first when `rotate`), in
+/// parallel over chunks of kernels.
+fn weight_transform<T: Element, const P: usize>(
+    w: &[T],
+    o: usize,
+    c: usize,
+    rotate: bool,
+) -> Vec<T> {
     /// Kernels per step: their nine rows stay in L1.
     const STEP: usize = 256;
     let kernels = o * c;
-    let mut u = vec![T::zero(); XI * kernels];
+    let mut u = vec![T::zero(); P * kernels];
     let chunk = kernel_chunk(kernels);
     plane_chunks(&mut u, kernels, chunk)
         .into_par_iter()
         .enumerate()
         .for_each(|(j, planes)| {
-            let Ok(mut planes) = <[&mut [T]; XI]>::try_from(planes) else {
-                unreachable!("`plane_chunks` cuts every one of the sixteen planes")
+            let Ok(mut planes) = <[&mut [T]; P]>::try_from(planes) else {
+                unreachable!("`plane_chunks` cuts every plane")
             };
             let mut g = vec![T::zero(); 9 * STEP];
+            let mut tmp = vec![T::zero(); if P == XI { 0 } else { 18 * STEP }];
             let len = planes[0].len();
             for s in (0..len).step_by(STEP) {
                 let n = STEP.min(len - s);
@@ -448,7 +624,15 @@ fn weight_transform<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
                 // transform runs along the kernels.
                 transpose(&w[(j * chunk + s) * 9..], 9, &mut g, n, n, 9);
                 let mut out = planes.each_mut().map(|p| &mut p[s..s + n]);
-                kernel_points(&g, n, &mut out);
+                // `P` is one of the two sizes; the casts only restate it to the compiler.
+                if let Ok(out) = <&mut [&mut [T]; XI]>::try_from(&mut out[..]) {
+                    debug_assert!(!rotate, "F(2×2) rotates in the transform domain");
+                    kernel_points(&g, n, out);
+                } else if let Ok(out) = <&mut [&mut [T]; 36]>::try_from(&mut out[..]) {
+                    kernel_points4(&g, n, out, rotate, &mut tmp);
+                } else {
+                    unreachable!("a tiling has 16 or 36 points")
+                }
             }
         });
     u
@@ -494,11 +678,15 @@ struct Kernels<'a, T> {
     /// The forward's output and input channels.
     o: usize,
     c: usize,
-    /// For the input gradient: kernel (o, c) rotated by 180° at position (c, o). Rotating a
-    /// kernel reverses it along both axes, which in the transform domain swaps points 0 and 3
-    /// of each axis (G's rows evaluate g at 0, 1, −1 and ∞), so U itself serves, read
-    /// transposed at the swapped point.
+    /// For the input gradient: kernel (o, c) rotated by 180° at position (c, o), read
+    /// transposed.
     adjoint: bool,
+    /// Whether the adjoint's rotation is still to be done by swapping points: in F(2×2),
+    /// rotating a kernel reverses it along both axes, which in the transform domain swaps
+    /// points 0 and 3 of each axis (G's rows evaluate g at 0, 1, −1 and ∞), so the forward's U
+    /// serves. F(4×4)'s points (0, ±1, ±2, ∞) are not closed under t ↦ 1/t, so its input
+    /// gradient transforms the rotated kernels instead.
+    swap: bool,
 }
 
 impl<'a, T: Element> Kernels<'a, T> {
@@ -525,7 +713,11 @@ impl<'a, T: Element> Kernels<'a, T> {
         let (o, c) = (self.o, self.c);
         if self.adjoint {
             let swap = |i: usize| [3, 1, 2, 0][i];
-            let xi = 4 * swap(xi / 4) + swap(xi % 4);
+            let xi = if self.swap {
+                4 * swap(xi / 4) + swap(xi % 4)
+            } else {
+                xi
+            };
             Mat {
                 data: &self.u[xi * o * c..],
                 rs: 1,
@@ -629,18 +821,27 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
         let shared = shared;
         let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
         let tiles = (r1 - r0) * t.tw;
+        let (points, width) = (t.points(), t.m * t.tw * o);
         let mut window = Window::new(t);
-        // A tile row's two output rows, channels-last and then channels-first.
-        let mut last = vec![T::zero(); 2 * 2 * t.tw * o];
-        let mut first = vec![T::zero(); o * 2 * t.ow];
-        T::with_scratch(XI * (c + o) * tiles, |scratch| {
-            let (v, m) = scratch.split_at_mut(XI * c * tiles);
-            let mut planes = points_mut::<T, XI>(v, 0, c * tiles, c * tiles);
+        // A tile row's m output rows, channels-last and then channels-first.
+        let mut last = vec![T::zero(); t.m * width];
+        let mut first = vec![T::zero(); o * t.m * t.ow];
+        // The intermediate rows of F(4×4)'s separable transforms.
+        let mut tmp4 = vec![T::zero(); if t.m == 4 { 36 * STEP4 } else { 0 }];
+        T::with_scratch(points * (c + o) * tiles, |scratch| {
+            let (v, m) = scratch.split_at_mut(points * c * tiles);
             for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
                 let rows = window.rows(x, t, n, ty);
-                input_tiles(rows, c, t.tw, &mut planes, i * t.tw);
+                if t.m == 2 {
+                    let mut planes = points_mut::<T, XI>(v, 0, c * tiles, c * tiles);
+                    let rows = [rows[0], rows[1], rows[2], rows[3]];
+                    input_tiles(rows, c, t.tw, &mut planes, i * t.tw);
+                } else {
+                    let mut planes = points_mut::<T, 36>(v, 0, c * tiles, c * tiles);
+                    input_tiles4(rows, c, t.tw, &mut planes, i * t.tw, &mut tmp4);
+                }
             }
-            for xi in 0..XI {
+            for xi in 0..points {
                 // Mᵀ[ξ] (T×O) = Vᵀ[ξ] (T×C) · Kᵀ[ξ] (C×O), stored [tile][o].
                 let kt = k.at(xi);
                 matmul(
@@ -661,11 +862,15 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
                 );
             }
             for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
-                output_tiles(m, o, t.tw, i * t.tw, o * tiles, &mut last);
-                // The output rows of this tile row: 2ty and, inside the output, 2ty + 1.
-                let (y0, y1) = (2 * ty, (2 * ty + 2).min(t.oh));
+                if t.m == 2 {
+                    output_tiles(m, o, t.tw, i * t.tw, o * tiles, &mut last);
+                } else {
+                    output_tiles4(m, o, t.tw, i * t.tw, o * tiles, &mut last, &mut tmp4);
+                }
+                // The output rows of this tile row: m·ty up to m of them, inside the output.
+                let (y0, y1) = (t.m * ty, (t.m * ty + t.m).min(t.oh));
                 let span = (y1 - y0) * t.ow;
-                for (r, row) in last.chunks_exact(2 * t.tw * o).take(y1 - y0).enumerate() {
+                for (r, row) in last.chunks_exact(width).take(y1 - y0).enumerate() {
                     transpose(row, o, &mut first[r * t.ow..], span, t.ow, o);
                 }
                 for (oi, src) in first.chunks_exact(span).take(o).enumerate() {
@@ -682,41 +887,61 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
     out
 }
 
-/// The forward convolution: `x` (`N×C×H×W`), `w` (`O×C×3×3`) → `N×O×OH×OW`, and the
-/// transformed kernels, which [`input_grad`] can take instead of transforming `w` again.
-pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> (Vec<T>, Vec<T>) {
-    let t = Tiling::new(g.n, g.c, g.h, g.w, g.padding);
-    let u = weight_transform(w, g.o, g.c);
+/// The tile size for an output of `oh × ow`: 4 (F(4×4, 3×3): 36 multiplications per 16
+/// outputs and channel pair, against 64 with F(2×2)) unless the output is smaller than a tile
+/// in either direction, where most of a 4×4 tile would be padding.
+fn tile_size(oh: usize, ow: usize) -> usize {
+    if crate::winograd_f4_enabled() && oh >= 4 && ow >= 4 {
+        4
+    } else {
+        2
+    }
+}
+
+/// The forward convolution: `x` (`N×C×H×W`), `w` (`O×C×3×3`) → `N×O×OH×OW`, and for F(2×2)
+/// the transformed kernels, which [`input_grad`] can take instead of transforming `w` again.
+pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> (Vec<T>, Option<Vec<T>>) {
+    let t = Tiling::new(tile_size(g.oh, g.ow), g.n, g.c, g.h, g.w, g.padding);
+    let u = if t.m == 2 {
+        weight_transform::<T, XI>(w, g.o, g.c, false)
+    } else {
+        weight_transform::<T, 36>(w, g.o, g.c, false)
+    };
     let kernels = Kernels {
         u: &u,
         o: g.o,
         c: g.c,
         adjoint: false,
+        swap: false,
     };
     let y = convolve(x, &t, &kernels, t.rows_per_block(g.c.max(g.o)));
-    (y, u)
+    (y, (t.m == 2 && tile_size(g.h, g.w) == 2).then_some(u))
 }
 
-/// Entries of the transformed kernels of a convolution.
+/// Entries of the transformed kernels that [`forward`] returns.
 pub(super) fn kernels_len(g: &Geometry) -> usize {
     XI * g.o * g.c
 }
 
 /// d(input) from d(output) `dy` (`N×O×OH×OW`): the convolution of `dy` with the rotated,
-/// channel-swapped kernels and padding 2 − p. `kernels` are the forward's transformed kernels
-/// where it kept them; otherwise `w` is transformed here.
+/// channel-swapped kernels and padding 2 − p. `kernels` are the forward's F(2×2) transformed
+/// kernels where it kept them; otherwise `w` is transformed here.
 pub(super) fn input_grad<T: Element>(
     dy: &[T],
     w: &[T],
     kernels: Option<&[T]>,
     g: &Geometry,
 ) -> Vec<T> {
-    let t = Tiling::new(g.n, g.o, g.oh, g.ow, 2 - g.padding);
+    let t = Tiling::new(tile_size(g.h, g.w), g.n, g.o, g.oh, g.ow, 2 - g.padding);
     let transformed;
     let u = match kernels {
-        Some(u) => u,
-        None => {
-            transformed = weight_transform(w, g.o, g.c);
+        Some(u) if t.m == 2 => u,
+        _ => {
+            transformed = if t.m == 2 {
+                weight_transform::<T, XI>(w, g.o, g.c, false)
+            } else {
+                weight_transform::<T, 36>(w, g.o, g.c, true)
+            };
             &transformed
         }
     };
@@ -725,13 +950,14 @@ pub(super) fn input_grad<T: Element>(
         o: g.o,
         c: g.c,
         adjoint: true,
+        swap: t.m == 2,
     };
     convolve(dy, &t, &kernels, t.rows_per_block(g.c.max(g.o)))
 }
 
 /// d(weight) from the input `x` and d(output) `dy`: `O×C×3×3`.
 pub(super) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
-    let t = Tiling::new(g.n, g.c, g.h, g.w, g.padding);
+    let t = Tiling::new(2, g.n, g.c, g.h, g.w, g.padding);
     if XI * t.rows() * t.tw * (g.c + g.o) <= WHOLE {
         weight_grad_whole(x, dy, g, &t)
     } else {
@@ -777,7 +1003,8 @@ fn transform_rows<T: Element>(
 ) {
     let oplane = t.oh * t.ow;
     for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
-        input_tiles(window.rows(x, t, n, ty), t.c, t.tw, v, i * t.tw);
+        let rows = window.rows(x, t, n, ty);
+        input_tiles([rows[0], rows[1], rows[2], rows[3]], t.c, t.tw, v, i * t.tw);
         let inside = (2 * ty + 2).min(t.oh) - 2 * ty;
         for (a, row) in grads.rows.iter_mut().enumerate().take(inside) {
             let src = &dy[n * o * oplane + (2 * ty + a) * t.ow..];
@@ -1030,6 +1257,8 @@ mod tests {
             // Eight channels and columns or more: the vector steps and whole 8×8 transposes.
             (2, 9, 10, 11, 16, 1),
             (1, 16, 8, 17, 9, 2),
+            // More channels than a step of F(4×4)'s transforms, and kernels in several chunks.
+            (1, 70, 5, 6, 70, 1),
         ] {
             let g = Geometry::new((n, c, h, w), (o, c, 3, 3), 1, pad)?;
             assert!(applies(&g));
@@ -1038,31 +1267,56 @@ mod tests {
             let dy = values(n * o * g.oh * g.ow, 3);
             let (y, dx, dw) = direct(&g, &x, &wt, &dy);
             let label = format!("{:?}", (n, c, h, w, o, pad));
-            let t = Tiling::new(n, c, h, w, pad);
-            let td = Tiling::new(n, o, g.oh, g.ow, 2 - pad);
-            let u = weight_transform(&wt, o, c);
-            for rows in [1, 2, 3, t.rows()] {
-                let mut k = Kernels {
-                    u: &u,
-                    o,
-                    c,
-                    adjoint: false,
+            let t = Tiling::new(2, n, c, h, w, pad);
+            for m in [2, 4] {
+                let t = Tiling::new(m, n, c, h, w, pad);
+                let td = Tiling::new(m, n, o, g.oh, g.ow, 2 - pad);
+                let (u, ur) = if m == 2 {
+                    (weight_transform::<f64, XI>(&wt, o, c, false), None)
+                } else {
+                    (
+                        weight_transform::<f64, 36>(&wt, o, c, false),
+                        Some(weight_transform::<f64, 36>(&wt, o, c, true)),
+                    )
                 };
-                let got = convolve(&x, &t, &k, rows);
-                assert_close(&got, &y, &format!("y {label} {rows}"));
-                k.adjoint = true;
-                let got = convolve(&dy, &td, &k, rows);
-                assert_close(&got, &dx, &format!("dx {label} {rows}"));
+                for rows in [1, 2, 3, t.rows()] {
+                    let k = Kernels {
+                        u: &u,
+                        o,
+                        c,
+                        adjoint: false,
+                        swap: false,
+                    };
+                    let got = convolve(&x, &t, &k, rows);
+                    assert_close(&got, &y, &format!("y F{m} {label} {rows}"));
+                    let k = Kernels {
+                        u: ur.as_deref().unwrap_or(&u),
+                        adjoint: true,
+                        swap: m == 2,
+                        ..k
+                    };
+                    let rows = rows.min(td.rows());
+                    let got = convolve(&dy, &td, &k, rows);
+                    assert_close(&got, &dx, &format!("dx F{m} {label} {rows}"));
+                }
+            }
+            for rows in [1, 2, 3, t.rows()] {
                 let got = weight_grad_blocked(&x, &dy, &g, &t, rows);
                 assert_close(&got, &dw, &format!("dw {label} {rows}"));
-                let got = weight_grad_whole(&x, &dy, &g, &t);
-                assert_close(&got, &dw, &format!("dw (whole) {label}"));
             }
+            let got = weight_grad_whole(&x, &dy, &g, &t);
+            assert_close(&got, &dw, &format!("dw (whole) {label}"));
             let (got, kept) = forward(&x, &wt, &g);
             assert_close(&got, &y, &label);
-            assert_eq!(kept, u, "{label}: kernels kept by the forward");
+            if let Some(kept) = &kept {
+                assert_eq!(
+                    kept.len(),
+                    kernels_len(&g),
+                    "{label}: kernels kept by the forward"
+                );
+            }
             assert_close(&input_grad(&dy, &wt, None, &g), &dx, &label);
-            assert_close(&input_grad(&dy, &wt, Some(&kept), &g), &dx, &label);
+            assert_close(&input_grad(&dy, &wt, kept.as_deref(), &g), &dx, &label);
             assert_close(&weight_grad(&x, &dy, &g), &dw, &label);
         }
         Ok(())
