@@ -1,6 +1,6 @@
 //! Winograd convolution for the stride-1 3×3 convolutions, which carry about 80 % of
 //! ResNet-18's multiply-adds. F(4×4, 3×3) for the forward and the input gradient wherever the
-//! output is at least 4×4 (a 6×6 input tile gives a 4×4 output tile with 36 multiplications per
+//! output is at least 8×8 (a 6×6 input tile gives a 4×4 output tile with 36 multiplications per
 //! channel pair: 4× fewer than direct), F(2×2, 3×3) below that and for the weight gradient
 //! (a 4×4 input tile gives a 2×2 output tile with 16: 2.25× fewer).
 //!
@@ -888,10 +888,14 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
 }
 
 /// The tile size for an output of `oh × ow`: 4 (F(4×4, 3×3): 36 multiplications per 16
-/// outputs and channel pair, against 64 with F(2×2)) unless the output is smaller than a tile
-/// in either direction, where most of a 4×4 tile would be padding.
+/// outputs and channel pair, against 64 with F(2×2)) where the output is at least 8×8, else 2.
+/// Below, an image has at most one 4×4 tile, and the costs per convolution (the 36 transformed
+/// kernels per channel pair, 2.25× F(2×2)'s, written and packed for the GEMMs) outweigh the
+/// saved multiplications: per-op timings of the DRA step at 128 px, layer4 at 4×4, forward +
+/// input gradient 0.28 s with F(4×4) against 0.23 s with F(2×2) over three steps; at 8×8
+/// (layer3) F(4×4) took 0.17 s against 0.21 s.
 fn tile_size(oh: usize, ow: usize) -> usize {
-    if crate::winograd_f4_enabled() && oh >= 4 && ow >= 4 {
+    if crate::winograd_f4_enabled() && oh >= 8 && ow >= 8 {
         4
     } else {
         2
