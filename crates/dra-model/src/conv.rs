@@ -111,6 +111,16 @@ impl Geometry {
     }
 }
 
+/// The output columns `lo..hi` whose input column `ox·stride + j − padding` lies inside a
+/// row of `w`, and that input column for `lo` (`x0`): the loops below then run without a test
+/// per element.
+fn columns(g: &Geometry, j: usize) -> (usize, usize, usize) {
+    let (s, p) = (g.stride, g.padding);
+    let lo = p.saturating_sub(j).div_ceil(s).min(g.ow);
+    let hi = (g.w + p).saturating_sub(j).div_ceil(s).min(g.ow).max(lo);
+    (lo, hi, (lo * s + j).saturating_sub(p))
+}
+
 /// im2col of one image: row (c, i, j) holds input pixel (c, oy·s − p + i, ox·s − p + j) for
 /// every output cell, zero outside the image.
 fn im2col<T: Element>(x: &[T], g: &Geometry, col: &mut [T]) {
@@ -120,6 +130,7 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, col: &mut [T]) {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
+                let (lo, hi, x0) = columns(g, j);
                 let dst = &mut col[row * p..(row + 1) * p];
                 for oy in 0..g.oh {
                     let y = (oy * g.stride + i) as isize - g.padding as isize;
@@ -129,13 +140,15 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, col: &mut [T]) {
                         continue;
                     }
                     let src = &plane[y as usize * g.w..(y as usize + 1) * g.w];
-                    for (ox, v) in out.iter_mut().enumerate() {
-                        let x = (ox * g.stride + j) as isize - g.padding as isize;
-                        *v = if x >= 0 && x < g.w as isize {
-                            src[x as usize]
-                        } else {
-                            T::zero()
-                        };
+                    out[..lo].fill(T::zero());
+                    out[hi..].fill(T::zero());
+                    let inside = &mut out[lo..hi];
+                    if g.stride == 1 {
+                        inside.copy_from_slice(&src[x0..x0 + inside.len()]);
+                    } else {
+                        for (v, s) in inside.iter_mut().zip(src[x0..].iter().step_by(g.stride)) {
+                            *v = *s;
+                        }
                     }
                 }
                 row += 1;
@@ -153,6 +166,7 @@ fn col2im<T: Element>(col: &[T], g: &Geometry, dx: &mut [T]) {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
+                let (lo, hi, x0) = columns(g, j);
                 let src = &col[row * p..(row + 1) * p];
                 for oy in 0..g.oh {
                     let y = (oy * g.stride + i) as isize - g.padding as isize;
@@ -160,11 +174,9 @@ fn col2im<T: Element>(col: &[T], g: &Geometry, dx: &mut [T]) {
                         continue;
                     }
                     let dst = &mut plane[y as usize * g.w..(y as usize + 1) * g.w];
-                    for (ox, v) in src[oy * g.ow..(oy + 1) * g.ow].iter().enumerate() {
-                        let x = (ox * g.stride + j) as isize - g.padding as isize;
-                        if x >= 0 && x < g.w as isize {
-                            dst[x as usize] += *v;
-                        }
+                    let inside = &src[oy * g.ow + lo..oy * g.ow + hi];
+                    for (d, v) in dst[x0..].iter_mut().step_by(g.stride).zip(inside) {
+                        *d += *v;
                     }
                 }
                 row += 1;

@@ -1,8 +1,8 @@
 //! Winograd convolution for the stride-1 3×3 convolutions, which carry about 80 % of
-//! ResNet-18's multiply-adds. F(4×4, 3×3) for the forward and the input gradient wherever the
-//! output is at least 8×8 (a 6×6 input tile gives a 4×4 output tile with 36 multiplications per
-//! channel pair: 4× fewer than direct), F(2×2, 3×3) below that and for the weight gradient
-//! (a 4×4 input tile gives a 2×2 output tile with 16: 2.25× fewer).
+//! ResNet-18's multiply-adds. F(4×4, 3×3) for all three passes wherever the output is at
+//! least 8×8 (a 6×6 input tile gives a 4×4 output tile with 36 multiplications per
+//! channel pair: 4× fewer than direct), F(2×2, 3×3) below that (a 4×4 input tile gives a 2×2
+//! output tile with 16: 2.25× fewer).
 //!
 //! With the input tile `d`, the kernel `g` (3×3) and the transforms `V = Bᵀ d B`,
 //! `U = G g Gᵀ`, a tile of the output is `Y = Aᵀ [Σ_c U ⊙ V] A`: one GEMM per point ξ of the
@@ -12,8 +12,8 @@
 //! - forward: `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`, then `Y = Aᵀ M A` per tile;
 //! - d(input): the forward of d(output) with the kernels rotated by 180° and their channels
 //!   swapped, and padding 2 − p (a stride-1 convolution's input gradient is a convolution);
-//! - d(weight), F(2×2): `dU[ξ] (O×C) = Σ_tiles Ṁ[ξ] (O×T) · V[ξ]ᵀ (T×C)` with `Ṁ = A dY Aᵀ`,
-//!   then `dW = Gᵀ dU G` (the adjoint of the forward in the kernel).
+//! - d(weight): `dU[ξ] (O×C) = Σ_tiles Ṁ[ξ] (O×T) · V[ξ]ᵀ (T×C)` with `Ṁ = A dY Aᵀ`, then
+//!   `dW = Gᵀ dU G` (the adjoint of the forward in the kernel), with the forward's tiles.
 //!
 //! The tiles are processed in blocks of whole tile rows, sized so that a block's transformed
 //! tiles stay within a few MB, in parallel over blocks. The transforms work channels-last: the
@@ -574,6 +574,86 @@ fn kernel_points4<T: Element>(
 }
 }
 
+/// A of F(4×4, 3×3) on one column or row (A = (Aᵀ)ᵀ, 6×4).
+#[inline(always)]
+fn a4<T: Element>([e0, e1, e2, e3]: [T; 4]) -> [T; 6] {
+    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+    let (even, odd) = (e0 + e2, e1 + e3);
+    let (even4, odd2) = (e0 + four * e2, two * e1 + eight * e3);
+    [e0, even + odd, even - odd, even4 + odd2, even4 - odd2, e3]
+}
+
+/// Gᵀ of F(4×4, 3×3) on one column or row (Gᵀ is 3×6).
+#[inline(always)]
+fn gt4<T: Element>([u0, u1, u2, u3, u4, u5]: [T; 6]) -> [T; 3] {
+    let c = |v: f64| T::from_f64(v);
+    let (p12, m12, p34, m34) = (u1 + u2, u2 - u1, u3 + u4, u3 - u4);
+    [
+        u0 * c(0.25) - p12 * c(1.0 / 6.0) + p34 * c(1.0 / 24.0),
+        m12 * c(1.0 / 6.0) + m34 * c(1.0 / 12.0),
+        (p34 - p12) * c(1.0 / 6.0) + u5,
+    ]
+}
+
+multiversion! {
+/// F(4×4, 3×3)'s `Ṁ = A e Aᵀ` for the `tw` output-gradient tiles of one tile row, from its
+/// four channels-last rows (`o` channels, zero beyond the output), into
+/// `m[ξ][(first + tx)·o + channel]`: A down the four columns into `tmp` (24 · [`STEP4`]),
+/// then along the six rows.
+fn grad_tiles4<T: Element>(
+    rows: [&[T]; 4],
+    o: usize,
+    tw: usize,
+    m: &mut [&mut [T]; 36],
+    first: usize,
+    tmp: &mut [T],
+) {
+    for tx in 0..tw {
+        for o0 in (0..o).step_by(STEP4) {
+            let n = STEP4.min(o - o0);
+            // tmp[(4i + b)·STEP4 + channel]: row i of A e, column b.
+            for b in 0..4 {
+                let inp: [&[T]; 4] =
+                    std::array::from_fn(|a| &rows[a][(4 * tx + b) * o + o0..][..n]);
+                let mut out = points_mut::<T, 6>(tmp, b * STEP4, 4 * STEP4, n);
+                lanes(&mut out, &inp, n, a4);
+            }
+            for i in 0..6 {
+                let inp = points::<T, 4>(tmp, 4 * i * STEP4, STEP4, n);
+                let mut out = six(&mut m[..], 6 * i, (first + tx) * o + o0, n);
+                lanes(&mut out, &inp, n, a4);
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// F(4×4, 3×3)'s `dW = Gᵀ dU G` for `len` kernels, from the 36 points of `du` into the nine
+/// entries (3·row + column) of `dw`: Gᵀ down the six columns into `tmp` (18 · `len`), then
+/// along the three rows.
+fn kernel_grads4<T: Element>(
+    du: &[&[T]; 36],
+    dw: &mut [&mut [T]; 9],
+    len: usize,
+    tmp: &mut [T],
+) {
+    // tmp[(6r + k)·len + kernel]: row r of Gᵀ dU, column k.
+    for k in 0..6 {
+        let inp: [&[T]; 6] = std::array::from_fn(|i| du[6 * i + k]);
+        let mut out = points_mut::<T, 3>(tmp, k * len, 6 * len, len);
+        lanes(&mut out, &inp, len, gt4);
+    }
+    for r in 0..3 {
+        let inp = points::<T, 6>(tmp, 6 * r * len, len, len);
+        let mut it = dw[3 * r..3 * r + 3].iter_mut();
+        let mut out: [&mut [T]; 3] =
+            std::array::from_fn(|_| &mut it.next().expect("three entries")[..len]);
+        lanes(&mut out, &inp, len, gt4);
+    }
+}
+}
+
 /// Splits each of the sixteen `[ξ][kernel]` planes of `u` into the same chunks of `chunk`
 /// kernels: entry j holds chunk j of every plane, for one task to fill.
 fn plane_chunks<T>(u: &mut [T], kernels: usize, chunk: usize) -> Vec<Vec<&mut [T]>> {
@@ -736,14 +816,25 @@ impl<'a, T: Element> Kernels<'a, T> {
 /// `dW = Gᵀ dU G` for every kernel, where `dU[ξ][o][c]` is the sum of `partials`, to
 /// `O×C×3×3`, in parallel over the output channels (the partial sums are added there too, not
 /// in a serial pass of their own).
-fn weight_untransform<T: Element>(partials: &[Vec<T>], o: usize, c: usize) -> Vec<T> {
+fn weight_untransform<T: Element, const P: usize>(
+    partials: &[Vec<T>],
+    o: usize,
+    c: usize,
+) -> Vec<T> {
     let mut dw = vec![T::zero(); o * c * 9];
     dw.par_chunks_mut(c * 9).enumerate().for_each_init(
-        || (vec![T::zero(); XI * c], vec![T::zero(); 9 * c]),
-        |(du, entries), (oi, dw)| {
+        || {
+            let tmp = if P == XI { 0 } else { 18 * c };
+            (
+                vec![T::zero(); P * c],
+                vec![T::zero(); 9 * c],
+                vec![T::zero(); tmp],
+            )
+        },
+        |(du, entries, tmp), (oi, dw)| {
             // Row `oi` of every point's dU, summed over the partials in their order.
             let du = if let [only] = partials {
-                points::<T, XI>(only, oi * c, o * c, c)
+                points::<T, P>(only, oi * c, o * c, c)
             } else {
                 for (xi, row) in du.chunks_exact_mut(c).enumerate() {
                     let at = (xi * o + oi) * c;
@@ -754,10 +845,17 @@ fn weight_untransform<T: Element>(partials: &[Vec<T>], o: usize, c: usize) -> Ve
                             .for_each(|(a, b)| *a += *b);
                     }
                 }
-                points::<T, XI>(du, 0, c, c)
+                points::<T, P>(du, 0, c, c)
             };
             let mut out = points_mut::<T, 9>(entries, 0, c, c);
-            kernel_grads(&du, &mut out, c);
+            // `P` is one of the two sizes; the casts only restate it to the compiler.
+            if let Ok(du) = <&[&[T]; XI]>::try_from(&du[..]) {
+                kernel_grads(du, &mut out, c);
+            } else if let Ok(du) = <&[&[T]; 36]>::try_from(&du[..]) {
+                kernel_grads4(du, &mut out, c, tmp);
+            } else {
+                unreachable!("a tiling has 16 or 36 points")
+            }
             // Entry-major to kernel-major.
             transpose(entries, c, dw, 9, 9, c);
         },
@@ -959,41 +1057,46 @@ pub(super) fn input_grad<T: Element>(
     convolve(dy, &t, &kernels, t.rows_per_block(g.c.max(g.o)))
 }
 
-/// d(weight) from the input `x` and d(output) `dy`: `O×C×3×3`.
+/// d(weight) from the input `x` and d(output) `dy`: `O×C×3×3`, with the forward's tiles.
 pub(super) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
-    let t = Tiling::new(2, g.n, g.c, g.h, g.w, g.padding);
-    if XI * t.rows() * t.tw * (g.c + g.o) <= WHOLE {
-        weight_grad_whole(x, dy, g, &t)
-    } else {
-        weight_grad_blocked(x, dy, g, &t, t.rows_per_block(g.c.max(g.o)))
+    let t = Tiling::new(tile_size(g.oh, g.ow), g.n, g.c, g.h, g.w, g.padding);
+    let whole = t.points() * t.rows() * t.tw * (g.c + g.o) <= WHOLE;
+    match (t.m, whole) {
+        (2, true) => weight_grad_whole::<T, XI>(x, dy, g, &t),
+        (2, false) => weight_grad_blocked::<T, XI>(x, dy, g, &t, t.rows_per_block(g.c.max(g.o))),
+        (_, true) => weight_grad_whole::<T, 36>(x, dy, g, &t),
+        (_, false) => weight_grad_blocked::<T, 36>(x, dy, g, &t, t.rows_per_block(g.c.max(g.o))),
     }
 }
 
 /// Transformed tiles (in f32 entries, 16 MB) up to which d(weight) transforms every tile at
-/// once and then runs its sixteen GEMMs in parallel, each over all tiles. Small feature maps
-/// (layer4 of a 64-px image has 53 tiles) would otherwise spend their time on the O×C partial
-/// sums of blocks, not on the GEMMs.
+/// once and then runs its GEMMs (one per point) in parallel, each over all tiles. Small
+/// feature maps (layer4 of a 64-px image has 53 tiles) would otherwise spend their time on the
+/// O×C partial sums of blocks, not on the GEMMs.
 const WHOLE: usize = 1 << 22;
 
-/// A tile row's two rows of d(output), channels-last: columns from `ow` on stay zero (nothing
-/// writes them), and `zero` stands for a row below the output.
+/// Scratch of a tile row's transforms for d(weight): the row's m rows of d(output),
+/// channels-last (columns from `ow` on stay zero: nothing writes them), `zero` for a row below
+/// the output, and the intermediate rows of F(4×4)'s separable transforms.
 struct GradRows<T> {
-    rows: [Vec<T>; 2],
+    rows: [Vec<T>; 4],
     zero: Vec<T>,
+    tmp: Vec<T>,
 }
 
 impl<T: Element> GradRows<T> {
     fn new(t: &Tiling, o: usize) -> Self {
-        let len = 2 * t.tw * o;
+        let len = t.m * t.tw * o;
         Self {
-            rows: std::array::from_fn(|_| vec![T::zero(); len]),
+            rows: std::array::from_fn(|r| vec![T::zero(); if r < t.m { len } else { 0 }]),
             zero: vec![T::zero(); len],
+            tmp: vec![T::zero(); if t.m == 4 { 36 * STEP4 } else { 0 }],
         }
     }
 }
 
 /// `V` of `x` and `Ṁ` of `dy` for the tile rows `r0..r1`, written from tile 0 on into the
-/// sixteen planes of `v` and of `m`.
+/// planes of `v` and of `m` (one per point).
 #[allow(clippy::too_many_arguments)]
 fn transform_rows<T: Element>(
     (x, dy): (&[T], &[T]),
@@ -1001,27 +1104,39 @@ fn transform_rows<T: Element>(
     o: usize,
     (r0, r1): (usize, usize),
     window: &mut Window<T>,
-    grads: &mut GradRows<T>,
-    v: &mut [&mut [T]; XI],
-    m: &mut [&mut [T]; XI],
+    scratch: &mut GradRows<T>,
+    v: &mut [&mut [T]],
+    m: &mut [&mut [T]],
 ) {
     let oplane = t.oh * t.ow;
+    let GradRows { rows, zero, tmp } = scratch;
     for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
-        let rows = window.rows(x, t, n, ty);
-        input_tiles([rows[0], rows[1], rows[2], rows[3]], t.c, t.tw, v, i * t.tw);
-        let inside = (2 * ty + 2).min(t.oh) - 2 * ty;
-        for (a, row) in grads.rows.iter_mut().enumerate().take(inside) {
-            let src = &dy[n * o * oplane + (2 * ty + a) * t.ow..];
+        let input = window.rows(x, t, n, ty);
+        let top = t.m * ty;
+        let inside = (top + t.m).min(t.oh) - top;
+        for (a, row) in rows.iter_mut().enumerate().take(inside) {
+            let src = &dy[n * o * oplane + (top + a) * t.ow..];
             transpose(src, oplane, row, o, o, t.ow);
         }
-        let rows = std::array::from_fn(|a| {
-            if a < inside {
-                &grads.rows[a][..]
-            } else {
-                &grads.zero[..]
-            }
-        });
-        grad_tiles(rows, o, t.tw, m, i * t.tw);
+        let grads: [&[T]; 4] =
+            std::array::from_fn(|a| if a < inside { &rows[a][..] } else { &zero[..] });
+        let first = i * t.tw;
+        if let (Ok(v), Ok(m)) = (
+            <&mut [&mut [T]; XI]>::try_from(&mut *v),
+            <&mut [&mut [T]; XI]>::try_from(&mut *m),
+        ) {
+            let input = [input[0], input[1], input[2], input[3]];
+            input_tiles(input, t.c, t.tw, v, first);
+            grad_tiles([grads[0], grads[1]], o, t.tw, m, first);
+        } else if let (Ok(v), Ok(m)) = (
+            <&mut [&mut [T]; 36]>::try_from(&mut *v),
+            <&mut [&mut [T]; 36]>::try_from(&mut *m),
+        ) {
+            input_tiles4(input, t.c, t.tw, v, first, tmp);
+            grad_tiles4(grads, o, t.tw, m, first, tmp);
+        } else {
+            unreachable!("a tiling has 16 or 36 points")
+        }
     }
 }
 
@@ -1053,29 +1168,28 @@ fn weight_gemm<T: Element>(
 }
 
 /// d(weight) for maps with few tiles: every tile transformed (in parallel over tile rows),
-/// then the sixteen GEMMs in parallel, each over all tiles, writing dU once.
-fn weight_grad_whole<T: Element>(x: &[T], dy: &[T], g: &Geometry, t: &Tiling) -> Vec<T> {
+/// then the `P` GEMMs in parallel, each over all tiles, writing dU once.
+fn weight_grad_whole<T: Element, const P: usize>(
+    x: &[T],
+    dy: &[T],
+    g: &Geometry,
+    t: &Tiling,
+) -> Vec<T> {
     let (c, o) = (g.c, g.o);
     let tiles = t.rows() * t.tw;
     let per_task = t
         .rows()
         .div_ceil(rayon::current_num_threads().max(1))
         .max(1);
-    let mut du = vec![T::zero(); XI * o * c];
-    T::with_scratch(XI * (c + o) * tiles, |scratch| {
-        let (v, m) = scratch.split_at_mut(XI * c * tiles);
+    let mut du = vec![T::zero(); P * o * c];
+    T::with_scratch(P * (c + o) * tiles, |scratch| {
+        let (v, m) = scratch.split_at_mut(P * c * tiles);
         let vs = plane_chunks(v, c * tiles, per_task * t.tw * c);
         let ms = plane_chunks(m, o * tiles, per_task * t.tw * o);
         vs.into_par_iter()
             .zip(ms)
             .enumerate()
-            .for_each(|(j, (vp, mp))| {
-                let (Ok(mut vp), Ok(mut mp)) = (
-                    <[&mut [T]; XI]>::try_from(vp),
-                    <[&mut [T]; XI]>::try_from(mp),
-                ) else {
-                    unreachable!("`plane_chunks` cuts every one of the sixteen planes")
-                };
+            .for_each(|(j, (mut vp, mut mp))| {
                 let rows = (j * per_task, ((j + 1) * per_task).min(t.rows()));
                 let mut window = Window::new(t);
                 let mut grads = GradRows::new(t, o);
@@ -1096,12 +1210,12 @@ fn weight_grad_whole<T: Element>(x: &[T], dy: &[T], g: &Geometry, t: &Tiling) ->
             weight_gemm(du, m, v, (o, c, tiles), false);
         });
     });
-    weight_untransform(std::slice::from_ref(&du), o, c)
+    weight_untransform::<T, P>(std::slice::from_ref(&du), o, c)
 }
 
 /// d(weight) block by block: each thread sums dU over its share of the blocks, and the
 /// shares are added in a fixed order.
-fn weight_grad_blocked<T: Element>(
+fn weight_grad_blocked<T: Element, const P: usize>(
     x: &[T],
     dy: &[T],
     g: &Geometry,
@@ -1116,27 +1230,28 @@ fn weight_grad_blocked<T: Element>(
     let partials: Vec<Vec<T>> = (0..chunks)
         .into_par_iter()
         .map(|chunk| {
-            let mut du = vec![T::zero(); XI * o * c];
+            let mut du = vec![T::zero(); P * o * c];
             let mut window = Window::new(t);
             let mut grads = GradRows::new(t, o);
             for b in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
                 let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
                 let tiles = (r1 - r0) * t.tw;
-                T::with_scratch(XI * (c + o) * tiles, |scratch| {
-                    let (v, m) = scratch.split_at_mut(XI * c * tiles);
-                    let mut vp = points_mut::<T, XI>(v, 0, c * tiles, c * tiles);
-                    let mut mp = points_mut::<T, XI>(m, 0, o * tiles, o * tiles);
+                T::with_scratch(P * (c + o) * tiles, |scratch| {
+                    let (v, m) = scratch.split_at_mut(P * c * tiles);
+                    let mut vp = points_mut::<T, P>(v, 0, c * tiles, c * tiles);
+                    let mut mp = points_mut::<T, P>(m, 0, o * tiles, o * tiles);
+                    let rows = (r0, r1);
                     transform_rows(
                         (x, dy),
                         t,
                         o,
-                        (r0, r1),
+                        rows,
                         &mut window,
                         &mut grads,
                         &mut vp,
                         &mut mp,
                     );
-                    for xi in 0..XI {
+                    for xi in 0..P {
                         let du = &mut du[xi * o * c..(xi + 1) * o * c];
                         let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
                         weight_gemm(du, m, v, (o, c, tiles), true);
@@ -1146,7 +1261,7 @@ fn weight_grad_blocked<T: Element>(
             du
         })
         .collect();
-    weight_untransform(&partials, o, c)
+    weight_untransform::<T, P>(&partials, o, c)
 }
 
 #[cfg(test)]
@@ -1305,11 +1420,18 @@ mod tests {
                 }
             }
             for rows in [1, 2, 3, t.rows()] {
-                let got = weight_grad_blocked(&x, &dy, &g, &t, rows);
-                assert_close(&got, &dw, &format!("dw {label} {rows}"));
+                let got = weight_grad_blocked::<f64, XI>(&x, &dy, &g, &t, rows);
+                assert_close(&got, &dw, &format!("dw F2 {label} {rows}"));
             }
-            let got = weight_grad_whole(&x, &dy, &g, &t);
-            assert_close(&got, &dw, &format!("dw (whole) {label}"));
+            let got = weight_grad_whole::<f64, XI>(&x, &dy, &g, &t);
+            assert_close(&got, &dw, &format!("dw F2 (whole) {label}"));
+            let t4 = Tiling::new(4, n, c, h, w, pad);
+            for rows in [1, 2, t4.rows()] {
+                let got = weight_grad_blocked::<f64, 36>(&x, &dy, &g, &t4, rows);
+                assert_close(&got, &dw, &format!("dw F4 {label} {rows}"));
+            }
+            let got = weight_grad_whole::<f64, 36>(&x, &dy, &g, &t4);
+            assert_close(&got, &dw, &format!("dw F4 (whole) {label}"));
             let (got, kept) = forward(&x, &wt, &g);
             assert_close(&got, &y, &label);
             if let Some(kept) = &kept {
