@@ -90,11 +90,46 @@ struct Apply {
     relu: bool,
 }
 
-/// The per-channel affine map of the normalisation: y = x·scale + shift. Forward and backward
-/// both use this one expression, so the backward's ReLU mask is exactly the forward's.
+/// The per-channel affine map of the normalisation: y = x·scale + shift. Training's forward
+/// and backward both round it to `T` and apply it with [`normalise`].
 fn affine(mean: f64, var: f64, gamma: f64, beta: f64, eps: f64) -> (f64, f64) {
     let scale = gamma / (var + eps).sqrt();
     (scale, beta - mean * scale)
+}
+
+/// `v·scale + shift` in `T`, with the affine map rounded to `T`: the one expression of the
+/// training forward ([`Apply`], [`AddRelu`]) and of the backward's ReLU mask
+/// ([`relu_gated`]), so the mask is exactly the forward's. In `T`, not f64: eight f32 lanes
+/// and no conversions (the f64 version took 4 % of a DRA step at 128 px).
+#[inline(always)]
+fn normalise<T: Element>(v: T, (scale, shift): (T, T)) -> T {
+    v * scale + shift
+}
+
+/// [`affine`] rounded to `T`, for [`normalise`].
+fn affine_t<T: Element>(mean: f64, var: f64, gamma: f64, beta: f64, eps: f64) -> (T, T) {
+    let (scale, shift) = affine(mean, var, gamma, beta, eps);
+    (T::from_f64(scale), T::from_f64(shift))
+}
+
+crate::cpu::multiversion! {
+/// One plane of [`Apply`]'s forward: `normalise`, then ReLU when `relu`.
+fn apply_plane<T: Element>(y: &mut [T], x: &[T], map: (T, T), relu: bool) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        let n = normalise(v, map);
+        *o = if relu && n <= T::zero() { T::zero() } else { n };
+    }
+}
+}
+
+crate::cpu::multiversion! {
+/// One plane of [`AddRelu`]'s forward: `relu(normalise(x) + residual)`.
+fn add_relu_plane<T: Element>(y: &mut [T], x: &[T], r: &[T], map: (T, T)) {
+    for ((o, &v), &r) in y.iter_mut().zip(x).zip(r) {
+        let n = normalise(v, map) + r;
+        *o = if n <= T::zero() { T::zero() } else { n };
+    }
+}
 }
 
 impl CustomOp3 for Apply {
@@ -158,21 +193,14 @@ impl Apply {
             .enumerate()
             .for_each(|(i, (yp, xp))| {
                 let ch = i % c;
-                let (scale, shift) = affine(
+                let map = affine_t(
                     st[ch].to_f64(),
                     st[c + ch].to_f64(),
                     gb[ch].to_f64(),
                     gb[c + ch].to_f64(),
                     self.eps,
                 );
-                for (o, v) in yp.iter_mut().zip(xp) {
-                    let y = T::from_f64(v.to_f64() * scale + shift);
-                    *o = if self.relu && y <= T::zero() {
-                        T::zero()
-                    } else {
-                        y
-                    };
-                }
+                apply_plane(yp, xp, map, self.relu);
             });
         Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
     }
@@ -226,14 +254,14 @@ impl Gradient {
                 1.0 / (var[ch].to_f64() + self.eps).sqrt(),
             );
             // The forward's affine map, to recompute its ReLU mask exactly.
-            let (scale, shift) = affine(
+            let map = affine_t(
                 mu,
                 var[ch].to_f64(),
                 gamma[ch].to_f64(),
                 beta[ch].to_f64(),
                 self.eps,
             );
-            let mask = self.relu.then_some((scale, shift));
+            let mask = self.relu.then_some(map);
             (mu, invstd, mask)
         };
         // Per channel: Σ dy and Σ dy·x (of the masked gradient), so Σ dy·x̂ follows.
@@ -272,14 +300,13 @@ impl Gradient {
 }
 
 /// The incoming gradient as a function of `(d, v)` (gradient, input) behind a ReLU: zero
-/// where the forward's pre-activation, recomputed with its own arithmetic from the affine
-/// map `(scale, shift)`, was not positive. The kernels below instantiate their loops once
-/// with this and once with the plain gradient instead of testing the mask per element, so
-/// that both loops vectorise.
+/// where the forward's pre-activation, recomputed by [`normalise`] from the affine map, was
+/// not positive. The kernels below instantiate their loops once with this and once with the
+/// plain gradient instead of testing the mask per element, so that both loops vectorise.
 #[inline(always)]
-fn relu_gated<T: Element>(scale: f64, shift: f64) -> impl Fn(T, T) -> f64 {
+fn relu_gated<T: Element>(map: (T, T)) -> impl Fn(T, T) -> f64 {
     move |d: T, v: T| {
-        if T::from_f64(v.to_f64() * scale + shift) <= T::zero() {
+        if normalise(v, map) <= T::zero() {
             0.0
         } else {
             d.to_f64()
@@ -314,10 +341,10 @@ fn sums<T: Element>(dy: &[T], x: &[T], g: impl Fn(T, T) -> f64) -> (f64, f64) {
 crate::cpu::multiversion! {
 /// `(Σ g, Σ g·v)` over one plane of the masked gradient `g` (see [`relu_gated`]) and the
 /// input `v`.
-fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(f64, f64)>) -> (f64, f64) {
+fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(T, T)>) -> (f64, f64) {
     match mask {
         None => sums(dy, x, |d: T, _: T| d.to_f64()),
-        Some((scale, shift)) => sums(dy, x, relu_gated(scale, shift)),
+        Some(map) => sums(dy, x, relu_gated(map)),
     }
 }
 }
@@ -343,12 +370,12 @@ fn grad_input<T: Element>(
     dx: &mut [T],
     dy: &[T],
     x: &[T],
-    mask: Option<(f64, f64)>,
+    mask: Option<(T, T)>,
     coefficients: [f64; 3],
 ) {
     match mask {
         None => affine_plane(dx, dy, x, coefficients, |d: T, _: T| d.to_f64()),
-        Some((scale, shift)) => affine_plane(dx, dy, x, coefficients, relu_gated(scale, shift)),
+        Some(map) => affine_plane(dx, dy, x, coefficients, relu_gated(map)),
     }
 }
 }
@@ -439,17 +466,14 @@ impl AddRelu {
             .enumerate()
             .for_each(|(i, (yp, (xp, rp)))| {
                 let ch = i % c;
-                let (scale, shift) = affine(
+                let map = affine_t(
                     p[ch].to_f64(),
                     p[c + ch].to_f64(),
                     p[2 * c + ch].to_f64(),
                     p[3 * c + ch].to_f64(),
                     self.eps,
                 );
-                for ((o, v), &r) in yp.iter_mut().zip(xp).zip(rp) {
-                    let y = T::from_f64(v.to_f64() * scale + shift) + r;
-                    *o = if y <= T::zero() { T::zero() } else { y };
-                }
+                add_relu_plane(yp, xp, rp, map);
             });
         Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
     }
