@@ -281,13 +281,19 @@ impl Gradient {
             .collect();
         let mut out = vec![T::zero(); x.len() + 2 * c];
         let (dx, dgb) = out.split_at_mut(x.len());
-        // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)), which is affine in dy and x per channel.
+        // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)) with x̂ = (v − μ)·invstd: per channel
+        // p·dy + q·(v − μ) + r.
         dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
             let ch = i % c;
-            let (mu, invstd, mask) = channel(ch);
+            let (_, invstd, mask) = channel(ch);
             let k = gamma[ch].to_f64() * invstd / m;
             let (sdy, sdyx) = sums[ch];
-            let coefficients = [k * m, -k * invstd * sdyx, k * (mu * invstd * sdyx - sdy)];
+            let coefficients = [
+                T::from_f64(k * m),
+                T::from_f64(-k * invstd * sdyx),
+                mean[ch],
+                T::from_f64(-k * sdy),
+            ];
             let r = i * plane..(i + 1) * plane;
             grad_input(dxp, &dy[r.clone()], &x[r], mask, coefficients);
         });
@@ -304,12 +310,12 @@ impl Gradient {
 /// not positive. The kernels below instantiate their loops once with this and once with the
 /// plain gradient instead of testing the mask per element, so that both loops vectorise.
 #[inline(always)]
-fn relu_gated<T: Element>(map: (T, T)) -> impl Fn(T, T) -> f64 {
+fn relu_gated<T: Element>(map: (T, T)) -> impl Fn(T, T) -> T {
     move |d: T, v: T| {
         if normalise(v, map) <= T::zero() {
-            0.0
+            T::zero()
         } else {
-            d.to_f64()
+            d
         }
     }
 }
@@ -317,21 +323,21 @@ fn relu_gated<T: Element>(map: (T, T)) -> impl Fn(T, T) -> f64 {
 /// `(Σ g, Σ g·v)` over one plane, in f64, with eight independent partial sums so that the
 /// loop vectorises.
 #[inline(always)]
-fn sums<T: Element>(dy: &[T], x: &[T], g: impl Fn(T, T) -> f64) -> (f64, f64) {
+fn sums<T: Element>(dy: &[T], x: &[T], g: impl Fn(T, T) -> T) -> (f64, f64) {
     const LANES: usize = 8;
     let (mut a, mut b) = ([0.0f64; LANES], [0.0f64; LANES]);
     let (dc, xc) = (dy.chunks_exact(LANES), x.chunks_exact(LANES));
     let (dr, xr) = (dc.remainder(), xc.remainder());
     for (d, v) in dc.zip(xc) {
         for l in 0..LANES {
-            let gl = g(d[l], v[l]);
+            let gl = g(d[l], v[l]).to_f64();
             a[l] += gl;
             b[l] += gl * v[l].to_f64();
         }
     }
     let (mut sa, mut sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
     for (&d, &v) in dr.iter().zip(xr) {
-        let gl = g(d, v);
+        let gl = g(d, v).to_f64();
         sa += gl;
         sb += gl * v.to_f64();
     }
@@ -343,38 +349,39 @@ crate::cpu::multiversion! {
 /// input `v`.
 fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(T, T)>) -> (f64, f64) {
     match mask {
-        None => sums(dy, x, |d: T, _: T| d.to_f64()),
+        None => sums(dy, x, |d: T, _: T| d),
         Some(map) => sums(dy, x, relu_gated(map)),
     }
 }
 }
 
-/// `dx = p·g + q·v + r` over one plane.
+/// `dx = p·g + q·(v − μ) + r` over one plane, in `T` (the terms are each of the size of the
+/// result, so nothing cancels).
 #[inline(always)]
 fn affine_plane<T: Element>(
     dx: &mut [T],
     dy: &[T],
     x: &[T],
-    [p, q, r]: [f64; 3],
-    g: impl Fn(T, T) -> f64,
+    [p, q, mu, r]: [T; 4],
+    g: impl Fn(T, T) -> T,
 ) {
     for ((o, &d), &v) in dx.iter_mut().zip(dy).zip(x) {
-        *o = T::from_f64(p * g(d, v) + q * v.to_f64() + r);
+        *o = p * g(d, v) + q * (v - mu) + r;
     }
 }
 
 crate::cpu::multiversion! {
-/// One plane of the input gradient: `dx = p·g + q·v + r` with the masked gradient `g`, the
-/// input `v` and the channel's coefficients `[p, q, r]`.
+/// One plane of the input gradient: `dx = p·g + q·(v − μ) + r` with the masked gradient `g`,
+/// the input `v` and the channel's coefficients `[p, q, μ, r]`.
 fn grad_input<T: Element>(
     dx: &mut [T],
     dy: &[T],
     x: &[T],
     mask: Option<(T, T)>,
-    coefficients: [f64; 3],
+    coefficients: [T; 4],
 ) {
     match mask {
-        None => affine_plane(dx, dy, x, coefficients, |d: T, _: T| d.to_f64()),
+        None => affine_plane(dx, dy, x, coefficients, |d: T, _: T| d),
         Some(map) => affine_plane(dx, dy, x, coefficients, relu_gated(map)),
     }
 }
