@@ -187,7 +187,7 @@ impl Apply {
         let st = slice::<T>(ss, sl, self.name())?;
         let gb = slice::<T>(gs, gl, self.name())?;
         let (_, c, plane) = nchw(xl)?;
-        let mut y = vec![T::zero(); x.len()];
+        let mut y = crate::cpu::zeroed::<T>(x.len());
         y.par_chunks_mut(plane)
             .zip(x.par_chunks(plane))
             .enumerate()
@@ -279,7 +279,7 @@ impl Gradient {
                 (sdy, invstd * (sdyv - mu * sdy))
             })
             .collect();
-        let mut out = vec![T::zero(); x.len() + 2 * c];
+        let mut out = crate::cpu::zeroed::<T>(x.len() + 2 * c);
         let (dx, dgb) = out.split_at_mut(x.len());
         // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)) with x̂ = (v − μ)·invstd: per channel
         // p·dy + q·(v − μ) + r.
@@ -467,7 +467,7 @@ impl AddRelu {
                 xl.shape()
             );
         }
-        let mut y = vec![T::zero(); x.len()];
+        let mut y = crate::cpu::zeroed::<T>(x.len());
         y.par_chunks_mut(plane)
             .zip(x.par_chunks(plane).zip(r.par_chunks(plane)))
             .enumerate()
@@ -526,7 +526,7 @@ impl ReluBackward {
         }
         // Chunks large enough to amortise rayon's scheduling, small enough to share out.
         const CHUNK: usize = 1 << 14;
-        let mut dx = vec![T::zero(); y.len()];
+        let mut dx = crate::cpu::zeroed::<T>(y.len());
         dx.par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
             .for_each(|(o, (yc, dc))| {
@@ -567,7 +567,7 @@ impl EvalApply {
                 (T::from_f64(scale), T::from_f64(shift))
             })
             .collect();
-        let mut y = vec![T::zero(); x.len()];
+        let mut y = crate::cpu::zeroed::<T>(x.len());
         let relu = self.relu;
         y.par_chunks_mut(plane)
             .zip(x.par_chunks(plane))

@@ -328,7 +328,7 @@ impl Conv {
             ));
         }
         let (k, p) = (g.k(), g.p());
-        let mut out = vec![T::zero(); g.n * g.o * p];
+        let mut out = crate::cpu::zeroed::<T>(g.n * g.o * p);
         let par = g.parallelism();
         let wm = Mat {
             data: w,
@@ -538,7 +538,7 @@ impl InputGrad {
             rs: 1,
             cs: k,
         };
-        let mut dx = vec![T::zero(); n * g.c * g.h * g.w];
+        let mut dx = crate::cpu::zeroed::<T>(n * g.c * g.h * g.w);
         dx.par_chunks_mut(g.c * g.h * g.w)
             .zip(dy.par_chunks(g.o * p))
             .for_each(|(dxn, dyn_)| {

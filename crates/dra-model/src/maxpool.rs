@@ -206,7 +206,7 @@ impl Geometry {
         let x = slice::<T>(storage, layout, self.name())?;
         let (b, c, h, w) = layout.shape().dims4()?;
         let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let mut out = vec![T::zero(); b * c * oh * ow];
+        let mut out = crate::cpu::zeroed::<T>(b * c * oh * ow);
         out.par_chunks_exact_mut(oh * ow)
             .zip(x.par_chunks_exact(h * w))
             .for_each_init(
@@ -263,7 +263,7 @@ impl Backward {
                 xl.shape()
             );
         }
-        let mut dx = vec![T::zero(); x.len()];
+        let mut dx = crate::cpu::zeroed::<T>(x.len());
         dx.par_chunks_exact_mut(h * w)
             .zip(x.par_chunks_exact(h * w))
             .zip(y.par_chunks_exact(oh * ow).zip(g.par_chunks_exact(oh * ow)))

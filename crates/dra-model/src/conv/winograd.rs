@@ -686,7 +686,7 @@ fn weight_transform<T: Element, const P: usize>(
     /// Kernels per step: their nine rows stay in L1.
     const STEP: usize = 256;
     let kernels = o * c;
-    let mut u = vec![T::zero(); P * kernels];
+    let mut u = crate::cpu::zeroed::<T>(P * kernels);
     let chunk = kernel_chunk(kernels);
     plane_chunks(&mut u, kernels, chunk)
         .into_par_iter()
@@ -821,7 +821,7 @@ fn weight_untransform<T: Element, const P: usize>(
     o: usize,
     c: usize,
 ) -> Vec<T> {
-    let mut dw = vec![T::zero(); o * c * 9];
+    let mut dw = crate::cpu::zeroed::<T>(o * c * 9);
     dw.par_chunks_mut(c * 9).enumerate().for_each_init(
         || {
             let tmp = if P == XI { 0 } else { 18 * c };
@@ -909,7 +909,7 @@ fn tile_rows(t: &Tiling, r0: usize, r1: usize) -> impl Iterator<Item = (usize, u
 fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usize) -> Vec<T> {
     let (c, o) = (k.cols(), k.rows());
     debug_assert_eq!(c, t.c);
-    let mut out = vec![T::zero(); t.n * o * t.oh * t.ow];
+    let mut out = crate::cpu::zeroed::<T>(t.n * o * t.oh * t.ow);
     let shared = SharedOut(out.as_mut_ptr());
     let blocks = t.rows().div_ceil(rows_per_block);
     (0..blocks).into_par_iter().for_each(|b| {
@@ -1181,7 +1181,7 @@ fn weight_grad_whole<T: Element, const P: usize>(
         .rows()
         .div_ceil(rayon::current_num_threads().max(1))
         .max(1);
-    let mut du = vec![T::zero(); P * o * c];
+    let mut du = crate::cpu::zeroed::<T>(P * o * c);
     T::with_scratch(P * (c + o) * tiles, |scratch| {
         let (v, m) = scratch.split_at_mut(P * c * tiles);
         let vs = plane_chunks(v, c * tiles, per_task * t.tw * c);
