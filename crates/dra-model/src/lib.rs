@@ -55,7 +55,7 @@ pub(crate) fn custom_kernels() -> bool {
 
 static IM2COL_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Runs the stride-1 3×3 convolutions through im2col + GEMM instead of Winograd F(2×2, 3×3):
+/// Runs the stride-1 3×3 convolutions through im2col + GEMM instead of Winograd:
 /// a switch for benchmarks (`cargo xtask perf --no-winograd`) and diagnosis.
 pub fn use_winograd(winograd: bool) {
     IM2COL_ONLY.store(!winograd, std::sync::atomic::Ordering::Relaxed);
