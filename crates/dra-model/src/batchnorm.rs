@@ -355,8 +355,8 @@ fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(T, T)>) -> (f64, f64) 
 }
 }
 
-/// `dx = p·g + q·(v − μ) + r` over one plane, in `T` (the terms are each of the size of the
-/// result, so nothing cancels).
+/// `dx = p·g + q·(v − μ) + r` over one plane, in `T`: written around `v − μ`, no term grows
+/// with the mean |μ|, as `q·v` and `r` separately would.
 #[inline(always)]
 fn affine_plane<T: Element>(
     dx: &mut [T],

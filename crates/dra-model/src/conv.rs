@@ -1,6 +1,6 @@
-//! A convolution for the CPU written for DRA's shapes: im2col into a reused per-thread buffer
-//! (none at all for 1×1 stride-1 kernels), one GEMM per image straight into the output, images
-//! in parallel, and a backward that computes d(weight) and d(input) by GEMM as well (candle's
+//! A convolution for the CPU written for DRA's shapes: Winograd for the stride-1 3×3 kernels
+//! (`winograd`); otherwise im2col into a reused per-thread buffer (none at all for 1×1 stride-1
+//! kernels), one GEMM per chunk of output rows straight into the output, images in parallel, and a backward that computes d(weight) and d(input) by GEMM as well (candle's
 //! stock d(input) is a naive transposed-convolution loop), skipping d(input) where no gradient
 //! is needed (the image). f32 and f64 on the CPU; other devices and dtypes, and grouped
 //! convolutions, use candle's own op.
@@ -119,13 +119,14 @@ impl Geometry {
 }
 
 /// The output columns `lo..hi` whose input column `ox·stride + j − padding` lies inside a
-/// row of `w`, and that input column for `lo` (`x0`): the loops below then run without a test
+/// row of `w`, and that input column for `lo` (`x0`, at most `w`: where no column reaches
+/// the row, `lo == hi` and the range `x0..` is empty): the loops below then run without a test
 /// per element.
 fn columns(g: &Geometry, j: usize) -> (usize, usize, usize) {
     let (s, p) = (g.stride, g.padding);
     let lo = p.saturating_sub(j).div_ceil(s).min(g.ow);
     let hi = (g.w + p).saturating_sub(j).div_ceil(s).min(g.ow).max(lo);
-    (lo, hi, (lo * s + j).saturating_sub(p))
+    (lo, hi, (lo * s + j).saturating_sub(p).min(g.w))
 }
 
 /// im2col of output rows `rows` of one image: row (c, i, j) holds input pixel
@@ -702,6 +703,8 @@ mod tests {
             (5, 2, 3, 3, 2, 3, 1, 0),
             // An im2col matrix of several chunks of output rows (14, 14 and 8 of 36).
             (1, 3, 71, 61, 4, 7, 2, 3),
+            // A stride wider than the image: kernel columns that reach no input column.
+            (1, 2, 5, 2, 3, 3, 4, 1),
         ] {
             let x = Var::from_tensor(&ramp((n, c, h, w), 1))?;
             let wt = Var::from_tensor(&ramp((o, c, k, k), 2))?;

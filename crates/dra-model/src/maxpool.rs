@@ -554,7 +554,7 @@ mod tests {
     #[ignore = "a timing, not a test"]
     fn timing() -> Result<()> {
         use std::time::Instant;
-        crate::configure_cpu_runtime();
+        crate::runtime::tune_allocator();
         let g = Geometry::new(3, 2, 1, (64, 64))?;
         let x = Tensor::randn(0f32, 1., (8, 64, 64, 64), &Device::Cpu)?;
         let y = x.apply_op1_no_bwd(&g)?;

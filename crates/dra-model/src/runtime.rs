@@ -26,6 +26,12 @@ pub fn configure_cpu_runtime() {
     if std::env::var_os(SPIN).is_none() {
         std::env::set_var(SPIN, "100");
     }
+    tune_allocator();
+}
+
+/// The allocator settings of [`configure_cpu_runtime`] alone: safe to call with threads
+/// running (timing tests).
+pub(crate) fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's parameters.
     unsafe {

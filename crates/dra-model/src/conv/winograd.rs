@@ -654,14 +654,14 @@ fn kernel_grads4<T: Element>(
 }
 }
 
-/// Splits each of the sixteen `[ξ][kernel]` planes of `u` into the same chunks of `chunk`
+/// Splits each of the point-major planes of `u` (kernels or tiles) into the same chunks of `chunk`
 /// kernels: entry j holds chunk j of every plane, for one task to fill.
 fn plane_chunks<T>(u: &mut [T], kernels: usize, chunk: usize) -> Vec<Vec<&mut [T]>> {
     let mut tasks: Vec<Vec<&mut [T]>> = Vec::new();
     for plane in u.chunks_mut(kernels) {
         for (j, part) in plane.chunks_mut(chunk).enumerate() {
             if j == tasks.len() {
-                tasks.push(Vec::with_capacity(XI));
+                tasks.push(Vec::with_capacity(36));
             }
             tasks[j].push(part);
         }
@@ -753,7 +753,8 @@ fn kernel_points<T: Element>(g: &[T], len: usize, planes: &mut [&mut [T]; XI]) {
 
 /// The transformed kernels of a pass, as the GEMMs' left operands.
 struct Kernels<'a, T> {
-    /// `U[ξ][o][c]` of the forward convolution.
+    /// `U[ξ][o][c]` of the forward convolution's kernels (for F(4×4)'s input gradient, of the
+    /// same kernels rotated by 180°).
     u: &'a [T],
     /// The forward's output and input channels.
     o: usize,
