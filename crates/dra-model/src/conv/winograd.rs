@@ -477,11 +477,45 @@ fn six<'a, T>(planes: &'a mut [&mut [T]], first: usize, at: usize, len: usize) -
     })
 }
 
+/// A 6×6-point transform `P = F t Fᵀ` of the `tw` tiles of one tile row, where `F` maps `R`
+/// values to 6 (`f`) and tile tx's `R × R` entries start at column 4tx of the `R`
+/// channels-last `rows` (`c` channels): `f` down the tile's columns into `tmp`
+/// (6R · [`STEP4`]), then along its six rows into `dst[ξ][(first + tx)·c + channel]`, each
+/// a loop of `R` inputs and six outputs over the channels (one 36-point loop did not
+/// vectorise).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn six_by_six<T: Element, const R: usize>(
+    rows: [&[T]; R],
+    c: usize,
+    tw: usize,
+    dst: &mut [&mut [T]; 36],
+    first: usize,
+    tmp: &mut [T],
+    f: impl Fn([T; R]) -> [T; 6] + Copy,
+) {
+    for tx in 0..tw {
+        for c0 in (0..c).step_by(STEP4) {
+            let n = STEP4.min(c - c0);
+            // tmp[(R·i + j)·STEP4 + channel]: row i of F t, column j.
+            for j in 0..R {
+                let inp: [&[T]; R] =
+                    std::array::from_fn(|i| &rows[i][(4 * tx + j) * c + c0..][..n]);
+                let mut out = points_mut::<T, 6>(tmp, j * STEP4, R * STEP4, n);
+                lanes(&mut out, &inp, n, f);
+            }
+            for i in 0..6 {
+                let inp = points::<T, R>(tmp, R * i * STEP4, STEP4, n);
+                let mut out = six(&mut dst[..], 6 * i, (first + tx) * c + c0, n);
+                lanes(&mut out, &inp, n, f);
+            }
+        }
+    }
+}
+
 multiversion! {
 /// F(4×4, 3×3)'s `V = Bᵀ d B` for the `tw` tiles of one tile row, from its six channels-last
-/// padded rows (`c` channels), into `v[ξ][(first + tx)·c + channel]`, ξ = 6i + j: Bᵀ down the
-/// tile's six columns into `tmp` (36 · [`STEP4`]), then along its six rows, each a loop of six
-/// inputs and six outputs over the channels (one loop of 36 did not vectorise).
+/// padded rows (`c` channels), into `v[ξ][(first + tx)·c + channel]`, ξ = 6i + j.
 fn input_tiles4<T: Element>(
     rows: [&[T]; 6],
     c: usize,
@@ -490,23 +524,7 @@ fn input_tiles4<T: Element>(
     first: usize,
     tmp: &mut [T],
 ) {
-    for tx in 0..tw {
-        for c0 in (0..c).step_by(STEP4) {
-            let n = STEP4.min(c - c0);
-            // tmp[(6i + j)·STEP4 + channel]: row i of Bᵀ d, column j.
-            for j in 0..6 {
-                let inp: [&[T]; 6] =
-                    std::array::from_fn(|i| &rows[i][(4 * tx + j) * c + c0..][..n]);
-                let mut out = points_mut::<T, 6>(tmp, j * STEP4, 6 * STEP4, n);
-                lanes(&mut out, &inp, n, bt4);
-            }
-            for i in 0..6 {
-                let inp = points::<T, 6>(tmp, 6 * i * STEP4, STEP4, n);
-                let mut out = six(&mut v[..], 6 * i, (first + tx) * c + c0, n);
-                lanes(&mut out, &inp, n, bt4);
-            }
-        }
-    }
+    six_by_six(rows, c, tw, v, first, tmp, bt4);
 }
 }
 
@@ -598,8 +616,7 @@ fn gt4<T: Element>([u0, u1, u2, u3, u4, u5]: [T; 6]) -> [T; 3] {
 multiversion! {
 /// F(4×4, 3×3)'s `Ṁ = A e Aᵀ` for the `tw` output-gradient tiles of one tile row, from its
 /// four channels-last rows (`o` channels, zero beyond the output), into
-/// `m[ξ][(first + tx)·o + channel]`: A down the four columns into `tmp` (24 · [`STEP4`]),
-/// then along the six rows.
+/// `m[ξ][(first + tx)·o + channel]`.
 fn grad_tiles4<T: Element>(
     rows: [&[T]; 4],
     o: usize,
@@ -608,23 +625,7 @@ fn grad_tiles4<T: Element>(
     first: usize,
     tmp: &mut [T],
 ) {
-    for tx in 0..tw {
-        for o0 in (0..o).step_by(STEP4) {
-            let n = STEP4.min(o - o0);
-            // tmp[(4i + b)·STEP4 + channel]: row i of A e, column b.
-            for b in 0..4 {
-                let inp: [&[T]; 4] =
-                    std::array::from_fn(|a| &rows[a][(4 * tx + b) * o + o0..][..n]);
-                let mut out = points_mut::<T, 6>(tmp, b * STEP4, 4 * STEP4, n);
-                lanes(&mut out, &inp, n, a4);
-            }
-            for i in 0..6 {
-                let inp = points::<T, 4>(tmp, 4 * i * STEP4, STEP4, n);
-                let mut out = six(&mut m[..], 6 * i, (first + tx) * o + o0, n);
-                lanes(&mut out, &inp, n, a4);
-            }
-        }
-    }
+    six_by_six(rows, o, tw, m, first, tmp, a4);
 }
 }
 
