@@ -467,12 +467,17 @@ fn g4<T: Element>([g0, g1, g2]: [T; 3]) -> [T; 6] {
 /// stay in L1.
 const STEP4: usize = 64;
 
-/// Six of the planes in `planes` from `first`, each from `at` on, `len` long.
+/// `N` of the planes in `planes` from `first`, each from `at` on, `len` long.
 #[inline(always)]
-fn six<'a, T>(planes: &'a mut [&mut [T]], first: usize, at: usize, len: usize) -> [&'a mut [T]; 6] {
-    let mut it = planes[first..first + 6].iter_mut();
+fn planes_at<'a, T, const N: usize>(
+    planes: &'a mut [&mut [T]],
+    first: usize,
+    at: usize,
+    len: usize,
+) -> [&'a mut [T]; N] {
+    let mut it = planes[first..first + N].iter_mut();
     std::array::from_fn(|_| {
-        let p = it.next().expect("six planes");
+        let p = it.next().expect("N planes from `first`");
         &mut p[at..at + len]
     })
 }
@@ -506,7 +511,7 @@ fn six_by_six<T: Element, const R: usize>(
             }
             for i in 0..6 {
                 let inp = points::<T, R>(tmp, R * i * STEP4, STEP4, n);
-                let mut out = six(&mut dst[..], 6 * i, (first + tx) * c + c0, n);
+                let mut out = planes_at::<T, 6>(&mut dst[..], 6 * i, (first + tx) * c + c0, n);
                 lanes(&mut out, &inp, n, f);
             }
         }
@@ -586,7 +591,7 @@ fn kernel_points4<T: Element>(
     }
     for i in 0..6 {
         let inp = points::<T, 3>(tmp, 3 * i * len, len, len);
-        let mut out = six(&mut planes[..], 6 * i, 0, len);
+        let mut out = planes_at::<T, 6>(&mut planes[..], 6 * i, 0, len);
         lanes(&mut out, &inp, len, g4);
     }
 }
@@ -647,9 +652,7 @@ fn kernel_grads4<T: Element>(
     }
     for r in 0..3 {
         let inp = points::<T, 6>(tmp, 6 * r * len, len, len);
-        let mut it = dw[3 * r..3 * r + 3].iter_mut();
-        let mut out: [&mut [T]; 3] =
-            std::array::from_fn(|_| &mut it.next().expect("three entries")[..len]);
+        let mut out = planes_at::<T, 3>(&mut dw[..], 3 * r, 0, len);
         lanes(&mut out, &inp, len, gt4);
     }
 }
