@@ -14,7 +14,7 @@ use crate::cpu::{dispatch, slice};
 
 /// Element types of the kernels (f64 serves the double-precision parity tests); sums are kept
 /// in f64 through `WithDType::{to_f64, from_f64}`.
-trait Element: WithDType {}
+pub(crate) trait Element: WithDType {}
 impl Element for f32 {}
 impl Element for f64 {}
 
@@ -41,7 +41,13 @@ impl CustomOp1 for Stats {
 
 fn stats<T: Element>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
     let x = slice::<T>(s, l, "dra-bn-stats")?;
-    let (n, c, plane) = nchw(l)?;
+    let (_, c, _) = nchw(l)?;
+    let out = batch_stats(x, nchw(l)?);
+    Ok((T::to_cpu_storage_owned(out), Shape::from((2, c))))
+}
+
+/// `[mean; biased variance]` per channel (`2·C` values) of `x`, laid out `(n, c, plane)`.
+pub(crate) fn batch_stats<T: Element>(x: &[T], (n, c, plane): (usize, usize, usize)) -> Vec<T> {
     let m = (n * plane) as f64;
     let per_channel: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
@@ -54,7 +60,7 @@ fn stats<T: Element>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> 
         .collect();
     let mut out: Vec<T> = per_channel.iter().map(|s| T::from_f64(s.0)).collect();
     out.extend(per_channel.iter().map(|s| T::from_f64(s.1)));
-    Ok((T::to_cpu_storage_owned(out), Shape::from((2, c))))
+    out
 }
 
 crate::cpu::multiversion! {
@@ -107,14 +113,14 @@ fn normalise<T: Element>(v: T, (scale, shift): (T, T)) -> T {
 }
 
 /// [`affine`] rounded to `T`, for [`normalise`].
-fn affine_t<T: Element>(mean: f64, var: f64, gamma: f64, beta: f64, eps: f64) -> (T, T) {
+pub(crate) fn affine_t<T: Element>(mean: f64, var: f64, gamma: f64, beta: f64, eps: f64) -> (T, T) {
     let (scale, shift) = affine(mean, var, gamma, beta, eps);
     (T::from_f64(scale), T::from_f64(shift))
 }
 
 crate::cpu::multiversion! {
 /// One plane of [`Apply`]'s forward: `normalise`, then ReLU when `relu`.
-fn apply_plane<T: Element>(y: &mut [T], x: &[T], map: (T, T), relu: bool) {
+pub(crate) fn apply_plane<T: Element>(y: &mut [T], x: &[T], map: (T, T), relu: bool) {
     for (o, &v) in y.iter_mut().zip(x) {
         let n = normalise(v, map);
         *o = if relu && n <= T::zero() { T::zero() } else { n };
@@ -245,27 +251,46 @@ impl Gradient {
         let x = slice::<T>(xs, xl, self.name())?;
         let dy = slice::<T>(ds, dl, self.name())?;
         let p = slice::<T>(ps, pl, self.name())?;
-        let (n, c, plane) = nchw(xl)?;
-        let m = (n * plane) as f64;
-        let (mean, var, gamma, beta) = (&p[..c], &p[c..2 * c], &p[2 * c..3 * c], &p[3 * c..]);
-        let channel = |ch: usize| {
-            let (mu, invstd) = (
-                mean[ch].to_f64(),
-                1.0 / (var[ch].to_f64() + self.eps).sqrt(),
-            );
-            // The forward's affine map, to recompute its ReLU mask exactly.
-            let map = affine_t(
-                mu,
-                var[ch].to_f64(),
-                gamma[ch].to_f64(),
-                beta[ch].to_f64(),
-                self.eps,
-            );
-            let mask = self.relu.then_some(map);
-            (mu, invstd, mask)
-        };
-        // Per channel: Σ dy and Σ dy·x (of the masked gradient), so Σ dy·x̂ follows.
-        let sums: Vec<(f64, f64)> = (0..c)
+        let dims = nchw(xl)?;
+        let mut out = crate::cpu::zeroed::<T>(x.len() + 2 * dims.1);
+        gradient_into(x, Some(dy), p, dims, (self.eps, self.relu), &mut out);
+        let len = out.len();
+        Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
+    }
+}
+
+/// [`Gradient`]'s arithmetic: writes `[dx; dγ; dβ]` into `out` (`x.len() + 2·C`) from the
+/// input `x` (`(n, c, plane)`), the output's gradient and `p = [mean; var; γ; β]`. The
+/// gradient is `dy`, or when `None` the first `x.len()` elements of `out`, overwritten in
+/// place (an op that builds the gradient itself then needs no second buffer). With `relu`,
+/// the gradient is first masked where the forward's ReLU output was zero.
+pub(crate) fn gradient_into<T: Element>(
+    x: &[T],
+    dy: Option<&[T]>,
+    p: &[T],
+    (n, c, plane): (usize, usize, usize),
+    (eps, relu): (f64, bool),
+    out: &mut [T],
+) {
+    let m = (n * plane) as f64;
+    let (mean, var, gamma, beta) = (&p[..c], &p[c..2 * c], &p[2 * c..3 * c], &p[3 * c..]);
+    let channel = |ch: usize| {
+        let (mu, invstd) = (mean[ch].to_f64(), 1.0 / (var[ch].to_f64() + eps).sqrt());
+        // The forward's affine map, to recompute its ReLU mask exactly.
+        let map = affine_t(
+            mu,
+            var[ch].to_f64(),
+            gamma[ch].to_f64(),
+            beta[ch].to_f64(),
+            eps,
+        );
+        let mask = relu.then_some(map);
+        (mu, invstd, mask)
+    };
+    // Per channel: Σ dy and Σ dy·x (of the masked gradient), so Σ dy·x̂ follows.
+    let sums: Vec<(f64, f64)> = {
+        let dy = dy.unwrap_or(&out[..x.len()]);
+        (0..c)
             .into_par_iter()
             .map(|ch| {
                 let (mu, invstd, mask) = channel(ch);
@@ -278,30 +303,28 @@ impl Gradient {
                 }
                 (sdy, invstd * (sdyv - mu * sdy))
             })
-            .collect();
-        let mut out = crate::cpu::zeroed::<T>(x.len() + 2 * c);
-        let (dx, dgb) = out.split_at_mut(x.len());
-        // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)) with x̂ = (v − μ)·invstd: per channel
-        // p·dy + q·(v − μ) + r.
-        dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
-            let ch = i % c;
-            let (_, invstd, mask) = channel(ch);
-            let k = gamma[ch].to_f64() * invstd / m;
-            let (sdy, sdyx) = sums[ch];
-            let coefficients = [
-                T::from_f64(k * m),
-                T::from_f64(-k * invstd * sdyx),
-                mean[ch],
-                T::from_f64(-k * sdy),
-            ];
-            let r = i * plane..(i + 1) * plane;
-            grad_input(dxp, &dy[r.clone()], &x[r], mask, coefficients);
-        });
-        for (ch, (sdy, sdyx)) in sums.iter().enumerate() {
-            dgb[ch] = T::from_f64(*sdyx);
-            dgb[c + ch] = T::from_f64(*sdy);
-        }
-        Ok((T::to_cpu_storage_owned(out), Shape::from(x.len() + 2 * c)))
+            .collect()
+    };
+    let (dx, dgb) = out.split_at_mut(x.len());
+    // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)) with x̂ = (v − μ)·invstd: per channel
+    // p·dy + q·(v − μ) + r.
+    dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
+        let ch = i % c;
+        let (_, invstd, mask) = channel(ch);
+        let k = gamma[ch].to_f64() * invstd / m;
+        let (sdy, sdyx) = sums[ch];
+        let coefficients = [
+            T::from_f64(k * m),
+            T::from_f64(-k * invstd * sdyx),
+            mean[ch],
+            T::from_f64(-k * sdy),
+        ];
+        let r = i * plane..(i + 1) * plane;
+        grad_input(dxp, dy.map(|d| &d[r.clone()]), &x[r], mask, coefficients);
+    });
+    for (ch, (sdy, sdyx)) in sums.iter().enumerate() {
+        dgb[ch] = T::from_f64(*sdyx);
+        dgb[c + ch] = T::from_f64(*sdy);
     }
 }
 
@@ -355,27 +378,38 @@ fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(T, T)>) -> (f64, f64) 
 }
 }
 
-/// `dx = p·g + q·(v − μ) + r` over one plane, in `T`: written around `v − μ`, no term grows
-/// with the mean |μ|, as `q·v` and `r` separately would.
+/// `dx = p·g + q·(v − μ) + r` over one plane, in `T`, with the gradient from `dy` or, when
+/// `None`, from `dx` itself: written around `v − μ`, no term grows with the mean |μ|, as `q·v`
+/// and `r` separately would.
 #[inline(always)]
 fn affine_plane<T: Element>(
     dx: &mut [T],
-    dy: &[T],
+    dy: Option<&[T]>,
     x: &[T],
     [p, q, mu, r]: [T; 4],
     g: impl Fn(T, T) -> T,
 ) {
-    for ((o, &d), &v) in dx.iter_mut().zip(dy).zip(x) {
-        *o = p * g(d, v) + q * (v - mu) + r;
+    match dy {
+        Some(dy) => {
+            for ((o, &d), &v) in dx.iter_mut().zip(dy).zip(x) {
+                *o = p * g(d, v) + q * (v - mu) + r;
+            }
+        }
+        None => {
+            for (o, &v) in dx.iter_mut().zip(x) {
+                *o = p * g(*o, v) + q * (v - mu) + r;
+            }
+        }
     }
 }
 
 crate::cpu::multiversion! {
-/// One plane of the input gradient: `dx = p·g + q·(v − μ) + r` with the masked gradient `g`,
-/// the input `v` and the channel's coefficients `[p, q, μ, r]`.
+/// One plane of the input gradient: `dx = p·g + q·(v − μ) + r` with the masked gradient `g`
+/// (of `dy`, or in place of `dx`), the input `v` and the channel's coefficients
+/// `[p, q, μ, r]`.
 fn grad_input<T: Element>(
     dx: &mut [T],
-    dy: &[T],
+    dy: Option<&[T]>,
     x: &[T],
     mask: Option<(T, T)>,
     coefficients: [T; 4],
@@ -721,8 +755,14 @@ impl BatchNorm2d {
         x.apply_op3(&residual.contiguous()?, &params, AddRelu { eps: self.eps })
     }
 
+    /// `[γ; β]` (`2 × C`, differentiable) and eps, for ops that fuse the training-mode
+    /// normalisation with its neighbours.
+    pub(crate) fn affine_params(&self) -> Result<(Tensor, f64)> {
+        Ok((Tensor::stack(&[&self.weight, &self.bias], 0)?, self.eps))
+    }
+
     /// Whether the fused CPU kernels serve `x`.
-    fn fused(x: &Tensor) -> bool {
+    pub(crate) fn fused(x: &Tensor) -> bool {
         crate::custom_kernels()
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
@@ -802,7 +842,7 @@ impl BatchNorm2d {
     }
 
     /// Running statistics: r ← (1 − m)·r + m·batch, the variance made unbiased.
-    fn update_running(&self, stats: &Tensor, count: usize) -> Result<()> {
+    pub(crate) fn update_running(&self, stats: &Tensor, count: usize) -> Result<()> {
         let m = self.momentum;
         let mean = stats.get(0)?;
         let var = (stats.get(1)? * (count as f64 / (count as f64 - 1.0).max(1.0)))?;

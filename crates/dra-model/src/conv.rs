@@ -15,7 +15,9 @@ use rayon::prelude::*;
 mod winograd;
 
 /// The element types of the fast path (f64 serves the double-precision parity tests).
-trait Element: WithDType + Default + std::ops::AddAssign + Send + Sync + 'static {
+pub(crate) trait Element:
+    WithDType + Default + std::ops::AddAssign + Send + Sync + 'static
+{
     /// Runs `f` on a scratch buffer of `len` elements kept per thread across calls, so that the
     /// im2col matrices of every step do not each cost a fresh allocation and its page faults.
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
@@ -256,7 +258,7 @@ fn matmul_into<T: Element>(
 
 /// The forward op: `(x: N×C×H×W, w: O×C×kh×kw) → N×O×OH×OW`.
 #[derive(Clone, Debug)]
-struct Conv {
+pub(crate) struct Conv {
     stride: usize,
     padding: usize,
     grad_input: bool,
@@ -295,14 +297,7 @@ impl CustomOp2 for Conv {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let (_, _, kh, kw) = w.dims4()?;
-        let dw = x.apply_op2_no_bwd(
-            &dy,
-            &WeightGrad {
-                conv: self.clone(),
-                kh,
-                kw,
-            },
-        )?;
+        let dw = self.weight_grad(x, &dy, kh, kw)?;
         let dx = if self.grad_input {
             let (_, _, h, wd) = x.dims4()?;
             Some(dy.apply_op2_no_bwd(
@@ -321,6 +316,17 @@ impl CustomOp2 for Conv {
 }
 
 impl Conv {
+    /// The forward of a convolution that never needs the input's gradient and keeps no
+    /// transformed kernels: for ops that run a convolution inside their own kernel.
+    pub(crate) fn without_backward(config: &Conv2dConfig) -> Self {
+        Self {
+            stride: config.stride,
+            padding: config.padding,
+            grad_input: false,
+            kernels: None,
+        }
+    }
+
     fn forward<T: Element>(
         &self,
         xs: &CpuStorage,
@@ -332,22 +338,32 @@ impl Conv {
             slice::<T>(xs, xl, "dra-conv2d")?,
             slice::<T>(ws, wl, "dra-conv2d")?,
         );
+        let (out, shape) = self.output(x, xl.shape(), w, wl.shape())?;
+        Ok((T::to_cpu_storage_owned(out), shape))
+    }
+
+    /// The output of `x` (N×C×H×W) convolved with `w` (O×C×kh×kw), and its shape.
+    pub(crate) fn output<T: Element>(
+        &self,
+        x: &[T],
+        x_shape: &Shape,
+        w: &[T],
+        w_shape: &Shape,
+    ) -> Result<(Vec<T>, Shape)> {
         let g = Geometry::new(
-            xl.shape().dims4()?,
-            wl.shape().dims4()?,
+            x_shape.dims4()?,
+            w_shape.dims4()?,
             self.stride,
             self.padding,
         )?;
+        let shape = Shape::from((g.n, g.o, g.oh, g.ow));
         if winograd::applies(&g) {
             let (out, kernels) = winograd::forward(x, w, &g);
             if let (Some(cache), Some(kernels)) = (&self.kernels, kernels) {
                 *cache.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(T::to_cpu_storage_owned(kernels));
             }
-            return Ok((
-                T::to_cpu_storage_owned(out),
-                Shape::from((g.n, g.o, g.oh, g.ow)),
-            ));
+            return Ok((out, shape));
         }
         let (k, p) = (g.k(), g.p());
         let mut out = crate::cpu::zeroed::<T>(g.n * g.o * p);
@@ -386,10 +402,26 @@ impl Conv {
                     }
                 });
             });
-        Ok((
-            T::to_cpu_storage_owned(out),
-            Shape::from((g.n, g.o, g.oh, g.ow)),
-        ))
+        Ok((out, shape))
+    }
+
+    /// d(weight) of this convolution from its input `x` and the output's gradient `dy`, for
+    /// a kernel of `kh × kw` (no graph).
+    pub(crate) fn weight_grad(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        kh: usize,
+        kw: usize,
+    ) -> Result<Tensor> {
+        x.apply_op2_no_bwd(
+            dy,
+            &WeightGrad {
+                conv: self.clone(),
+                kh,
+                kw,
+            },
+        )
     }
 }
 
@@ -643,7 +675,15 @@ impl Conv2d {
         self
     }
 
-    fn fast_path(&self, x: &Tensor) -> bool {
+    /// The weight (`O × C × kh × kw`) and the configuration of a convolution without bias,
+    /// for ops that fuse it with what follows.
+    pub(crate) fn unbiased_parts(&self) -> Option<(&Tensor, &Conv2dConfig)> {
+        self.bias.is_none().then_some((&self.weight, &self.config))
+    }
+
+    /// Whether this crate's CPU kernel serves `x` (candle's `conv2d` otherwise). A bias
+    /// is added by `forward`, outside the kernel.
+    pub(crate) fn fast_path(&self, x: &Tensor) -> bool {
         crate::custom_kernels()
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)

@@ -22,6 +22,7 @@ mod method;
 mod mobilenet;
 mod resnet;
 mod runtime;
+mod stem;
 #[cfg(test)]
 mod testutil;
 mod weights;

@@ -10,7 +10,10 @@ use std::ops::Range;
 use crate::cpu::{dispatch, slice};
 
 /// The element types of the CPU kernel (f64 serves the double-precision parity tests).
-trait Element: WithDType + PartialOrd + std::ops::AddAssign + Send + Sync {}
+pub(crate) trait Element:
+    WithDType + PartialOrd + std::ops::AddAssign + Send + Sync
+{
+}
 impl Element for f32 {}
 impl Element for f64 {}
 
@@ -37,7 +40,7 @@ fn is_nan<T: Element>(v: T) -> bool {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
+pub(crate) struct Geometry {
     kernel: usize,
     stride: usize,
     padding: usize,
@@ -45,7 +48,12 @@ struct Geometry {
 
 impl Geometry {
     /// PyTorch's constraints, which also guarantee that no window lies entirely in the padding.
-    fn new(kernel: usize, stride: usize, padding: usize, (h, w): (usize, usize)) -> Result<Self> {
+    pub(crate) fn new(
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        (h, w): (usize, usize),
+    ) -> Result<Self> {
         if kernel == 0 || stride == 0 {
             candle_core::bail!("max-pool: kernel {kernel} and stride {stride} must be positive");
         }
@@ -66,7 +74,7 @@ impl Geometry {
         })
     }
 
-    fn out_size(&self, size: usize) -> usize {
+    pub(crate) fn out_size(&self, size: usize) -> usize {
         (size + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
@@ -93,7 +101,7 @@ impl Geometry {
     /// selects, down to the sign of a zero: the first maximum of the first row holding the
     /// window's maximum is its first maximum in scan order, and the last NaN of the last row
     /// holding a NaN is its last NaN.
-    fn pool_plane<T: Element>(
+    pub(crate) fn pool_plane<T: Element>(
         &self,
         plane: &[T],
         (h, w): (usize, usize),
@@ -267,16 +275,30 @@ impl Backward {
         dx.par_chunks_exact_mut(h * w)
             .zip(x.par_chunks_exact(h * w))
             .zip(y.par_chunks_exact(oh * ow).zip(g.par_chunks_exact(oh * ow)))
-            .for_each(|((dp, plane), (yp, gp))| {
-                let rows = yp.chunks_exact(ow).zip(gp.chunks_exact(ow));
-                for (oy, (yr, gr)) in rows.enumerate() {
-                    let ys = self.0.span(oy, h);
-                    for (ox, (&max, &gv)) in yr.iter().zip(gr).enumerate() {
-                        dp[Geometry::source(plane, w, ys.clone(), self.0.span(ox, w), max)] += gv;
-                    }
-                }
-            });
+            .for_each(|((dp, plane), (yp, gp))| self.0.unpool_plane(plane, (h, w), yp, gp, dp));
         Ok((T::to_cpu_storage_owned(dx), xl.shape().clone()))
+    }
+}
+
+impl Geometry {
+    /// The gradient of one `h × w` input `plane` (added into `dp`, zeroed by the caller) from
+    /// its `pooled` output and that output's gradient `grad`.
+    pub(crate) fn unpool_plane<T: Element>(
+        &self,
+        plane: &[T],
+        (h, w): (usize, usize),
+        pooled: &[T],
+        grad: &[T],
+        dp: &mut [T],
+    ) {
+        let ow = self.out_size(w);
+        let rows = pooled.chunks_exact(ow).zip(grad.chunks_exact(ow));
+        for (oy, (yr, gr)) in rows.enumerate() {
+            let ys = self.span(oy, h);
+            for (ox, (&max, &gv)) in yr.iter().zip(gr).enumerate() {
+                dp[Self::source(plane, w, ys.clone(), self.span(ox, w), max)] += gv;
+            }
+        }
     }
 }
 

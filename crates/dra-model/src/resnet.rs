@@ -102,9 +102,19 @@ impl ResNet18 {
 
 impl ModuleT for ResNet18 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.conv1.forward(x)?;
-        let x = self.bn1.forward_relu_t(&x, train)?;
-        let mut x = max_pool2d(&x, 3, 2, 1)?;
+        const POOL: (usize, usize, usize) = (3, 2, 1);
+        let fused = match train {
+            true => crate::stem::forward_train(&self.conv1, &self.bn1, POOL, x)?,
+            false => None,
+        };
+        let mut x = match fused {
+            Some(x) => x,
+            None => {
+                let x = self.conv1.forward(x)?;
+                let x = self.bn1.forward_relu_t(&x, train)?;
+                max_pool2d(&x, POOL.0, POOL.1, POOL.2)?
+            }
+        };
         for layer in &self.layers {
             for block in layer {
                 x = block.forward_t(&x, train)?;
