@@ -7,6 +7,8 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var,
     WithDType,
 };
+use std::mem::MaybeUninit;
+
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
@@ -53,9 +55,12 @@ pub(crate) fn batch_stats<T: Element>(x: &[T], (n, c, plane): (usize, usize, usi
         .into_par_iter()
         .map(|ch| {
             let planes = (0..n).map(|i| &x[(i * c + ch) * plane..(i * c + ch + 1) * plane]);
-            let mean = planes.clone().map(|p| plane_sum(p, 0.0, 1)).sum::<f64>() / m;
-            let var = planes.map(|p| plane_sum(p, mean, 2)).sum::<f64>() / m;
-            (mean, var)
+            let mean = planes.clone().map(plane_sum).sum::<f64>() / m;
+            // Centred on the mean rounded to `T`, δ away: Σ (v − mean)² = Σ (v − centre)² − m·δ².
+            let centre = T::from_f64(mean);
+            let ss: f64 = planes.map(|p| plane_squares(p, centre)).sum();
+            let shift = mean - centre.to_f64();
+            (mean, (ss / m - shift * shift).max(0.0))
         })
         .collect();
     let mut out: Vec<T> = per_channel.iter().map(|s| T::from_f64(s.0)).collect();
@@ -63,29 +68,177 @@ pub(crate) fn batch_stats<T: Element>(x: &[T], (n, c, plane): (usize, usize, usi
     out
 }
 
-crate::cpu::multiversion! {
-/// Σ (v − centre)^power over one plane (power 1 or 2), in f64, with eight independent partial
-/// sums so that the loop vectorises.
-fn plane_sum<T: Element>(x: &[T], centre: f64, power: u32) -> f64 {
-    const LANES: usize = 8;
-    let term = |v: T| {
-        let d = v.to_f64() - centre;
-        if power == 2 {
-            d * d
-        } else {
-            d
+/// Elements per block of [`blocked_sums`]: 16 terms per lane.
+const BLOCK: usize = 16 * LANES;
+/// Independent partial sums, so that the loops vectorise (eight f32 lanes).
+const LANES: usize = 8;
+
+/// `(Σ a, Σ b)` of the terms `(a, b) = term(p, q)` over the element pairs of `ps` and `qs`:
+/// eight lanes of partial sums in `T` over blocks of [`BLOCK`] elements, each block's added
+/// into f64, so that in f32 the rounding error grows over 16 terms per lane only. The portable
+/// version of the sums; f32 on AVX2 takes [`avx2`].
+#[inline(always)]
+fn blocked_sums<T: Element>(ps: &[T], qs: &[T], term: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
+    let (mut sa, mut sb) = (0.0f64, 0.0f64);
+    for (pb, qb) in ps.chunks(BLOCK).zip(qs.chunks(BLOCK)) {
+        let (mut a, mut b) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let (pc, qc) = (pb.chunks_exact(LANES), qb.chunks_exact(LANES));
+        let (pr, qr) = (pc.remainder(), qc.remainder());
+        for (p, q) in pc.zip(qc) {
+            for l in 0..LANES {
+                let (ta, tb) = term(p[l], q[l]);
+                a[l] += ta;
+                b[l] += tb;
+            }
         }
-    };
-    let mut acc = [0.0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for v in chunks {
-        for l in 0..LANES {
-            acc[l] += term(v[l]);
+        for (&p, &q) in pr.iter().zip(qr) {
+            let (ta, tb) = term(p, q);
+            a[0] += ta;
+            b[0] += tb;
+        }
+        sa += a.iter().map(|v| v.to_f64()).sum::<f64>();
+        sb += b.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    (sa, sb)
+}
+
+/// `xs` as f32, when `T` is f32 and the CPU has AVX2 and FMA: the sums then take the
+/// [`avx2`] kernels, as LLVM compiled the masked sums of [`blocked_sums`] to a branch per
+/// lane (6 % of a DRA step at 128 px).
+fn avx2_f32<T: Element>(xs: &[T]) -> Option<&[f32]> {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: `T` is `f32`: same layout and length.
+        return Some(unsafe { std::slice::from_raw_parts(xs.as_ptr().cast(), xs.len()) });
+    }
+    None
+}
+
+/// Σ v over one plane.
+fn plane_sum<T: Element>(x: &[T]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = avx2_f32(x) {
+        // SAFETY: `avx2_f32` checked the CPU's features.
+        return unsafe { avx2::sums(x, x, avx2::Term::Sum) }.0;
+    }
+    blocked_sums(x, x, |v, _| (v, T::zero())).0
+}
+
+/// Σ (v − centre)² over one plane.
+fn plane_squares<T: Element>(x: &[T], centre: T) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = avx2_f32(x) {
+        let term = avx2::Term::Squares(centre.to_f64() as f32);
+        // SAFETY: `avx2_f32` checked the CPU's features.
+        return unsafe { avx2::sums(x, x, term) }.0;
+    }
+    blocked_sums(x, x, |v, _| {
+        let d = v - centre;
+        (d * d, T::zero())
+    })
+    .0
+}
+
+/// The sums of BatchNorm's kernels in f32 with AVX2: 8 lanes in f32 over blocks of
+/// [`BLOCK`] elements, each block's sums widened into f64 lanes.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::BLOCK;
+    use std::arch::x86_64::*;
+
+    /// What is summed over the element pairs `(p, q)`: `(Σ a, Σ b)` of these terms.
+    #[derive(Clone, Copy)]
+    pub(super) enum Term {
+        /// `(p, 0)`.
+        Sum,
+        /// `((p − c)², 0)`.
+        Squares(f32),
+        /// `(g, g·(q − μ))` of the gradient `p` and the input `q`, where the gradient `g` is
+        /// `p`, or with a ReLU map `(scale, shift)` zero where `q·scale + shift ≤ 0` (the
+        /// forward's pre-activation, rounded as [`super::normalise`] rounds it: a product,
+        /// then a sum, never fused).
+        Grad { mu: f32, relu: Option<(f32, f32)> },
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `ps` and `qs` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sums(ps: &[f32], qs: &[f32], term: Term) -> (f64, f64) {
+        assert_eq!(ps.len(), qs.len());
+        let zero = _mm256_setzero_ps();
+        let (mut wa, mut wb) = ([_mm256_setzero_pd(); 2], [_mm256_setzero_pd(); 2]);
+        let (mut ra, mut rb) = (0.0f64, 0.0f64);
+        for (pb, qb) in ps.chunks(BLOCK).zip(qs.chunks(BLOCK)) {
+            let (mut a, mut b) = (zero, zero);
+            let whole = pb.len() / 8 * 8;
+            for i in (0..whole).step_by(8) {
+                let p = _mm256_loadu_ps(pb.as_ptr().add(i));
+                let q = _mm256_loadu_ps(qb.as_ptr().add(i));
+                match term {
+                    Term::Sum => a = _mm256_add_ps(a, p),
+                    Term::Squares(c) => {
+                        let d = _mm256_sub_ps(p, _mm256_set1_ps(c));
+                        a = _mm256_fmadd_ps(d, d, a);
+                    }
+                    Term::Grad { mu, relu } => {
+                        let g = match relu {
+                            None => p,
+                            Some((scale, shift)) => {
+                                let n = _mm256_add_ps(
+                                    _mm256_mul_ps(q, _mm256_set1_ps(scale)),
+                                    _mm256_set1_ps(shift),
+                                );
+                                _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(n, zero), p)
+                            }
+                        };
+                        a = _mm256_add_ps(a, g);
+                        b = _mm256_fmadd_ps(g, _mm256_sub_ps(q, _mm256_set1_ps(mu)), b);
+                    }
+                }
+            }
+            widen(&mut wa, a);
+            widen(&mut wb, b);
+            for (&p, &q) in pb[whole..].iter().zip(&qb[whole..]) {
+                let (ta, tb) = scalar(p, q, term);
+                ra += ta;
+                rb += tb;
+            }
+        }
+        (total(wa) + ra, total(wb) + rb)
+    }
+
+    /// One pair's terms, for the elements after the last whole group of eight.
+    fn scalar(p: f32, q: f32, term: Term) -> (f64, f64) {
+        match term {
+            Term::Sum => (p as f64, 0.0),
+            Term::Squares(c) => {
+                let d = (p - c) as f64;
+                (d * d, 0.0)
+            }
+            Term::Grad { mu, relu } => {
+                let masked = relu.is_some_and(|(scale, shift)| q * scale + shift <= 0.0);
+                let g = if masked { 0.0 } else { p };
+                (g as f64, g as f64 * (q - mu) as f64)
+            }
         }
     }
-    acc.iter().sum::<f64>() + rest.iter().map(|&v| term(v)).sum::<f64>()
-}
+
+    #[target_feature(enable = "avx2,fma")]
+    fn widen(acc: &mut [__m256d; 2], v: __m256) {
+        acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)));
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn total(acc: [__m256d; 2]) -> f64 {
+        let mut lanes = [0.0f64; 4];
+        // SAFETY: `lanes` holds four f64.
+        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(acc[0], acc[1])) };
+        lanes.iter().sum()
+    }
 }
 
 /// y = (x − mean) / √(var + eps) · γ + β from `x`, the batch `stats` and `gb = [γ; β]`,
@@ -119,21 +272,25 @@ pub(crate) fn affine_t<T: Element>(mean: f64, var: f64, gamma: f64, beta: f64, e
 }
 
 crate::cpu::multiversion! {
-/// One plane of [`Apply`]'s forward: `normalise`, then ReLU when `relu`.
-pub(crate) fn apply_plane<T: Element>(y: &mut [T], x: &[T], map: (T, T), relu: bool) {
+/// One plane of [`Apply`]'s forward: `normalise`, then ReLU when `relu`. Writes every
+/// element of `y` (as long as `x`).
+pub(crate) fn apply_plane<T: Element>(y: &mut [MaybeUninit<T>], x: &[T], map: (T, T), relu: bool) {
+    assert_eq!(y.len(), x.len());
     for (o, &v) in y.iter_mut().zip(x) {
         let n = normalise(v, map);
-        *o = if relu && n <= T::zero() { T::zero() } else { n };
+        o.write(if relu && n <= T::zero() { T::zero() } else { n });
     }
 }
 }
 
 crate::cpu::multiversion! {
-/// One plane of [`AddRelu`]'s forward: `relu(normalise(x) + residual)`.
-fn add_relu_plane<T: Element>(y: &mut [T], x: &[T], r: &[T], map: (T, T)) {
+/// One plane of [`AddRelu`]'s forward: `relu(normalise(x) + residual)`. Writes every element
+/// of `y`.
+fn add_relu_plane<T: Element>(y: &mut [MaybeUninit<T>], x: &[T], r: &[T], map: (T, T)) {
+    assert!(y.len() == x.len() && y.len() == r.len());
     for ((o, &v), &r) in y.iter_mut().zip(x).zip(r) {
         let n = normalise(v, map) + r;
-        *o = if n <= T::zero() { T::zero() } else { n };
+        o.write(if n <= T::zero() { T::zero() } else { n });
     }
 }
 }
@@ -193,21 +350,19 @@ impl Apply {
         let st = slice::<T>(ss, sl, self.name())?;
         let gb = slice::<T>(gs, gl, self.name())?;
         let (_, c, plane) = nchw(xl)?;
-        let mut y = crate::cpu::zeroed::<T>(x.len());
-        y.par_chunks_mut(plane)
-            .zip(x.par_chunks(plane))
-            .enumerate()
-            .for_each(|(i, (yp, xp))| {
-                let ch = i % c;
-                let map = affine_t(
-                    st[ch].to_f64(),
-                    st[c + ch].to_f64(),
-                    gb[ch].to_f64(),
-                    gb[c + ch].to_f64(),
-                    self.eps,
-                );
-                apply_plane(yp, xp, map, self.relu);
-            });
+        let fill = |i: usize, yp: &mut [MaybeUninit<T>]| {
+            let ch = i % c;
+            let map = affine_t(
+                st[ch].to_f64(),
+                st[c + ch].to_f64(),
+                gb[ch].to_f64(),
+                gb[c + ch].to_f64(),
+                self.eps,
+            );
+            apply_plane(yp, &x[i * plane..(i + 1) * plane], map, self.relu);
+        };
+        // SAFETY: `apply_plane` writes each whole plane.
+        let y = unsafe { crate::cpu::par_written(x.len(), plane, fill) };
         Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
     }
 }
@@ -287,21 +442,21 @@ pub(crate) fn gradient_into<T: Element>(
         let mask = relu.then_some(map);
         (mu, invstd, mask)
     };
-    // Per channel: Σ dy and Σ dy·x (of the masked gradient), so Σ dy·x̂ follows.
+    // Per channel: Σ dy and Σ dy·(x − μ) (of the masked gradient), so Σ dy·x̂ follows.
     let sums: Vec<(f64, f64)> = {
         let dy = dy.unwrap_or(&out[..x.len()]);
         (0..c)
             .into_par_iter()
             .map(|ch| {
-                let (mu, invstd, mask) = channel(ch);
-                let (mut sdy, mut sdyv) = (0.0, 0.0);
+                let (_, invstd, mask) = channel(ch);
+                let (mut sdy, mut sdyc) = (0.0, 0.0);
                 for i in 0..n {
                     let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
-                    let (a, b) = grad_sums(&dy[r.clone()], &x[r], mask);
+                    let (a, b) = grad_sums(&dy[r.clone()], &x[r], mean[ch], mask);
                     sdy += a;
-                    sdyv += b;
+                    sdyc += b;
                 }
-                (sdy, invstd * (sdyv - mu * sdy))
+                (sdy, invstd * sdyc)
             })
             .collect()
     };
@@ -343,39 +498,30 @@ fn relu_gated<T: Element>(map: (T, T)) -> impl Fn(T, T) -> T {
     }
 }
 
-/// `(Σ g, Σ g·v)` over one plane, in f64, with eight independent partial sums so that the
-/// loop vectorises.
-#[inline(always)]
-fn sums<T: Element>(dy: &[T], x: &[T], g: impl Fn(T, T) -> T) -> (f64, f64) {
-    const LANES: usize = 8;
-    let (mut a, mut b) = ([0.0f64; LANES], [0.0f64; LANES]);
-    let (dc, xc) = (dy.chunks_exact(LANES), x.chunks_exact(LANES));
-    let (dr, xr) = (dc.remainder(), xc.remainder());
-    for (d, v) in dc.zip(xc) {
-        for l in 0..LANES {
-            let gl = g(d[l], v[l]).to_f64();
-            a[l] += gl;
-            b[l] += gl * v[l].to_f64();
+/// `(Σ g, Σ g·(v − μ))` over one plane of the masked gradient `g` (see [`relu_gated`]) and
+/// the input `v`. Centred on the batch mean μ, the second sum does not cancel against
+/// μ·Σ g, as Σ g·v would.
+fn grad_sums<T: Element>(dy: &[T], x: &[T], mu: T, mask: Option<(T, T)>) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(dy), Some(x)) = (avx2_f32(dy), avx2_f32(x)) {
+        let f32_of = |v: T| v.to_f64() as f32;
+        let term = avx2::Term::Grad {
+            mu: f32_of(mu),
+            relu: mask.map(|(scale, shift)| (f32_of(scale), f32_of(shift))),
+        };
+        // SAFETY: `avx2_f32` checked the CPU's features.
+        return unsafe { avx2::sums(dy, x, term) };
+    }
+    match mask {
+        None => blocked_sums(dy, x, |d, v| (d, d * (v - mu))),
+        Some(map) => {
+            let g = relu_gated(map);
+            blocked_sums(dy, x, |d, v| {
+                let d = g(d, v);
+                (d, d * (v - mu))
+            })
         }
     }
-    let (mut sa, mut sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
-    for (&d, &v) in dr.iter().zip(xr) {
-        let gl = g(d, v).to_f64();
-        sa += gl;
-        sb += gl * v.to_f64();
-    }
-    (sa, sb)
-}
-
-crate::cpu::multiversion! {
-/// `(Σ g, Σ g·v)` over one plane of the masked gradient `g` (see [`relu_gated`]) and the
-/// input `v`.
-fn grad_sums<T: Element>(dy: &[T], x: &[T], mask: Option<(T, T)>) -> (f64, f64) {
-    match mask {
-        None => sums(dy, x, |d: T, _: T| d),
-        Some(map) => sums(dy, x, relu_gated(map)),
-    }
-}
 }
 
 /// `dx = p·g + q·(v − μ) + r` over one plane, in `T`, with the gradient from `dy` or, when
@@ -489,7 +635,7 @@ impl AddRelu {
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice::<T>(xs, xl, self.name())?;
-        let r = slice::<T>(rs, rl, self.name())?;
+        let r_in = slice::<T>(rs, rl, self.name())?;
         let p = slice::<T>(ps, pl, self.name())?;
         let (_, c, plane) = nchw(xl)?;
         if rl.shape() != xl.shape() || pl.shape().dims() != [4, c] {
@@ -501,21 +647,20 @@ impl AddRelu {
                 xl.shape()
             );
         }
-        let mut y = crate::cpu::zeroed::<T>(x.len());
-        y.par_chunks_mut(plane)
-            .zip(x.par_chunks(plane).zip(r.par_chunks(plane)))
-            .enumerate()
-            .for_each(|(i, (yp, (xp, rp)))| {
-                let ch = i % c;
-                let map = affine_t(
-                    p[ch].to_f64(),
-                    p[c + ch].to_f64(),
-                    p[2 * c + ch].to_f64(),
-                    p[3 * c + ch].to_f64(),
-                    self.eps,
-                );
-                add_relu_plane(yp, xp, rp, map);
-            });
+        let fill = |i: usize, yp: &mut [MaybeUninit<T>]| {
+            let ch = i % c;
+            let map = affine_t(
+                p[ch].to_f64(),
+                p[c + ch].to_f64(),
+                p[2 * c + ch].to_f64(),
+                p[3 * c + ch].to_f64(),
+                self.eps,
+            );
+            let r = i * plane..(i + 1) * plane;
+            add_relu_plane(yp, &x[r.clone()], &r_in[r], map);
+        };
+        // SAFETY: `add_relu_plane` writes each whole plane.
+        let y = unsafe { crate::cpu::par_written(x.len(), plane, fill) };
         Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
     }
 }
@@ -560,14 +705,15 @@ impl ReluBackward {
         }
         // Chunks large enough to amortise rayon's scheduling, small enough to share out.
         const CHUNK: usize = 1 << 14;
-        let mut dx = crate::cpu::zeroed::<T>(y.len());
-        dx.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-            .for_each(|(o, (yc, dc))| {
-                for ((o, &y), &d) in o.iter_mut().zip(yc).zip(dc) {
-                    *o = if y <= T::zero() { T::zero() } else { d };
-                }
-            });
+        let fill = |i: usize, o: &mut [MaybeUninit<T>]| {
+            let r = i * CHUNK..i * CHUNK + o.len();
+            for ((o, &y), &d) in o.iter_mut().zip(&y[r.clone()]).zip(&dy[r]) {
+                o.write(if y <= T::zero() { T::zero() } else { d });
+            }
+        };
+        // SAFETY: each chunk's `y` and `dy` are as long as the chunk, so every element is
+        // written.
+        let dx = unsafe { crate::cpu::par_written(y.len(), CHUNK, fill) };
         Ok((T::to_cpu_storage_owned(dx), yl.shape().clone()))
     }
 }
@@ -601,16 +747,15 @@ impl EvalApply {
                 (T::from_f64(scale), T::from_f64(shift))
             })
             .collect();
-        let mut y = crate::cpu::zeroed::<T>(x.len());
         let relu = self.relu;
-        y.par_chunks_mut(plane)
-            .zip(x.par_chunks(plane))
-            .enumerate()
-            .for_each(|(i, (yp, xp))| {
-                let (scale, shift) = coefficients[i % c];
-                let res = residual.map(|r| &r[i * plane..(i + 1) * plane]);
-                eval_plane(yp, xp, res, scale, shift, relu);
-            });
+        let fill = |i: usize, yp: &mut [MaybeUninit<T>]| {
+            let (scale, shift) = coefficients[i % c];
+            let r = i * plane..(i + 1) * plane;
+            let res = residual.map(|v| &v[r.clone()]);
+            eval_plane(yp, &x[r], res, scale, shift, relu);
+        };
+        // SAFETY: `eval_plane` writes each whole plane.
+        let y = unsafe { crate::cpu::par_written(x.len(), plane, fill) };
         Ok((T::to_cpu_storage_owned(y), xl.shape().clone()))
     }
 }
@@ -618,23 +763,25 @@ impl EvalApply {
 crate::cpu::multiversion! {
 /// One plane of [`EvalApply`]. The ReLU is PyTorch's (`max(v, 0)` with NaN kept).
 fn eval_plane<T: Element>(
-    y: &mut [T],
+    y: &mut [MaybeUninit<T>],
     x: &[T],
     residual: Option<&[T]>,
     scale: T,
     shift: T,
     relu: bool,
 ) {
+    assert_eq!(y.len(), x.len());
     let relu_of = |v: T| if relu && v < T::zero() { T::zero() } else { v };
     match residual {
         Some(r) => {
+            assert_eq!(r.len(), x.len());
             for ((y, &x), &r) in y.iter_mut().zip(x).zip(r) {
-                *y = relu_of(x * scale + shift + r);
+                y.write(relu_of(x * scale + shift + r));
             }
         }
         None => {
             for (y, &x) in y.iter_mut().zip(x) {
-                *y = relu_of(x * scale + shift);
+                y.write(relu_of(x * scale + shift));
             }
         }
     }
@@ -896,6 +1043,54 @@ mod tests {
             var.set(&v.to_dtype(dtype).unwrap()).unwrap();
         }
         (varmap, bn)
+    }
+
+    /// The sums of the kernels (f32 through AVX2 where the CPU has it) against direct sums in
+    /// f64, over lengths with and without whole blocks and groups of eight, and with a ReLU
+    /// mask that zeroes about half of the gradient.
+    #[test]
+    fn sums_match_f64() {
+        for len in [0usize, 5, 8, 127, 128, 300, 1031] {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 40.0) * 0.03)
+                .collect();
+            let dy: Vec<f32> = (0..len)
+                .map(|i| ((i * 53 % 89) as f32 - 44.0) * 0.01)
+                .collect();
+            let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+            let (xd, dd) = (wide(&x), wide(&dy));
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+            let sum: f64 = xd.iter().sum();
+            assert!(close(plane_sum(&x), sum), "{len}: Σ v");
+            let c = 0.25f32;
+            let squares: f64 = xd.iter().map(|v| (v - c as f64).powi(2)).sum();
+            assert!(close(plane_squares(&x, c), squares), "{len}: Σ (v − c)²");
+            let (mu, map) = (0.1f32, (1.5f32, -0.2f32));
+            for mask in [None, Some(map)] {
+                let g = |i: usize| {
+                    let off = mask.is_some_and(|(s, t)| x[i] * s + t <= 0.0);
+                    if off {
+                        0.0
+                    } else {
+                        dd[i]
+                    }
+                };
+                let a: f64 = (0..len).map(g).sum();
+                let b: f64 = (0..len).map(|i| g(i) * (xd[i] - mu as f64)).sum();
+                let (sa, sb) = grad_sums(&dy, &x, mu, mask);
+                assert!(
+                    close(sa, a) && close(sb, b),
+                    "{len} {mask:?}: {sa} {sb} vs {a} {b}"
+                );
+                let masked = (0..len).filter(|&i| g(i) == 0.0).count();
+                if mask.is_some() && len > 100 {
+                    assert!(
+                        masked > len / 4 && masked < 3 * len / 4,
+                        "{len}: mask {masked}"
+                    );
+                }
+            }
+        }
     }
 
     /// The fused kernel against candle's element-wise composition: output, gradients of x, γ

@@ -5,6 +5,8 @@
 //! is needed (the image). f32 and f64 on the CPU; other devices and dtypes, and grouped
 //! convolutions, use candle's own op.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor, WithDType};
 use candle_nn::{Conv2dConfig, Init, VarBuilder};
 use gemm::Parallelism;
@@ -222,21 +224,77 @@ fn matmul_into<T: Element>(
     dst_rs: usize,
     a: Mat<T>,
     b: Mat<T>,
+    dims: (usize, usize, usize),
+    accumulate: bool,
+    par: Parallelism,
+) {
+    // SAFETY: `dst` is an exclusive, initialised slice, which gemm may read when accumulating.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            dst.len(),
+            dst_rs,
+            a,
+            b,
+            dims,
+            accumulate,
+            par,
+        )
+    }
+}
+
+/// `dst[m×n] = a[m×k] · b[k×n]` into rows `dst_rs` apart of a destination that need not be
+/// initialised: without accumulation gemm reads nothing of `dst` before writing it, and it
+/// writes every element of the m×n block (zeros when k = 0).
+fn matmul_uninit<T: Element>(
+    dst: &mut [MaybeUninit<T>],
+    dst_rs: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    dims: (usize, usize, usize),
+    par: Parallelism,
+) {
+    // SAFETY: `dst` is exclusive; `false`: gemm does not read it.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr().cast(),
+            dst.len(),
+            dst_rs,
+            a,
+            b,
+            dims,
+            false,
+            par,
+        )
+    }
+}
+
+/// gemm's `dst[m×n] (+)= a[m×k] · b[k×n]`, after checking every access against the slices.
+///
+/// # Safety
+/// `dst` is valid for writes of `dst_len` elements and exclusive; initialised if `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw<T: Element>(
+    dst: *mut T,
+    dst_len: usize,
+    dst_rs: usize,
+    a: Mat<T>,
+    b: Mat<T>,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
     par: Parallelism,
 ) {
-    assert!(dst_rs >= n && dst.len() >= (m - 1) * dst_rs + n);
+    assert!(dst_rs >= n && dst_len >= (m - 1) * dst_rs + n);
     assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
     assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs);
-    // SAFETY: the asserts above keep every access of the strided operands in bounds, and `dst`
-    // is an exclusive slice of at least m·n elements.
+    // SAFETY: the asserts above keep every access of the strided operands in bounds; the
+    // caller vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -366,7 +424,6 @@ impl Conv {
             return Ok((out, shape));
         }
         let (k, p) = (g.k(), g.p());
-        let mut out = crate::cpu::zeroed::<T>(g.n * g.o * p);
         let par = g.parallelism();
         let wm = Mat {
             data: w,
@@ -374,34 +431,36 @@ impl Conv {
             cs: 1,
         };
         let chunk = g.chunk_rows();
-        out.par_chunks_mut(g.o * p)
-            .zip(x.par_chunks(g.c * g.h * g.w))
-            .for_each(|(y, xn)| {
-                if g.pointwise() {
+        let image = |i: usize, y: &mut [MaybeUninit<T>]| {
+            let xn = &x[i * g.c * g.h * g.w..(i + 1) * g.c * g.h * g.w];
+            if g.pointwise() {
+                let cols = Mat {
+                    data: xn,
+                    rs: p,
+                    cs: 1,
+                };
+                matmul_uninit(y, p, wm, cols, (g.o, p, k), par);
+                return;
+            }
+            // Chunk by chunk of output rows, into those columns of the output.
+            T::with_scratch(k * chunk * g.ow, |col| {
+                for r0 in (0..g.oh).step_by(chunk) {
+                    let rows = r0..(r0 + chunk).min(g.oh);
+                    let pc = rows.len() * g.ow;
+                    im2col(xn, &g, rows, col);
                     let cols = Mat {
-                        data: xn,
-                        rs: p,
+                        data: col,
+                        rs: pc,
                         cs: 1,
                     };
-                    matmul(y, wm, cols, (g.o, p, k), false, par);
-                    return;
+                    let dst = &mut y[r0 * g.ow..];
+                    matmul_uninit(dst, p, wm, cols, (g.o, pc, k), par);
                 }
-                // Chunk by chunk of output rows, into those columns of the output.
-                T::with_scratch(k * chunk * g.ow, |col| {
-                    for r0 in (0..g.oh).step_by(chunk) {
-                        let rows = r0..(r0 + chunk).min(g.oh);
-                        let pc = rows.len() * g.ow;
-                        im2col(xn, &g, rows, col);
-                        let cols = Mat {
-                            data: col,
-                            rs: pc,
-                            cs: 1,
-                        };
-                        let dst = &mut y[r0 * g.ow..];
-                        matmul_into(dst, p, wm, cols, (g.o, pc, k), false, par);
-                    }
-                });
             });
+        };
+        // SAFETY: each image's O×P output block is written whole: by one GEMM, or by those of
+        // its chunks of rows, which cover all of 0..oh.
+        let out = unsafe { crate::cpu::par_written(g.n * g.o * p, g.o * p, image) };
         Ok((out, shape))
     }
 

@@ -1,5 +1,7 @@
 //! Plumbing shared by this crate's CPU kernels (candle custom ops over f32 and f64 storage).
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, Layout, Result, WithDType};
 
 /// The contiguous elements of an operand, or an error naming the op.
@@ -79,4 +81,36 @@ pub(crate) fn zeroed<T: WithDType>(len: usize) -> Vec<T> {
     // SAFETY: the loop above wrote all `len` elements, within the capacity reserved.
     unsafe { v.set_len(len) };
     v
+}
+
+/// A vector of `len` elements written chunk by chunk in parallel by `fill(i, chunk)` (chunks
+/// of `chunk` elements, the last one shorter), without zeroing it first: for outputs that a
+/// kernel overwrites whole, where [`zeroed`]'s clearing pass was 3 % of a DRA step at 128 px.
+///
+/// # Safety
+/// `fill` initialises every element of every chunk it is given.
+pub(crate) unsafe fn par_written<T: Send>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: the caller's `fill` initialised all `len` elements, within the capacity.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `values` as the destination of a kernel that writes [`MaybeUninit`] outputs.
+///
+/// # Safety
+/// Only initialised values are written through the returned slice (as with
+/// `MaybeUninit::write`), so that `values` stays initialised.
+pub(crate) unsafe fn as_uninit<T>(values: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout; the caller keeps the elements initialised.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len()) }
 }

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::batchnorm::{self, BatchNorm2d};
 use crate::conv::{self, Conv, Conv2d};
-use crate::cpu::{dispatch, slice};
+use crate::cpu::{as_uninit, dispatch, slice};
 use crate::maxpool;
 
 /// The element types of the kernel: those of the three ops it fuses.
@@ -114,7 +114,8 @@ impl Stem {
             .for_each_init(
                 || (vec![T::zero(); h * wd], vec![T::zero(); h * ow]),
                 |(act, rows), (i, (dst, plane))| {
-                    batchnorm::apply_plane(act, plane, maps[i % c], true);
+                    // SAFETY: `apply_plane` writes initialised values only.
+                    batchnorm::apply_plane(unsafe { as_uninit(act) }, plane, maps[i % c], true);
                     pool.pool_plane(act, (h, wd), rows, dst);
                 },
             );
@@ -248,7 +249,8 @@ impl Gradient {
                     (vec![z; h * w], vec![z; h * ow], vec![z; oh * ow])
                 },
                 |(act, rows, pooled), (i, ((dp, plane), gp))| {
-                    batchnorm::apply_plane(act, plane, maps[i % c], true);
+                    // SAFETY: `apply_plane` writes initialised values only.
+                    batchnorm::apply_plane(unsafe { as_uninit(act) }, plane, maps[i % c], true);
                     self.pool.pool_plane(act, (h, w), rows, pooled);
                     self.pool.unpool_plane(act, (h, w), pooled, gp, dp);
                 },

@@ -914,7 +914,9 @@ fn tile_rows(t: &Tiling, r0: usize, r1: usize) -> impl Iterator<Item = (usize, u
 fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usize) -> Vec<T> {
     let (c, o) = (k.cols(), k.rows());
     debug_assert_eq!(c, t.c);
-    let mut out = crate::cpu::zeroed::<T>(t.n * o * t.oh * t.ow);
+    // Not zeroed: the blocks write every element (below).
+    let len = t.n * o * t.oh * t.ow;
+    let mut out = Vec::<T>::with_capacity(len);
     let shared = SharedOut(out.as_mut_ptr());
     let blocks = t.rows().div_ceil(rows_per_block);
     (0..blocks).into_par_iter().for_each(|b| {
@@ -978,15 +980,20 @@ fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Kernels<T>, rows_per_block: usi
                 }
                 for (oi, src) in first.chunks_exact(span).take(o).enumerate() {
                     let start = ((n * o + oi) * t.oh + y0) * t.ow;
-                    // SAFETY: these rows lie inside `out`, which outlives the blocks, and
-                    // belong to this block's tile row alone (see `SharedOut`); nothing reads
-                    // `out` until every block is done.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(shared.0.add(start), span) };
-                    dst.copy_from_slice(src);
+                    assert!(start + span <= len);
+                    // SAFETY: these rows lie inside `out`'s capacity (asserted), which outlives
+                    // the blocks, and belong to this block's tile row alone (see
+                    // `SharedOut`); nothing reads `out` until every block is done.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(src.as_ptr(), shared.0.add(start), span)
+                    };
                 }
             }
         });
     });
+    // SAFETY: the blocks cover every (image, tile row), and each wrote its output rows
+    // m·ty..min(m·ty + m, oh) whole for every output channel: together all rows of every plane.
+    unsafe { out.set_len(len) };
     out
 }
 
