@@ -407,79 +407,152 @@ impl Gradient {
         let dy = slice::<T>(ds, dl, self.name())?;
         let p = slice::<T>(ps, pl, self.name())?;
         let dims = nchw(xl)?;
-        let mut out = crate::cpu::zeroed::<T>(x.len() + 2 * dims.1);
-        gradient_into(x, Some(dy), p, dims, (self.eps, self.relu), &mut out);
+        if dy.len() != x.len() || p.len() != 4 * dims.1 {
+            candle_core::bail!(
+                "{}: gradient {:?} and parameters {:?} do not fit the input {:?}",
+                self.name(),
+                dl.shape(),
+                pl.shape(),
+                xl.shape()
+            );
+        }
+        let out = gradient(x, dy, p, dims, (self.eps, self.relu));
         let len = out.len();
         Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
     }
 }
 
-/// [`Gradient`]'s arithmetic: writes `[dx; dγ; dβ]` into `out` (`x.len() + 2·C`) from the
-/// input `x` (`(n, c, plane)`), the output's gradient and `p = [mean; var; γ; β]`. The
-/// gradient is `dy`, or when `None` the first `x.len()` elements of `out`, overwritten in
-/// place (an op that builds the gradient itself then needs no second buffer). With `relu`,
-/// the gradient is first masked where the forward's ReLU output was zero.
-pub(crate) fn gradient_into<T: Element>(
+/// [`Gradient`]'s arithmetic: `[dx; dγ; dβ]` (`x.len() + 2·C`) from the input `x`
+/// (`(n, c, plane)`), the output's gradient `dy` and `p = [mean; var; γ; β]`. With `relu`, the
+/// gradient is first masked where the forward's ReLU output was zero.
+fn gradient<T: Element>(
     x: &[T],
-    dy: Option<&[T]>,
+    dy: &[T],
     p: &[T],
-    (n, c, plane): (usize, usize, usize),
-    (eps, relu): (f64, bool),
+    dims: (usize, usize, usize),
+    flags: (f64, bool),
+) -> Vec<T> {
+    let (_, c, plane) = dims;
+    let per = Channels::new(x, dy, p, dims, flags);
+    let (planes, width) = (x.len() / plane.max(1), plane.max(1));
+    let fill = |i: usize, chunk: &mut [MaybeUninit<T>]| {
+        if i < planes {
+            let (coefficients, mask) = per.plane(i);
+            let r = i * plane..(i + 1) * plane;
+            grad_input(chunk, &dy[r.clone()], &x[r], mask, coefficients);
+        } else {
+            // The tail, in chunks of `width`: [dγ; dβ].
+            let start = (i - planes) * width;
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let (ch, beta) = ((start + j) % c, start + j >= c);
+                let (sdy, sdyx) = per.sums[ch];
+                o.write(T::from_f64(if beta { sdy } else { sdyx }));
+            }
+        }
+    };
+    // SAFETY: every plane's chunk is written whole by `grad_input` (it asserts the lengths),
+    // and the tail's chunks element by element.
+    unsafe { crate::cpu::par_written(x.len() + 2 * c, width, fill) }
+}
+
+/// [`gradient`] in place: the gradient `dy` is read from the first `x.len()` elements of
+/// `out` and overwritten by dx, and dγ, dβ follow (an op that builds the gradient itself then
+/// needs no second buffer).
+pub(crate) fn gradient_in_place<T: Element>(
+    x: &[T],
+    p: &[T],
+    dims: (usize, usize, usize),
+    flags: (f64, bool),
     out: &mut [T],
 ) {
-    let m = (n * plane) as f64;
-    let (mean, var, gamma, beta) = (&p[..c], &p[c..2 * c], &p[2 * c..3 * c], &p[3 * c..]);
-    let channel = |ch: usize| {
-        let (mu, invstd) = (mean[ch].to_f64(), 1.0 / (var[ch].to_f64() + eps).sqrt());
-        // The forward's affine map, to recompute its ReLU mask exactly.
-        let map = affine_t(
-            mu,
-            var[ch].to_f64(),
-            gamma[ch].to_f64(),
-            beta[ch].to_f64(),
+    let (_, c, plane) = dims;
+    let per = Channels::new(x, &out[..x.len()], p, dims, flags);
+    let (dx, dgb) = out.split_at_mut(x.len());
+    dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
+        let (coefficients, mask) = per.plane(i);
+        grad_input_in_place(dxp, &x[i * plane..(i + 1) * plane], mask, coefficients);
+    });
+    for (ch, (sdy, sdyx)) in per.sums.iter().enumerate() {
+        dgb[ch] = T::from_f64(*sdyx);
+        dgb[c + ch] = T::from_f64(*sdy);
+    }
+}
+
+/// The per-channel quantities of BatchNorm's input gradient: Σ dy and Σ dy·x̂ (of the masked
+/// gradient), and from them each plane's coefficients.
+struct Channels<'a, T> {
+    p: &'a [T],
+    c: usize,
+    m: f64,
+    eps: f64,
+    relu: bool,
+    /// `(Σ dy, Σ dy·x̂)` per channel.
+    sums: Vec<(f64, f64)>,
+}
+
+impl<'a, T: Element> Channels<'a, T> {
+    fn new(
+        x: &[T],
+        dy: &[T],
+        p: &'a [T],
+        (n, c, plane): (usize, usize, usize),
+        (eps, relu): (f64, bool),
+    ) -> Self {
+        let mut per = Self {
+            p,
+            c,
+            m: (n * plane) as f64,
             eps,
-        );
-        let mask = relu.then_some(map);
-        (mu, invstd, mask)
-    };
-    // Per channel: Σ dy and Σ dy·(x − μ) (of the masked gradient), so Σ dy·x̂ follows.
-    let sums: Vec<(f64, f64)> = {
-        let dy = dy.unwrap_or(&out[..x.len()]);
-        (0..c)
+            relu,
+            sums: Vec::new(),
+        };
+        // Σ dy and Σ dy·(x − μ), so Σ dy·x̂ follows.
+        per.sums = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let (_, invstd, mask) = channel(ch);
+                let (_, invstd, mask) = per.channel(ch);
                 let (mut sdy, mut sdyc) = (0.0, 0.0);
                 for i in 0..n {
                     let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
-                    let (a, b) = grad_sums(&dy[r.clone()], &x[r], mean[ch], mask);
+                    let (a, b) = grad_sums(&dy[r.clone()], &x[r], p[ch], mask);
                     sdy += a;
                     sdyc += b;
                 }
                 (sdy, invstd * sdyc)
             })
-            .collect()
-    };
-    let (dx, dgb) = out.split_at_mut(x.len());
-    // dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)) with x̂ = (v − μ)·invstd: per channel
-    // p·dy + q·(v − μ) + r.
-    dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
-        let ch = i % c;
-        let (_, invstd, mask) = channel(ch);
-        let k = gamma[ch].to_f64() * invstd / m;
-        let (sdy, sdyx) = sums[ch];
+            .collect();
+        per
+    }
+
+    /// The channel's mean, 1/√(var + eps) and ReLU mask (the forward's affine map, to
+    /// recompute the mask exactly).
+    fn channel(&self, ch: usize) -> (f64, f64, Option<(T, T)>) {
+        let (p, c) = (self.p, self.c);
+        let (mu, var) = (p[ch].to_f64(), p[c + ch].to_f64());
+        let map = affine_t(
+            mu,
+            var,
+            p[2 * c + ch].to_f64(),
+            p[3 * c + ch].to_f64(),
+            self.eps,
+        );
+        (mu, 1.0 / (var + self.eps).sqrt(), self.relu.then_some(map))
+    }
+
+    /// Plane `i`'s coefficients `[p, q, μ, r]` of dx = p·dy + q·(v − μ) + r, from
+    /// dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)) with x̂ = (v − μ)·invstd, and its mask.
+    fn plane(&self, i: usize) -> ([T; 4], Option<(T, T)>) {
+        let ch = i % self.c;
+        let (_, invstd, mask) = self.channel(ch);
+        let k = self.p[2 * self.c + ch].to_f64() * invstd / self.m;
+        let (sdy, sdyx) = self.sums[ch];
         let coefficients = [
-            T::from_f64(k * m),
+            T::from_f64(k * self.m),
             T::from_f64(-k * invstd * sdyx),
-            mean[ch],
+            self.p[ch],
             T::from_f64(-k * sdy),
         ];
-        let r = i * plane..(i + 1) * plane;
-        grad_input(dxp, dy.map(|d| &d[r.clone()]), &x[r], mask, coefficients);
-    });
-    for (ch, (sdy, sdyx)) in sums.iter().enumerate() {
-        dgb[ch] = T::from_f64(*sdyx);
-        dgb[c + ch] = T::from_f64(*sdy);
+        (coefficients, mask)
     }
 }
 
@@ -524,38 +597,41 @@ fn grad_sums<T: Element>(dy: &[T], x: &[T], mu: T, mask: Option<(T, T)>) -> (f64
     }
 }
 
-/// `dx = p·g + q·(v − μ) + r` over one plane, in `T`, with the gradient from `dy` or, when
-/// `None`, from `dx` itself: written around `v − μ`, no term grows with the mean |μ|, as `q·v`
-/// and `r` separately would.
+/// `dx = p·g + q·(v − μ) + r` over one plane, in `T`: written around `v − μ`, no term grows
+/// with the mean |μ|, as `q·v` and `r` separately would.
 #[inline(always)]
 fn affine_plane<T: Element>(
-    dx: &mut [T],
-    dy: Option<&[T]>,
+    dx: &mut [MaybeUninit<T>],
+    dy: &[T],
     x: &[T],
     [p, q, mu, r]: [T; 4],
     g: impl Fn(T, T) -> T,
 ) {
-    match dy {
-        Some(dy) => {
-            for ((o, &d), &v) in dx.iter_mut().zip(dy).zip(x) {
-                *o = p * g(d, v) + q * (v - mu) + r;
-            }
-        }
-        None => {
-            for (o, &v) in dx.iter_mut().zip(x) {
-                *o = p * g(*o, v) + q * (v - mu) + r;
-            }
-        }
+    assert!(dx.len() == dy.len() && dx.len() == x.len());
+    for ((o, &d), &v) in dx.iter_mut().zip(dy).zip(x) {
+        o.write(p * g(d, v) + q * (v - mu) + r);
+    }
+}
+
+/// [`affine_plane`] with the gradient read from `dx` itself.
+#[inline(always)]
+fn affine_plane_in_place<T: Element>(
+    dx: &mut [T],
+    x: &[T],
+    [p, q, mu, r]: [T; 4],
+    g: impl Fn(T, T) -> T,
+) {
+    for (o, &v) in dx.iter_mut().zip(x) {
+        *o = p * g(*o, v) + q * (v - mu) + r;
     }
 }
 
 crate::cpu::multiversion! {
 /// One plane of the input gradient: `dx = p·g + q·(v − μ) + r` with the masked gradient `g`
-/// (of `dy`, or in place of `dx`), the input `v` and the channel's coefficients
-/// `[p, q, μ, r]`.
+/// of `dy`, the input `v` and the channel's coefficients `[p, q, μ, r]`. Writes all of `dx`.
 fn grad_input<T: Element>(
-    dx: &mut [T],
-    dy: Option<&[T]>,
+    dx: &mut [MaybeUninit<T>],
+    dy: &[T],
     x: &[T],
     mask: Option<(T, T)>,
     coefficients: [T; 4],
@@ -563,6 +639,21 @@ fn grad_input<T: Element>(
     match mask {
         None => affine_plane(dx, dy, x, coefficients, |d: T, _: T| d),
         Some(map) => affine_plane(dx, dy, x, coefficients, relu_gated(map)),
+    }
+}
+}
+
+crate::cpu::multiversion! {
+/// [`grad_input`] in place: the gradient is read from `dx`.
+fn grad_input_in_place<T: Element>(
+    dx: &mut [T],
+    x: &[T],
+    mask: Option<(T, T)>,
+    coefficients: [T; 4],
+) {
+    match mask {
+        None => affine_plane_in_place(dx, x, coefficients, |d: T, _: T| d),
+        Some(map) => affine_plane_in_place(dx, x, coefficients, relu_gated(map)),
     }
 }
 }

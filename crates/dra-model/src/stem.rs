@@ -255,7 +255,7 @@ impl Gradient {
                     self.pool.unpool_plane(act, (h, w), pooled, gp, dp);
                 },
             );
-        batchnorm::gradient_into(y, None, params, (n, c, h * w), (self.eps, true), &mut out);
+        batchnorm::gradient_in_place(y, params, (n, c, h * w), (self.eps, true), &mut out);
         let len = out.len();
         Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
     }
