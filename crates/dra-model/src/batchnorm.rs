@@ -14,8 +14,9 @@ use rayon::prelude::*;
 
 use crate::cpu::{dispatch, slice};
 
-/// Element types of the kernels (f64 serves the double-precision parity tests); sums are kept
-/// in f64 through `WithDType::{to_f64, from_f64}`.
+/// Element types of the kernels (f64 serves the double-precision parity tests). Sums run in
+/// `T` over blocks of [`BLOCK`] elements and are carried across blocks in f64
+/// (`WithDType::{to_f64, from_f64}`).
 pub(crate) trait Element: WithDType {}
 impl Element for f32 {}
 impl Element for f64 {}
@@ -60,7 +61,10 @@ pub(crate) fn batch_stats<T: Element>(x: &[T], (n, c, plane): (usize, usize, usi
             let centre = T::from_f64(mean);
             let ss: f64 = planes.map(|p| plane_squares(p, centre)).sum();
             let shift = mean - centre.to_f64();
-            (mean, (ss / m - shift * shift).max(0.0))
+            // Rounding can take the difference below zero; NaN (a NaN input) stays NaN, as in
+            // PyTorch (`f64::max` would turn it into 0).
+            let var = ss / m - shift * shift;
+            (mean, if var < 0.0 { 0.0 } else { var })
         })
         .collect();
     let mut out: Vec<T> = per_channel.iter().map(|s| T::from_f64(s.0)).collect();
@@ -468,10 +472,12 @@ pub(crate) fn gradient_in_place<T: Element>(
     let (_, c, plane) = dims;
     let per = Channels::new(x, &out[..x.len()], p, dims, flags);
     let (dx, dgb) = out.split_at_mut(x.len());
-    dx.par_chunks_mut(plane).enumerate().for_each(|(i, dxp)| {
-        let (coefficients, mask) = per.plane(i);
-        grad_input_in_place(dxp, &x[i * plane..(i + 1) * plane], mask, coefficients);
-    });
+    dx.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(i, dxp)| {
+            let (coefficients, mask) = per.plane(i);
+            grad_input_in_place(dxp, &x[i * plane..(i + 1) * plane], mask, coefficients);
+        });
     for (ch, (sdy, sdyx)) in per.sums.iter().enumerate() {
         dgb[ch] = T::from_f64(*sdyx);
         dgb[c + ch] = T::from_f64(*sdy);
@@ -1182,6 +1188,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A NaN in a channel makes its mean and variance NaN, as in PyTorch, and the running
+    /// statistics show it; the other channel is unaffected.
+    #[test]
+    fn nan_statistics_stay_nan() {
+        let x = [1.0f32, f32::NAN, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0];
+        let s = batch_stats(&x, (1, 2, 4));
+        assert!(s[0].is_nan() && s[2].is_nan(), "{s:?}");
+        assert_eq!((s[1], s[3]), (2.5, 1.25));
+    }
+
+    /// The sums' ReLU mask is exactly the forward's: with a unit gradient, Σ g counts the
+    /// units kept, which must equal the count by [`relu_gated`] (the rule of the forward and of
+    /// the portable sums) on pre-activations of exactly zero, their neighbours either side, and
+    /// NaN (kept, as PyTorch's ReLU passes NaN).
+    #[test]
+    fn sums_mask_is_the_forward_rule() {
+        let (scale, shift) = (2.0f32, -1.0f32);
+        let half = 0.5f32;
+        let mut x = Vec::new();
+        for i in 0..300 {
+            x.push(match i % 6 {
+                0 => half,
+                1 => f32::from_bits(half.to_bits() + 1),
+                2 => f32::from_bits(half.to_bits() - 1),
+                3 => -half,
+                4 => f32::NAN,
+                _ => i as f32 * 0.01,
+            });
+        }
+        assert_eq!(half * scale + shift, 0.0);
+        let ones = vec![1.0f32; x.len()];
+        let g = relu_gated((scale, shift));
+        let kept = x.iter().filter(|&&v| g(1.0, v) == 1.0).count();
+        let (sum, _) = grad_sums(&ones, &x, 0.0, Some((scale, shift)));
+        assert_eq!(sum, kept as f64);
+        let portable = blocked_sums(&ones, &x, |d, v| (g(d, v), 0.0)).0;
+        assert_eq!(portable, kept as f64);
+        assert!(kept > x.len() / 3 && kept < x.len(), "{kept}");
     }
 
     /// The fused kernel against candle's element-wise composition: output, gradients of x, γ

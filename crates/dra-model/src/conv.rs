@@ -245,7 +245,12 @@ fn matmul_into<T: Element>(
 
 /// `dst[m×n] = a[m×k] · b[k×n]` into rows `dst_rs` apart of a destination that need not be
 /// initialised: without accumulation gemm reads nothing of `dst` before writing it, and it
-/// writes every element of the m×n block (zeros when k = 0).
+/// writes every element of the m×n block.
+///
+/// That gemm (0.19.0, pinned by `Cargo.lock`) does not read `dst` when `read_dst` is false is
+/// its behaviour, not its documented contract: it sets alpha to zero, and every kernel this
+/// build can take (x86 and generic microkernels, gemv, gevv) then stores without loading. Its
+/// `experimental-apple-amx` feature, which copies `dst` first, is off. Re-check on upgrades.
 fn matmul_uninit<T: Element>(
     dst: &mut [MaybeUninit<T>],
     dst_rs: usize,

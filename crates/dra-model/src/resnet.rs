@@ -103,9 +103,10 @@ impl ResNet18 {
 impl ModuleT for ResNet18 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         const POOL: (usize, usize, usize) = (3, 2, 1);
-        let fused = match train {
-            true => crate::stem::forward_train(&self.conv1, &self.bn1, POOL, x)?,
-            false => None,
+        let fused = if train {
+            crate::stem::forward_train(&self.conv1, &self.bn1, POOL, x)?
+        } else {
+            None
         };
         let mut x = match fused {
             Some(x) => x,

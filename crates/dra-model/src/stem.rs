@@ -160,7 +160,7 @@ impl CustomOp3 for Stem {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _gb: &Tensor,
+        gb: &Tensor,
         _res: &Tensor,
         dres: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -179,9 +179,14 @@ impl CustomOp3 for Stem {
         let numel = saved.y.elem_count();
         let dy = packed.narrow(0, 0, numel)?.reshape(saved.y.shape())?;
         let (_, _, kh, kw) = w.dims4()?;
-        let dw = self.conv.weight_grad(x, &dy, kh, kw)?;
+        // A frozen kernel (a tensor, not a variable) needs no gradient.
+        let dw = if w.track_op() {
+            Some(self.conv.weight_grad(x, &dy, kh, kw)?)
+        } else {
+            None
+        };
         let dgb = packed.narrow(0, numel, 2 * c)?.reshape((2, c))?;
-        Ok((None, Some(dw), Some(dgb)))
+        Ok((None, dw, gb.track_op().then_some(dgb)))
     }
 }
 
@@ -367,6 +372,31 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The forward keeps its activations for every backward pass through the graph: a second
+    /// one gives the same gradients.
+    #[test]
+    fn backward_twice() -> Result<()> {
+        let config = Conv2dConfig {
+            stride: 2,
+            padding: 3,
+            ..Default::default()
+        };
+        let (vm, conv, bn) = seeded(3, 4, 7, config, DType::F64);
+        let x = ramp(&[2, 3, 11, 9], 3).to_dtype(DType::F64)?;
+        let y = forward_train(&conv, &bn, (3, 2, 1), &x)?.expect("fused path");
+        let loss = (&y * &ramp(y.dims(), 4).to_dtype(DType::F64)?)?.sum_all()?;
+        let (first, second) = (loss.backward()?, loss.backward()?);
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            if let (Some(a), Some(b)) = (first.get(var.as_tensor()), second.get(var.as_tensor())) {
+                assert_eq!(max_diff(a, b), 0.0, "{name}");
+            }
+        }
+        assert!(first
+            .get(vm.data().lock().unwrap()["conv.weight"].as_tensor())
+            .is_some());
         Ok(())
     }
 
