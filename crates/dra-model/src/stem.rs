@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::batchnorm::{self, BatchNorm2d};
@@ -161,19 +161,26 @@ impl CustomOp3 for Stem {
         x: &Tensor,
         w: &Tensor,
         gb: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         dres: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let saved = lock(&self.saved)
             .clone()
             .ok_or_else(|| candle_core::Error::Msg("dra-stem: backward before forward".into()))?;
         let (_, c, _, _) = saved.y.dims4()?;
+        // Exact: the parameters are f32 or f64 values.
+        let params = saved
+            .params
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1()?;
         let packed = saved.y.apply_op3_no_bwd(
+            &res.contiguous()?,
             &dres.contiguous()?,
-            &saved.params,
             &Gradient {
                 pool: self.geometry((saved.y.dim(2)?, saved.y.dim(3)?))?,
                 eps: self.eps,
+                params,
             },
         )?;
         let numel = saved.y.elem_count();
@@ -191,13 +198,16 @@ impl CustomOp3 for Stem {
 }
 
 /// The stem's backward up to the convolution's output: `[dy (flattened); dγ; dβ]` from the
-/// convolution's output `y`, the pooled output's gradient and `[mean; var; γ; β]`. Plane by
-/// plane it recomputes the ReLU's output and its pooling, routes each pooled gradient to the
-/// cell its window selected, and the normalisation's gradient (with the ReLU's mask) then
-/// overwrites that buffer in place.
+/// convolution's output `y`, the pooled output and its gradient. Plane by plane it recomputes
+/// the ReLU's output (bit for bit the forward's) and routes each pooled gradient to the cell
+/// its window selected, the first equal to the pooled value; the normalisation's gradient (with
+/// the ReLU's mask) then overwrites that buffer in place.
 struct Gradient {
     pool: maxpool::Geometry,
     eps: f64,
+    /// `[mean; var; γ; β]` of the forward (a custom op has three operands, taken by the map,
+    /// the pooled output and its gradient).
+    params: Vec<f64>,
 }
 
 impl CustomOp3 for Gradient {
@@ -209,12 +219,12 @@ impl CustomOp3 for Gradient {
         &self,
         ys: &CpuStorage,
         yl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
         ps: &CpuStorage,
         pl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(ys, self.name(), T => self.run::<T>((ys, yl), (gs, gl), (ps, pl)))
+        dispatch!(ys, self.name(), T => self.run::<T>((ys, yl), (ps, pl), (gs, gl)))
     }
 }
 
@@ -222,45 +232,49 @@ impl Gradient {
     fn run<T: Element>(
         &self,
         (ys, yl): (&CpuStorage, &Layout),
-        (gs, gl): (&CpuStorage, &Layout),
         (ps, pl): (&CpuStorage, &Layout),
+        (gs, gl): (&CpuStorage, &Layout),
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (y, g, params) = (
+        let (y, pooled, g) = (
             slice::<T>(ys, yl, name)?,
-            slice::<T>(gs, gl, name)?,
             slice::<T>(ps, pl, name)?,
+            slice::<T>(gs, gl, name)?,
         );
         let (n, c, h, w) = yl.shape().dims4()?;
         let (oh, ow) = (self.pool.out_size(h), self.pool.out_size(w));
-        if gl.shape().dims() != [n, c, oh, ow] || params.len() != 4 * c {
+        if gl.shape().dims() != [n, c, oh, ow] || pl.shape() != gl.shape() {
             candle_core::bail!(
-                "{name}: gradient {:?} and parameters {:?} do not fit the map {:?}",
-                gl.shape(),
+                "{name}: pooled output {:?} and gradient {:?} do not fit the map {:?}",
                 pl.shape(),
+                gl.shape(),
                 yl.shape()
             );
         }
-        let maps = maps(params, c, self.eps);
+        if self.params.len() != 4 * c {
+            candle_core::bail!("{name}: {} parameters for {c} channels", self.params.len());
+        }
+        let params: Vec<T> = self.params.iter().map(|&v| T::from_f64(v)).collect();
+        let maps = maps(&params, c, self.eps);
         let mut out = crate::cpu::zeroed::<T>(y.len() + 2 * c);
         out[..y.len()]
             .par_chunks_exact_mut(h * w)
             .zip(y.par_chunks_exact(h * w))
-            .zip(g.par_chunks_exact(oh * ow))
+            .zip(
+                pooled
+                    .par_chunks_exact(oh * ow)
+                    .zip(g.par_chunks_exact(oh * ow)),
+            )
             .enumerate()
             .for_each_init(
-                || {
-                    let z = T::zero();
-                    (vec![z; h * w], vec![z; h * ow], vec![z; oh * ow])
-                },
-                |(act, rows, pooled), (i, ((dp, plane), gp))| {
+                || vec![T::zero(); h * w],
+                |act, (i, ((dp, plane), (pp, gp)))| {
                     // SAFETY: `apply_plane` writes initialised values only.
                     batchnorm::apply_plane(unsafe { as_uninit(act) }, plane, maps[i % c], true);
-                    self.pool.pool_plane(act, (h, w), rows, pooled);
-                    self.pool.unpool_plane(act, (h, w), pooled, gp, dp);
+                    self.pool.unpool_plane(act, (h, w), pp, gp, dp);
                 },
             );
-        batchnorm::gradient_in_place(y, params, (n, c, h * w), (self.eps, true), &mut out);
+        batchnorm::gradient_in_place(y, &params, (n, c, h * w), (self.eps, true), &mut out);
         let len = out.len();
         Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
     }
