@@ -156,17 +156,76 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, rows: std::ops::Range<usize>, col: 
                     out[..lo].fill(T::zero());
                     out[hi..].fill(T::zero());
                     let inside = &mut out[lo..hi];
-                    if g.stride == 1 {
-                        inside.copy_from_slice(&src[x0..x0 + inside.len()]);
-                    } else {
-                        for (v, s) in inside.iter_mut().zip(src[x0..].iter().step_by(g.stride)) {
-                            *v = *s;
+                    match g.stride {
+                        1 => inside.copy_from_slice(&src[x0..x0 + inside.len()]),
+                        2 => every_other(inside, &src[x0..]),
+                        s => {
+                            for (v, s) in inside.iter_mut().zip(src[x0..].iter().step_by(s)) {
+                                *v = *s;
+                            }
                         }
                     }
                 }
                 row += 1;
             }
         }
+    }
+}
+
+/// `dst[k] = src[2k]` for every `k`: im2col's rows of a stride-2 kernel (every strided
+/// convolution of ResNet, the stem's included). In f32 on a CPU with AVX2, eight outputs from
+/// two loads and two shuffles; the plain loop moved one element at a time (im2col took 4 % of
+/// a DRA step at 128 px).
+fn every_other<T: Element>(dst: &mut [T], src: &[T]) {
+    assert!(dst.is_empty() || src.len() > 2 * (dst.len() - 1));
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::is_x86_feature_detected!("avx2")
+    {
+        // SAFETY: `T` is `f32`, so the casts keep the layout; the CPU has AVX2; the lengths
+        // are the slices'.
+        unsafe {
+            every_other_avx2(
+                dst.as_mut_ptr().cast(),
+                dst.len(),
+                src.as_ptr().cast(),
+                src.len(),
+            )
+        };
+        return;
+    }
+    for (v, s) in dst.iter_mut().zip(src.iter().step_by(2)) {
+        *v = *s;
+    }
+}
+
+/// [`every_other`] for f32: pairs of even elements gathered by `shuffle_ps` from two vectors
+/// of eight, put in order by one 64-bit permutation; the tail one by one.
+///
+/// # Safety
+/// The CPU has AVX2; `dst` is valid for `n` writes and `src` for `src_len` reads, with
+/// `src_len > 2·(n − 1)` when `n > 0`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn every_other_avx2(dst: *mut f32, n: usize, src: *const f32, src_len: usize) {
+    use std::arch::x86_64::*;
+    let mut k = 0;
+    // SAFETY (all blocks): each loop reads src[2k..2k + 16] ⊂ src[..src_len] and writes
+    // dst[k..k + 8] ⊂ dst[..n]; the tail reads src[2k] with 2k ≤ 2(n − 1) < src_len.
+    while k + 8 <= n && 2 * k + 16 <= src_len {
+        unsafe {
+            let a = _mm256_loadu_ps(src.add(2 * k));
+            let b = _mm256_loadu_ps(src.add(2 * k + 8));
+            // Per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6]; then the 64-bit pairs reordered.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let ordered = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even));
+            _mm256_storeu_ps(dst.add(k), _mm256_castpd_ps(ordered));
+        }
+        k += 8;
+    }
+    while k < n {
+        unsafe { *dst.add(k) = *src.add(2 * k) };
+        k += 1;
     }
 }
 
@@ -789,6 +848,26 @@ mod tests {
         crate::testutil::ramp(&[shape.0, shape.1, shape.2, shape.3], seed)
             .to_dtype(DType::F32)
             .unwrap()
+    }
+
+    /// The stride-2 gather (AVX2 in f32) against the plain loop, over lengths around its
+    /// vectors of eight and sources of both parities.
+    #[test]
+    fn every_other_matches_loop() {
+        for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 40] {
+            for extra in [0usize, 1, 2, 9] {
+                let len = if n == 0 {
+                    extra
+                } else {
+                    2 * (n - 1) + 1 + extra
+                };
+                let src: Vec<f32> = (0..len).map(|i| i as f32 * 1.5 - 3.0).collect();
+                let mut got = vec![f32::NAN; n];
+                every_other(&mut got, &src);
+                let want: Vec<f32> = src.iter().step_by(2).take(n).copied().collect();
+                assert_eq!(got, want, "n {n}, source {len}");
+            }
+        }
     }
 
     /// Values and both gradients against candle's stock convolution, on odd shapes. Where
