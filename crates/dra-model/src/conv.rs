@@ -122,6 +122,18 @@ impl Geometry {
     }
 }
 
+/// Runs `f(rows, col)` for each chunk of [`Geometry::chunk_rows`] output rows, in order,
+/// with `col` this thread's scratch buffer for the chunk's im2col matrix (K rows of
+/// `rows.len()·ow` columns): the loop shared by the im2col forward and both gradients.
+fn by_row_chunks<T: Element>(g: &Geometry, mut f: impl FnMut(std::ops::Range<usize>, &mut [T])) {
+    let chunk = g.chunk_rows();
+    T::with_scratch(g.k() * chunk * g.ow, |col| {
+        for r0 in (0..g.oh).step_by(chunk) {
+            f(r0..(r0 + chunk).min(g.oh), col);
+        }
+    });
+}
+
 /// The output columns `lo..hi` whose input column `ox·stride + j − padding` lies inside a
 /// row of `w`, and that input column for `lo` (`x0`, at most `w`: where no column reaches
 /// the row, `lo == hi` and the range `x0..` is empty): the loops below then run without a test
@@ -494,7 +506,6 @@ impl Conv {
             rs: k,
             cs: 1,
         };
-        let chunk = g.chunk_rows();
         let image = |i: usize, y: &mut [MaybeUninit<T>]| {
             let xn = &x[i * g.c * g.h * g.w..(i + 1) * g.c * g.h * g.w];
             if g.pointwise() {
@@ -507,19 +518,15 @@ impl Conv {
                 return;
             }
             // Chunk by chunk of output rows, into those columns of the output.
-            T::with_scratch(k * chunk * g.ow, |col| {
-                for r0 in (0..g.oh).step_by(chunk) {
-                    let rows = r0..(r0 + chunk).min(g.oh);
-                    let pc = rows.len() * g.ow;
-                    im2col(xn, &g, rows, col);
-                    let cols = Mat {
-                        data: col,
-                        rs: pc,
-                        cs: 1,
-                    };
-                    let dst = &mut y[r0 * g.ow..];
-                    matmul_uninit(dst, p, wm, cols, (g.o, pc, k), par);
-                }
+            by_row_chunks(&g, |rows, col| {
+                let (r0, pc) = (rows.start, rows.len() * g.ow);
+                im2col(xn, &g, rows, col);
+                let cols = Mat {
+                    data: col,
+                    rs: pc,
+                    cs: 1,
+                };
+                matmul_uninit(&mut y[r0 * g.ow..], p, wm, cols, (g.o, pc, k), par);
             });
         };
         // SAFETY: each image's O×P output block is written whole: by one GEMM, or by those of
@@ -630,23 +637,19 @@ impl WeightGrad {
                         continue;
                     }
                     // Chunk by chunk of output rows: Σ dYₙ[:, chunk] · col[chunk]ᵀ.
-                    let chunk = g.chunk_rows();
-                    T::with_scratch(k * chunk * g.ow, |col| {
-                        for r0 in (0..g.oh).step_by(chunk) {
-                            let rows = r0..(r0 + chunk).min(g.oh);
-                            let pc = rows.len() * g.ow;
-                            im2col(xn, &g, rows, col);
-                            let dyc = Mat {
-                                data: &dyn_.data[r0 * g.ow..],
-                                ..dyn_
-                            };
-                            let cols_t = Mat {
-                                data: col,
-                                rs: 1,
-                                cs: pc,
-                            };
-                            matmul(&mut acc, dyc, cols_t, (o, k, pc), true, par);
-                        }
+                    by_row_chunks(&g, |rows, col| {
+                        let (r0, pc) = (rows.start, rows.len() * g.ow);
+                        im2col(xn, &g, rows, col);
+                        let dyc = Mat {
+                            data: &dyn_.data[r0 * g.ow..],
+                            ..dyn_
+                        };
+                        let cols_t = Mat {
+                            data: col,
+                            rs: 1,
+                            cs: pc,
+                        };
+                        matmul(&mut acc, dyc, cols_t, (o, k, pc), true, par);
                     });
                 }
                 acc
@@ -739,18 +742,14 @@ impl InputGrad {
                     return;
                 }
                 // Chunk by chunk of output rows, added onto `dxn` (zero from `zeroed`).
-                let chunk = g.chunk_rows();
-                T::with_scratch(k * chunk * g.ow, |col| {
-                    for r0 in (0..g.oh).step_by(chunk) {
-                        let rows = r0..(r0 + chunk).min(g.oh);
-                        let pc = rows.len() * g.ow;
-                        let dc = Mat {
-                            data: &d.data[r0 * g.ow..],
-                            ..d
-                        };
-                        matmul(col, wt, dc, (k, pc, g.o), false, par);
-                        col2im(col, &g, rows, dxn);
-                    }
+                by_row_chunks(&g, |rows, col| {
+                    let (r0, pc) = (rows.start, rows.len() * g.ow);
+                    let dc = Mat {
+                        data: &d.data[r0 * g.ow..],
+                        ..d
+                    };
+                    matmul(col, wt, dc, (k, pc, g.o), false, par);
+                    col2im(col, &g, rows, dxn);
                 });
             });
         Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))))

@@ -288,6 +288,15 @@ mod tests {
     use candle_core::{DType, Module, Var};
     use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
 
+    /// ResNet's stem convolution: 7×7, stride 2, padding 3.
+    fn resnet_stem() -> Conv2dConfig {
+        Conv2dConfig {
+            stride: 2,
+            padding: 3,
+            ..Default::default()
+        }
+    }
+
     /// A stem (convolution without bias + BatchNorm) with distinct non-trivial values.
     fn seeded(
         c: usize,
@@ -393,12 +402,7 @@ mod tests {
     /// one gives the same gradients.
     #[test]
     fn backward_twice() -> Result<()> {
-        let config = Conv2dConfig {
-            stride: 2,
-            padding: 3,
-            ..Default::default()
-        };
-        let (vm, conv, bn) = seeded(3, 4, 7, config, DType::F64);
+        let (vm, conv, bn) = seeded(3, 4, 7, resnet_stem(), DType::F64);
         let x = ramp(&[2, 3, 11, 9], 3).to_dtype(DType::F64)?;
         let y = forward_train(&conv, &bn, (3, 2, 1), &x)?.expect("fused path");
         let loss = (&y * &ramp(y.dims(), 4).to_dtype(DType::F64)?)?.sum_all()?;
@@ -417,12 +421,7 @@ mod tests {
     /// The fused op serves only inputs without a gradient of their own (the image).
     #[test]
     fn declines_tracked_inputs() -> Result<()> {
-        let config = Conv2dConfig {
-            stride: 2,
-            padding: 3,
-            ..Default::default()
-        };
-        let (_vm, conv, bn) = seeded(3, 4, 7, config, DType::F32);
+        let (_vm, conv, bn) = seeded(3, 4, 7, resnet_stem(), DType::F32);
         let x = Var::from_tensor(&ramp(&[1, 3, 9, 9], 1).to_dtype(DType::F32)?)?;
         assert!(forward_train(&conv, &bn, (3, 2, 1), x.as_tensor())?.is_none());
         assert!(forward_train(&conv, &bn, (3, 2, 1), &x.as_tensor().detach())?.is_some());
