@@ -630,6 +630,7 @@ pub fn run(
             out_dir: dir.clone(),
             progress: false,
             device: candle_core::Device::Cpu,
+            on_unreadable: dra_data::OnUnreadable::Error,
         };
         match dra_train::train(&request) {
             Ok(m) => {

@@ -11,6 +11,9 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
+use crate::listing::{
+    check_policy, file_name, list_images, sub_folders, LeftOut, OnUnreadable, Unreadable,
+};
 
 /// The layout every category folder must have; quoted in error messages.
 pub(crate) const MVTEC_LAYOUT: &str =
@@ -204,12 +207,17 @@ pub struct Category {
     pub defects: BTreeMap<String, Vec<ImageRef>>,
     /// What the loader left out, and why.
     pub ignored: Vec<Ignored>,
+    /// Files that claim to be images but do not decode, left out of every list above (only
+    /// with [`OnUnreadable::Skip`]: otherwise loading fails), sorted by path.
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl Category {
     /// Lists a category folder. Fails with the path it expected when a required folder is
-    /// missing; files that are not images are left out and recorded in `ignored`.
-    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+    /// missing; files that are not images are left out and recorded in `ignored`; image files
+    /// that do not decode are an error, or with [`OnUnreadable::Skip`] left out and recorded in
+    /// `unreadable`.
+    pub fn open(root: impl AsRef<Path>, on_unreadable: OnUnreadable) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         if !root.is_dir() {
             return Err(DataError::MissingFolder {
@@ -217,39 +225,57 @@ impl Category {
                 layout: MVTEC_LAYOUT,
             });
         }
-        let mut ignored = Vec::new();
-        let train_good = list_images(&root.join("train").join("good"), &mut ignored)?;
+        let mut left = LeftOut::default();
+        let train_good = list_images(&root.join("train").join("good"), &mut left)?;
         let test_dir = root.join("test");
-        let test_good = list_images(&test_dir.join("good"), &mut ignored)?;
+        let test_good = list_images(&test_dir.join("good"), &mut left)?;
         let mut defects = BTreeMap::new();
-        for entry in sorted_entries(&test_dir)? {
-            let name = file_name(&entry);
-            if name == "good" {
-                continue;
-            }
-            if name.starts_with('.') {
-                ignored.push(Ignored::new(entry, HIDDEN));
-            } else if !entry.is_dir() {
-                ignored.push(Ignored::new(
-                    entry,
-                    "file directly in test/ (anomalies are read from test/<class>/)",
-                ));
-            } else {
-                defects.insert(name, list_images(&entry, &mut ignored)?);
+        for (name, dir) in sub_folders(
+            &test_dir,
+            "file directly in test/ (anomalies are read from test/<class>/)",
+            &mut left,
+        )? {
+            if name != "good" {
+                defects.insert(name, list_images(&dir, &mut left)?);
             }
         }
-        if train_good.is_empty() {
-            return Err(DataError::EmptyFolder {
-                path: root.join("train").join("good"),
-            });
-        }
-        Ok(Self {
+        let category = Self::from_lists(root, train_good, test_good, defects, left);
+        category.require(on_unreadable)
+    }
+
+    /// A category from its lists and what was left out; the unreadable files are sorted.
+    pub(crate) fn from_lists(
+        root: PathBuf,
+        train_good: Vec<ImageRef>,
+        test_good: Vec<ImageRef>,
+        defects: BTreeMap<String, Vec<ImageRef>>,
+        left: LeftOut,
+    ) -> Self {
+        let mut unreadable = left.unreadable;
+        unreadable.sort_by(|a, b| a.path.cmp(&b.path));
+        Self {
             root,
             train_good,
             test_good,
             defects,
-            ignored,
-        })
+            ignored: left.ignored,
+            unreadable,
+        }
+    }
+
+    /// Applies the policy for unreadable files (an error naming them, or the category as it
+    /// is), then checks that there is something to train on.
+    pub(crate) fn require(self, on_unreadable: OnUnreadable) -> Result<Self> {
+        check_policy(&self.unreadable, on_unreadable)?;
+        if self.train_good.is_empty() {
+            let path = if self.root.join("train").join("good").is_dir() {
+                self.root.join("train").join("good")
+            } else {
+                self.root.clone()
+            };
+            return Err(DataError::EmptyFolder { path });
+        }
+        Ok(self)
     }
 
     /// The folder's name, e.g. `carpet`.
@@ -266,94 +292,26 @@ impl Category {
     }
 }
 
-/// Reason for a hidden file or folder (`.DS_Store` and the like).
-pub(crate) const HIDDEN: &str = "hidden file or folder";
-
-pub(crate) fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Err(DataError::MissingFolder {
-            path: dir.to_path_buf(),
-            layout: MVTEC_LAYOUT,
-        });
-    }
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        entries.push(entry.map_err(|e| DataError::io(dir, e))?.path());
-    }
-    entries.sort();
-    Ok(entries)
-}
-
-/// The image files of a folder, sorted. Files are recognised by their content, not by their
-/// extension. Hidden files, sub-folders and files that are not images we can decode are left
-/// out and recorded in `ignored`.
-pub(crate) fn list_images(dir: &Path, ignored: &mut Vec<Ignored>) -> Result<Vec<ImageRef>> {
-    let mut images = Vec::new();
-    for path in sorted_entries(dir)? {
-        if file_name(&path).starts_with('.') {
-            ignored.push(Ignored::new(path, HIDDEN));
-        } else if path.is_dir() {
-            ignored.push(Ignored::new(
-                path,
-                "folder inside an image folder (not read)",
-            ));
-        } else {
-            match sniff(&path)? {
-                Sniffed::Image => images.push(ImageRef::file(path)),
-                Sniffed::Unsupported => ignored.push(Ignored::new(
-                    path,
-                    "image format not supported (PNG, JPEG, BMP, TIFF and .npy are read)",
-                )),
-                Sniffed::NotAnImage => ignored.push(Ignored::new(path, NOT_AN_IMAGE)),
-            }
-        }
-    }
-    Ok(images)
-}
-
-/// Reason for a file whose content is no image format.
-pub(crate) const NOT_AN_IMAGE: &str = "not an image file (unrecognised content)";
-
-/// What the first bytes of a file say it is.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Sniffed {
-    /// A format we decode (including NumPy `.npy` arrays).
-    Image,
-    /// An image format this build cannot decode (GIF, WebP, …).
-    Unsupported,
-    NotAnImage,
-}
-
-/// Reads the first bytes of a file and tells whether they start an image we decode.
-pub(crate) fn sniff(path: &Path) -> Result<Sniffed> {
-    let mut head = [0u8; 32];
-    let mut file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let n = file.read(&mut head).map_err(|e| DataError::io(path, e))?;
-    if crate::npy::is_npy(&head[..n]) {
-        return Ok(Sniffed::Image);
-    }
-    Ok(match image::guess_format(&head[..n]) {
-        Ok(format) if format.reading_enabled() => Sniffed::Image,
-        Ok(_) => Sniffed::Unsupported,
-        Err(_) => Sniffed::NotAnImage,
-    })
-}
-
 /// Decodes any supported image (8 or 16 bit; grey, RGB or RGBA) into 8-bit RGB, as PIL's
 /// `convert('RGB')` does. NumPy `.npy` arrays (Mastcam) are read as the official `load_image`
 /// reads them: cast to `uint8`, first three channels kept ([`crate::npy`]).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    if is_npy_file(path)? {
-        return crate::npy::read_rgb(path);
+    let image = if is_npy_file(path)? {
+        crate::npy::read_rgb(path)?
+    } else {
+        decode(path)?.to_rgb8()
+    };
+    if image.width() == 0 || image.height() == 0 {
+        return Err(DataError::BadImage {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the image has no pixels ({}×{})",
+                image.width(),
+                image.height()
+            ),
+        });
     }
-    let decoded = decode(path)?;
-    Ok(decoded.to_rgb8())
+    Ok(image)
 }
 
 /// Decodes an image file as it is stored (bit depth and channels kept).
@@ -410,7 +368,7 @@ mod tests {
         write_png(&root.join("test/scratch/1.png"));
         write_png(&root.join("test/hole/1.png"));
         fs::write(root.join("train/good/.DS_Store"), b"junk").unwrap();
-        let cat = Category::open(&root).unwrap();
+        let cat = Category::open(&root, OnUnreadable::Error).unwrap();
         assert_eq!(cat.name(), "cat");
         let names: Vec<_> = cat.train_good.iter().map(|p| file_name(&p.path)).collect();
         assert_eq!(names, ["a.jpeg_but_png", "b.png"]);
@@ -418,7 +376,7 @@ mod tests {
         assert_eq!(file_name(&cat.defects["scratch"][0].path), "1.png");
         assert_eq!(cat.n_anomalies(), 3);
         assert_eq!(cat.ignored.len(), 1);
-        assert_eq!(cat.ignored[0].reason, HIDDEN);
+        assert_eq!(cat.ignored[0].reason, crate::listing::HIDDEN);
         assert!(cat.ignored[0].image.path.ends_with(".DS_Store"));
     }
 
@@ -427,7 +385,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("cat");
         write_png(&root.join("train/good/a.png"));
-        let err = Category::open(&root).unwrap_err().to_string();
+        let err = Category::open(&root, OnUnreadable::Error)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("test") && err.contains("not found") && err.contains("MVTec AD"),
             "{err}"
@@ -435,26 +395,50 @@ mod tests {
     }
 
     #[test]
-    fn non_images_are_left_out_and_recorded() {
+    fn non_images_are_left_out_and_unreadable_images_stop_the_listing() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("cat");
         write_png(&root.join("train/good/a.png"));
         write_png(&root.join("test/good/a.png"));
+        write_png(&root.join("test/hole/a.png"));
         fs::write(root.join("test/good/notes.txt"), b"hello").unwrap();
         fs::write(root.join("test/readme.md"), b"hello").unwrap();
-        fs::write(root.join("test/good/anim.gif"), b"GIF89a\x01\x00\x01\x00").unwrap();
-        let cat = Category::open(&root).unwrap();
-        assert_eq!(cat.test_good.len(), 1);
+        fs::write(root.join("test/hole/anim.gif"), b"GIF89a\x01\x00\x01\x00").unwrap();
+        fs::write(root.join("train/good/zero.png"), b"").unwrap();
+        let err = Category::open(&root, OnUnreadable::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot decode 2 image files")
+                && err.contains("test/hole/anim.gif: GIF")
+                && err.contains("train/good/zero.png: empty file"),
+            "{err}"
+        );
+        let cat = Category::open(&root, OnUnreadable::Skip).unwrap();
+        assert_eq!((cat.train_good.len(), cat.test_good.len()), (1, 1));
+        assert_eq!(cat.defects["hole"].len(), 1);
+        let unreadable: Vec<String> = cat.unreadable.iter().map(|u| file_name(&u.path)).collect();
+        assert_eq!(unreadable, ["anim.gif", "zero.png"]);
         let ignored: Vec<(String, &str)> = cat
             .ignored
             .iter()
             .map(|i| (file_name(&i.image.path), i.reason))
             .collect();
-        assert_eq!(ignored.len(), 3, "{ignored:?}");
-        assert_eq!(ignored[0].0, "anim.gif");
-        assert!(ignored[0].1.contains("not supported"));
-        assert_eq!(ignored[1], ("notes.txt".to_string(), NOT_AN_IMAGE));
-        assert_eq!(ignored[2].0, "readme.md");
+        assert_eq!(ignored.len(), 2, "{ignored:?}");
+        assert_eq!(
+            ignored[0],
+            ("notes.txt".to_string(), crate::listing::KNOWN_NON_IMAGE)
+        );
+        assert_eq!(ignored[1].0, "readme.md");
+        // Nothing readable left to train on is still an error, naming the folder.
+        fs::remove_file(root.join("train/good/a.png")).unwrap();
+        let err = Category::open(&root, OnUnreadable::Skip)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train/good") && err.contains("no image files"),
+            "{err}"
+        );
     }
 
     #[test]

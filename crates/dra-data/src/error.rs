@@ -34,6 +34,36 @@ pub enum DataError {
     },
     #[error("{flag}: {message}")]
     InvalidOption { flag: &'static str, message: String },
+    #[error("{path}: no such file or folder")]
+    MissingFile { path: PathBuf },
+    /// Files that claim to be images but do not decode, sorted by path.
+    #[error("{}", unreadable_message(files))]
+    Unreadable {
+        files: Vec<crate::listing::Unreadable>,
+    },
+}
+
+/// How many files an unreadable-files error names before it only counts the rest.
+const NAMED_UNREADABLE: usize = 10;
+
+/// One line: the count, the way out, then up to ten files with the decoder's reason.
+fn unreadable_message(files: &[crate::listing::Unreadable]) -> String {
+    let n = files.len();
+    let mut text = format!(
+        "cannot decode {n} image file{} (--skip-unreadable leaves {} out): ",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "it" } else { "them" },
+    );
+    let named: Vec<String> = files
+        .iter()
+        .take(NAMED_UNREADABLE)
+        .map(|f| format!("{}: {}", f.path.display(), f.reason))
+        .collect();
+    text += &named.join("; ");
+    if n > NAMED_UNREADABLE {
+        text += &format!("; and {} more", n - NAMED_UNREADABLE);
+    }
+    text
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

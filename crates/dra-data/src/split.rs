@@ -191,6 +191,7 @@ mod tests {
             test_good: paths("test/good", 5),
             defects,
             ignored: Vec::new(),
+            unreadable: Vec::new(),
         }
     }
 

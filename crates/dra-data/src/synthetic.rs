@@ -331,7 +331,7 @@ mod tests {
         ensure(b.path(), &spec).unwrap();
         assert_eq!(dirs.len(), CATEGORIES.len());
         for (name, defects) in CATEGORIES {
-            let cat = Category::open(a.path().join(name)).unwrap();
+            let cat = Category::open(a.path().join(name), crate::OnUnreadable::Error).unwrap();
             assert_eq!(cat.train_good.len(), 3);
             assert_eq!(cat.test_good.len(), 2);
             assert_eq!(cat.defect_classes(), {
@@ -365,7 +365,7 @@ mod tests {
         });
         for (name, _) in CATEGORIES {
             assert_eq!(
-                Category::open(root.path().join(name))
+                Category::open(root.path().join(name), crate::OnUnreadable::Error)
                     .unwrap()
                     .train_good
                     .len(),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use dra_data::datasets::Family;
-use dra_data::{synthetic, Category};
+use dra_data::{synthetic, Category, OnUnreadable};
 
 use crate::error::TrainError;
 
@@ -116,8 +116,12 @@ impl DatasetName {
 }
 
 /// Reads the data of `dir` with `family`'s loader.
-pub fn load_category(family: Family, dir: &Path) -> Result<Category, TrainError> {
-    Ok(family.load(dir)?)
+pub fn load_category(
+    family: Family,
+    dir: &Path,
+    on_unreadable: OnUnreadable,
+) -> Result<Category, TrainError> {
+    Ok(family.load(dir, on_unreadable)?)
 }
 
 /// `data/` of the source tree when run from it, else `./data`.

@@ -7,13 +7,15 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
-use dra_data::{transform, BatchSource, ImageCache, Label, Sample, Split};
+use dra_data::{transform, BatchSource, ImageCache, Label, OnUnreadable, Sample, Split};
 use dra_model::{load_into, Detector, Scope};
 use image::{Rgb, RgbImage};
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
-use crate::run::{csv_field, detached_model, write_json, write_scores, Metrics, RunRecord};
+use crate::run::{
+    csv_field, detached_model, prepare_out_dir, write_json, write_scores, Metrics, RunRecord,
+};
 use crate::scoring::{load_normalized, score_samples, References, ScoreRow, REFERENCES_FILE};
 
 /// A trained model and the settings it was trained with.
@@ -94,18 +96,21 @@ pub enum ReferenceChoice {
     Paths(Vec<PathBuf>),
 }
 
-/// Re-scores the test split of `category_dir` and writes `scores.csv` and `metrics.json`.
+/// Re-scores the test split of `category_dir` and writes `scores.csv` and `metrics.json`
+/// (last, so that its presence marks a finished evaluation).
 pub fn evaluate(
     loaded: &LoadedModel,
     family: Family,
     category_dir: &Path,
+    on_unreadable: OnUnreadable,
     references: &ReferenceChoice,
     out_dir: &Path,
     device: &Device,
 ) -> Result<Metrics, TrainError> {
     let start = Instant::now();
     let cfg = &loaded.config;
-    let category = family.load(category_dir)?;
+    let category = family.load(category_dir, on_unreadable)?;
+    prepare_out_dir(out_dir)?;
     let split = Split::new(&category, &cfg.split_config())?;
     let mut refs = match references {
         _ if !cfg.method.uses_references() => References::none(),
@@ -130,52 +135,17 @@ pub fn evaluate(
         cfg.eval_batch_size,
         device,
     )?;
-    std::fs::create_dir_all(out_dir).map_err(|e| TrainError::io(out_dir, e))?;
     let seconds = start.elapsed().as_secs_f64();
     let metrics = Metrics {
         eval_seconds: seconds,
         total_seconds: seconds,
+        ignored: category.ignored.len(),
+        unreadable: category.unreadable.clone(),
         ..Metrics::of(&rows, &split)?
     };
     write_scores(&out_dir.join("scores.csv"), &rows)?;
     write_json(&out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
-}
-
-/// Image files named on the command line: files as given, folders listed (sorted, images only).
-pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
-                .map_err(|e| TrainError::io(input, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && !p
-                            .file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                })
-                .filter(|p| image::ImageFormat::from_path(p).is_ok())
-                .collect();
-            entries.sort();
-            if entries.is_empty() {
-                return Err(TrainError::InvalidOption {
-                    flag: "IMAGE_OR_DIR",
-                    message: format!("{}: no image files in this folder", input.display()),
-                });
-            }
-            out.extend(entries);
-        } else if input.is_file() {
-            out.push(input.clone());
-        } else {
-            return Err(TrainError::InvalidOption {
-                flag: "IMAGE_OR_DIR",
-                message: format!("{}: no such file or folder", input.display()),
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// Scores images with fixed references; with `heatmap_dir`, writes an overlay PNG per image.

@@ -17,7 +17,7 @@ pub use dataset::{
 };
 pub use dra_model::Method;
 pub use error::TrainError;
-pub use eval::{collect_images, evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
+pub use eval::{evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
 pub use optim::{Adam, AdamConfig};
 pub use overrides::Overrides;
 pub use run::{

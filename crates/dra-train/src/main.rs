@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
-use dra_data::{synthetic, Setting};
+use dra_data::{synthetic, Listing, OnUnreadable, Setting, Unreadable};
 use dra_model::BackboneKind;
 use dra_train::{
     DatasetName, LoadedModel, Method, Overrides, Profile, ReferenceChoice, References, RunRequest,
@@ -127,6 +127,8 @@ struct PredictArgs {
     #[arg(long, value_delimiter = ',')]
     reference_images: Vec<PathBuf>,
     #[command(flatten)]
+    unreadable: UnreadableArgs,
+    #[command(flatten)]
     bare: BareModelArgs,
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -164,6 +166,38 @@ struct DataArgs {
     /// One data set's own folder instead (for mvtec: the folder holding the categories).
     #[arg(long)]
     dataset_dir: Option<PathBuf>,
+    #[command(flatten)]
+    unreadable: UnreadableArgs,
+}
+
+/// What to do with image files that do not decode; shared by every command that reads images.
+#[derive(Args)]
+struct UnreadableArgs {
+    /// Leave out image files that do not decode (each is printed, and recorded in the run's
+    /// config.json and metrics.json) instead of stopping with an error that names them.
+    #[arg(long)]
+    skip_unreadable: bool,
+}
+
+impl UnreadableArgs {
+    fn policy(&self) -> OnUnreadable {
+        if self.skip_unreadable {
+            OnUnreadable::Skip
+        } else {
+            OnUnreadable::Error
+        }
+    }
+}
+
+/// Prints each image file that was left out because it does not decode.
+fn report_unreadable(files: &[Unreadable]) {
+    for f in files {
+        eprintln!(
+            "left out (does not decode): {}: {}",
+            f.path.display(),
+            f.reason
+        );
+    }
 }
 
 impl DataArgs {
@@ -262,8 +296,10 @@ fn train(args: TrainArgs) -> Result<()> {
         out_dir: args.out.clone(),
         progress: !args.quiet,
         device: device(&args.device)?,
+        on_unreadable: args.data.unreadable.policy(),
     };
     let m = dra_train::train(&request)?;
+    report_unreadable(&m.unreadable);
     println!(
         "{} on {}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images; trained on {} normal + {} labelled anomalies in {:.0} s)",
         args.method,
@@ -311,10 +347,12 @@ fn eval(args: EvalArgs) -> Result<()> {
         &loaded,
         name.family(),
         &category_dir,
+        args.data.unreadable.policy(),
         &references,
         &args.out,
         &device,
     )?;
+    report_unreadable(&m.unreadable);
     println!(
         "{}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images); results in {}",
         args.data.dataset,
@@ -335,7 +373,9 @@ fn predict(args: PredictArgs) -> Result<()> {
     } else {
         References::from_paths(&args.reference_images, loaded.config.image_size)?
     };
-    let images = dra_train::collect_images(&args.images)?;
+    let listing = Listing::of_inputs(&args.images)?.require(args.unreadable.policy())?;
+    report_unreadable(&listing.unreadable);
+    let images = listing.paths();
     let rows = dra_train::predict(
         &loaded,
         &images,
@@ -366,7 +406,7 @@ struct Left {
     subset: String,
     /// The path, with `#x,y,w,h` for a rectangle of an image.
     path: String,
-    reason: &'static str,
+    reason: String,
 }
 
 /// The left-out items grouped by subset and reason, in order of first appearance:
@@ -376,10 +416,10 @@ fn group_left(left: &[Left]) -> Vec<(&str, &str, usize, &str)> {
     for l in left {
         match groups
             .iter_mut()
-            .find(|g| g.0 == l.subset && g.1 == l.reason)
+            .find(|g| g.0 == l.subset && g.1 == l.reason.as_str())
         {
             Some(g) => g.2 += 1,
-            None => groups.push((&l.subset, l.reason, 1, &l.path)),
+            None => groups.push((&l.subset, &l.reason, 1, &l.path)),
         }
     }
     groups
@@ -388,31 +428,29 @@ fn group_left(left: &[Left]) -> Vec<(&str, &str, usize, &str)> {
 fn inspect(args: InspectArgs) -> Result<()> {
     // `mvtec` alone: every category folder of the MVTec root.
     let data = &args.data;
+    let policy = data.unreadable.policy();
+    let mut left = Vec::new();
     let subsets: Vec<(String, dra_data::Category)> = if data.dataset == "mvtec" {
         let root = match (&data.dataset_dir, &data.data_root) {
             (Some(d), _) => d.clone(),
             (None, Some(r)) => r.join(dra_train::MVTEC_FOLDER),
             (None, None) => bail!("--data-root: give --data-root DIR or --dataset-dir DIR"),
         };
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-            .with_context(|| format!("{}: cannot list the MVTec folder", root.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_dir()
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        dirs.sort();
-        dirs.into_iter()
+        let (folders, beside) = dra_data::datasets::category_folders(&root)?;
+        left.extend(beside.iter().map(|i| Left {
+            subset: "mvtec".into(),
+            path: i.image.to_string(),
+            reason: i.reason.into(),
+        }));
+        folders
+            .into_iter()
             .map(|d| {
                 let name = d
                     .file_name()
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned();
-                Ok((name, dra_data::Category::open(&d)?))
+                Ok((name, dra_data::Category::open(&d, policy)?))
             })
             .collect::<Result<_>>()?
     } else {
@@ -421,7 +459,10 @@ fn inspect(args: InspectArgs) -> Result<()> {
             DatasetName::Mvtec(c) | DatasetName::Synthetic(c) => c.clone(),
             DatasetName::Family(f) => f.name().to_string(),
         };
-        vec![(subset, dra_train::load_category(name.family(), &dir)?)]
+        vec![(
+            subset,
+            dra_train::load_category(name.family(), &dir, policy)?,
+        )]
     };
     let mut counts = Vec::new();
     for (subset, cat) in &subsets {
@@ -438,14 +479,22 @@ fn inspect(args: InspectArgs) -> Result<()> {
             counts.push(row("test", class, files.len()));
         }
     }
-    // Nothing is skipped in silence: what the loaders left out, and why.
-    let left: Vec<Left> = subsets
+    // Nothing is skipped in silence: what the loaders left out, and why; with
+    // --skip-unreadable, the files that do not decode, with the decoder's reason.
+    for (subset, cat) in &subsets {
+        left.extend(cat.ignored.iter().map(|i| Left {
+            subset: subset.clone(),
+            path: i.image.to_string(),
+            reason: i.reason.into(),
+        }));
+    }
+    let unreadable: Vec<Left> = subsets
         .iter()
         .flat_map(|(subset, cat)| {
-            cat.ignored.iter().map(|i| Left {
+            cat.unreadable.iter().map(|u| Left {
                 subset: subset.clone(),
-                path: i.image.to_string(),
-                reason: i.reason,
+                path: u.path.display().to_string(),
+                reason: u.reason.clone(),
             })
         })
         .collect();
@@ -453,9 +502,11 @@ fn inspect(args: InspectArgs) -> Result<()> {
     match args.format {
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "counts": counts, "ignored": left })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "counts": counts,
+                "ignored": left,
+                "unreadable": unreadable,
+            }))?
         ),
         Format::Csv => {
             println!("dataset,subset,split,class,count");
@@ -467,6 +518,9 @@ fn inspect(args: InspectArgs) -> Result<()> {
             }
             for (subset, reason, n, first) in &groups {
                 eprintln!("ignored: {subset}: {n} × {reason} (first: {first})");
+            }
+            for u in &unreadable {
+                eprintln!("unreadable: {}: {}: {}", u.subset, u.path, u.reason);
             }
         }
         Format::Table => {
@@ -488,6 +542,12 @@ fn inspect(args: InspectArgs) -> Result<()> {
                 println!("\nIgnored (`--format json` lists every one):\n\n| subset | count | reason | first |\n|---|---|---|---|");
                 for (subset, reason, n, first) in &groups {
                     println!("| {subset} | {n} | {reason} | {first} |");
+                }
+            }
+            if !unreadable.is_empty() {
+                println!("\nUnreadable, left out by --skip-unreadable:\n\n| subset | file | reason |\n|---|---|---|");
+                for u in &unreadable {
+                    println!("| {} | {} | {} |", u.subset, u.path, u.reason);
                 }
             }
         }

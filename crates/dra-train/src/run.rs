@@ -9,7 +9,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
-use dra_data::{BatchSource, ImageCache, ImageRef, Prefetcher, Sample, Split};
+use dra_data::{
+    BatchSource, ImageCache, ImageRef, OnUnreadable, Prefetcher, Sample, Split, Unreadable,
+};
 use dra_model::{reset_parameters, Detector};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -36,6 +38,9 @@ pub struct RunRequest {
     /// Draw a progress bar on the terminal.
     pub progress: bool,
     pub device: Device,
+    /// Image files that do not decode: an error (the default), or left out and recorded in
+    /// `config.json` and `metrics.json` (`--skip-unreadable`).
+    pub on_unreadable: OnUnreadable,
 }
 
 /// `metrics.json`: the run's result. Written last, so its presence marks a finished run.
@@ -57,6 +62,10 @@ pub struct Metrics {
     /// Files (or tiles) of the data folder the loader left out; `config.json` says why.
     #[serde(default)]
     pub ignored: usize,
+    /// Image files that did not decode and were left out (`--skip-unreadable`), with the
+    /// decoder's reason.
+    #[serde(default)]
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl Metrics {
@@ -78,6 +87,7 @@ impl Metrics {
             total_seconds: 0.0,
             data_wait_seconds: 0.0,
             ignored: 0,
+            unreadable: Vec::new(),
         })
     }
 }
@@ -96,6 +106,9 @@ pub struct RunRecord {
     /// the files).
     #[serde(default)]
     pub ignored: std::collections::BTreeMap<String, usize>,
+    /// Image files that did not decode and were left out (`--skip-unreadable`).
+    #[serde(default)]
+    pub unreadable: Vec<Unreadable>,
     pub n_train_normal: usize,
     pub dra_rs_version: String,
 }
@@ -105,11 +118,9 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let start = Instant::now();
     let cfg = &req.config;
     cfg.validate()?;
-    let category = req.family.load(&req.category_dir)?;
+    let category = req.family.load(&req.category_dir, req.on_unreadable)?;
     let split = Split::new(&category, &cfg.split_config())?;
-    fs::create_dir_all(&req.out_dir).map_err(|e| TrainError::io(&req.out_dir, e))?;
-    // A stale metrics.json would mark an unfinished rerun as finished.
-    remove_if_exists(&req.out_dir.join("metrics.json"))?;
+    prepare_out_dir(&req.out_dir)?;
     let record = RunRecord {
         dataset: req.dataset.clone(),
         dataset_dir: req.category_dir.clone(),
@@ -123,6 +134,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
                 *m.entry(i.reason.to_string()).or_insert(0) += 1;
                 m
             }),
+        unreadable: category.unreadable.clone(),
         n_train_normal: split.train_normal.len(),
         dra_rs_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -222,6 +234,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         total_seconds: start.elapsed().as_secs_f64(),
         data_wait_seconds: data_wait,
         ignored: category.ignored.len(),
+        unreadable: category.unreadable.clone(),
         ..Metrics::of(&rows, &split)?
     };
     save_model(&varmap, &req.out_dir.join("model.safetensors"))?;
@@ -282,6 +295,24 @@ fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {
     bar
 }
 
+/// Makes `dir` ready to receive a run's files before any work is done, so that a bad `--out`
+/// fails at once, naming the path: it must be a folder (created if missing) that we can write
+/// to. A `metrics.json` left by an earlier run is removed, since its presence would mark this
+/// run as finished before it is.
+pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), TrainError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(TrainError::InvalidOption {
+            flag: "--out",
+            message: format!("{}: exists and is not a folder", dir.display()),
+        });
+    }
+    fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    remove_if_exists(&dir.join("metrics.json"))?;
+    let probe = dir.join(format!(".dra-write-check-{}", std::process::id()));
+    fs::write(&probe, b"").map_err(|e| TrainError::io(dir, e))?;
+    remove_if_exists(&probe)
+}
+
 fn remove_if_exists(path: &Path) -> Result<(), TrainError> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(path, e)),
@@ -293,10 +324,18 @@ fn remove_if_exists(path: &Path) -> Result<(), TrainError> {
 /// half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    file.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    let written = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })()
+    .map_err(|e| TrainError::io(path, e))
+    .and_then(|()| fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e)));
+    if written.is_err() {
+        // A half-written temporary file is of no use to anyone.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {

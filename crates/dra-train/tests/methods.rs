@@ -6,8 +6,7 @@ use dra_data::datasets::Family;
 use dra_data::synthetic::{self, SyntheticSpec};
 use dra_model::baselines::DeepSad;
 use dra_train::{
-    collect_images, evaluate, predict, LoadedModel, Method, ReferenceChoice, RunRecord, RunRequest,
-    TrainConfig,
+    evaluate, predict, LoadedModel, Method, ReferenceChoice, RunRecord, RunRequest, TrainConfig,
 };
 
 /// One loop over the five baselines (one data set, generated once), so that the whole check
@@ -48,6 +47,7 @@ fn every_baseline_learns_saves_and_reloads() {
             out_dir: run.clone(),
             progress: false,
             device: Device::Cpu,
+            on_unreadable: dra_data::OnUnreadable::Error,
         })
         .unwrap_or_else(|e| panic!("{method}: {e}"));
         report.push((method, metrics.auc_roc));
@@ -65,6 +65,7 @@ fn every_baseline_learns_saves_and_reloads() {
             &loaded,
             Family::Mvtec,
             &category,
+            dra_data::OnUnreadable::Error,
             &ReferenceChoice::Random { seed: 9 },
             &again,
             &Device::Cpu,
@@ -89,7 +90,9 @@ fn every_baseline_learns_saves_and_reloads() {
         }
 
         // Scoring new images works without references; heat maps are DRA's alone.
-        let images = collect_images(&[category.join("test/good")]).unwrap();
+        let images = dra_data::Listing::of_inputs(&[category.join("test/good")])
+            .unwrap()
+            .paths();
         let mut refs = loaded.stored_references().unwrap();
         let rows = predict(&loaded, &images, &mut refs, None, &Device::Cpu).unwrap();
         assert_eq!(rows.len(), 12);
@@ -154,6 +157,7 @@ fn devnet_learns_on_the_default_category() {
         out_dir: dir.path().join("run"),
         progress: false,
         device: Device::Cpu,
+        on_unreadable: dra_data::OnUnreadable::Error,
     })
     .unwrap();
     assert!(

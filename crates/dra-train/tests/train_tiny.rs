@@ -34,6 +34,7 @@ fn tiny_model_learns_and_writes_a_consistent_run() {
         out_dir: out.clone(),
         progress: false,
         device: Device::Cpu,
+        on_unreadable: dra_data::OnUnreadable::Error,
     };
     let metrics = dra_train::train(&request).unwrap();
     assert!(
@@ -97,6 +98,7 @@ fn same_seed_same_run_bit_for_bit() {
             out_dir: out.clone(),
             progress: false,
             device: Device::Cpu,
+            on_unreadable: dra_data::OnUnreadable::Error,
         })
         .unwrap();
         (
@@ -113,7 +115,7 @@ fn same_seed_same_run_bit_for_bit() {
 /// weights file, and `predict` scores a folder and writes heat maps.
 #[test]
 fn saved_model_scores_the_same_way_every_time() {
-    use dra_train::{collect_images, evaluate, predict, LoadedModel, ReferenceChoice, References};
+    use dra_train::{evaluate, predict, LoadedModel, ReferenceChoice, References};
     let dir = tempfile::tempdir().unwrap();
     let config = smallest_set(dir.path(), 2);
     let run = dir.path().join("run");
@@ -126,6 +128,7 @@ fn saved_model_scores_the_same_way_every_time() {
         out_dir: run.clone(),
         progress: false,
         device: Device::Cpu,
+        on_unreadable: dra_data::OnUnreadable::Error,
     })
     .unwrap();
 
@@ -140,6 +143,7 @@ fn saved_model_scores_the_same_way_every_time() {
             &loaded,
             dra_data::datasets::Family::Mvtec,
             &category,
+            dra_data::OnUnreadable::Error,
             choice,
             &out,
             &Device::Cpu,
@@ -160,7 +164,9 @@ fn saved_model_scores_the_same_way_every_time() {
 
     // The weights file alone, with the settings given by hand, scores as the run directory.
     let bare = LoadedModel::load(&run.join("model.safetensors"), &config, &Device::Cpu).unwrap();
-    let images = collect_images(&[category.join("test/good")]).unwrap();
+    let images = dra_data::Listing::of_inputs(&[category.join("test/good")])
+        .unwrap()
+        .paths();
     assert_eq!(images.len(), 4);
     let mut refs = loaded.stored_references().unwrap();
     let heatmaps = dir.path().join("heat");

@@ -19,12 +19,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{any_nonzero, classes_in, from_named, missing, stem_before_first_dot, Named};
-use crate::dataset::{
-    decode, dimensions, file_name, list_images, sorted_entries, Category, Crop, Ignored, ImageRef,
-    HIDDEN,
+use super::{
+    any_nonzero, classes_in, from_named, missing, stem_before_first_dot, unused_entries, Named,
 };
+use crate::dataset::{decode, dimensions, Category, Crop, ImageRef};
 use crate::error::{DataError, Result};
+use crate::listing::{file_name, list_images, sorted_entries, LeftOut, HIDDEN};
 
 pub(crate) const LAYOUT: &str = "NODefect_images/<fabric>/*.png, Defect_images/[Defect_images/]NNNN_CCC_NN.png and Mask_images/[Mask_images/]NNNN_CCC_NN_mask.png";
 
@@ -58,13 +58,19 @@ const RIGHT_OF_DEFECT_TILES: &str =
 const UNUSED_MASK: &str = "mask of no defect image (masks are read as <image name>_mask.png)";
 
 pub fn load(dir: &Path) -> Result<Category> {
-    let mut ignored = Vec::new();
-    let normals = normal_tiles(dir, &mut ignored)?;
+    let mut left = LeftOut::default();
+    unused_entries(
+        dir,
+        &["NODefect_images", "Defect_images", "Mask_images"],
+        "not part of the layout (NODefect_images/, Defect_images/, Mask_images/)",
+        &mut left,
+    )?;
+    let normals = normal_tiles(dir, &mut left)?;
     let defect_dir = nested(dir, "Defect_images")?;
     let mask_dir = nested(dir, "Mask_images")?;
     let mut defects: BTreeMap<String, Vec<Named>> = BTreeMap::new();
     let mut masks_used = HashSet::new();
-    for image in list_images(&defect_dir, &mut ignored)? {
+    for image in list_images(&defect_dir, &mut left)? {
         let path = image.path;
         let stem = stem_before_first_dot(&path);
         let class = class_of(&stem).ok_or_else(|| DataError::BadImage {
@@ -99,32 +105,29 @@ pub fn load(dir: &Path) -> Result<Category> {
                     image: ImageRef::tile(&path, crop),
                 });
             } else {
-                ignored.push(Ignored::new(ImageRef::tile(&path, crop), EMPTY_TILE));
+                left.ignore(ImageRef::tile(&path, crop), EMPTY_TILE);
             }
         }
         if let Some(rest) = right_of(width, height, count) {
-            ignored.push(Ignored::new(
-                ImageRef::tile(&path, rest),
-                RIGHT_OF_DEFECT_TILES,
-            ));
+            left.ignore(ImageRef::tile(&path, rest), RIGHT_OF_DEFECT_TILES);
         }
     }
     for entry in sorted_entries(&mask_dir)? {
         if file_name(&entry).starts_with('.') {
-            ignored.push(Ignored::new(entry, HIDDEN));
+            left.ignore(entry, HIDDEN);
         } else if !masks_used.contains(&entry) {
-            ignored.push(Ignored::new(entry, UNUSED_MASK));
+            left.ignore(entry, UNUSED_MASK);
         }
     }
-    from_named(dir, normals, defects, ignored)
+    from_named(dir, normals, defects, left)
 }
 
 /// The tiles of every defect-free image, in the converter's order: fabric folders, then files,
 /// then tiles left to right (sorted listings for `os.listdir`).
-fn normal_tiles(dir: &Path, ignored: &mut Vec<Ignored>) -> Result<Vec<Named>> {
+fn normal_tiles(dir: &Path, left: &mut LeftOut) -> Result<Vec<Named>> {
     let root = dir.join("NODefect_images");
     let mut normals = Vec::new();
-    for (fabric, images) in classes_in(&root, LAYOUT, ignored)? {
+    for (fabric, images) in classes_in(&root, LAYOUT, &[], left)? {
         for image in images {
             let path = image.path;
             let stem = stem_before_first_dot(&path);
@@ -136,10 +139,7 @@ fn normal_tiles(dir: &Path, ignored: &mut Vec<Ignored>) -> Result<Vec<Named>> {
                 });
             }
             if let Some(rest) = right_of(width, height, NORMAL_TILES) {
-                ignored.push(Ignored::new(
-                    ImageRef::tile(&path, rest),
-                    RIGHT_OF_NORMAL_TILES,
-                ));
+                left.ignore(ImageRef::tile(&path, rest), RIGHT_OF_NORMAL_TILES);
             }
         }
     }
@@ -341,7 +341,19 @@ mod tests {
             "{err}"
         );
         std::fs::write(defects.join("0005_019_00.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
-        let err = load(dir.path()).unwrap_err().to_string();
+        let err = super::super::Family::Aitex
+            .load(dir.path(), crate::OnUnreadable::Error)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("0005_019_00.png"), "{err}");
+        // Skipped, the corrupt image is listed and its tiles are gone; its mask is unused.
+        let cat = load(dir.path()).unwrap();
+        assert_eq!(cat.unreadable.len(), 1);
+        assert!(cat.unreadable[0].path.ends_with("0005_019_00.png"));
+        assert!(cat
+            .defects
+            .values()
+            .flatten()
+            .all(|t| !t.path.ends_with("0005_019_00.png")));
     }
 }

@@ -4,17 +4,24 @@
 
 use std::path::Path;
 
-use super::{from_normals, images_in};
+use super::{from_normals, images_in, unused_entries};
 use crate::dataset::Category;
 use crate::error::Result;
+use crate::listing::LeftOut;
 
 pub(crate) const LAYOUT: &str = "no/ and yes/";
 
+/// The Kaggle archive holds `no/` and `yes/` twice: at its top and again in
+/// `brain_tumor_dataset/`. Whichever level is read, the other copy is reported, not counted.
+const NOT_IN_LAYOUT: &str =
+    "not part of the layout (no/ and yes/); the Kaggle archive's brain_tumor_dataset/ is a second copy of them";
+
 pub fn load(dir: &Path) -> Result<Category> {
-    let mut ignored = Vec::new();
-    let normals = images_in(&dir.join("no"), LAYOUT, &mut ignored)?;
-    let tumours = images_in(&dir.join("yes"), LAYOUT, &mut ignored)?;
-    from_normals(dir, &normals, [("defect".to_string(), tumours)], ignored)
+    let mut left = LeftOut::default();
+    let normals = images_in(&dir.join("no"), LAYOUT, &mut left)?;
+    let tumours = images_in(&dir.join("yes"), LAYOUT, &mut left)?;
+    unused_entries(dir, &["no", "yes"], NOT_IN_LAYOUT, &mut left)?;
+    from_normals(dir, &normals, [("defect".to_string(), tumours)], left)
 }
 
 #[cfg(test)]
@@ -30,9 +37,14 @@ mod tests {
         }
         png(&dir.path().join("yes/Y1.JPG"));
         png(&dir.path().join("yes/Y2.jpeg"));
+        // The archive's second copy is reported, not counted.
+        png(&dir.path().join("brain_tumor_dataset/no/N0.jpg"));
         let cat = load(dir.path()).unwrap();
         assert_eq!((cat.train_good.len(), cat.test_good.len()), (6, 2));
         assert_eq!(cat.defects["defect"].len(), 2);
+        assert_eq!(cat.ignored.len(), 1);
+        assert!(cat.ignored[0].image.path.ends_with("brain_tumor_dataset"));
+        assert_eq!(cat.ignored[0].reason, NOT_IN_LAYOUT);
         let err = load(&dir.path().join("nothing")).unwrap_err().to_string();
         assert!(err.contains("no/ and yes/"), "{err}");
     }

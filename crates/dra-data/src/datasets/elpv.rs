@@ -5,18 +5,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{from_normals, missing, unlisted};
-use crate::dataset::{Category, Ignored, ImageRef};
+use super::{from_normals, read_labels, unlisted};
+use crate::dataset::{Category, ImageRef};
 use crate::error::{DataError, Result};
+use crate::listing::{unreadable_among, LeftOut};
 
 pub(crate) const LAYOUT: &str = "labels.csv (path probability type) and images/";
 
 pub fn load(dir: &Path) -> Result<Category> {
     let labels = dir.join("labels.csv");
-    let text = std::fs::read_to_string(&labels).map_err(|_| missing(&labels, LAYOUT))?;
+    let text = read_labels(&labels, LAYOUT)?;
     let mut normals = Vec::new();
-    let mut defects: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    let mut ignored = Vec::new();
+    let mut defects: BTreeMap<String, Vec<ImageRef>> = BTreeMap::new();
+    let mut left = LeftOut::default();
     let mut listed = std::collections::HashSet::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -53,17 +54,28 @@ pub fn load(dir: &Path) -> Result<Category> {
                 .or_default()
                 .push(ImageRef::file(path));
         } else {
-            ignored.push(Ignored::new(
+            left.ignore(
                 path,
                 "defect probability strictly between 0 and 1 (unused, as in the official converter)",
-            ));
+            );
         }
     }
     let images = dir.join("images");
     if images.is_dir() {
-        unlisted(&images, &listed, "not listed in labels.csv", &mut ignored)?;
+        unlisted(&images, &listed, "not listed in labels.csv", &mut left)?;
     }
-    from_normals(dir, &normals, defects, ignored)
+    let bad = unreadable_among(
+        normals
+            .iter()
+            .chain(defects.values().flatten())
+            .map(|i| i.path.as_path()),
+        &mut left,
+    );
+    normals.retain(|i| !bad.contains(&i.path));
+    for list in defects.values_mut() {
+        list.retain(|i| !bad.contains(&i.path));
+    }
+    from_normals(dir, &normals, defects, left)
 }
 
 #[cfg(test)]

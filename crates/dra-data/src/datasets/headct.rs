@@ -4,16 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{from_normals, missing, unlisted};
+use super::{from_normals, missing, read_labels, unlisted};
 use crate::dataset::{Category, ImageRef};
 use crate::error::{DataError, Result};
+use crate::listing::{keep_readable, LeftOut};
 
 pub(crate) const LAYOUT: &str =
     "labels.csv (id,hemorrhage) and head_ct/<NNN>.png (or head_ct/head_ct/)";
 
 pub fn load(dir: &Path) -> Result<Category> {
     let labels = dir.join("labels.csv");
-    let text = std::fs::read_to_string(&labels).map_err(|_| missing(&labels, LAYOUT))?;
+    let text = read_labels(&labels, LAYOUT)?;
     let images = [dir.join("head_ct").join("head_ct"), dir.join("head_ct")]
         .into_iter()
         .find(|d| d.is_dir())
@@ -45,9 +46,11 @@ pub fn load(dir: &Path) -> Result<Category> {
             other => return Err(bad(&format!("label `{other}` is neither 0 nor 1"))),
         }
     }
-    let mut ignored = Vec::new();
-    unlisted(&images, &listed, "not listed in labels.csv", &mut ignored)?;
-    from_normals(dir, &normals, [("defect".to_string(), anomalies)], ignored)
+    let mut left = LeftOut::default();
+    unlisted(&images, &listed, "not listed in labels.csv", &mut left)?;
+    let normals = keep_readable(normals, &mut left);
+    let anomalies = keep_readable(anomalies, &mut left);
+    from_normals(dir, &normals, [("defect".to_string(), anomalies)], left)
 }
 
 #[cfg(test)]

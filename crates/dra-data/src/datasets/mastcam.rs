@@ -2,26 +2,50 @@
 //! `test_novel/<class>/`, copied as they are by the official converter. Files are images or
 //! NumPy `.npy` arrays (`H × W × C`, C ≥ 3), of which the official loader keeps the first
 //! three channels; both are recognised by content ([`crate::load_rgb`]).
+//!
+//! The publisher's release (Kerner et al., zenodo) also has `validation_typical/`, which the
+//! paper does not use, and `test_novel/all/`, which holds copies of the class folders' frames:
+//! counting it would double the anomalies and add a twelfth "class". Both are reported as left
+//! out, and the counts follow the paper's Table 5 (9,302 / 426 / 451, 11 classes).
 
 use std::path::Path;
 
-use super::{classes_in, images_in};
+use super::{classes_in, images_in, unused_entries};
 use crate::dataset::Category;
 use crate::error::Result;
+use crate::listing::LeftOut;
 
 pub(crate) const LAYOUT: &str = "train_typical/, test_typical/, test_novel/<class>/";
 
+/// Why `test_novel/all/` is not a class.
+pub(crate) const ALL_FOLDER: &str =
+    "test_novel/all/ repeats the class folders' frames (not counted, as in the paper's Table 5)";
+const NOT_IN_LAYOUT: &str =
+    "not part of the layout the paper reads (e.g. validation_typical/, unused by the paper)";
+
 pub fn load(dir: &Path) -> Result<Category> {
-    let mut ignored = Vec::new();
-    Ok(Category {
-        root: dir.to_path_buf(),
-        train_good: images_in(&dir.join("train_typical"), LAYOUT, &mut ignored)?,
-        test_good: images_in(&dir.join("test_typical"), LAYOUT, &mut ignored)?,
-        defects: classes_in(&dir.join("test_novel"), LAYOUT, &mut ignored)?
-            .into_iter()
-            .collect(),
-        ignored,
-    })
+    let mut left = LeftOut::default();
+    let train_good = images_in(&dir.join("train_typical"), LAYOUT, &mut left)?;
+    let test_good = images_in(&dir.join("test_typical"), LAYOUT, &mut left)?;
+    let defects = classes_in(
+        &dir.join("test_novel"),
+        LAYOUT,
+        &[("all", ALL_FOLDER)],
+        &mut left,
+    )?;
+    unused_entries(
+        dir,
+        &["train_typical", "test_typical", "test_novel"],
+        NOT_IN_LAYOUT,
+        &mut left,
+    )?;
+    Ok(Category::from_lists(
+        dir.to_path_buf(),
+        train_good,
+        test_good,
+        defects.into_iter().collect(),
+        left,
+    ))
 }
 
 #[cfg(test)]
@@ -39,6 +63,41 @@ mod tests {
         let cat = load(dir.path()).unwrap();
         assert_eq!(cat.defect_classes(), ["drill-hole", "veins"]);
         assert_eq!((cat.train_good.len(), cat.test_good.len()), (1, 1));
+    }
+
+    #[test]
+    fn the_publishers_all_folder_and_validation_split_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        png(&d.join("train_typical/t1.png"));
+        png(&d.join("train_typical/t2.png"));
+        png(&d.join("validation_typical/v1.png"));
+        png(&d.join("test_typical/n1.png"));
+        for (class, n) in [("veins", 2), ("drill-hole", 1)] {
+            for i in 0..n {
+                png(&d.join(format!("test_novel/{class}/{i}.png")));
+                // The release's aggregate folder holds a copy of every novel frame.
+                png(&d.join(format!("test_novel/all/{class}-{i}.png")));
+            }
+        }
+        let cat = load(d).unwrap();
+        assert_eq!(cat.defect_classes(), ["drill-hole", "veins"]);
+        assert_eq!(
+            (cat.train_good.len(), cat.test_good.len(), cat.n_anomalies()),
+            (2, 1, 3)
+        );
+        let ignored: Vec<(String, &str)> = cat
+            .ignored
+            .iter()
+            .map(|i| (crate::listing::file_name(&i.image.path), i.reason))
+            .collect();
+        assert_eq!(
+            ignored,
+            [
+                ("all".to_string(), ALL_FOLDER),
+                ("validation_typical".to_string(), NOT_IN_LAYOUT),
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{list_images, Category, Ignored, ImageRef};
+use crate::dataset::{Category, ImageRef};
 use crate::error::{DataError, Result};
+use crate::listing::{
+    file_name, list_images, sorted_entries, sub_folders, LeftOut, OnUnreadable, HIDDEN,
+};
 use crate::mt19937::NumpyRandomState;
 
 mod aitex;
@@ -95,15 +98,17 @@ impl Family {
     }
 
     /// Loads the data set in `dir`: the raw layout, or the converted MVTec layout when `dir`
-    /// holds `train/good`.
-    pub fn load(self, dir: &Path) -> Result<Category> {
+    /// holds `train/good`. Image files that do not decode are an error naming them, or with
+    /// [`OnUnreadable::Skip`] left out before any split is made (as if they had been deleted)
+    /// and listed in [`Category::unreadable`].
+    pub fn load(self, dir: &Path, on_unreadable: OnUnreadable) -> Result<Category> {
         if self == Self::Mvtec || dir.join("train").join("good").is_dir() {
-            return Category::open(dir);
+            return Category::open(dir, on_unreadable);
         }
         if !dir.is_dir() {
             return Err(missing(dir, self.layout()));
         }
-        match self {
+        let category = match self {
             Self::Mvtec => unreachable!("handled above"),
             Self::Elpv => elpv::load(dir),
             Self::Mastcam => mastcam::load(dir),
@@ -113,7 +118,8 @@ impl Family {
             Self::Aitex => aitex::load(dir),
             Self::Sdd => sdd::load(dir),
             Self::Optical => optical::load(dir),
-        }
+        }?;
+        category.require(on_unreadable)
     }
 }
 
@@ -125,43 +131,63 @@ pub(crate) fn missing(path: &Path, layout: &'static str) -> DataError {
 }
 
 /// The images of a required folder; a missing folder names the layout. What is not an image
-/// goes to `ignored`.
+/// goes to `left`.
 pub(crate) fn images_in(
     dir: &Path,
     layout: &'static str,
-    ignored: &mut Vec<Ignored>,
+    left: &mut LeftOut,
 ) -> Result<Vec<ImageRef>> {
     if !dir.is_dir() {
         return Err(missing(dir, layout));
     }
-    list_images(dir, ignored)
+    list_images(dir, left)
 }
 
 /// Images of every class folder under `dir`, as `(class, files)`, classes sorted. Files
-/// directly in `dir` go to `ignored`, with what is not an image in the class folders.
+/// directly in `dir` go to `left`, with what is not an image in the class folders. Folders
+/// named in `aggregates` (a publisher's folder that repeats the class folders' files) are not
+/// read and are recorded with the reason given.
 pub(crate) fn classes_in(
     dir: &Path,
     layout: &'static str,
-    ignored: &mut Vec<Ignored>,
+    aggregates: &[(&str, &'static str)],
+    left: &mut LeftOut,
 ) -> Result<Vec<(String, Vec<ImageRef>)>> {
     if !dir.is_dir() {
         return Err(missing(dir, layout));
     }
     let mut classes = Vec::new();
-    for entry in crate::dataset::sorted_entries(dir)? {
-        let name = crate::dataset::file_name(&entry);
-        if name.starts_with('.') {
-            ignored.push(Ignored::new(entry, crate::dataset::HIDDEN));
-        } else if !entry.is_dir() {
-            ignored.push(Ignored::new(
-                entry,
-                "file outside the sub-folders that hold the images",
-            ));
-        } else {
-            classes.push((name, list_images(&entry, ignored)?));
+    for (name, folder) in sub_folders(
+        dir,
+        "file outside the sub-folders that hold the images",
+        left,
+    )? {
+        match aggregates.iter().find(|(a, _)| *a == name) {
+            Some((_, reason)) => left.ignore(folder, reason),
+            None => classes.push((name, list_images(&folder, left)?)),
         }
     }
     Ok(classes)
+}
+
+/// Records the entries of a raw data set's top folder that its layout does not read (`used`
+/// names the ones it does), so that a publisher's extra folders are reported, not skipped in
+/// silence.
+pub(crate) fn unused_entries(
+    dir: &Path,
+    used: &[&str],
+    reason: &'static str,
+    left: &mut LeftOut,
+) -> Result<()> {
+    for entry in sorted_entries(dir)? {
+        let name = file_name(&entry);
+        if name.starts_with('.') {
+            left.ignore(entry, HIDDEN);
+        } else if !used.contains(&name.as_str()) {
+            left.ignore(entry, reason);
+        }
+    }
+    Ok(())
 }
 
 /// The paper's hard-setting subsets (Table 2, §5.3 of the protocol): for each data set, the
@@ -218,21 +244,25 @@ pub fn hard_subsets(dataset: &str) -> Option<&'static [&'static str]> {
 }
 
 /// Outlier-exposure images (`--outlier-root`, official `get_ood_data`): `train/good/` of every
-/// category folder under `root` except `exclude` (the category being trained).
+/// category folder under `root` except `exclude` (the category being trained). Outlier folders
+/// are not inspected, so an image there that does not decode is always an error.
 pub fn outlier_images(root: &Path, exclude: &str) -> Result<Vec<ImageRef>> {
     const LAYOUT: &str = "<outlier root>/<category>/train/good/";
+    if !root.is_dir() {
+        return Err(missing(root, LAYOUT));
+    }
     let mut images = Vec::new();
-    // Outlier folders are not inspected; what they hold besides images is not reported.
-    let mut ignored = Vec::new();
-    for (name, _) in classes_in_dirs(root, LAYOUT)? {
+    let mut left = LeftOut::default();
+    for (name, folder) in sub_folders(root, "file beside the category folders", &mut left)? {
         if name != exclude {
             images.extend(images_in(
-                &root.join(&name).join("train").join("good"),
+                &folder.join("train").join("good"),
                 LAYOUT,
-                &mut ignored,
+                &mut left,
             )?);
         }
     }
+    crate::listing::check_policy(&left.unreadable, OnUnreadable::Error)?;
     if images.is_empty() {
         return Err(DataError::EmptyFolder {
             path: root.to_path_buf(),
@@ -241,24 +271,19 @@ pub fn outlier_images(root: &Path, exclude: &str) -> Result<Vec<ImageRef>> {
     Ok(images)
 }
 
-/// The sub-folder names of `dir`, sorted, hidden ones left out.
-fn classes_in_dirs(dir: &Path, layout: &'static str) -> Result<Vec<(String, PathBuf)>> {
-    if !dir.is_dir() {
-        return Err(missing(dir, layout));
+/// The category folders of a data set in the MVTec AD layout (`mvtec_anomaly_detection/`),
+/// sorted, and what else the folder holds (MVTec ships `license.txt` and `readme.txt` there).
+pub fn category_folders(root: &Path) -> Result<(Vec<PathBuf>, Vec<crate::Ignored>)> {
+    const LAYOUT: &str = "<mvtec root>/<category>/{train/good, test/good, test/<defect>}";
+    if !root.is_dir() {
+        return Err(missing(root, LAYOUT));
     }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    entries.sort();
-    Ok(entries
+    let mut left = LeftOut::default();
+    let folders = sub_folders(root, "file beside the category folders", &mut left)?
         .into_iter()
-        .filter_map(|p| {
-            let name = p.file_name()?.to_string_lossy().into_owned();
-            (!name.starts_with('.')).then_some((name, p))
-        })
-        .collect())
+        .map(|(_, path)| path)
+        .collect();
+    Ok((folders, left.ignored))
 }
 
 /// sklearn's `train_test_split(items, test_size=0.25, random_state=seed)`: a NumPy
@@ -279,7 +304,7 @@ pub(crate) fn from_normals(
     root: &Path,
     normals: &[ImageRef],
     defects: impl IntoIterator<Item = (String, Vec<ImageRef>)>,
-    ignored: Vec<Ignored>,
+    left: LeftOut,
 ) -> Result<Category> {
     if normals.is_empty() {
         return Err(DataError::EmptyFolder {
@@ -287,13 +312,13 @@ pub(crate) fn from_normals(
         });
     }
     let (train_good, test_good) = train_test_split(normals, 42);
-    Ok(Category {
-        root: root.to_path_buf(),
+    Ok(Category::from_lists(
+        root.to_path_buf(),
         train_good,
         test_good,
-        defects: defects.into_iter().collect(),
-        ignored,
-    })
+        defects.into_iter().collect(),
+        left,
+    ))
 }
 
 /// An image with the file name the official converter gives it in its MVTec-layout output.
@@ -312,7 +337,7 @@ pub(crate) fn from_named(
     root: &Path,
     normals: Vec<Named>,
     defects: BTreeMap<String, Vec<Named>>,
-    ignored: Vec<Ignored>,
+    left: LeftOut,
 ) -> Result<Category> {
     if normals.is_empty() {
         return Err(DataError::EmptyFolder {
@@ -324,16 +349,16 @@ pub(crate) fn from_named(
         list.into_iter().map(|n| n.image).collect()
     };
     let (train, test) = train_test_split(&normals, 42);
-    Ok(Category {
-        root: root.to_path_buf(),
-        train_good: sorted(train),
-        test_good: sorted(test),
-        defects: defects
+    Ok(Category::from_lists(
+        root.to_path_buf(),
+        sorted(train),
+        sorted(test),
+        defects
             .into_iter()
             .map(|(class, list)| (class, sorted(list)))
             .collect(),
-        ignored,
-    })
+        left,
+    ))
 }
 
 /// Records the files of `dir` that a labels file did not list (`listed` holds their paths), so
@@ -342,21 +367,30 @@ pub(crate) fn unlisted(
     dir: &Path,
     listed: &std::collections::HashSet<PathBuf>,
     reason: &'static str,
-    ignored: &mut Vec<Ignored>,
+    left: &mut LeftOut,
 ) -> Result<()> {
-    for entry in crate::dataset::sorted_entries(dir)? {
-        if crate::dataset::file_name(&entry).starts_with('.') {
-            ignored.push(Ignored::new(entry, crate::dataset::HIDDEN));
+    for entry in sorted_entries(dir)? {
+        if file_name(&entry).starts_with('.') {
+            left.ignore(entry, HIDDEN);
         } else if !entry.is_dir() && !listed.contains(&entry) {
-            ignored.push(Ignored::new(entry, reason));
+            left.ignore(entry, reason);
         }
     }
     Ok(())
 }
 
+/// The text of a labels file that the layout requires: missing, it names the layout; unreadable
+/// or not UTF-8 text, it names the file and the reason.
+pub(crate) fn read_labels(path: &Path, layout: &'static str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => missing(path, layout),
+        _ => DataError::io(path, e),
+    })
+}
+
 /// The part of a file name before its first `.`, as the converters' `name.split('.')[0]`.
 pub(crate) fn stem_before_first_dot(path: &Path) -> String {
-    let name = crate::dataset::file_name(path);
+    let name = file_name(path);
     name.split('.').next().unwrap_or_default().to_string()
 }
 

@@ -14,9 +14,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{from_named, missing, Named};
-use crate::dataset::{file_name, sorted_entries, Category, Ignored, ImageRef, HIDDEN};
+use super::{from_named, missing, read_labels, Named};
+use crate::dataset::{Category, ImageRef};
 use crate::error::{DataError, Result};
+use crate::listing::{file_name, sorted_entries, unreadable_among, LeftOut, HIDDEN};
 
 pub(crate) const LAYOUT: &str =
     "Class<N>/[Class<N>/]{Train,Test}/Label/Labels.txt, with the images in {Train,Test}/";
@@ -25,7 +26,7 @@ pub fn load(dir: &Path) -> Result<Category> {
     if !dir.is_dir() {
         return Err(missing(dir, LAYOUT));
     }
-    let mut ignored = Vec::new();
+    let mut left = LeftOut::default();
     let mut classes: Vec<(u32, String, PathBuf)> = Vec::new();
     for entry in sorted_entries(dir)? {
         let name = file_name(&entry);
@@ -34,12 +35,12 @@ pub fn load(dir: &Path) -> Result<Category> {
             .and_then(|n| n.parse::<u32>().ok())
             .filter(|n| *n >= 1 && n.to_string() == name["Class".len()..]);
         match number {
-            _ if name.starts_with('.') => ignored.push(Ignored::new(entry, HIDDEN)),
+            _ if name.starts_with('.') => left.ignore(entry, HIDDEN),
             Some(n) if entry.is_dir() => classes.push((n, name, entry)),
-            _ => ignored.push(Ignored::new(
+            _ => left.ignore(
                 entry,
                 "not a Class<N> folder (e.g. the development set's Class<N>_def)",
-            )),
+            ),
         }
     }
     if classes.is_empty() {
@@ -56,7 +57,7 @@ pub fn load(dir: &Path) -> Result<Category> {
         };
         let class = defects.entry(format!("Class{}", n - 1)).or_default();
         for split in ["Train", "Test"] {
-            for (is_defect, item) in read_split(&root, &name, split, &mut ignored)? {
+            for (is_defect, item) in read_split(&root, &name, split, &mut left)? {
                 if is_defect {
                     class.push(item);
                 } else {
@@ -65,7 +66,18 @@ pub fn load(dir: &Path) -> Result<Category> {
             }
         }
     }
-    from_named(dir, normals, defects, ignored)
+    let bad = unreadable_among(
+        normals
+            .iter()
+            .chain(defects.values().flatten())
+            .map(|n| n.image.path.as_path()),
+        &mut left,
+    );
+    normals.retain(|n| !bad.contains(&n.image.path));
+    for list in defects.values_mut() {
+        list.retain(|n| !bad.contains(&n.image.path));
+    }
+    from_named(dir, normals, defects, left)
 }
 
 /// The rows of `<root>/<split>/Label/Labels.txt` in file order, as (defective, image); images of
@@ -74,11 +86,11 @@ fn read_split(
     root: &Path,
     class: &str,
     split: &str,
-    ignored: &mut Vec<Ignored>,
+    left: &mut LeftOut,
 ) -> Result<Vec<(bool, Named)>> {
     let split_dir = root.join(split);
     let labels = split_dir.join("Label").join("Labels.txt");
-    let text = std::fs::read_to_string(&labels).map_err(|_| missing(&labels, LAYOUT))?;
+    let text = read_labels(&labels, LAYOUT)?;
     let mut rows = Vec::new();
     let mut listed = HashSet::new();
     for (i, line) in text.lines().enumerate() {
@@ -118,13 +130,13 @@ fn read_split(
     for entry in sorted_entries(&split_dir)? {
         let name = file_name(&entry);
         if name.starts_with('.') {
-            ignored.push(Ignored::new(entry, HIDDEN));
+            left.ignore(entry, HIDDEN);
         } else if entry.is_dir() {
             if name != "Label" {
-                ignored.push(Ignored::new(entry, "folder inside Train/ or Test/"));
+                left.ignore(entry, "folder inside Train/ or Test/");
             }
         } else if !listed.contains(&name) {
-            ignored.push(Ignored::new(entry, "not listed in Label/Labels.txt"));
+            left.ignore(entry, "not listed in Label/Labels.txt");
         }
     }
     Ok(rows)

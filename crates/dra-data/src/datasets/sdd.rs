@@ -14,10 +14,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::{any_nonzero, from_named, missing, stem_before_first_dot, Named};
-use crate::dataset::{
-    decode, dimensions, file_name, sorted_entries, Category, Crop, Ignored, ImageRef, HIDDEN,
-};
+use crate::dataset::{decode, dimensions, Category, Crop, ImageRef};
 use crate::error::{DataError, Result};
+use crate::listing::{
+    classify, file_name, sorted_entries, unreadable_among, Kind, LeftOut, Unreadable, HIDDEN,
+};
 
 pub(crate) const LAYOUT: &str =
     "<sample folder>/<name>.jpg with its label <sample folder>/<name>_label.bmp";
@@ -30,64 +31,72 @@ pub fn load(dir: &Path) -> Result<Category> {
     if !dir.is_dir() {
         return Err(missing(dir, LAYOUT));
     }
-    let mut ignored = Vec::new();
+    let mut left = LeftOut::default();
     let mut normals = Vec::new();
     let mut anomalies = Vec::new();
     for folder in sorted_entries(dir)? {
         let name = file_name(&folder);
         if name.starts_with('.') {
-            ignored.push(Ignored::new(folder, HIDDEN));
+            left.ignore(folder, HIDDEN);
             continue;
         }
         if !folder.is_dir() {
-            ignored.push(Ignored::new(
+            left.ignore(
                 folder,
                 "file outside the sample folders (images are read from <folder>/*.jpg)",
-            ));
+            );
             continue;
         }
-        let mut labels_used = HashSet::new();
         let entries = sorted_entries(&folder)?;
+        let mut images = Vec::new();
         for path in &entries {
             let file = file_name(path);
             if file.starts_with('.') {
-                ignored.push(Ignored::new(path.as_path(), HIDDEN));
+                left.ignore(path.as_path(), HIDDEN);
             } else if path.is_dir() {
-                ignored.push(Ignored::new(
-                    path.as_path(),
-                    "folder inside a sample folder",
-                ));
+                left.ignore(path.as_path(), "folder inside a sample folder");
             } else if file.ends_with("jpg") {
-                let stem = stem_before_first_dot(path);
-                let label = folder.join(format!("{stem}_label.bmp"));
-                if !label.is_file() {
-                    return Err(missing(&label, LAYOUT));
+                match classify(path)? {
+                    Kind::Image => images.push(path.as_path()),
+                    Kind::Unreadable(reason) => left
+                        .unreadable
+                        .push(Unreadable::new(path.as_path(), reason)),
+                    Kind::Left(reason) => left.ignore(path.as_path(), reason),
                 }
-                for (i, (crop, is_defect)) in thirds(path, &label)?.into_iter().enumerate() {
-                    let part = Named {
-                        converted_name: format!("{name}_{stem}_{i}.png"),
-                        image: ImageRef::tile(path, crop),
-                    };
-                    if is_defect {
-                        anomalies.push(part);
-                    } else {
-                        normals.push(part);
-                    }
-                }
-                labels_used.insert(label);
             } else if !file.ends_with("_label.bmp") {
-                ignored.push(Ignored::new(path.as_path(), NOT_JPG));
+                left.ignore(path.as_path(), NOT_JPG);
             }
+        }
+        let bad = unreadable_among(images.iter().copied(), &mut left);
+        let mut labels_used = HashSet::new();
+        for path in images.into_iter().filter(|p| !bad.contains(*p)) {
+            let stem = stem_before_first_dot(path);
+            let label = folder.join(format!("{stem}_label.bmp"));
+            if !label.is_file() {
+                return Err(missing(&label, LAYOUT));
+            }
+            for (i, (crop, is_defect)) in thirds(path, &label)?.into_iter().enumerate() {
+                let part = Named {
+                    converted_name: format!("{name}_{stem}_{i}.png"),
+                    image: ImageRef::tile(path, crop),
+                };
+                if is_defect {
+                    anomalies.push(part);
+                } else {
+                    normals.push(part);
+                }
+            }
+            labels_used.insert(label);
         }
         for path in entries {
             if file_name(&path).ends_with("_label.bmp") && !labels_used.contains(&path) {
-                ignored.push(Ignored::new(path, UNUSED_LABEL));
+                left.ignore(path, UNUSED_LABEL);
             }
         }
     }
     let mut defects = BTreeMap::new();
     defects.insert("defect".to_string(), anomalies);
-    from_named(dir, normals, defects, ignored)
+    from_named(dir, normals, defects, left)
 }
 
 /// The three parts of an image, top to bottom, each with whether its label marks a defect.
