@@ -711,11 +711,32 @@ pub fn write_spec(out: &Path, spec: &SweepSpec) -> Result<()> {
     runs::write_atomic(&path, text.as_bytes())
 }
 
+/// The most runs (seeds) per cell a `sweep.json` may ask for: far beyond any table, and small
+/// enough that a damaged file cannot make the grid or the table loop for ever.
+const MAX_RUNS: u64 = 10_000;
+
+/// Reads `sweep.json`, and checks what the file cannot be trusted to hold: at least one run,
+/// method, loss, shot count and data set, and known method names.
 pub fn read_spec(dir: &Path) -> Result<SweepSpec> {
     let path = dir.join("sweep.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: not a sweep results folder", path.display()))?;
-    serde_json::from_str(&text).with_context(|| path.display().to_string())
+    let spec: SweepSpec =
+        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    let bad = |why: String| anyhow::anyhow!("{}: {why}", path.display());
+    if !(1..=MAX_RUNS).contains(&spec.runs) {
+        return Err(bad(format!("runs is {}, not in 1..={MAX_RUNS}", spec.runs)));
+    }
+    if spec.entries.is_empty() || spec.shots.is_empty() || spec.losses.is_empty() {
+        return Err(bad("entries, shots and losses must not be empty".into()));
+    }
+    if spec.methods.is_empty() {
+        return Err(bad("methods must not be empty".into()));
+    }
+    if let Some(m) = spec.methods.iter().find(|m| m.parse::<Method>().is_err()) {
+        return Err(bad(format!("unknown method `{m}`")));
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]

@@ -73,11 +73,17 @@ fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         .and_then(|x| x.checked_mul(c))
         .ok_or("the shape overflows")?;
     let size = header.dtype.size;
-    if data.len() < n * size {
+    // Checked against the bytes that are there before anything is allocated: a header may
+    // claim any shape.
+    let needed = n.checked_mul(size).ok_or("the shape overflows")?;
+    if data.len() < needed {
         return Err(format!(
             "truncated: {} data bytes for {n} elements of {size} bytes",
             data.len()
         ));
+    }
+    if n == 0 {
+        return Err(format!("shape {:?} has no pixels", header.shape));
     }
     // Offset of element (y, x, k) in C (row-major) or Fortran (column-major) order.
     let index = |y: usize, x: usize, k: usize| -> usize {
@@ -130,14 +136,16 @@ fn parse(bytes: &[u8]) -> std::result::Result<(Header, &[u8]), String> {
     }
     let major = bytes[6];
     let (len, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 => {
             let b = bytes.get(8..12).ok_or("truncated header")?;
             (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
         }
         v => return Err(format!("unknown format version {v}")),
     };
-    let text = bytes.get(start..start + len).ok_or("truncated header")?;
+    let text = bytes
+        .get(start..start.saturating_add(len))
+        .ok_or("truncated header")?;
     let text = std::str::from_utf8(text).map_err(|_| "the header is not text")?;
     Ok((parse_header(text)?, &bytes[start + len..]))
 }
@@ -298,6 +306,35 @@ pub(crate) mod tests {
         let img = decode_rgb(&npy_bytes("<i2", false, &[1, 2], &data)).unwrap();
         assert_eq!(img.get_pixel(0, 0).0, [2, 2, 2]);
         assert_eq!(img.get_pixel(1, 0).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn shapes_at_the_limits_are_refused_without_overflow() {
+        // Every combination of dimensions where sizes overflow, for each element size: an error
+        // (the body is 64 bytes), never a panic or an allocation sized by the shape.
+        let dims = [
+            0,
+            1,
+            3,
+            1 << 20,
+            1 << 31,
+            1 << 32,
+            (1 << 61) + 1,
+            usize::MAX / 3,
+            usize::MAX,
+        ];
+        for descr in ["|u1", "<i2", "<f4", "<f8"] {
+            for &h in &dims {
+                for &w in &dims {
+                    for shape in [vec![h, w], vec![1, h, w], vec![h, 1, w], vec![h, w, 3]] {
+                        let bytes = npy_bytes(descr, false, &shape, &[5; 64]);
+                        let ok = decode_rgb(&bytes).is_ok();
+                        let small = shape.iter().all(|&d| (1..=3).contains(&d));
+                        assert!(!ok || small, "{descr} {shape:?} was accepted");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
