@@ -294,7 +294,7 @@ impl Category {
 
 /// Decodes any supported image (8 or 16 bit; grey, RGB or RGBA) into 8-bit RGB, as PIL's
 /// `convert('RGB')` does. NumPy `.npy` arrays (Mastcam) are read as the official `load_image`
-/// reads them: cast to `uint8`, first three channels kept ([`crate::npy`]).
+/// reads them: cast to `uint8`, first three channels kept (see `docs/datasets.md`).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let image = if is_npy_file(path)? {
         crate::npy::read_rgb(path)?

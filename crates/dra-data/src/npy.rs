@@ -255,7 +255,7 @@ pub(crate) mod tests {
         let fortran = if fortran { "True" } else { "False" };
         let mut header =
             format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');

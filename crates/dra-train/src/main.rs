@@ -1,5 +1,9 @@
 //! `dra`: train DRA on a data set in the MVTec AD layout, and manage the embedded data.
 
+// The doc comments below are clap's `--help` text, printed as written: `<category>` there is a
+// placeholder for the user, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

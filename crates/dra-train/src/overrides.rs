@@ -21,7 +21,7 @@ pub struct Overrides {
     /// --cont_rate); they stay in the test set unless --test-threshold moves past them.
     #[arg(long)]
     pub contamination: Option<f64>,
-    /// Outlier exposure: pseudo anomalies from <DIR>/<other category>/train/good/ instead of
+    /// Outlier exposure: pseudo anomalies from DIR/OTHER_CATEGORY/train/good/ instead of
     /// CutMix (the paper's medical data sets).
     #[arg(long)]
     pub outlier_root: Option<PathBuf>,

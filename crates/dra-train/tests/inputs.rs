@@ -47,7 +47,7 @@ fn png_bytes(shade: u8) -> Vec<u8> {
 /// A 40 × 40 × 3 `uint8` NumPy array, as `np.save` writes it.
 fn npy_bytes(shade: u8) -> Vec<u8> {
     let mut header = "{'descr': '|u1', 'fortran_order': False, 'shape': (40, 40, 3), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
