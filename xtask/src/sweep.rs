@@ -147,6 +147,10 @@ pub struct SweepArgs {
     /// Run only the I-th of N slices of the grid (`cargo xtask merge` unites the slices).
     #[arg(long, default_value = "1/1")]
     pub shard: Shard,
+    /// Leave out image files that do not decode (each run lists them in its config.json and
+    /// metrics.json, and the sweep prints them) instead of failing the runs that read them.
+    #[arg(long)]
+    pub skip_unreadable: bool,
     #[command(flatten)]
     pub overrides: Overrides,
 }
@@ -630,12 +634,23 @@ pub fn run(
             out_dir: dir.clone(),
             progress: false,
             device: candle_core::Device::Cpu,
-            on_unreadable: dra_data::OnUnreadable::Error,
+            on_unreadable: if args.skip_unreadable {
+                dra_data::OnUnreadable::Skip
+            } else {
+                dra_data::OnUnreadable::Error
+            },
         };
         match dra_train::train(&request) {
             Ok(m) => {
                 runs::upsert(&out, row_for(kind, job, &m, hash.clone(), dir.clone()))?;
                 bar.suspend(|| {
+                    for u in &m.unreadable {
+                        println!(
+                            "left out (does not decode): {}: {}",
+                            u.path.display(),
+                            u.reason
+                        );
+                    }
                     println!(
                         "[{}/{}] {}: AUC-ROC {:.3}, AUC-PR {:.3} in {:.0} s (elapsed {})",
                         i + 1,

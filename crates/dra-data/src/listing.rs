@@ -79,7 +79,7 @@ impl Listing {
                 }
                 listing.images.extend(images);
             } else if input.is_file() {
-                let candidates = match classify(input)? {
+                let candidates = match classify(input) {
                     Kind::Image => vec![ImageRef::file(input)],
                     Kind::Unreadable(reason) => {
                         left.unreadable.push(Unreadable::new(input, reason));
@@ -226,20 +226,24 @@ pub(crate) enum Kind {
 }
 
 /// Classifies one entry by its name and first bytes (no decoding).
-pub(crate) fn classify(path: &Path) -> Result<Kind> {
+pub(crate) fn classify(path: &Path) -> Kind {
     let name = file_name(path);
     if name.starts_with('.') {
-        return Ok(Kind::Left(HIDDEN));
+        return Kind::Left(HIDDEN);
     }
     if path.is_dir() {
-        return Ok(Kind::Left(FOLDER_IN_IMAGES));
+        return Kind::Left(FOLDER_IN_IMAGES);
     }
     let by_name = named_as_image(path);
     if !by_name && known_non_image(&name) {
-        return Ok(Kind::Left(KNOWN_NON_IMAGE));
+        return Kind::Left(KNOWN_NON_IMAGE);
     }
-    let (head, len) = first_bytes(path)?;
-    Ok(match sniff(&head[..len]) {
+    // A file we cannot open (a broken link, no permission) may be an image: unreadable.
+    let (head, len) = match first_bytes(path) {
+        Ok(read) => read,
+        Err(e) => return Kind::Unreadable(format!("cannot read the file: {e}")),
+    };
+    match sniff(&head[..len]) {
         Sniffed::Image => Kind::Image,
         Sniffed::Unsupported(format) => Kind::Unreadable(format!(
             "{} images cannot be read (PNG, JPEG, BMP, TIFF and NumPy .npy are)",
@@ -255,7 +259,7 @@ pub(crate) fn classify(path: &Path) -> Result<Kind> {
                 .into(),
         ),
         Sniffed::NotAnImage => Kind::Left(NOT_AN_IMAGE),
-    })
+    }
 }
 
 /// What the first bytes of a file say it is.
@@ -280,9 +284,9 @@ pub(crate) fn sniff(head: &[u8]) -> Sniffed {
     }
 }
 
-fn first_bytes(path: &Path) -> Result<([u8; 32], usize)> {
+fn first_bytes(path: &Path) -> std::io::Result<([u8; 32], usize)> {
     let mut head = [0u8; 32];
-    let mut file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut file = fs::File::open(path)?;
     let mut len = 0;
     // `read` may return fewer bytes than asked before the end of the file.
     while len < head.len() {
@@ -290,7 +294,7 @@ fn first_bytes(path: &Path) -> Result<([u8; 32], usize)> {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(DataError::io(path, e)),
+            Err(e) => return Err(e),
         }
     }
     Ok((head, len))
@@ -302,7 +306,7 @@ fn first_bytes(path: &Path) -> Result<([u8; 32], usize)> {
 pub(crate) fn list_images(dir: &Path, left: &mut LeftOut) -> Result<Vec<ImageRef>> {
     let mut candidates = Vec::new();
     for path in sorted_entries(dir)? {
-        match classify(&path)? {
+        match classify(&path) {
             Kind::Image => candidates.push(ImageRef::file(path)),
             Kind::Left(reason) => left.ignore(path, reason),
             Kind::Unreadable(reason) => left.unreadable.push(Unreadable::new(path, reason)),
@@ -390,6 +394,7 @@ mod tests {
         fs::write(d.join("other.json"), b"{}").unwrap();
         fs::write(d.join(".DS_Store"), b"junk").unwrap();
         fs::create_dir(d.join("sub")).unwrap();
+        std::os::unix::fs::symlink(d.join("gone.png"), d.join("link.png")).unwrap();
         let mut left = LeftOut::default();
         let images = list_images(d, &mut left).unwrap();
         let names = |paths: Vec<&Path>| paths.into_iter().map(file_name).collect::<Vec<_>>();
@@ -406,7 +411,8 @@ mod tests {
                 "cut.png",
                 "empty.png",
                 "garbage.JPG",
-                "garbage.npy"
+                "garbage.npy",
+                "link.png"
             ]
         );
         let reason = |name: &str| {
@@ -425,6 +431,11 @@ mod tests {
             reason("garbage.npy")
         );
         assert!(!reason("cut.png").contains('\n'));
+        assert!(
+            reason("link.png").starts_with("cannot read the file"),
+            "{}",
+            reason("link.png")
+        );
         let ignored: Vec<(String, &str)> = left
             .ignored
             .iter()

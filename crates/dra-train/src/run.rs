@@ -422,6 +422,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_disk_names_the_file_and_leaves_nothing_half_written() {
+        // The temporary file is where the bytes go; pointed at /dev/full, every write fails
+        // with ENOSPC, as on a full disk.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.json");
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let err = write_atomic(&path, b"{}").unwrap_err().to_string();
+        assert!(
+            err.contains("metrics.json") && err.contains("No space left"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+        assert!(!path.exists());
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "the temporary file is left"
+        );
+    }
+
+    #[test]
     fn scores_csv_round_trips_with_awkward_paths() {
         let dir = tempfile::tempdir().unwrap();
         let rows = vec![ScoreRow {

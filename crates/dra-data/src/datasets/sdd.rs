@@ -56,7 +56,7 @@ pub fn load(dir: &Path) -> Result<Category> {
             } else if path.is_dir() {
                 left.ignore(path.as_path(), "folder inside a sample folder");
             } else if file.ends_with("jpg") {
-                match classify(path)? {
+                match classify(path) {
                     Kind::Image => images.push(path.as_path()),
                     Kind::Unreadable(reason) => left
                         .unreadable
