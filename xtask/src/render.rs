@@ -410,8 +410,14 @@ fn cross_domain_table(
     table
 }
 
+/// Hand-edited JSON for the property tests, shared with the other crates' tests.
+#[cfg(test)]
+#[path = "../../crates/dra-data/tests/support/json.rs"]
+mod json;
+
 #[cfg(test)]
 mod tests {
+    use super::json;
     use super::*;
 
     #[test]
@@ -420,30 +426,6 @@ mod tests {
         let b: Seeds = [(0, 1.0)].into();
         assert_eq!(mean_over(&[a, b]), [(0, 0.9)].into());
         assert!(mean_over(&[]).is_empty());
-    }
-
-    /// A value for a JSON leaf: what a damaged or hand-edited file may hold.
-    fn leaf() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
-        use proptest::prelude::*;
-        prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            prop::sample::select(vec![0i64, 1, -1, 3, i64::MAX, i64::MIN])
-                .prop_map(serde_json::Value::from),
-            prop::sample::select(vec![0.5f64, -0.0, 1e300]).prop_map(serde_json::Value::from),
-            "[a-z/_,\"]{0,6}".prop_map(serde_json::Value::from),
-            Just(serde_json::json!([])),
-            Just(serde_json::json!({})),
-        ]
-    }
-
-    /// Every leaf of a JSON value, as a mutable reference.
-    fn leaves(v: &mut serde_json::Value) -> Vec<&mut serde_json::Value> {
-        match v {
-            serde_json::Value::Array(a) => a.iter_mut().flat_map(leaves).collect(),
-            serde_json::Value::Object(o) => o.values_mut().flat_map(leaves).collect(),
-            other => vec![other],
-        }
     }
 
     proptest::proptest! {
@@ -457,7 +439,7 @@ mod tests {
         /// panics or loops over a grid it made up.
         #[test]
         fn a_damaged_sweep_json_renders_or_fails_cleanly(
-            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), leaf()), 1..4),
+            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), json::leaf()), 1..4),
         ) {
             let spec = SweepSpec {
                 sweep: SweepKind::General,
@@ -473,30 +455,10 @@ mod tests {
                 methods: vec!["dra".into()],
                 fine_tune_epochs: None,
             };
-            let mut value = serde_json::to_value(&spec).unwrap();
-            for (at, new) in edits {
-                let mut all = leaves(&mut value);
-                let i = at.index(all.len());
-                *all[i] = new;
-            }
+            let value = json::edit(serde_json::to_value(&spec).unwrap(), edits);
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("sweep.json"), value.to_string()).unwrap();
-            let row = |seed: u64| RunRow {
-                sweep: "bench-general".into(),
-                dataset: "synthetic/weave".into(),
-                subset: String::new(),
-                setting: "general".into(),
-                known_class: String::new(),
-                shots: 10,
-                loss: "deviation".into(),
-                method: "dra".into(),
-                seed,
-                auc_roc: 0.75,
-                auc_pr: 0.5,
-                seconds: 1.0,
-                config_hash: "h".into(),
-                run_dir: "/r".into(),
-            };
+            let row = |seed| crate::runs::tests::row("synthetic/weave", seed, 0.75);
             std::fs::write(dir.path().join("runs.csv"), runs::to_csv(&[row(0), row(1)])).unwrap();
             if let Err(e) = render_dir(dir.path()) {
                 proptest::prop_assert!(!e.to_string().is_empty());

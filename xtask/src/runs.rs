@@ -269,10 +269,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(dataset: &str, seed: u64, auc: f64) -> RunRow {
+    /// A bench-general row of DRA, 10 shots.
+    pub(crate) fn row(dataset: &str, seed: u64, auc: f64) -> RunRow {
         RunRow {
             sweep: "bench-general".into(),
             dataset: dataset.into(),

@@ -12,6 +12,9 @@ use dra_data::{load_rgb, Category, Listing, OnUnreadable};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
+mod support;
+use support::bytes::{mutate, npy_v1 as npy};
+
 /// The system allocator, recording the largest single request, so that a test can show that a
 /// header's claims do not reach the allocator.
 struct Recording;
@@ -49,20 +52,6 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
-/// A version-1 `.npy` file with this header dict and body.
-fn npy(dict: &str, body: &[u8]) -> Vec<u8> {
-    let mut header = dict.to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(body);
-    out
-}
-
 fn valid_npy() -> Vec<u8> {
     npy(
         "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4, 3), }",
@@ -89,20 +78,6 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("tif", encoded(image::ImageFormat::Tiff)),
         ("npy", valid_npy()),
     ]
-}
-
-/// Byte-level damage: overwritten bytes, then a cut.
-fn mutate(mut bytes: Vec<u8>, edits: &[(Index, u8)], cut: Option<Index>) -> Vec<u8> {
-    if !bytes.is_empty() {
-        for (at, value) in edits {
-            let i = at.index(bytes.len());
-            bytes[i] = *value;
-        }
-    }
-    if let Some(cut) = cut {
-        bytes.truncate(cut.index(bytes.len() + 1));
-    }
-    bytes
 }
 
 fn write(path: &Path, bytes: &[u8]) {

@@ -9,6 +9,10 @@ use dra_model::read_tensors;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
+#[path = "../../dra-data/tests/support/bytes.rs"]
+mod bytes;
+use bytes::mutate;
+
 fn pth() -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_state_dict.pth");
     std::fs::read(path).unwrap()
@@ -31,18 +35,6 @@ fn safetensors() -> Vec<u8> {
     let path = dir.path().join("w.safetensors");
     candle_core::safetensors::save(&tensors, &path).unwrap();
     std::fs::read(path).unwrap()
-}
-
-/// Overwritten bytes, then optionally a cut.
-fn mutate(mut bytes: Vec<u8>, edits: &[(Index, u8)], cut: Option<Index>) -> Vec<u8> {
-    for (at, value) in edits {
-        let i = at.index(bytes.len());
-        bytes[i] = *value;
-    }
-    if let Some(cut) = cut {
-        bytes.truncate(cut.index(bytes.len() + 1));
-    }
-    bytes
 }
 
 /// The fixture's archive with one member's bytes damaged and the archive rebuilt (stored, as

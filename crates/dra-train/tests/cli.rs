@@ -1,18 +1,16 @@
 //! The `dra` program on bad input: a one-line error naming the file or flag, never a panic.
 
 use std::path::Path;
-use std::process::Command;
 
 use image::{Rgb, RgbImage};
 
+mod common;
+use common::one_line;
+
+/// Runs `dra` and returns (success, stderr).
 fn dra(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dra"))
-        .args(args)
-        .output()
-        .expect("dra runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "dra panicked: {stderr}");
-    (out.status.success(), stderr)
+    let (ok, _, stderr) = common::run(args);
+    (ok, stderr)
 }
 
 fn write_image(path: &Path, shade: u8) {
@@ -31,12 +29,6 @@ fn toy(root: &Path) -> std::path::PathBuf {
         write_image(&cat.join(format!("test/crack/{i}.png")), 10);
     }
     cat
-}
-
-fn one_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected a one-line error, got: {stderr}");
-    lines[0]
 }
 
 /// Runs `dra train --profile quick` on the data under `root` (`mvtec/toy`), expects it to
@@ -160,18 +152,9 @@ fn data_inspect_counts_raw_and_mvtec_layouts() {
 
 /// Runs `dra data inspect` and returns (success, stdout, stderr).
 fn inspect(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dra"))
-        .args(["data", "inspect"])
-        .args(args)
-        .output()
-        .expect("dra runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "dra panicked: {stderr}");
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        stderr,
-    )
+    let mut all = vec!["data", "inspect"];
+    all.extend_from_slice(args);
+    common::run(&all)
 }
 
 #[test]

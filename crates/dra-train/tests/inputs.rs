@@ -4,30 +4,15 @@
 //! leave a run directory that looks finished.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use image::{Rgb, RgbImage};
 
-/// Runs `dra` and returns (success, stdout, stderr); a panic fails the test.
-fn dra(args: &[&str]) -> (bool, String, String) {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_dra"))
-        .args(args)
-        .output()
-        .expect("dra runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "dra panicked: {stderr}");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
-}
+mod common;
+use common::{one_line, run as dra};
 
-fn one_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected a one-line error, got: {stderr}");
-    lines[0]
-}
+#[path = "../../dra-data/tests/support/bytes.rs"]
+mod bytes;
+use bytes::npy_v1;
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -46,16 +31,13 @@ fn png_bytes(shade: u8) -> Vec<u8> {
 
 /// A 40 × 40 × 3 `uint8` NumPy array, as `np.save` writes it.
 fn npy_bytes(shade: u8) -> Vec<u8> {
-    let mut header = "{'descr': '|u1', 'fortran_order': False, 'shape': (40, 40, 3), }".to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend((0..40 * 40 * 3).map(|i| shade.wrapping_add((i % 7) as u8)));
-    out
+    let body: Vec<u8> = (0..40 * 40 * 3)
+        .map(|i| shade.wrapping_add((i % 7) as u8))
+        .collect();
+    npy_v1(
+        "{'descr': '|u1', 'fortran_order': False, 'shape': (40, 40, 3), }",
+        &body,
+    )
 }
 
 /// The four kinds of broken file, by name and content.

@@ -11,6 +11,9 @@ use dra_train::{read_scores, LoadedModel, RunRecord, TrainConfig};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
+#[path = "../../dra-data/tests/support/json.rs"]
+mod json;
+
 /// A run directory with a valid `config.json` and the weights it describes.
 fn run_dir(dir: &Path) -> serde_json::Value {
     let mut config = TrainConfig::quick();
@@ -38,30 +41,6 @@ fn run_dir(dir: &Path) -> serde_json::Value {
     serde_json::to_value(&record).unwrap()
 }
 
-/// What a damaged or hand-edited file may hold where a value was.
-fn leaf() -> impl Strategy<Value = serde_json::Value> {
-    prop_oneof![
-        Just(serde_json::Value::Null),
-        any::<bool>().prop_map(serde_json::Value::from),
-        prop::sample::select(vec![0i64, 1, -1, 2, 7, 100_000, i64::MAX, i64::MIN])
-            .prop_map(serde_json::Value::from),
-        prop::sample::select(vec![0.0f64, -1.5, 1e-300, 1e300]).prop_map(serde_json::Value::from),
-        prop::sample::select(vec!["", "dra", "mobilenet_v2", "bce", "quick", "/", "nan"])
-            .prop_map(serde_json::Value::from),
-        Just(serde_json::json!([])),
-        Just(serde_json::json!({})),
-    ]
-}
-
-/// Every leaf of a JSON value, as a mutable reference.
-fn leaves(v: &mut serde_json::Value) -> Vec<&mut serde_json::Value> {
-    match v {
-        serde_json::Value::Array(a) => a.iter_mut().flat_map(leaves).collect(),
-        serde_json::Value::Object(o) => o.values_mut().flat_map(leaves).collect(),
-        other => vec![other],
-    }
-}
-
 #[test]
 fn the_valid_record_loads() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,15 +59,10 @@ proptest! {
     /// Values replaced anywhere in `config.json`: the model loads, or an error says why.
     #[test]
     fn an_edited_config_json_loads_or_fails_cleanly(
-        edits in prop::collection::vec((any::<Index>(), leaf()), 1..4),
+        edits in prop::collection::vec((any::<Index>(), json::leaf()), 1..4),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let mut value = run_dir(dir.path());
-        for (at, new) in edits {
-            let mut all = leaves(&mut value);
-            let i = at.index(all.len());
-            *all[i] = new;
-        }
+        let value = json::edit(run_dir(dir.path()), edits);
         std::fs::write(dir.path().join("config.json"), value.to_string()).unwrap();
         if let Err(e) = LoadedModel::load(dir.path(), &TrainConfig::paper(), &Device::Cpu) {
             prop_assert!(!e.to_string().is_empty());
