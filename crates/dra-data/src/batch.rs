@@ -51,9 +51,13 @@ impl Default for BatchConfig {
 /// (the official code concatenates them in this order), and the batch's labels.
 #[derive(Clone, Debug)]
 pub struct Batch {
+    /// The normalised images in NCHW order, references first: `len() × 3 × image_size²` values.
     pub images: Vec<f32>,
+    /// One label per batch image, references not included.
     pub labels: Vec<Label>,
+    /// Number of reference normals at the start of `images`.
     pub n_ref: usize,
+    /// Side of every (square) image, in pixels.
     pub image_size: u32,
 }
 
@@ -62,6 +66,7 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.n_ref + self.labels.len()
     }
+    /// Whether the batch holds no image at all, references included.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -71,6 +76,7 @@ impl Batch {
 /// resizes first and augments after, so caching the resized image changes nothing.
 #[derive(Clone, Debug)]
 pub struct ImageCache {
+    /// The resized images, in the order they were given.
     pub images: Vec<RgbImage>,
 }
 
@@ -189,6 +195,8 @@ fn derive_seed(seed: u64, stream: u64, a: u64, b: u64) -> u64 {
 }
 
 impl BatchSource {
+    /// A source for training on `normals` and the labelled `anomalies`, its randomness drawn
+    /// from `seed`. Fails when there are no normals or `batch_size` cannot hold the slots.
     pub fn new(
         config: BatchConfig,
         normals: ImageCache,
@@ -243,6 +251,7 @@ impl BatchSource {
         self
     }
 
+    /// The sampling constants the batches are built with.
     pub fn config(&self) -> &BatchConfig {
         &self.config
     }
@@ -355,6 +364,8 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
+    /// Starts a thread that builds the batches of `steps` from `source`, at most `depth` (at
+    /// least 1) ahead of [`Prefetcher::recv`].
     pub fn spawn(mut source: BatchSource, steps: std::ops::Range<u64>, depth: usize) -> Self {
         let (tx, rx) = mpsc::sync_channel(depth.max(1));
         let handle = std::thread::Builder::new()

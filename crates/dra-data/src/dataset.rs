@@ -23,6 +23,7 @@ pub(crate) const MVTEC_LAYOUT: &str =
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Label {
+    /// A normal (defect-free) image.
     Normal = 0,
     /// A real, labelled anomaly.
     Anomaly = 1,
@@ -31,6 +32,7 @@ pub enum Label {
 }
 
 impl Label {
+    /// The official code's number for the label: 0 normal, 1 anomaly, 2 pseudo anomaly.
     pub fn as_u8(self) -> u8 {
         self as u8
     }
@@ -47,9 +49,13 @@ impl Label {
 /// read, so nothing is ever written next to the user's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Crop {
+    /// Column of the left edge, in pixels from the image's left.
     pub x: u32,
+    /// Row of the top edge, in pixels from the image's top.
     pub y: u32,
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
 }
 
@@ -66,7 +72,9 @@ impl fmt::Display for Crop {
 /// written before crops existed still read.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ImageRef {
+    /// The image file.
     pub path: PathBuf,
+    /// The rectangle of `path` to read; `None` for the whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop: Option<Crop>,
 }
@@ -146,16 +154,19 @@ impl From<&Path> for ImageRef {
 /// One image (a file or a rectangle of one) with its ground truth.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
+    /// The image file.
     pub path: PathBuf,
     /// The rectangle of `path` that is the sample; `None` for the whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop: Option<Crop>,
+    /// The ground truth: [`Label::Normal`] or [`Label::Anomaly`], never a pseudo anomaly.
     pub label: Label,
     /// `good` for normal images, the defect folder's name for anomalies.
     pub class: String,
 }
 
 impl Sample {
+    /// A sample of `image` with its ground truth.
     pub fn new(image: ImageRef, label: Label, class: impl Into<String>) -> Self {
         Self {
             path: image.path,
@@ -200,8 +211,11 @@ impl Ignored {
 /// which a file system happens to list a folder (the official code used `os.listdir` order).
 #[derive(Clone, Debug)]
 pub struct Category {
+    /// The folder the category was read from: its MVTec-layout folder, or a raw data set's.
     pub root: PathBuf,
+    /// Normal training images (`train/good`).
     pub train_good: Vec<ImageRef>,
+    /// Normal test images (`test/good`).
     pub test_good: Vec<ImageRef>,
     /// Defect class name → its test images, classes in sorted order.
     pub defects: BTreeMap<String, Vec<ImageRef>>,
@@ -283,10 +297,12 @@ impl Category {
         file_name(&self.root)
     }
 
+    /// The defect class names, sorted.
     pub fn defect_classes(&self) -> Vec<&str> {
         self.defects.keys().map(String::as_str).collect()
     }
 
+    /// Number of anomalous images over all defect classes.
     pub fn n_anomalies(&self) -> usize {
         self.defects.values().map(Vec::len).sum()
     }

@@ -39,6 +39,7 @@ pub enum OnUnreadable {
 /// A file that claims to be an image, by its name or its first bytes, but does not decode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unreadable {
+    /// The file that does not decode.
     pub path: PathBuf,
     /// The decoder's reason, on one line.
     pub reason: String,
@@ -58,7 +59,9 @@ impl Unreadable {
 pub struct Listing {
     /// The images that decode, sorted within each folder, folders in the order given.
     pub images: Vec<ImageRef>,
+    /// What was left out as not an image, with the reason.
     pub ignored: Vec<Ignored>,
+    /// Files that claim to be images but do not decode; the caller decides whether to stop.
     pub unreadable: Vec<Unreadable>,
 }
 

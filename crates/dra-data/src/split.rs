@@ -14,13 +14,18 @@ pub enum Setting {
     /// Labelled anomalies drawn from all defect classes; the test set keeps the rest.
     General,
     /// Labelled anomalies from one known class; the test set holds only the other classes.
-    Hard { known_class: String },
+    Hard {
+        /// The defect class (folder name) the labelled anomalies come from.
+        known_class: String,
+    },
 }
 
+/// How a category is split into training and test files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SplitConfig {
     /// Number of labelled anomalies for training (`--n-anomaly`, the paper's 10 or 1).
     pub n_anomaly: usize,
+    /// General or hard setting.
     pub setting: Setting,
     /// Seed of the NumPy `RandomState` that shuffles the anomaly list (official: 42).
     pub split_seed: u32,
@@ -51,7 +56,9 @@ impl Default for SplitConfig {
 /// The files of one run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Split {
+    /// Normal training images (`train/good`), followed by any contaminants.
     pub train_normal: Vec<ImageRef>,
+    /// The labelled anomalies, in the order the seeded shuffle drew them.
     pub train_anomaly: Vec<Sample>,
     /// Normal test images first, then anomalies sorted by path (the official order), the
     /// rectangles of one file in order.
@@ -62,6 +69,8 @@ pub struct Split {
 }
 
 impl Split {
+    /// Splits `category` as `config` says, as the official code does with NumPy's shuffle.
+    /// Fails when there are too few anomalies or an option does not fit the category.
     pub fn new(category: &Category, config: &SplitConfig) -> Result<Self> {
         let n = config.n_anomaly;
         let mut rng = NumpyRandomState::new(config.split_seed);
@@ -164,6 +173,7 @@ impl Split {
         })
     }
 
+    /// Number of anomalies in the test set.
     pub fn n_test_anomalies(&self) -> usize {
         self.test.iter().filter(|s| s.label.is_anomalous()).count()
     }

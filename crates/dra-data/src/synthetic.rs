@@ -24,10 +24,15 @@ pub const CATEGORIES: &[(&str, &[&str])] = &[
 /// How much to generate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyntheticSpec {
+    /// Side of the square images, in pixels.
     pub image_size: u32,
+    /// Normal training images per category (`train/good`).
     pub n_train: usize,
+    /// Normal test images per category (`test/good`).
     pub n_test_good: usize,
+    /// Test images per defect class (`test/<defect>`).
     pub n_per_defect: usize,
+    /// Seed of every image drawn; the same seed writes the same files.
     pub seed: u64,
 }
 

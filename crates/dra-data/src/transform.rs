@@ -8,6 +8,7 @@ use rand::Rng;
 
 /// ImageNet statistics used by the official `Normalize`.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// The matching per-channel standard deviations (RGB, on the `[0, 1]` scale of `ToTensor`).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Fixed-point precision of PIL's 8-bit resampling (`PRECISION_BITS` in Resample.c).
@@ -170,13 +171,18 @@ fn luma(p: &Rgb<u8>) -> u8 {
 /// factor drawn uniformly, the four adjustments applied in a random order.
 #[derive(Clone, Copy, Debug)]
 pub struct ColorJitter {
+    /// Brightness factor drawn in `[max(0, 1 − b), 1 + b]`.
     pub brightness: f32,
+    /// Contrast factor drawn in `[max(0, 1 − c), 1 + c]`.
     pub contrast: f32,
+    /// Saturation factor drawn in `[max(0, 1 − s), 1 + s]`.
     pub saturation: f32,
+    /// Hue shift drawn in `[−h, h]`, as a fraction of the hue circle (at most 0.5).
     pub hue: f32,
 }
 
 impl ColorJitter {
+    /// The same amount for all four adjustments, as the official `ColorJitter(a, a, a, a)`.
     pub fn uniform(amount: f32) -> Self {
         Self {
             brightness: amount,
@@ -186,6 +192,7 @@ impl ColorJitter {
         }
     }
 
+    /// Jitters `img` in place, drawing the factors and their order from `rng`.
     pub fn apply<R: Rng>(&self, img: &mut RgbImage, rng: &mut R) {
         let mut order = [0usize, 1, 2, 3];
         order.shuffle(rng);
@@ -279,6 +286,7 @@ pub struct CutMix {
     pub area_ratio: (f64, f64),
     /// Patch aspect ratio drawn log-uniformly in `[aspect, 1 / aspect]`.
     pub aspect_ratio: f64,
+    /// Colour jitter applied to the patch before it is pasted (official: 0.1 for all four).
     pub jitter: ColorJitter,
 }
 
@@ -293,6 +301,8 @@ impl Default for CutMix {
 }
 
 impl CutMix {
+    /// A pseudo anomaly: a copy of `img` with a jittered patch of itself pasted in, drawn from
+    /// `rng`.
     pub fn apply<R: Rng>(&self, img: &RgbImage, rng: &mut R) -> RgbImage {
         let (w, h) = (img.width() as f64, img.height() as f64);
         let area = rng.random_range(self.area_ratio.0..=self.area_ratio.1) * w * h;

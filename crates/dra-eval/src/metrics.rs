@@ -3,12 +3,26 @@
 /// Why a metric is undefined.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetricError {
+    /// The score and label slices do not pair up one to one.
     #[error("scores and labels differ in length ({scores} vs {labels})")]
-    LengthMismatch { scores: usize, labels: usize },
+    LengthMismatch {
+        /// Number of scores given.
+        scores: usize,
+        /// Number of labels given.
+        labels: usize,
+    },
+    /// Every label is the same, so there is no anomaly–normal pair to rank; sklearn raises a
+    /// `ValueError` here too (for AUC-ROC) rather than returning a number.
     #[error(
         "the test set needs both normal and anomalous samples ({positives} anomalies of {total})"
     )]
-    OneClass { positives: usize, total: usize },
+    OneClass {
+        /// Number of samples labelled anomalous.
+        positives: usize,
+        /// Number of samples in the test set.
+        total: usize,
+    },
+    /// A score is NaN, which has no place in a ranking.
     #[error("a score is NaN")]
     NaN,
 }

@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 /// `np.std`, ddof = 0); the paper does not say which it used.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeanStd {
+    /// Arithmetic mean of the runs.
     pub mean: f64,
+    /// Population standard deviation of the runs (divisor `n`, not `n − 1`).
     pub std: f64,
+    /// Number of runs summarised.
     pub n: usize,
 }
 

@@ -179,8 +179,14 @@ mod avx2 {
             let (mut a, mut b) = (zero, zero);
             let whole = pb.len() / 8 * 8;
             for i in (0..whole).step_by(8) {
-                let p = _mm256_loadu_ps(pb.as_ptr().add(i));
-                let q = _mm256_loadu_ps(qb.as_ptr().add(i));
+                // SAFETY: `i + 8 <= whole <= pb.len() == qb.len()`, so both 8-lane loads are
+                // in bounds.
+                let (p, q) = unsafe {
+                    (
+                        _mm256_loadu_ps(pb.as_ptr().add(i)),
+                        _mm256_loadu_ps(qb.as_ptr().add(i)),
+                    )
+                };
                 match term {
                     Term::Sum => a = _mm256_add_ps(a, p),
                     Term::Squares(c) => {
@@ -947,6 +953,8 @@ pub struct BatchNorm2d {
 }
 
 impl BatchNorm2d {
+    /// A layer over `channels` channels, its tensors read from `vb` or initialised as PyTorch
+    /// does: γ = 1, β = 0, running mean 0, running variance 1.
     pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
         let stat = |name, v| -> Result<Var> {
             Var::from_tensor(&vb.get_with_hints(channels, name, Init::Const(v))?)
@@ -961,6 +969,8 @@ impl BatchNorm2d {
         })
     }
 
+    /// Normalises an `(n, c, h, w)` input per channel: with the batch statistics (updating the
+    /// running ones) when `train`, with the running statistics otherwise.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward(x, train, false)
     }

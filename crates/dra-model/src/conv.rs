@@ -225,6 +225,7 @@ unsafe fn every_other_avx2(dst: *mut f32, n: usize, src: *const f32, src_len: us
     // SAFETY (all blocks): each loop reads src[2k..2k + 16] ⊂ src[..src_len] and writes
     // dst[k..k + 8] ⊂ dst[..n]; the tail reads src[2k] with 2k ≤ 2(n − 1) < src_len.
     while k + 8 <= n && 2 * k + 16 <= src_len {
+        // SAFETY: reads src[2k..2k + 16] and writes dst[k..k + 8], inside both (loop bounds).
         unsafe {
             let a = _mm256_loadu_ps(src.add(2 * k));
             let b = _mm256_loadu_ps(src.add(2 * k + 8));
@@ -236,6 +237,7 @@ unsafe fn every_other_avx2(dst: *mut f32, n: usize, src: *const f32, src_len: us
         k += 8;
     }
     while k < n {
+        // SAFETY: k < n, and 2k ≤ 2(n − 1) < src_len by the function's contract.
         unsafe { *dst.add(k) = *src.add(2 * k) };
         k += 1;
     }

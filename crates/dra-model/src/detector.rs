@@ -13,10 +13,15 @@ use crate::{Dra, DraConfig, DraLoss, LossKind, Method};
 pub enum Detector {
     /// Boxed: DRA's four heads make it twice the size of any baseline.
     Dra(Box<Dra>),
+    /// DevNet: DRA's seen-abnormality head alone.
     DevNet(DevNet),
+    /// Deep SAD: distance to a fixed centre in an embedding space.
     DeepSad(DeepSad),
+    /// MINNS: top-K multiple-instance pooling of per-cell logits.
     Minns(Minns),
+    /// FLOS: a pooled-feature classifier trained with the focal loss.
     Flos(Flos),
+    /// SAOE: a pooled-feature classifier whose anomaly class includes pseudo anomalies.
     Saoe(Saoe),
 }
 
@@ -44,6 +49,7 @@ impl Detector {
         })
     }
 
+    /// The [`Method`] this detector implements.
     pub fn method(&self) -> Method {
         match self {
             Self::Dra(_) => Method::Dra,

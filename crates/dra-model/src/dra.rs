@@ -20,6 +20,8 @@ pub enum BackboneKind {
 }
 
 impl BackboneKind {
+    /// Channels of the feature map the backbone hands to the heads: 512 for ResNet-18, 1280
+    /// for MobileNetV2.
     pub fn out_channels(self) -> usize {
         match self {
             Self::Resnet18 => ResNet18::OUT_CHANNELS,
@@ -92,6 +94,8 @@ pub struct DraConfig {
     pub n_ref: usize,
     /// Levels of the image pyramid (`--n_scales`, 2): full size, then halved each level.
     pub n_scales: usize,
+    /// The feature extractor (`--backbone`, ResNet-18); a `config.json` without the field
+    /// reads as ResNet-18.
     #[serde(default)]
     pub backbone: BackboneKind,
 }
@@ -154,6 +158,8 @@ pub struct Dra {
 }
 
 impl Dra {
+    /// Builds the model from `vb`, whose prefix is the model's root (tensors under
+    /// `feature_extractor.net`, `holistic_head`, …).
     pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         let feature_extractor = Backbone::of_model(config.backbone, &vb)?;
@@ -167,6 +173,7 @@ impl Dra {
         })
     }
 
+    /// The constants the model was built with.
     pub fn config(&self) -> &DraConfig {
         &self.config
     }

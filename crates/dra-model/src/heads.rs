@@ -30,6 +30,8 @@ pub struct PlainHead {
 }
 
 impl PlainHead {
+    /// A head on `in_channels`-channel feature maps that averages the top `topk_rate` fraction of
+    /// cells; the convolution's tensors are `scoring.*` under `vb`.
     pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
         let scoring = Conv2d::new(
             in_channels,
@@ -63,6 +65,8 @@ pub struct CompositeHead {
 }
 
 impl CompositeHead {
+    /// A head on `in_channels`-channel feature maps; tensors `conv.0.*` (the 3×3 convolution),
+    /// `conv.1.*` (the BatchNorm) and `scoring.*` under `vb`, as in the official `nn.Sequential`.
     pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
         let config = Conv2dConfig {
             padding: 1,
@@ -118,6 +122,7 @@ pub struct HolisticHead {
 }
 
 impl HolisticHead {
+    /// A head on `in_channels`-channel feature maps; tensors `fc1.*` and `fc2.*` under `vb`.
     pub fn new(in_channels: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             fc1: linear(in_channels, 256, vb.pp("fc1"))?,

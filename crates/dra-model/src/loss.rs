@@ -52,17 +52,21 @@ const PRIOR_SAMPLES: usize = 5000;
 /// The loss of a training step: the total and each head's term (normal, seen, pseudo, residual).
 #[derive(Debug, Clone)]
 pub struct LossParts {
+    /// The sum of the four heads' terms, a scalar: what the optimiser minimises.
     pub total: Tensor,
+    /// Each head's scalar loss, in the order normal, seen, pseudo, residual.
     pub heads: [Tensor; 4],
 }
 
 /// Computes DRA's loss from head scores and the batch's labels (0 normal, 1 anomaly, 2 pseudo).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DraLoss {
+    /// The loss every head uses.
     pub kind: LossKind,
 }
 
 impl DraLoss {
+    /// DRA's loss with `kind` for every head.
     pub fn new(kind: LossKind) -> Self {
         Self { kind }
     }
@@ -145,7 +149,9 @@ type Route<'a> = (&'a Tensor, &'a [usize], fn(u8) -> bool);
 /// N(0, 1) scores.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Prior {
+    /// Mean μ of the reference scores; the deviation is (score − μ) / σ.
     pub mean: f64,
+    /// Standard deviation σ of the reference scores.
     pub std: f64,
 }
 

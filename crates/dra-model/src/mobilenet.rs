@@ -115,6 +115,7 @@ pub struct MobileNetV2 {
 }
 
 impl MobileNetV2 {
+    /// Number of output channels (torchvision's last 1×1 convolution).
     pub const OUT_CHANNELS: usize = 1280;
 
     /// `vb` is the torchvision model's root: tensors are read under `features.*`.

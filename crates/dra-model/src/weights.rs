@@ -15,17 +15,31 @@ pub const BACKBONE_PREFIX: &str = "feature_extractor.net.";
 /// What can go wrong when loading weights; each variant names the file and the tensors at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
+    /// The file could not be read as safetensors or a PyTorch state dict.
     #[error("{path}: cannot read weights: {reason}")]
-    Read { path: PathBuf, reason: String },
+    Read {
+        /// The weights file.
+        path: PathBuf,
+        /// The underlying error, as text.
+        reason: String,
+    },
+    /// The file's tensors do not match the model's: missing, unexpected or of the wrong shape.
     #[error("{path}: {problem}: {tensors}")]
     Mismatch {
+        /// The weights file.
         path: PathBuf,
+        /// What is wrong, e.g. "missing tensors" or "tensors with the wrong shape".
         problem: &'static str,
+        /// The offending tensors' names, sorted and comma-separated (with both shapes for a
+        /// wrong shape).
         tensors: String,
     },
+    /// A tensor could not be converted to the model's dtype and device or copied into it.
     #[error("{path}: {source}")]
     Model {
+        /// The weights file.
         path: PathBuf,
+        /// candle's error.
         #[source]
         source: candle_core::Error,
     },

@@ -29,6 +29,7 @@ impl std::fmt::Display for Profile {
 /// Every setting of a run. Field docs give the official value (the `paper` profile).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// The profile whose defaults the run started from, before any override (`paper`).
     pub profile: Profile,
     /// The detector: DRA or a competing method (docs/methods.md). Absent from the records of
     /// runs made before the baselines existed, which were all DRA.
@@ -40,6 +41,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Reference normals per step and per test batch (5).
     pub n_ref: usize,
+    /// Training epochs (30).
     pub epochs: usize,
     /// Steps per epoch (20).
     pub steps_per_epoch: usize,
@@ -65,6 +67,7 @@ pub struct TrainConfig {
     pub pseudo_prob: f64,
     /// `RandomRotation` range in degrees (180).
     pub rotation_degrees: f64,
+    /// Training loss on the method's score (the deviation loss).
     pub loss: LossKind,
     /// Adam learning rate (2e-4; the paper's text says 1e-3).
     pub lr: f64,
@@ -72,6 +75,7 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// StepLR: the rate is multiplied by `lr_gamma` every `lr_step_size` epochs (10, 0.1).
     pub lr_step_size: usize,
+    /// StepLR's factor (0.1).
     pub lr_gamma: f64,
     /// Global gradient-norm clip (1.0).
     pub clip_norm: f64,
@@ -144,6 +148,7 @@ impl TrainConfig {
         }
     }
 
+    /// The defaults of `profile`: [`paper`](Self::paper) or [`quick`](Self::quick).
     pub fn for_profile(profile: Profile) -> Self {
         match profile {
             Profile::Paper => Self::paper(),
@@ -151,6 +156,7 @@ impl TrainConfig {
         }
     }
 
+    /// Optimiser steps of the whole run: epochs × steps per epoch (600).
     pub fn total_steps(&self) -> usize {
         self.epochs * self.steps_per_epoch
     }
@@ -181,6 +187,7 @@ impl TrainConfig {
         }
     }
 
+    /// The model's settings: top-K rate, references, pyramid levels and backbone.
     pub fn model_config(&self) -> DraConfig {
         DraConfig {
             topk_rate: self.topk_rate,
@@ -190,6 +197,8 @@ impl TrainConfig {
         }
     }
 
+    /// The split's settings: labelled anomalies, setting, split seed, test threshold and
+    /// contamination.
     pub fn split_config(&self) -> SplitConfig {
         SplitConfig {
             n_anomaly: self.n_anomaly,

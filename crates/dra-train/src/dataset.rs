@@ -34,6 +34,8 @@ pub fn names_help() -> String {
 }
 
 impl DatasetName {
+    /// Parses a `--dataset` value: a family name (`brainmri`, …), `mvtec/CATEGORY` or
+    /// `synthetic/CATEGORY`. An unknown name is an error that lists the valid ones.
     pub fn parse(name: &str) -> Result<Self, TrainError> {
         let bad = |message: String| TrainError::InvalidOption {
             flag: "--dataset",

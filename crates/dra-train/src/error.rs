@@ -3,26 +3,43 @@ use std::path::PathBuf;
 /// Errors of training and evaluation runs.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// Reading the data, splitting it or making batches failed.
     #[error(transparent)]
     Data(#[from] dra_data::DataError),
+    /// A tensor operation of the model, the loss or the optimiser failed (candle).
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+    /// A weights file could not be read or does not fit the model.
     #[error(transparent)]
     Weights(#[from] dra_model::WeightsError),
+    /// AUC-ROC or AUC-PR is undefined for the scores (e.g. a test set of one class, a NaN).
     #[error("metrics: {0}")]
     Metric(#[from] dra_eval::MetricError),
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder concerned.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// An option, or a file the user gave, has a value that cannot work.
     #[error("{flag}: {message}")]
-    InvalidOption { flag: &'static str, message: String },
+    InvalidOption {
+        /// The flag at fault (e.g. `--epochs`), or the file's name when a file is (`scores.csv`).
+        flag: &'static str,
+        /// What is wrong and, where it helps, the valid values.
+        message: String,
+    },
+    /// The training loss became NaN or infinite; the run stops there.
     #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}")]
     Diverged {
+        /// Epoch of the failing step, counted from 0.
         epoch: usize,
+        /// Step within that epoch, counted from 0.
         step: usize,
+        /// The non-finite loss.
         loss: f32,
     },
 }

@@ -20,7 +20,9 @@ use crate::scoring::{load_normalized, score_samples, References, ScoreRow, REFER
 
 /// A trained model and the settings it was trained with.
 pub struct LoadedModel {
+    /// The detector, over detached tensors: scoring records no autograd graph.
     pub model: Detector,
+    /// The run's `config.json` settings, or for a bare weights file the caller's fallback.
     pub config: TrainConfig,
     /// The run directory, when the model came from one.
     pub run_dir: Option<PathBuf>,
@@ -89,7 +91,10 @@ impl LoadedModel {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReferenceChoice {
     /// Fresh random draws per test batch from the training normals (official, the default).
-    Random { seed: u64 },
+    Random {
+        /// Seed of the draws.
+        seed: u64,
+    },
     /// The run's stored fixed set.
     Stored,
     /// These images, through the test transform.

@@ -10,8 +10,11 @@ use rayon::prelude::*;
 /// Adam's constants.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
+    /// Decay rate of the first-moment (mean) estimate (0.9).
     pub beta1: f64,
+    /// Decay rate of the second-moment (uncentred variance) estimate (0.999).
     pub beta2: f64,
+    /// Added to the denominator, after the bias-corrected square root, for stability (1e-8).
     pub eps: f64,
     /// Coupled L2: `weight_decay · θ` is added to the gradient (after clipping).
     pub weight_decay: f64,
@@ -45,6 +48,7 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// An optimiser over `vars`, with zero moment estimates and no step taken.
     pub fn new(vars: Vec<Var>, config: AdamConfig) -> Result<Self> {
         let slots = vars
             .into_iter()

@@ -25,29 +25,42 @@ pub struct Overrides {
     /// CutMix (the paper's medical data sets).
     #[arg(long)]
     pub outlier_root: Option<PathBuf>,
+    /// Square input side in pixels (official 448; quick profile 64).
     #[arg(long)]
     pub image_size: Option<u32>,
+    /// Training epochs (official 30; quick profile 8).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Optimiser steps per epoch (official 20; quick profile 10).
     #[arg(long)]
     pub steps_per_epoch: Option<usize>,
+    /// Training images per step, references not counted (official 48; quick profile 24).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Reference images per step and per test batch.
     #[arg(long)]
     pub n_ref: Option<usize>,
+    /// Training loss: deviation (official), bce or focal.
     #[arg(long)]
     pub loss: Option<LossKind>,
+    /// Adam learning rate (official code 2e-4, the paper's text 1e-3; quick profile 1e-3).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Adam's coupled L2 weight decay (official code 1e-5, the paper's text 1e-2).
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// StepLR period in epochs: the rate is multiplied by --lr-gamma this often (official 10).
     #[arg(long)]
     pub lr_step_size: Option<usize>,
+    /// Top-K rate of the heads, in (0, 1]: the share of feature-map cells, highest first, that
+    /// each head averages (official 0.1).
     #[arg(long)]
     pub topk: Option<f64>,
+    /// Levels of the image pyramid: full size, then halved per level (official 2; DRA and
+    /// DevNet only).
     #[arg(long)]
     pub n_scales: Option<usize>,
+    /// Test images per forward pass, each batch with fresh references (official 48).
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
     /// StepLR factor applied every --lr-step-size epochs.

@@ -26,6 +26,7 @@ use crate::scoring::{score_samples, References, ScoreRow, REFERENCES_FILE};
 /// What to train and where to put the results.
 #[derive(Clone, Debug)]
 pub struct RunRequest {
+    /// Every setting of the run, profile and overrides applied; validated before any work.
     pub config: TrainConfig,
     /// The data set's name as the user gave it (e.g. `mvtec/carpet`), for the records.
     pub dataset: String,
@@ -37,6 +38,7 @@ pub struct RunRequest {
     pub out_dir: PathBuf,
     /// Draw a progress bar on the terminal.
     pub progress: bool,
+    /// Where the model trains and scores (CPU or a CUDA GPU).
     pub device: Device,
     /// Image files that do not decode: an error (the default), or left out and recorded in
     /// `config.json` and `metrics.json` (`--skip-unreadable`).
@@ -46,16 +48,26 @@ pub struct RunRequest {
 /// `metrics.json`: the run's result. Written last, so its presence marks a finished run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    /// Area under the ROC curve of the test scores, as sklearn's `roc_auc_score`.
     pub auc_roc: f64,
+    /// Average precision of the test scores, as sklearn's `average_precision_score`.
     pub auc_pr: f64,
+    /// Normal training images, contaminants included.
     pub n_train_normal: usize,
+    /// Labelled anomalies trained on.
     pub n_train_anomaly: usize,
+    /// Normal test images scored.
     pub n_test_normal: usize,
+    /// Anomalous test images scored.
     pub n_test_anomaly: usize,
     /// Mean total loss over the last epoch (`null` for `dra eval`).
     pub final_loss: Option<f64>,
+    /// Wall-clock seconds from the start of the run to the end of training, loading the data
+    /// and building the model included (0 for `dra eval`).
     pub train_seconds: f64,
+    /// Wall-clock seconds spent scoring the test set.
     pub eval_seconds: f64,
+    /// Wall-clock seconds of the whole run, up to the metrics (writing the files not counted).
     pub total_seconds: f64,
     /// Time the training loop spent waiting for batches (the data pipeline's cost to the model).
     pub data_wait_seconds: f64,
@@ -95,9 +107,13 @@ impl Metrics {
 /// `config.json`: every effective setting and the files the split chose.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The data set's name as the user gave it (e.g. `mvtec/carpet`).
     pub dataset: String,
+    /// The data's folder (for MVTec-layout data: the category folder).
     pub dataset_dir: PathBuf,
+    /// Every setting of the run, profile and overrides applied.
     pub config: TrainConfig,
+    /// The labelled anomalies the split chose for training.
     pub train_anomalies: Vec<Sample>,
     /// Unlabelled anomalies mixed into the training normals (`--contamination`).
     #[serde(default)]
@@ -109,7 +125,9 @@ pub struct RunRecord {
     /// Image files that did not decode and were left out (`--skip-unreadable`).
     #[serde(default)]
     pub unreadable: Vec<Unreadable>,
+    /// Normal training images, contaminants included.
     pub n_train_normal: usize,
+    /// Version of the `dra-train` crate that made the run.
     pub dra_rs_version: String,
 }
 

@@ -23,7 +23,12 @@ pub enum References {
     /// the official evaluation draws them: the benchmark default, with random g_r scores.
     Random(Box<BatchSource>),
     /// The same normalised images (`n_ref × 3 × H × W` values) for every batch: deterministic.
-    Fixed { images: Vec<f32>, n_ref: usize },
+    Fixed {
+        /// The images' values, one after another, normalised by the test transform.
+        images: Vec<f32>,
+        /// Number of images in `images`.
+        n_ref: usize,
+    },
 }
 
 impl References {
@@ -42,6 +47,7 @@ impl References {
         }
     }
 
+    /// References per batch (0 for none).
     pub fn n_ref(&self) -> usize {
         match self {
             Self::Random(source) => source.config().n_ref,
@@ -154,6 +160,7 @@ pub struct ScoreRow {
     pub path: PathBuf,
     /// 1 for an anomaly, 0 for a normal image.
     pub label: u8,
+    /// `good` for a normal image, otherwise the defect class (its folder's name).
     pub class: String,
     /// The method's anomaly score; for DRA s = −g_n + g_s + g_p + g_r.
     pub score: f64,

@@ -24,18 +24,28 @@ mod sdd;
 /// A data set family (`--dataset NAME`; MVTec AD and the synthetic set are `CATEGORY`-named).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
+    /// MVTec AD: industrial objects and textures, already in the layout every loader returns.
     Mvtec,
+    /// ELPV: electroluminescence images of solar cells, anomaly classes `mono` and `poly`.
     Elpv,
+    /// Mastcam: Mars rover images, typical frames normal and novel ones by class.
     Mastcam,
+    /// Brain MRI: scans without and with a tumour.
     BrainMri,
+    /// Head CT: scans without and with a haemorrhage.
     HeadCt,
+    /// Hyper-Kvasir: upper-GI endoscopy, anatomical landmarks normal, pathological findings not.
     HyperKvasir,
+    /// AITEX: fabric images cut into 256-pixel tiles, anomalies by defect code.
     Aitex,
+    /// KolektorSDD: commutator surfaces cut into thirds, one anomaly class `defect`.
     Sdd,
+    /// DAGM 2007 optical inspection: ten synthetic textures with labelled defects.
     Optical,
 }
 
 impl Family {
+    /// Every family, in the order `--help` lists them.
     pub const ALL: [Family; 9] = [
         Family::Mvtec,
         Family::Elpv,
@@ -63,6 +73,7 @@ impl Family {
         }
     }
 
+    /// The family whose command-line name is `name`, if any.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }

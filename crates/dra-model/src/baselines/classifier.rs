@@ -47,6 +47,7 @@ impl PooledLogit {
 pub struct Flos(PooledLogit);
 
 impl Flos {
+    /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the backbone.
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self(PooledLogit::new(config, vb)?))
     }
@@ -56,6 +57,8 @@ impl Flos {
         self.0.forward_t(images, train)
     }
 
+    /// The training loss of a batch (no references): mean focal loss of the logits against
+    /// "is an anomaly" (labels 1 and 2).
     pub fn loss(&self, images: &Tensor, labels: &[u8]) -> Result<Tensor> {
         self.0.loss(images, labels, LossKind::Focal)
     }
@@ -69,6 +72,7 @@ impl Flos {
 pub struct Saoe(PooledLogit);
 
 impl Saoe {
+    /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the backbone.
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self(PooledLogit::new(config, vb)?))
     }
@@ -78,6 +82,8 @@ impl Saoe {
         self.0.forward_t(images, train)
     }
 
+    /// The training loss of a batch (no references): mean binary cross-entropy of the logits
+    /// against "is an anomaly", labelled (1) and pseudo (2) anomalies alike.
     pub fn loss(&self, images: &Tensor, labels: &[u8]) -> Result<Tensor> {
         self.0.loss(images, labels, LossKind::Bce)
     }

@@ -32,6 +32,8 @@ impl DeepSad {
     /// Name of the centre in the model's tensors.
     pub const CENTER: &'static str = "deepsad.center";
 
+    /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the backbone.
+    /// The centre starts at zero (or as `vb` holds it) until the trainer sets it.
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {

@@ -25,6 +25,8 @@ pub struct DevNet {
 }
 
 impl DevNet {
+    /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the
+    /// backbone, the top-K rate and the pyramid's levels.
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {

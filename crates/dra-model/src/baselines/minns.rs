@@ -23,6 +23,8 @@ pub struct Minns {
 }
 
 impl Minns {
+    /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the backbone
+    /// and the top-K rate (its pyramid setting is ignored).
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {

@@ -234,7 +234,8 @@ fn transpose8<T: Element>(src: &[T], src_rs: usize, dst: &mut [T], dst_rs: usize
 #[target_feature(enable = "avx")]
 unsafe fn transpose8_avx(src: *const f32, src_rs: usize, dst: *mut f32, dst_rs: usize) {
     use std::arch::x86_64::*;
-    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_rs)));
+    // SAFETY: the caller guarantees rows 0..8 of `src` hold 8 valid f32 each.
+    let r: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.add(i * src_rs)) });
     let t = [
         _mm256_unpacklo_ps(r[0], r[1]),
         _mm256_unpackhi_ps(r[0], r[1]),
@@ -256,14 +257,17 @@ unsafe fn transpose8_avx(src: *const f32, src_rs: usize, dst: *mut f32, dst_rs: 
         _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
     ];
     for j in 0..4 {
-        _mm256_storeu_ps(
-            dst.add(j * dst_rs),
-            _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j]),
-        );
-        _mm256_storeu_ps(
-            dst.add((4 + j) * dst_rs),
-            _mm256_permute2f128_ps::<0x31>(s[j], s[4 + j]),
-        );
+        // SAFETY: the caller guarantees rows 0..8 of `dst` hold 8 writable f32 each.
+        unsafe {
+            _mm256_storeu_ps(
+                dst.add(j * dst_rs),
+                _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j]),
+            );
+            _mm256_storeu_ps(
+                dst.add((4 + j) * dst_rs),
+                _mm256_permute2f128_ps::<0x31>(s[j], s[4 + j]),
+            );
+        }
     }
 }
 
@@ -902,6 +906,7 @@ fn kernel_grads<T: Element>(du: &[&[T]; XI], dw: &mut [&mut [T]; 9], len: usize)
 struct SharedOut<T>(*mut T);
 // SAFETY: see the type's doc: blocks write disjoint elements.
 unsafe impl<T: Send> Send for SharedOut<T> {}
+// SAFETY: as for `Send`: shared between blocks, it is only written through at disjoint rows.
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 /// The rows `r0..r1` of a block as (image, tile row) pairs.
