@@ -1,11 +1,14 @@
 //! Project automation: `cargo xtask <task>`.
 
 mod chart;
+mod cli;
+mod grid;
 mod merge;
 mod paper;
 mod perf;
 mod render;
 mod runs;
+mod spec;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -25,10 +28,10 @@ struct Cli {
 enum Task {
     /// General setting (labelled anomalies from all classes): data sets × shots × runs, then
     /// the layout of paper Table 1 / seed Table 7. With no arguments: the embedded data.
-    BenchGeneral(sweep::SweepArgs),
+    BenchGeneral(cli::SweepArgs),
     /// Hard setting (labelled anomalies from one known class): each known-class subset × shots
     /// × runs, then the layout of paper Table 2 / seed Table 8.
-    BenchHard(sweep::SweepArgs),
+    BenchHard(cli::SweepArgs),
     /// The hard setting with each loss on all four heads (seed §C.2, Fig. 5): a table and a chart.
     BenchLoss(LossArgs),
     /// Seed Table 9: train on each source, fine-tune on every other target's normal images,
@@ -46,7 +49,7 @@ enum Task {
 #[derive(Args)]
 struct LossArgs {
     #[command(flatten)]
-    sweep: sweep::SweepArgs,
+    sweep: cli::SweepArgs,
     /// Comma-separated losses to compare.
     #[arg(long, value_delimiter = ',', default_value = "deviation,bce,focal")]
     losses: Vec<LossKind>,
@@ -55,7 +58,7 @@ struct LossArgs {
 #[derive(Args)]
 struct CrossArgs {
     #[command(flatten)]
-    sweep: sweep::SweepArgs,
+    sweep: cli::SweepArgs,
     /// Epochs of fine-tuning on the target's normal images [default: 10 (paper), 3 (quick)].
     #[arg(long)]
     fine_tune_epochs: Option<usize>,
@@ -69,7 +72,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The sweep's loss: `--loss` or the paper's deviation loss.
-fn single_loss(args: &sweep::SweepArgs) -> Vec<LossKind> {
+fn single_loss(args: &cli::SweepArgs) -> Vec<LossKind> {
     vec![args.overrides.loss.unwrap_or_default()]
 }
 
@@ -77,11 +80,9 @@ fn main() -> Result<()> {
     dra_model::configure_cpu_runtime();
     match Cli::parse().task {
         Task::BenchGeneral(args) => {
-            sweep::run(sweep::SweepKind::General, &args, single_loss(&args), None)
+            sweep::run(spec::SweepKind::General, &args, single_loss(&args), None)
         }
-        Task::BenchHard(args) => {
-            sweep::run(sweep::SweepKind::Hard, &args, single_loss(&args), None)
-        }
+        Task::BenchHard(args) => sweep::run(spec::SweepKind::Hard, &args, single_loss(&args), None),
         Task::BenchCrossDomain(args) => {
             let epochs = args.fine_tune_epochs.unwrap_or(match args.sweep.profile {
                 dra_train::Profile::Paper => 10,
@@ -92,7 +93,7 @@ fn main() -> Result<()> {
             }
             let losses = single_loss(&args.sweep);
             sweep::run(
-                sweep::SweepKind::CrossDomain,
+                spec::SweepKind::CrossDomain,
                 &args.sweep,
                 losses,
                 Some(epochs),
@@ -106,7 +107,7 @@ fn main() -> Result<()> {
                 bail!("--losses: give at least one loss");
             }
             sweep::run(
-                sweep::SweepKind::Loss,
+                spec::SweepKind::Loss,
                 &args.sweep,
                 args.losses.clone(),
                 None,

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::runs::{self, RunRow};
-use crate::sweep::{read_spec, write_spec};
+use crate::spec::{read_spec, write_spec};
 
 #[derive(Args)]
 pub struct MergeArgs {

@@ -1,9 +1,95 @@
-//! The published numbers (`data/paper/results.csv`, transcribed from the DRA paper and its
-//! supplement), to print beside ours.
+//! The paper's facts, in one place: its data sets and their categories, the hard-setting
+//! subsets, and the published numbers (`data/paper/results.csv`, transcribed from the DRA paper
+//! and its supplement) that the tables print beside ours.
 
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Result};
+
+/// MVTec AD's fifteen categories, in the paper's order (textures, then objects).
+pub const MVTEC_CATEGORIES: [&str; 15] = [
+    "carpet",
+    "grid",
+    "leather",
+    "tile",
+    "wood",
+    "bottle",
+    "capsule",
+    "pill",
+    "transistor",
+    "zipper",
+    "cable",
+    "hazelnut",
+    "metal_nut",
+    "screw",
+    "toothbrush",
+];
+
+/// The data sets of paper Table 1, as `--datasets` names them.
+pub const PAPER_GENERAL: [&str; 9] = [
+    "mvtec",
+    "aitex",
+    "sdd",
+    "elpv",
+    "optical",
+    "mastcam",
+    "brainmri",
+    "headct",
+    "hyperkvasir",
+];
+
+/// The paper's hard-setting subsets (Table 2, §5.3 of the protocol): for each data set, the
+/// known anomaly classes, named by their folder; one subset per known class.
+pub const HARD_SUBSETS: &[(&str, &[&str])] = &[
+    (
+        "mvtec/carpet",
+        &["color", "cut", "hole", "metal_contamination", "thread"],
+    ),
+    ("mvtec/metal_nut", &["bent", "color", "flip", "scratch"]),
+    (
+        "aitex",
+        &[
+            "Broken_end",
+            "Broken_pick",
+            "Cut_selvage",
+            "Fuzzyball",
+            "Nep",
+            "Weft_crack",
+        ],
+    ),
+    ("elpv", &["mono", "poly"]),
+    (
+        "mastcam",
+        &[
+            "bedrock",
+            "broken-rock",
+            "drill-hole",
+            "drt",
+            "dump-pile",
+            "float",
+            "meteorite",
+            "scuff",
+            "veins",
+        ],
+    ),
+    (
+        "hyperkvasir",
+        &[
+            "barretts",
+            "barretts-short-segment",
+            "esophagitis-a",
+            "esophagitis-b-d",
+        ],
+    ),
+];
+
+/// The known classes of `dataset`'s hard-setting subsets, if the paper has any.
+pub fn hard_subsets(dataset: &str) -> Option<&'static [&'static str]> {
+    HARD_SUBSETS
+        .iter()
+        .find(|(d, _)| *d == dataset)
+        .map(|(_, c)| *c)
+}
 
 /// The transcription, compiled in so that `cargo xtask` works from any folder.
 const RESULTS_CSV: &str = include_str!("../../data/paper/results.csv");
@@ -130,7 +216,7 @@ mod tests {
             .get(PaperTable::General, "synthetic/weave", "", "dra", 10)
             .is_none());
         // Every hard subset of the paper has its DRA number.
-        for (dataset, classes) in dra_data::datasets::HARD_SUBSETS {
+        for (dataset, classes) in HARD_SUBSETS {
             for class in *classes {
                 assert!(
                     p.get(PaperTable::Hard, dataset, class, "dra", 10).is_some(),
@@ -138,6 +224,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn thirty_hard_subsets_as_in_the_paper() {
+        let n: usize = HARD_SUBSETS.iter().map(|(_, c)| c.len()).sum();
+        assert_eq!(n, 30);
+        assert_eq!(hard_subsets("elpv"), Some(&["mono", "poly"][..]));
+        assert_eq!(hard_subsets("sdd"), None);
     }
 
     #[test]

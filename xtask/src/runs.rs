@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use dra_train::{csv_field, split_csv_line};
+use dra_train::csv;
 
 /// The columns of `runs.csv`, in order.
 pub const COLUMNS: [&str; 14] = [
@@ -89,13 +89,13 @@ impl RunRow {
         ];
         fields
             .iter()
-            .map(|f| csv_field(f))
+            .map(|f| csv::field(f))
             .collect::<Vec<_>>()
             .join(",")
     }
 
     fn parse(line: &str) -> std::result::Result<Self, String> {
-        let f = split_csv_line(line);
+        let f = csv::split_record(line);
         if f.len() != COLUMNS.len() {
             return Err(format!(
                 "expected {} fields, found {}",
@@ -154,7 +154,7 @@ pub fn read(path: &Path) -> Result<Vec<RunRow>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| path.display().to_string()),
     };
-    let mut lines = records(&text).into_iter();
+    let mut lines = csv::records(&text).into_iter();
     match lines.next() {
         Some((_, header)) if header == COLUMNS.join(",") => {}
         None => return Ok(Vec::new()),
@@ -171,32 +171,6 @@ pub fn read(path: &Path) -> Result<Vec<RunRow>> {
                 .map_err(|why| anyhow::anyhow!("{}: line {}: {why}", path.display(), i + 1))
         })
         .collect()
-}
-
-/// The records of a CSV text with their first line's index (0-based): lines, except that a
-/// line break inside a quoted field (a path may hold one) continues the record, as RFC 4180
-/// and [`csv_field`] have it. A trailing `\r` is dropped.
-fn records(text: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let (mut start, mut first_line, mut line, mut quoted) = (0, 0, 0, false);
-    for (i, c) in text.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '\n' => {
-                if !quoted {
-                    out.push((first_line, text[start..i].trim_end_matches('\r')));
-                    start = i + 1;
-                    first_line = line + 1;
-                }
-                line += 1;
-            }
-            _ => {}
-        }
-    }
-    if start < text.len() {
-        out.push((first_line, text[start..].trim_end_matches('\r')));
-    }
-    out
 }
 
 /// Renders rows as `runs.csv` text.

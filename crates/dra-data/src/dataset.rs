@@ -287,7 +287,13 @@ impl Category {
             } else {
                 self.root.clone()
             };
-            return Err(DataError::EmptyFolder { path });
+            let in_folder = self
+                .unreadable
+                .iter()
+                .filter(|u| u.path.starts_with(&path))
+                .cloned()
+                .collect();
+            return Err(crate::datasets::no_normals(path, in_folder));
         }
         Ok(self)
     }
@@ -315,7 +321,23 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let image = if is_npy_file(path)? {
         crate::npy::read_rgb(path)?
     } else {
-        decode(path)?.to_rgb8()
+        let image = decode(path)?;
+        // The 8-bit RGB copy is held to the same limit as the decoding (a grey image has a
+        // third of its bytes).
+        let rgb_bytes = u64::from(image.width()) * u64::from(image.height()) * 3;
+        if rgb_bytes > MAX_DECODED_BYTES {
+            return Err(DataError::BadImage {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{}×{} pixels take {} MiB as RGB; dra decodes images of at most {} MiB",
+                    image.width(),
+                    image.height(),
+                    rgb_bytes >> 20,
+                    MAX_DECODED_BYTES >> 20
+                ),
+            });
+        }
+        image.to_rgb8()
     };
     if image.width() == 0 || image.height() == 0 {
         return Err(DataError::BadImage {
@@ -330,29 +352,58 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     Ok(image)
 }
 
-/// Decodes an image file as it is stored (bit depth and channels kept).
-pub(crate) fn decode(path: &Path) -> Result<image::DynamicImage> {
-    let reader = image::ImageReader::open(path)
+/// The longest side, in pixels, of an image we decode. The largest images of the paper's data
+/// sets are AITEX's 4096 × 256 fabric rolls; this leaves room for a user's scans.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// The most memory, in bytes, that decoding one image may take. An image file's header states
+/// its size, and the decoder allocates that much before it reads a pixel: a damaged or hostile
+/// 50-byte header could otherwise ask for gigabytes. 16-bit RGBA at 4096 × 4096 is 128 MiB.
+pub const MAX_DECODED_BYTES: u64 = 256 << 20;
+
+/// A reader of `path` that guesses the format from the content and obeys our limits.
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<fs::File>>> {
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| DataError::io(path, e))?
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
-    reader.decode().map_err(|e| DataError::BadImage {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    Ok(reader)
 }
 
-/// Width and height from the file's header, without decoding the pixels.
+/// The decoder's error as a reason, saying what our limits are when one was hit.
+fn bad_image(path: &Path, e: image::ImageError) -> DataError {
+    let reason = match e {
+        image::ImageError::Limits(_) => format!(
+            "{e} (dra decodes images of at most {MAX_IMAGE_SIDE} pixels a side and {} MiB)",
+            MAX_DECODED_BYTES >> 20
+        ),
+        e => e.to_string(),
+    };
+    DataError::BadImage {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Decodes an image file as it is stored (bit depth and channels kept).
+pub(crate) fn decode(path: &Path) -> Result<image::DynamicImage> {
+    reader(path)?.decode().map_err(|e| bad_image(path, e))
+}
+
+/// Width and height from the file's header, without decoding the pixels (`.npy` arrays too).
 pub(crate) fn dimensions(path: &Path) -> Result<(u32, u32)> {
-    image::ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?
+    if is_npy_file(path)? {
+        let image = crate::npy::read_rgb(path)?;
+        return Ok(image.dimensions());
+    }
+    reader(path)?
         .into_dimensions()
-        .map_err(|e| DataError::BadImage {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| bad_image(path, e))
 }
 
 fn is_npy_file(path: &Path) -> Result<bool> {
@@ -394,6 +445,17 @@ mod tests {
         assert_eq!(cat.ignored.len(), 1);
         assert_eq!(cat.ignored[0].reason, crate::listing::HIDDEN);
         assert!(cat.ignored[0].image.path.ends_with(".DS_Store"));
+    }
+
+    #[test]
+    fn images_past_the_decoding_limits_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let wide = dir.path().join("wide.png");
+        image::GrayImage::new(MAX_IMAGE_SIDE + 1, 1)
+            .save(&wide)
+            .unwrap();
+        let err = load_rgb(&wide).unwrap_err().to_string();
+        assert!(err.contains("wide.png") && err.contains("16384"), "{err}");
     }
 
     #[test]

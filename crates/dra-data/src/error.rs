@@ -85,6 +85,15 @@ pub enum DataError {
         /// The files, each with the decoder's reason.
         files: Vec<crate::listing::Unreadable>,
     },
+    /// No normal image is left to train on because every one of them is unreadable (even
+    /// with `--skip-unreadable`, a data set needs normals).
+    #[error("{path}: no image files that decode: {}", named_files(files))]
+    NothingDecodes {
+        /// The folder of the normal images (or the data set's folder).
+        path: PathBuf,
+        /// The unreadable files, each with the decoder's reason.
+        files: Vec<crate::listing::Unreadable>,
+    },
 }
 
 /// How many files an unreadable-files error names before it only counts the rest.
@@ -93,19 +102,24 @@ const NAMED_UNREADABLE: usize = 10;
 /// One line: the count, the way out, then up to ten files with the decoder's reason.
 fn unreadable_message(files: &[crate::listing::Unreadable]) -> String {
     let n = files.len();
-    let mut text = format!(
-        "cannot decode {n} image file{} (--skip-unreadable leaves {} out): ",
+    format!(
+        "cannot decode {n} image file{} (--skip-unreadable leaves {} out): {}",
         if n == 1 { "" } else { "s" },
         if n == 1 { "it" } else { "them" },
-    );
+        named_files(files)
+    )
+}
+
+/// Up to ten files with the decoder's reason, then a count of the rest.
+fn named_files(files: &[crate::listing::Unreadable]) -> String {
     let named: Vec<String> = files
         .iter()
         .take(NAMED_UNREADABLE)
         .map(|f| format!("{}: {}", f.path.display(), f.reason))
         .collect();
-    text += &named.join("; ");
-    if n > NAMED_UNREADABLE {
-        text += &format!("; and {} more", n - NAMED_UNREADABLE);
+    let mut text = named.join("; ");
+    if files.len() > NAMED_UNREADABLE {
+        text += &format!("; and {} more", files.len() - NAMED_UNREADABLE);
     }
     text
 }

@@ -18,7 +18,9 @@ pub mod synthetic;
 pub mod transform;
 
 pub use batch::{load_images, Batch, BatchConfig, BatchSource, ImageCache, Prefetcher};
-pub use dataset::{load_rgb, Category, Crop, Ignored, ImageRef, Label, Sample};
+pub use dataset::{
+    load_rgb, Category, Crop, Ignored, ImageRef, Label, Sample, MAX_DECODED_BYTES, MAX_IMAGE_SIDE,
+};
 pub use error::{DataError, Result};
 pub use listing::{Listing, OnUnreadable, Unreadable};
 pub use mt19937::NumpyRandomState;

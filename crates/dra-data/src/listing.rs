@@ -82,7 +82,7 @@ impl Listing {
                 }
                 listing.images.extend(images);
             } else if input.is_file() {
-                let candidates = match classify(input) {
+                let candidates = match classify_file(input) {
                     Kind::Image => vec![ImageRef::file(input)],
                     Kind::Unreadable(reason) => {
                         left.unreadable.push(Unreadable::new(input, reason));
@@ -94,6 +94,8 @@ impl Listing {
                     }
                 };
                 listing.images.extend(keep_readable(candidates, &mut left));
+            } else if input.exists() {
+                left.unreadable.push(Unreadable::new(input, NOT_A_FILE));
             } else {
                 return Err(DataError::MissingFile {
                     path: input.clone(),
@@ -149,6 +151,7 @@ pub(crate) const NOT_AN_IMAGE: &str = "not an image file (neither its name nor i
 pub(crate) const KNOWN_NON_IMAGE: &str =
     "not an image (README, notes, labels or a file manager's index)";
 /// Reason for a folder where image files are expected.
+pub(crate) const NOT_A_FILE: &str = "not a regular file (a pipe, socket or device; not read)";
 pub(crate) const FOLDER_IN_IMAGES: &str = "folder inside an image folder (not read)";
 
 /// File extensions that say "image": such a file must decode, whatever its content.
@@ -230,12 +233,21 @@ pub(crate) enum Kind {
 
 /// Classifies one entry by its name and first bytes (no decoding).
 pub(crate) fn classify(path: &Path) -> Kind {
-    let name = file_name(path);
-    if name.starts_with('.') {
+    if file_name(path).starts_with('.') {
         return Kind::Left(HIDDEN);
     }
-    if path.is_dir() {
-        return Kind::Left(FOLDER_IN_IMAGES);
+    classify_file(path)
+}
+
+/// [`classify`] without the rule for hidden files: for a file the user named, who wants it
+/// read whatever its name.
+fn classify_file(path: &Path) -> Kind {
+    let name = file_name(path);
+    // Only a regular file (or a link to one) is opened: reading a pipe would wait forever.
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Kind::Left(FOLDER_IN_IMAGES),
+        Ok(meta) if !meta.is_file() => return Kind::Left(NOT_A_FILE),
+        _ => {}
     }
     let by_name = named_as_image(path);
     if !by_name && known_non_image(&name) {
@@ -492,6 +504,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no image files"), "{err}");
+    }
+
+    #[test]
+    fn a_hidden_file_named_by_hand_is_read_and_a_pipe_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join(".hidden.png"), png_bytes()).unwrap();
+        let listing = Listing::of_inputs(&[d.join(".hidden.png")]).unwrap();
+        assert_eq!(listing.images.len(), 1);
+        // A named pipe in an image folder: opening it to sniff would wait for a writer forever.
+        fs::write(d.join("a.png"), png_bytes()).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(d.join("pipe.png"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let listing = Listing::of_inputs(&[d.to_path_buf()]).unwrap();
+        assert_eq!(listing.images.len(), 1);
+        assert!(listing
+            .ignored
+            .iter()
+            .any(|i| i.image.path.ends_with("pipe.png") && i.reason == NOT_A_FILE));
+        let listing = Listing::of_inputs(&[d.join("pipe.png")]).unwrap();
+        assert_eq!(listing.unreadable[0].reason, NOT_A_FILE);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn to_markdown(df: &DataFrame) -> PolarsResult<String> {
     let names: Vec<String> = df
         .get_column_names()
         .iter()
-        .map(|n| n.to_string())
+        .map(|n| markdown_cell(n))
         .collect();
     let mut out = format!("| {} |\n", names.join(" | "));
     out += &format!("|{}\n", "---|".repeat(names.len()));
@@ -91,10 +91,19 @@ pub fn to_markdown(df: &DataFrame) -> PolarsResult<String> {
         .map(|c| c.str())
         .collect::<PolarsResult<_>>()?;
     for r in 0..df.height() {
-        let cells: Vec<&str> = columns.iter().map(|c| c.get(r).unwrap_or("-")).collect();
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| markdown_cell(c.get(r).unwrap_or("-")))
+            .collect();
         out += &format!("| {} |\n", cells.join(" | "));
     }
     Ok(out)
+}
+
+/// A cell's text that cannot break the table: `|` escaped, line breaks as spaces (a data set's
+/// or class's name comes from a folder name, which may hold either).
+fn markdown_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\r', '\n'], " ")
 }
 
 /// Writes the table as CSV with a header row.
@@ -139,5 +148,17 @@ mod tests {
         let csv = std::fs::read_to_string(path).unwrap();
         assert_eq!(csv.lines().next().unwrap(), "Dataset,10-shot,1-shot");
         assert!(csv.contains("carpet,0.950±0.010,-"));
+    }
+
+    #[test]
+    fn markdown_cells_cannot_break_the_table() {
+        let mut t = TableBuilder::new("Dataset");
+        t.column("a|b");
+        t.text("odd|name\nhere", "a|b", "x");
+        let md = to_markdown(&t.build().unwrap()).unwrap();
+        assert_eq!(
+            md,
+            "| Dataset | a\\|b |\n|---|---|\n| odd\\|name here | x |\n"
+        );
     }
 }

@@ -14,7 +14,7 @@ use image::{Rgb, RgbImage};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::run::{
-    csv_field, detached_model, prepare_out_dir, write_json, write_scores, Metrics, RunRecord,
+    detached_model, prepare_out_dir, writable_dir, write_json, write_scores, Metrics, RunRecord,
 };
 use crate::scoring::{load_normalized, score_samples, References, ScoreRow, REFERENCES_FILE};
 
@@ -55,7 +55,14 @@ impl LoadedModel {
                 message: format!("{}: no such run directory or weights file", path.display()),
             });
         };
-        config.validate()?;
+        config.validate().map_err(|e| match (e, &run_dir) {
+            // A bad value read from a run's config.json is the file's fault, not a flag's.
+            (TrainError::InvalidOption { flag, message }, Some(dir)) => TrainError::InvalidOption {
+                flag: "--model",
+                message: format!("{}: {flag}: {message}", dir.join("config.json").display()),
+            },
+            (e, _) => e,
+        })?;
         let varmap = VarMap::new();
         Detector::new(
             config.method,
@@ -114,8 +121,20 @@ pub fn evaluate(
 ) -> Result<Metrics, TrainError> {
     let start = Instant::now();
     let cfg = &loaded.config;
-    let category = family.load(category_dir, on_unreadable)?;
+    if let Some(run_dir) = &loaded.run_dir {
+        if same_folder(run_dir, out_dir) {
+            return Err(TrainError::InvalidOption {
+                flag: "--out",
+                message: format!(
+                    "{}: is the model's run directory; its scores.csv and metrics.json are the \
+                     training run's results (give another folder)",
+                    out_dir.display()
+                ),
+            });
+        }
+    }
     prepare_out_dir(out_dir)?;
+    let category = family.load(category_dir, on_unreadable)?;
     let split = Split::new(&category, &cfg.split_config())?;
     let mut refs = match references {
         _ if !cfg.method.uses_references() => References::none(),
@@ -184,6 +203,9 @@ pub fn predict(
             class: String::new(),
         })
         .collect();
+    if let Some(dir) = heatmap_dir {
+        writable_dir(dir, "--out")?;
+    }
     let rows = score_samples(
         &loaded.model,
         &samples,
@@ -193,7 +215,6 @@ pub fn predict(
         device,
     )?;
     if let (Some(dir), Some(dra)) = (heatmap_dir, dra) {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let s = cfg.image_size as usize;
         // One colour scale for every image, so that overlays compare across images.
         let mut maps = Vec::new();
@@ -215,24 +236,51 @@ pub fn predict(
             .iter()
             .flat_map(|m| m.0.iter())
             .fold(f32::MIN_POSITIVE, |a, b| a.max(*b));
-        for (path, (map, h, w)) in images.iter().zip(&maps) {
+        for ((path, (map, h, w)), name) in images.iter().zip(&maps).zip(heatmap_names(images)) {
             let img = transform::resize_bilinear(
                 &dra_data::load_rgb(path)?,
                 cfg.image_size,
                 cfg.image_size,
             );
             let overlay = overlay(&img, map, *h, *w, max);
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let out = dir.join(format!("{stem}_heatmap.png"));
+            let out = dir.join(name);
             overlay
                 .save(&out)
                 .map_err(|e| TrainError::io(&out, std::io::Error::other(e.to_string())))?;
         }
     }
     Ok(rows)
+}
+
+/// The heat map's file name for each image: `<stem>_heatmap.png`, and for a stem that an
+/// earlier image already used (`a/x.png`, `b/x.png`, `x.jpg`) `<stem>_<k>_heatmap.png`, k = 2,
+/// 3, … in input order, so that no overlay overwrites another.
+fn heatmap_names(images: &[PathBuf]) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    images
+        .iter()
+        .map(|path| {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut name = format!("{stem}_heatmap.png");
+            let mut k = 2;
+            while !taken.insert(name.clone()) {
+                name = format!("{stem}_{k}_heatmap.png");
+                k += 1;
+            }
+            name
+        })
+        .collect()
+}
+
+/// Whether `a` and `b` name the same existing folder (through links and `..` too).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The CSV that `dra predict` prints: `path,score,g_n,g_s,g_p,g_r`.
@@ -242,7 +290,7 @@ pub fn predictions_csv(rows: &[ScoreRow]) -> String {
         let [n, s, p, g] = r.heads;
         out += &format!(
             "{},{},{n},{s},{p},{g}\n",
-            csv_field(&r.path.to_string_lossy()),
+            crate::csv::field(&r.path.to_string_lossy()),
             r.score
         );
     }
@@ -281,6 +329,24 @@ fn jet(v: f32) -> [f32; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heat_maps_of_images_with_the_same_stem_get_their_own_files() {
+        let images: Vec<PathBuf> = ["a/x.png", "b/x.png", "x.jpg", "y.png", "x_2.png"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(
+            heatmap_names(&images),
+            [
+                "x_heatmap.png",
+                "x_2_heatmap.png",
+                "x_3_heatmap.png",
+                "y_heatmap.png",
+                "x_2_2_heatmap.png"
+            ]
+        );
+    }
 
     #[test]
     fn jet_runs_from_blue_to_red() {

@@ -2,6 +2,7 @@
 //! gradient clipping), run directories, and the `dra` program.
 
 mod config;
+pub mod csv;
 mod dataset;
 mod error;
 mod eval;
@@ -21,7 +22,7 @@ pub use eval::{evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice}
 pub use optim::{Adam, AdamConfig};
 pub use overrides::Overrides;
 pub use run::{
-    csv_field, detached_model, read_scores, split_csv_line, train, trainable, write_atomic,
-    write_scores, Metrics, RunRecord, RunRequest,
+    detached_model, read_scores, train, trainable, write_atomic, write_scores, Metrics, RunRecord,
+    RunRequest,
 };
 pub use scoring::{load_normalized, score_samples, References, ScoreRow, REFERENCES_FILE};

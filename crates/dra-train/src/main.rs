@@ -366,6 +366,12 @@ fn eval(args: EvalArgs) -> Result<()> {
         m.n_test_anomaly,
         args.out.display()
     );
+    if m.ignored > 0 {
+        eprintln!(
+            "note: {} file(s) or tile(s) of the data folder left out; `dra data inspect` lists them with the reasons",
+            m.ignored
+        );
+    }
     Ok(())
 }
 
@@ -379,6 +385,9 @@ fn predict(args: PredictArgs) -> Result<()> {
     };
     let listing = Listing::of_inputs(&args.images)?.require(args.unreadable.policy())?;
     report_unreadable(&listing.unreadable);
+    for left in &listing.ignored {
+        eprintln!("left out: {}: {}", left.image.path.display(), left.reason);
+    }
     let images = listing.paths();
     let rows = dra_train::predict(
         &loaded,

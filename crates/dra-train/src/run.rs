@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::csv;
 use crate::error::TrainError;
 use crate::optim::{Adam, AdamConfig};
 use crate::scoring::{score_samples, References, ScoreRow, REFERENCES_FILE};
@@ -136,9 +137,22 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let start = Instant::now();
     let cfg = &req.config;
     cfg.validate()?;
+    prepare_out_dir(&req.out_dir)?;
     let category = req.family.load(&req.category_dir, req.on_unreadable)?;
     let split = Split::new(&category, &cfg.split_config())?;
-    prepare_out_dir(&req.out_dir)?;
+    let outliers = match &cfg.outlier_root {
+        Some(root) => Some(dra_data::datasets::outlier_images(
+            root,
+            &category.name(),
+            req.on_unreadable,
+        )?),
+        None => None,
+    };
+    // Every file left out for not decoding, the outlier images' too.
+    let mut unreadable = category.unreadable.clone();
+    if let Some(outliers) = &outliers {
+        unreadable.extend(outliers.unreadable.iter().cloned());
+    }
     let record = RunRecord {
         dataset: req.dataset.clone(),
         dataset_dir: req.category_dir.clone(),
@@ -152,7 +166,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
                 *m.entry(i.reason.to_string()).or_insert(0) += 1;
                 m
             }),
-        unreadable: category.unreadable.clone(),
+        unreadable: unreadable.clone(),
         n_train_normal: split.train_normal.len(),
         dra_rs_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -163,9 +177,8 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let anomaly_images: Vec<ImageRef> = split.train_anomaly.iter().map(Sample::image).collect();
     let anomalies = ImageCache::load(&anomaly_images, cfg.image_size)?;
     let mut source = BatchSource::new(cfg.batch_config(), normals, anomalies, cfg.seed)?;
-    if let Some(root) = &cfg.outlier_root {
-        let outliers = dra_data::datasets::outlier_images(root, &category.name())?;
-        source = source.with_outliers(ImageCache::load(&outliers, cfg.image_size)?);
+    if let Some(outliers) = &outliers {
+        source = source.with_outliers(ImageCache::load(&outliers.images, cfg.image_size)?);
     }
 
     let varmap = VarMap::new();
@@ -252,10 +265,12 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         total_seconds: start.elapsed().as_secs_f64(),
         data_wait_seconds: data_wait,
         ignored: category.ignored.len(),
-        unreadable: category.unreadable.clone(),
+        unreadable,
         ..Metrics::of(&rows, &split)?
     };
-    save_model(&varmap, &req.out_dir.join("model.safetensors"))?;
+    save_safetensors(&req.out_dir.join("model.safetensors"), |tmp| {
+        varmap.save(tmp)
+    })?;
     // A fixed, seeded reference set saved with the model, so that `dra predict` and
     // `dra eval --fixed-references` score an image the same way every time.
     References::seeded_draw(&split.train_normal, cfg.n_ref, cfg.seed, cfg.image_size)?
@@ -318,14 +333,20 @@ fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {
 /// to. A `metrics.json` left by an earlier run is removed, since its presence would mark this
 /// run as finished before it is.
 pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), TrainError> {
+    writable_dir(dir, "--out")?;
+    remove_if_exists(&dir.join("metrics.json"))
+}
+
+/// Creates `dir` if it is missing and checks that a file can be written there, so that a bad
+/// output folder fails before any work, naming `flag` and the path.
+pub(crate) fn writable_dir(dir: &Path, flag: &'static str) -> Result<(), TrainError> {
     if dir.exists() && !dir.is_dir() {
         return Err(TrainError::InvalidOption {
-            flag: "--out",
+            flag,
             message: format!("{}: exists and is not a folder", dir.display()),
         });
     }
     fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    remove_if_exists(&dir.join("metrics.json"))?;
     let probe = dir.join(format!(".dra-write-check-{}", std::process::id()));
     fs::write(&probe, b"").map_err(|e| TrainError::io(dir, e))?;
     remove_if_exists(&probe)
@@ -356,25 +377,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     written
 }
 
+/// Writes `value` as pretty JSON. A record that JSON cannot hold (a file name that is not
+/// UTF-8 among the recorded paths) is an error naming the file we were writing.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
-    let mut text = serde_json::to_string_pretty(value).expect("run records serialise");
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| {
+        TrainError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        )
+    })?;
     text.push('\n');
     write_atomic(path, text.as_bytes())
 }
 
-fn save_model(varmap: &VarMap, path: &Path) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp.safetensors");
-    varmap.save(&tmp)?;
-    fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
-}
-
-/// Quotes a CSV field when it needs it (RFC 4180).
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// Writes a safetensors file through a temporary file and a rename, like [`write_atomic`]:
+/// `save` writes the temporary file; an error names `path` and leaves no temporary file.
+pub(crate) fn save_safetensors(
+    path: &Path,
+    save: impl FnOnce(&Path) -> candle_core::Result<()>,
+) -> Result<(), TrainError> {
+    let tmp = path.with_extension(format!("tmp-{}.safetensors", std::process::id()));
+    let saved = save(&tmp)
+        .map_err(|e| TrainError::io(path, std::io::Error::other(e.to_string())))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e)));
+    if saved.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    saved
 }
 
 /// `scores.csv`: `path,label,class,score,g_n,g_s,g_p,g_r`, one row per test image.
@@ -383,9 +412,9 @@ pub fn write_scores(path: &Path, rows: &[ScoreRow]) -> Result<(), TrainError> {
     for r in rows {
         out += &format!(
             "{},{},{},{},{},{},{},{}\n",
-            csv_field(&r.path.to_string_lossy()),
+            csv::field(&r.path.to_string_lossy()),
             r.label,
-            csv_field(&r.class),
+            csv::field(&r.class),
             r.score,
             r.heads[0],
             r.heads[1],
@@ -404,8 +433,11 @@ pub fn read_scores(path: &Path) -> Result<Vec<(u8, f64)>, TrainError> {
         message: format!("{}: line {line}: {why}", path.display()),
     };
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let fields = split_csv_line(line);
+    for (i, line) in csv::records(&text).into_iter().skip(1) {
+        if line.is_empty() {
+            continue;
+        }
+        let fields = csv::split_record(line);
         if fields.len() != 8 {
             return Err(bad(i + 1, "expected 8 fields"));
         }
@@ -414,25 +446,6 @@ pub fn read_scores(path: &Path) -> Result<Vec<(u8, f64)>, TrainError> {
         rows.push((label, score));
     }
     Ok(rows)
-}
-
-/// Splits one CSV line into its fields, undoing [`csv_field`]'s quoting.
-pub fn split_csv_line(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut().unwrap().push('"');
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(String::new()),
-            (c, _) => fields.last_mut().unwrap().push(c),
-        }
-    }
-    fields
 }
 
 #[cfg(test)]
@@ -464,7 +477,7 @@ mod tests {
     fn scores_csv_round_trips_with_awkward_paths() {
         let dir = tempfile::tempdir().unwrap();
         let rows = vec![ScoreRow {
-            path: "/a,b/\"c\".png".into(),
+            path: "/a,b/\"c\"\nd.png".into(),
             label: 1,
             class: "hole".into(),
             score: 0.25,

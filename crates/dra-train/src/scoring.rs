@@ -57,8 +57,11 @@ impl References {
 
     /// A fixed set from image files, through the test transform (no augmentation).
     pub fn from_paths(paths: &[PathBuf], image_size: u32) -> Result<Self, TrainError> {
-        let images: Vec<ImageRef> = paths.iter().cloned().map(ImageRef::from).collect();
-        Self::from_images(&images, image_size)
+        // Listed as `predict` lists its inputs: folders are read, and a reference that does
+        // not decode is an error naming it (references are never skipped).
+        let listing =
+            dra_data::Listing::of_inputs(paths)?.require(dra_data::OnUnreadable::Error)?;
+        Self::from_images(&listing.images, image_size)
     }
 
     /// A fixed set from images (files or rectangles of them), through the test transform.
@@ -100,9 +103,7 @@ impl References {
         };
         let s = image_size as usize;
         let t = Tensor::from_vec(images.clone(), (*n_ref, 3, s, s), &Device::Cpu)?;
-        let tmp = path.with_extension("tmp.safetensors");
-        t.save_safetensors("references", &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+        crate::run::save_safetensors(path, |tmp| t.save_safetensors("references", tmp))
     }
 
     /// Reads a set written by [`References::save`]; its image size must be `image_size`.

@@ -395,4 +395,29 @@ fn failed_writes_name_the_path_and_leave_no_finished_run() {
     assert!(!ok);
     assert!(one_line(&err).contains(s(&out.join("scores.csv"))), "{err}");
     assert!(!out.join("metrics.json").exists());
+
+    // `dra eval --out` into the model's own run directory would overwrite the training run's
+    // results: refused before anything is touched, also when named another way.
+    let metrics = std::fs::read(model.join("metrics.json")).unwrap();
+    let (ok, _, err) = eval(root, &model, &model.join("."), &[]);
+    assert!(!ok);
+    let line = one_line(&err);
+    assert!(
+        line.contains("--out") && line.contains("run directory"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(model.join("metrics.json")).unwrap(), metrics);
+
+    // `dra predict --out` that cannot be a folder fails before any scoring.
+    let (ok, _, err) = dra(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--out",
+        s(&file),
+        s(&root.join("mvtec_anomaly_detection/toy/test/good")),
+    ]);
+    assert!(!ok);
+    let line = one_line(&err);
+    assert!(line.contains("--out") && line.contains(s(&file)), "{line}");
 }

@@ -20,9 +20,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::{
-    any_nonzero, classes_in, from_named, missing, stem_before_first_dot, unused_entries, Named,
+    any_nonzero, classes_in, decoded_label, from_named, missing, stem_before_first_dot,
+    unused_entries, Named,
 };
-use crate::dataset::{decode, dimensions, Category, Crop, ImageRef};
+use crate::dataset::{dimensions, Category, Crop, ImageRef};
 use crate::error::{DataError, Result};
 use crate::listing::{file_name, list_images, sorted_entries, LeftOut, HIDDEN};
 
@@ -85,7 +86,12 @@ pub fn load(dir: &Path) -> Result<Category> {
             return Err(missing(&mask_path, LAYOUT));
         }
         let (width, height) = dimensions(&path)?;
-        let mask = decode(&mask_path)?;
+        // A mask that does not decode is unreadable, like an image: its defect image goes
+        // with it (as if both were deleted), and `--skip-unreadable` decides whether to stop.
+        let Some(mask) = decoded_label(&mask_path, &mut left)? else {
+            masks_used.insert(mask_path);
+            continue;
+        };
         if (mask.width(), mask.height()) != (width, height) {
             return Err(DataError::BadImage {
                 path: mask_path,

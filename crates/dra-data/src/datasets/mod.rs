@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::dataset::{Category, ImageRef};
 use crate::error::{DataError, Result};
 use crate::listing::{
-    file_name, list_images, sorted_entries, sub_folders, LeftOut, OnUnreadable, HIDDEN,
+    file_name, list_images, sorted_entries, sub_folders, LeftOut, Listing, OnUnreadable, HIDDEN,
 };
 use crate::mt19937::NumpyRandomState;
 
@@ -201,63 +201,11 @@ pub(crate) fn unused_entries(
     Ok(())
 }
 
-/// The paper's hard-setting subsets (Table 2, §5.3 of the protocol): for each data set, the
-/// known anomaly classes, named by their folder; one subset per known class.
-pub const HARD_SUBSETS: &[(&str, &[&str])] = &[
-    (
-        "mvtec/carpet",
-        &["color", "cut", "hole", "metal_contamination", "thread"],
-    ),
-    ("mvtec/metal_nut", &["bent", "color", "flip", "scratch"]),
-    (
-        "aitex",
-        &[
-            "Broken_end",
-            "Broken_pick",
-            "Cut_selvage",
-            "Fuzzyball",
-            "Nep",
-            "Weft_crack",
-        ],
-    ),
-    ("elpv", &["mono", "poly"]),
-    (
-        "mastcam",
-        &[
-            "bedrock",
-            "broken-rock",
-            "drill-hole",
-            "drt",
-            "dump-pile",
-            "float",
-            "meteorite",
-            "scuff",
-            "veins",
-        ],
-    ),
-    (
-        "hyperkvasir",
-        &[
-            "barretts",
-            "barretts-short-segment",
-            "esophagitis-a",
-            "esophagitis-b-d",
-        ],
-    ),
-];
-
-/// The known classes of `dataset`'s hard-setting subsets, if the paper has any.
-pub fn hard_subsets(dataset: &str) -> Option<&'static [&'static str]> {
-    HARD_SUBSETS
-        .iter()
-        .find(|(d, _)| *d == dataset)
-        .map(|(_, c)| *c)
-}
-
 /// Outlier-exposure images (`--outlier-root`, official `get_ood_data`): `train/good/` of every
-/// category folder under `root` except `exclude` (the category being trained). Outlier folders
-/// are not inspected, so an image there that does not decode is always an error.
-pub fn outlier_images(root: &Path, exclude: &str) -> Result<Vec<ImageRef>> {
+/// category folder under `root` except `exclude` (the category being trained). Images that do
+/// not decode are an error, or with [`OnUnreadable::Skip`] left out and listed, as in the
+/// data set itself.
+pub fn outlier_images(root: &Path, exclude: &str, on_unreadable: OnUnreadable) -> Result<Listing> {
     const LAYOUT: &str = "<outlier root>/<category>/train/good/";
     if !root.is_dir() {
         return Err(missing(root, LAYOUT));
@@ -273,13 +221,15 @@ pub fn outlier_images(root: &Path, exclude: &str) -> Result<Vec<ImageRef>> {
             )?);
         }
     }
-    crate::listing::check_policy(&left.unreadable, OnUnreadable::Error)?;
+    crate::listing::check_policy(&left.unreadable, on_unreadable)?;
     if images.is_empty() {
-        return Err(DataError::EmptyFolder {
-            path: root.to_path_buf(),
-        });
+        return Err(no_normals(root.to_path_buf(), left.unreadable));
     }
-    Ok(images)
+    Ok(Listing {
+        images,
+        ignored: left.ignored,
+        unreadable: left.unreadable,
+    })
 }
 
 /// The category folders of a data set in the MVTec AD layout (`mvtec_anomaly_detection/`),
@@ -295,6 +245,36 @@ pub fn category_folders(root: &Path) -> Result<(Vec<PathBuf>, Vec<crate::Ignored
         .map(|(_, path)| path)
         .collect();
     Ok((folders, left.ignored))
+}
+
+/// The error for a data set without normal images: the unreadable files, if it is their
+/// fault, else an empty folder.
+pub(crate) fn no_normals(path: PathBuf, mut unreadable: Vec<crate::Unreadable>) -> DataError {
+    if unreadable.is_empty() {
+        DataError::EmptyFolder { path }
+    } else {
+        unreadable.sort_by(|a, b| a.path.cmp(&b.path));
+        DataError::NothingDecodes {
+            path,
+            files: unreadable,
+        }
+    }
+}
+
+/// A label or mask image, decoded; `None` when it does not decode, recorded as unreadable.
+pub(crate) fn decoded_label(
+    path: &Path,
+    left: &mut LeftOut,
+) -> Result<Option<image::DynamicImage>> {
+    match crate::dataset::decode(path) {
+        Ok(mask) => Ok(Some(mask)),
+        Err(DataError::BadImage { reason, .. }) => {
+            left.unreadable
+                .push(crate::listing::Unreadable::new(path, reason));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// sklearn's `train_test_split(items, test_size=0.25, random_state=seed)`: a NumPy
@@ -318,9 +298,7 @@ pub(crate) fn from_normals(
     left: LeftOut,
 ) -> Result<Category> {
     if normals.is_empty() {
-        return Err(DataError::EmptyFolder {
-            path: root.to_path_buf(),
-        });
+        return Err(no_normals(root.to_path_buf(), left.unreadable));
     }
     let (train_good, test_good) = train_test_split(normals, 42);
     Ok(Category::from_lists(
@@ -351,9 +329,7 @@ pub(crate) fn from_named(
     left: LeftOut,
 ) -> Result<Category> {
     if normals.is_empty() {
-        return Err(DataError::EmptyFolder {
-            path: root.to_path_buf(),
-        });
+        return Err(no_normals(root.to_path_buf(), left.unreadable));
     }
     let sorted = |mut list: Vec<Named>| -> Vec<ImageRef> {
         list.sort_by(|a, b| a.converted_name.cmp(&b.converted_name));
@@ -449,12 +425,183 @@ pub(crate) mod fixtures {
 mod tests {
     use super::*;
 
+    /// A named list of images: (path relative to the root, crop).
+    type List = (String, Vec<(PathBuf, Option<crate::Crop>)>);
+
+    /// The category's lists, paths relative to `root`, for comparing two copies of a folder.
+    fn lists(cat: &Category, root: &Path) -> Vec<List> {
+        let rel = |list: &[ImageRef]| {
+            list.iter()
+                .map(|i| (i.path.strip_prefix(root).unwrap().to_path_buf(), i.crop))
+                .collect::<Vec<_>>()
+        };
+        let mut out = vec![
+            ("train/good".to_string(), rel(&cat.train_good)),
+            ("test/good".to_string(), rel(&cat.test_good)),
+        ];
+        out.extend(cat.defects.iter().map(|(c, l)| (c.clone(), rel(l))));
+        out
+    }
+
+    /// For every loader that splits the normals itself (75 % / 25 %), a normal image that
+    /// does not decode, skipped, gives the category of the same folder with that file
+    /// deleted (and for label files, its row): the split is drawn over what is left.
     #[test]
-    fn thirty_hard_subsets_as_in_the_paper() {
-        let n: usize = HARD_SUBSETS.iter().map(|(_, c)| c.len()).sum();
-        assert_eq!(n, 30);
-        assert_eq!(hard_subsets("elpv"), Some(&["mono", "poly"][..]));
-        assert_eq!(hard_subsets("sdd"), None);
+    fn skipping_an_unreadable_normal_is_deleting_it() {
+        use fixtures::{mask, png, sized_png};
+        type Build = fn(&Path, bool);
+        let cases: [(Family, &str, Build); 6] = [
+            (Family::BrainMri, "no/N3.jpg", |root, keep| {
+                for i in 0..9 {
+                    if keep || i != 3 {
+                        png(&root.join(format!("no/N{i}.jpg")));
+                    }
+                }
+                png(&root.join("yes/Y1.jpg"));
+            }),
+            (
+                Family::HyperKvasir,
+                "upper-gi-tract/anatomical-landmarks/z-line/2.jpg",
+                |root, keep| {
+                    for i in 0..9 {
+                        if keep || i != 2 {
+                            png(&root.join(format!(
+                                "upper-gi-tract/anatomical-landmarks/z-line/{i}.jpg"
+                            )));
+                        }
+                    }
+                    png(&root.join("upper-gi-tract/pathological-findings/barretts/x.jpg"));
+                },
+            ),
+            (Family::HeadCt, "head_ct/head_ct/002.png", |root, keep| {
+                let mut csv = String::from("id, hemorrhage\n");
+                for i in 0..10 {
+                    if keep || i != 2 {
+                        png(&root.join(format!("head_ct/head_ct/{i:03}.png")));
+                        csv += &format!("{i},{}\n", (i >= 8) as u8);
+                    }
+                }
+                std::fs::write(root.join("labels.csv"), csv).unwrap();
+            }),
+            (Family::Elpv, "images/cell0004.png", |root, keep| {
+                let mut csv = String::new();
+                for i in 0..10 {
+                    if keep || i != 4 {
+                        png(&root.join(format!("images/cell{i:04}.png")));
+                        let p = if i >= 8 { "1.0" } else { "0.0" };
+                        csv += &format!("images/cell{i:04}.png  {p}  mono\n");
+                    }
+                }
+                std::fs::write(root.join("labels.csv"), csv).unwrap();
+            }),
+            (Family::Sdd, "kos03/Part0.jpg", |root, keep| {
+                for k in 1..5 {
+                    if keep || k != 3 {
+                        sized_png(&root.join(format!("kos0{k}/Part0.jpg")), 4, 9);
+                    }
+                    let marks: &[(u32, u32, u32, u32)] = if k == 1 { &[(0, 0, 1, 1)] } else { &[] };
+                    mask(&root.join(format!("kos0{k}/Part0_label.bmp")), 4, 9, marks);
+                }
+            }),
+            (
+                Family::Aitex,
+                "NODefect_images/fab/0002.png",
+                |root, keep| {
+                    for i in 1..4 {
+                        if keep || i != 2 {
+                            sized_png(
+                                &root.join(format!("NODefect_images/fab/000{i}.png")),
+                                512,
+                                16,
+                            );
+                        }
+                    }
+                    sized_png(&root.join("Defect_images/0001_002_00.png"), 32, 16);
+                    mask(
+                        &root.join("Mask_images/0001_002_00_mask.png"),
+                        32,
+                        16,
+                        &[(1, 1, 1, 1)],
+                    );
+                },
+            ),
+        ];
+        for (family, victim, build) in cases {
+            let skipped = tempfile::tempdir().unwrap();
+            build(skipped.path(), true);
+            std::fs::write(skipped.path().join(victim), b"not an image at all").unwrap();
+            let deleted = tempfile::tempdir().unwrap();
+            build(deleted.path(), false);
+
+            let err = family
+                .load(skipped.path(), OnUnreadable::Error)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(victim), "{family:?}: {err}");
+            let cat = family.load(skipped.path(), OnUnreadable::Skip).unwrap();
+            assert_eq!(cat.unreadable.len(), 1, "{family:?}");
+            assert!(cat.unreadable[0].path.ends_with(victim), "{family:?}");
+            let reference = family.load(deleted.path(), OnUnreadable::Error).unwrap();
+            assert_eq!(
+                lists(&cat, skipped.path()),
+                lists(&reference, deleted.path()),
+                "{family:?}"
+            );
+        }
+    }
+
+    /// A label or mask that does not decode is unreadable: its image goes with it.
+    #[test]
+    fn an_unreadable_label_takes_its_image_with_it() {
+        use fixtures::{mask, sized_png};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for k in 1..5 {
+            sized_png(&root.join(format!("kos0{k}/Part0.jpg")), 4, 9);
+            mask(&root.join(format!("kos0{k}/Part0_label.bmp")), 4, 9, &[]);
+        }
+        std::fs::write(root.join("kos02/Part0_label.bmp"), b"BM garbage").unwrap();
+        let err = Family::Sdd
+            .load(root, OnUnreadable::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kos02/Part0_label.bmp"), "{err}");
+        let cat = Family::Sdd.load(root, OnUnreadable::Skip).unwrap();
+        assert_eq!(cat.train_good.len() + cat.test_good.len(), 9);
+        assert!(cat.unreadable[0].path.ends_with("kos02/Part0_label.bmp"));
+        assert!(!cat
+            .ignored
+            .iter()
+            .any(|i| i.image.path.ends_with("Part0_label.bmp")));
+    }
+
+    /// When every normal image is unreadable, the error names them, under either policy.
+    #[test]
+    fn no_decodable_normal_names_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            std::fs::create_dir_all(dir.path().join("no")).unwrap();
+            std::fs::write(dir.path().join(format!("no/N{i}.jpg")), b"").unwrap();
+        }
+        fixtures::png(&dir.path().join("yes/Y.jpg"));
+        for policy in [OnUnreadable::Error, OnUnreadable::Skip] {
+            let err = Family::BrainMri
+                .load(dir.path(), policy)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("N0.jpg") && err.contains("N2.jpg"), "{err}");
+        }
+        let mvtec = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(mvtec.path().join("train/good")).unwrap();
+        std::fs::write(mvtec.path().join("train/good/a.png"), b"").unwrap();
+        fixtures::png(&mvtec.path().join("test/good/b.png"));
+        let err = Category::open(mvtec.path(), OnUnreadable::Skip)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no image files that decode") && err.contains("a.png"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -463,13 +610,15 @@ mod tests {
         fixtures::png(&dir.path().join("carpet/train/good/a.png"));
         fixtures::png(&dir.path().join("grid/train/good/b.png"));
         fixtures::png(&dir.path().join("grid/train/good/c.png"));
-        let images = outlier_images(dir.path(), "carpet").unwrap();
+        let images = outlier_images(dir.path(), "carpet", OnUnreadable::Error)
+            .unwrap()
+            .images;
         assert_eq!(images.len(), 2);
         assert!(images
             .iter()
             .all(|p| p.path.to_string_lossy().contains("grid")));
         std::fs::create_dir_all(dir.path().join("tile")).unwrap();
-        let err = outlier_images(dir.path(), "carpet")
+        let err = outlier_images(dir.path(), "carpet", OnUnreadable::Error)
             .unwrap_err()
             .to_string();
         assert!(err.contains("tile") && err.contains("train/good"), "{err}");

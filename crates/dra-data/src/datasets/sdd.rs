@@ -13,12 +13,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use super::{any_nonzero, from_named, missing, stem_before_first_dot, Named};
-use crate::dataset::{decode, dimensions, Category, Crop, ImageRef};
+use super::{any_nonzero, decoded_label, from_named, missing, stem_before_first_dot, Named};
+use crate::dataset::{dimensions, Category, Crop, ImageRef};
 use crate::error::{DataError, Result};
 use crate::listing::{
     classify, file_name, sorted_entries, unreadable_among, Kind, LeftOut, Unreadable, HIDDEN,
 };
+use image::DynamicImage;
 
 pub(crate) const LAYOUT: &str =
     "<sample folder>/<name>.jpg with its label <sample folder>/<name>_label.bmp";
@@ -75,7 +76,13 @@ pub fn load(dir: &Path) -> Result<Category> {
             if !label.is_file() {
                 return Err(missing(&label, LAYOUT));
             }
-            for (i, (crop, is_defect)) in thirds(path, &label)?.into_iter().enumerate() {
+            // A label that does not decode is unreadable, like an image: its image goes with
+            // it (as if both were deleted), and `--skip-unreadable` decides whether to stop.
+            let Some(mask) = decoded_label(&label, &mut left)? else {
+                labels_used.insert(label);
+                continue;
+            };
+            for (i, (crop, is_defect)) in thirds(path, &label, &mask)?.into_iter().enumerate() {
                 let part = Named {
                     converted_name: format!("{name}_{stem}_{i}.png"),
                     image: ImageRef::tile(path, crop),
@@ -100,9 +107,8 @@ pub fn load(dir: &Path) -> Result<Category> {
 }
 
 /// The three parts of an image, top to bottom, each with whether its label marks a defect.
-fn thirds(image: &Path, label: &Path) -> Result<Vec<(Crop, bool)>> {
+fn thirds(image: &Path, label: &Path, mask: &DynamicImage) -> Result<Vec<(Crop, bool)>> {
     let (width, height) = dimensions(image)?;
-    let mask = decode(label)?;
     if (mask.width(), mask.height()) != (width, height) {
         return Err(DataError::BadImage {
             path: label.to_path_buf(),
@@ -129,7 +135,7 @@ fn thirds(image: &Path, label: &Path) -> Result<Vec<(Crop, bool)>> {
                 width,
                 height: rows[1] - rows[0],
             };
-            (crop, any_nonzero(&mask, crop))
+            (crop, any_nonzero(mask, crop))
         })
         .collect())
 }

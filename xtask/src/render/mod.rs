@@ -1,0 +1,305 @@
+//! The paper's tables from a results folder: `sweep.json` says what the grid is, `runs.csv`
+//! holds the finished runs. The table is a function of those two files alone, so a merged set
+//! of shards renders exactly as the unsharded sweep. Each sweep kind builds its rows in a
+//! module of its own; the table around them is shared.
+
+mod cross_domain;
+mod general;
+mod hard;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use dra_eval::table::{to_markdown, write_csv, TableBuilder};
+use dra_eval::MeanStd;
+use dra_model::LossKind;
+
+use crate::paper::{PaperResults, PaperTable, PaperValue};
+use crate::runs::{self, run_key, RunRow};
+use crate::spec::{read_spec, SweepKind, SweepSpec};
+
+/// AUC-ROC per seed of one table cell.
+type Seeds = BTreeMap<u64, f64>;
+
+/// The per-seed results of a (data set, subset) in a column.
+type SeedsOf<'a> = &'a dyn Fn(&str, &str, &Column) -> Seeds;
+
+/// One row of a table: its label, its paper key, and the per-seed results of each column.
+struct Row {
+    label: String,
+    /// (`dataset`, `subset`) in `data/paper/results.csv`.
+    paper_key: (String, String),
+    /// No data: the folder was missing.
+    absent: bool,
+}
+
+/// Renders `OUT/table.md` and `OUT/table.csv` (and prints the Markdown).
+pub fn render_dir(out: &Path) -> Result<()> {
+    let spec = read_spec(out)?;
+    let rows = runs::read(&out.join("runs.csv"))?;
+    let markdown = render(&spec, &rows, out)?;
+    println!(
+        "\n{markdown}\n(table.md and table.csv in {})",
+        out.display()
+    );
+    Ok(())
+}
+
+/// The results of the grid's cells by key.
+fn results_by_key(rows: &[RunRow]) -> BTreeMap<String, f64> {
+    rows.iter().map(|r| (r.key(), r.auc_roc)).collect()
+}
+
+/// The cells of a table column: (method, loss, shots).
+struct Column {
+    method: String,
+    loss: LossKind,
+    shots: usize,
+}
+
+fn method_title(method: &str) -> String {
+    match method {
+        "dra" => "DRA".into(),
+        "devnet" => "DevNet".into(),
+        "deepsad" => "Deep SAD".into(),
+        "minns" => "MINNS".into(),
+        "flos" => "FLOS".into(),
+        "saoe" => "SAOE".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Per-seed means over members, over the seeds every member has.
+fn mean_over(members: &[Seeds]) -> Seeds {
+    let Some(first) = members.first() else {
+        return Seeds::new();
+    };
+    first
+        .keys()
+        .filter(|s| members.iter().all(|m| m.contains_key(s)))
+        .map(|s| {
+            let sum: f64 = members.iter().map(|m| m[s]).sum();
+            (*s, sum / members.len() as f64)
+        })
+        .collect()
+}
+
+fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
+    let paper = PaperResults::load()?;
+    let found = results_by_key(rows);
+    if spec.sweep == SweepKind::CrossDomain {
+        let table = cross_domain::table(spec, &found, &paper);
+        return write_table(spec, table, cross_domain::NOTES.into(), out);
+    }
+    let columns = columns(spec);
+    let seeds_of = |dataset: &str, subset: &str, c: &Column| -> Seeds {
+        (0..spec.runs)
+            .filter_map(|seed| {
+                let key = run_key(
+                    dataset,
+                    subset,
+                    &c.method,
+                    &c.loss.to_string(),
+                    c.shots,
+                    seed,
+                );
+                found.get(&key).map(|auc| (seed, *auc))
+            })
+            .collect()
+    };
+    let table_rows = match spec.sweep {
+        SweepKind::General => general::rows(spec, &columns, &seeds_of),
+        SweepKind::Hard | SweepKind::Loss | SweepKind::CrossDomain => {
+            hard::rows(spec, &columns, &seeds_of)
+        }
+    };
+    let paper_table = match spec.sweep {
+        SweepKind::General => Some(PaperTable::General),
+        SweepKind::Hard => Some(PaperTable::Hard),
+        // The paper gives the loss study as a chart only (seed Fig. 5).
+        SweepKind::Loss | SweepKind::CrossDomain => None,
+    };
+    let titles = column_titles(spec, &columns);
+    let (table, mut notes) = rows_table(spec, &columns, &titles, &table_rows, |row, c| {
+        paper_table
+            .and_then(|pt| paper.get(pt, &row.paper_key.0, &row.paper_key.1, &c.method, c.shots))
+    });
+    if spec.sweep == SweepKind::Loss {
+        if let Some(note) = hard::loss_chart(&table_rows, &titles, out)? {
+            notes += note;
+        }
+    }
+    write_table(spec, table, notes, out)
+}
+
+/// The table's columns: method × loss × shots, in the spec's order.
+fn columns(spec: &SweepSpec) -> Vec<Column> {
+    spec.methods
+        .iter()
+        .flat_map(|m| {
+            spec.losses.iter().flat_map(move |&loss| {
+                spec.shots.iter().map(move |&shots| Column {
+                    method: m.clone(),
+                    loss,
+                    shots,
+                })
+            })
+        })
+        .collect()
+}
+
+/// A column's title: the method and shots, or for the loss study the loss.
+fn column_titles(spec: &SweepSpec, columns: &[Column]) -> Vec<String> {
+    columns
+        .iter()
+        .map(|c| match spec.sweep {
+            SweepKind::Loss if spec.methods.len() > 1 => {
+                format!("{} {} {}-shot", method_title(&c.method), c.loss, c.shots)
+            }
+            SweepKind::Loss => format!("{} {}-shot", c.loss, c.shots),
+            _ => format!("{} {}-shot", method_title(&c.method), c.shots),
+        })
+        .collect()
+}
+
+/// The table of rows × columns: mean±std of ours, and where the paper has a number for some
+/// row of a column, the published number and the difference. Returns the table and its notes.
+fn rows_table(
+    spec: &SweepSpec,
+    columns: &[Column],
+    titles: &[String],
+    table_rows: &[(Row, Vec<Seeds>)],
+    published: impl Fn(&Row, &Column) -> Option<PaperValue>,
+) -> (TableBuilder, String) {
+    let mut table = TableBuilder::new(match spec.sweep {
+        SweepKind::General => "Dataset",
+        _ => "Dataset / known class",
+    });
+    // Paper columns only where the paper has a number for some row (none for synthetic data).
+    let with_paper: Vec<bool> = columns
+        .iter()
+        .map(|c| {
+            table_rows
+                .iter()
+                .any(|(row, _)| published(row, c).is_some())
+        })
+        .collect();
+    for (t, paper) in titles.iter().zip(&with_paper) {
+        table.column(t);
+        if *paper {
+            table.column(&format!("paper {t}"));
+            table.column(&format!("Δ {t}"));
+        }
+    }
+    for (row, cells) in table_rows {
+        for ((c, title), seeds) in columns.iter().zip(titles).zip(cells) {
+            let ours = MeanStd::of(&seeds.values().copied().collect::<Vec<_>>());
+            let text = match (&ours, row.absent) {
+                (_, true) => "absent".to_string(),
+                (Some(m), _) => m.to_string(),
+                (None, _) => "-".to_string(),
+            };
+            table.text(&row.label, title, text);
+            if let Some(p) = published(row, c) {
+                table.text(&row.label, &format!("paper {title}"), p.to_string());
+                if let Some(m) = ours.filter(|_| !row.absent) {
+                    table.text(
+                        &row.label,
+                        &format!("Δ {title}"),
+                        format!("{:+.3}", m.mean - p.mean),
+                    );
+                }
+            }
+        }
+    }
+    let mut notes = String::new();
+    if with_paper.iter().any(|p| *p) {
+        notes += "\n`paper`: the published number (data/paper/results.csv); `Δ`: ours − paper.\n";
+    }
+    (table, notes)
+}
+
+/// Writes `table.md` (title, table, notes) and `table.csv`; returns the Markdown.
+fn write_table(spec: &SweepSpec, table: TableBuilder, notes: String, out: &Path) -> Result<String> {
+    let mut df = table.build()?;
+    let mut markdown = format!(
+        "# {}: AUC-ROC, mean±std over {} run(s) (seeds 0–{}), profile {}\n\n{}{notes}",
+        spec.sweep.name(),
+        spec.runs,
+        spec.runs - 1,
+        spec.profile,
+        to_markdown(&df)?
+    );
+    let absent = spec.absent();
+    if !absent.is_empty() {
+        markdown += &format!(
+            "\nAbsent (no folder under --data-root): {}.\n",
+            absent.join(", ")
+        );
+    }
+    let md_path = out.join("table.md");
+    runs::write_atomic(&md_path, markdown.as_bytes())?;
+    let csv_path = out.join("table.csv");
+    let tmp = out.join("table.csv.tmp");
+    write_csv(&mut df, &tmp).with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, &csv_path).with_context(|| csv_path.display().to_string())?;
+    Ok(markdown)
+}
+
+/// Hand-edited JSON for the property tests, shared with the other crates' tests.
+#[cfg(test)]
+#[path = "../../../crates/dra-data/tests/support/json.rs"]
+mod json;
+
+#[cfg(test)]
+mod tests {
+    use super::json;
+    use super::*;
+
+    #[test]
+    fn means_use_only_seeds_every_member_has() {
+        let a: Seeds = [(0, 0.8), (1, 0.9)].into();
+        let b: Seeds = [(0, 1.0)].into();
+        assert_eq!(mean_over(&[a, b]), [(0, 0.9)].into());
+        assert!(mean_over(&[]).is_empty());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 120,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// A damaged `sweep.json` renders a table or gives an error naming the file; it never
+        /// panics or loops over a grid it made up.
+        #[test]
+        fn a_damaged_sweep_json_renders_or_fails_cleanly(
+            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), json::leaf()), 1..4),
+        ) {
+            let spec = SweepSpec {
+                sweep: SweepKind::General,
+                profile: dra_train::Profile::Quick,
+                entries: vec![crate::spec::Entry {
+                    dataset: "synthetic/weave".into(),
+                    known_classes: Vec::new(),
+                    dir: Some("/d/weave".into()),
+                }],
+                shots: vec![10, 1],
+                runs: 2,
+                losses: vec![dra_model::LossKind::Deviation],
+                methods: vec!["dra".into()],
+                fine_tune_epochs: None,
+            };
+            let value = json::edit(serde_json::to_value(&spec).unwrap(), edits);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("sweep.json"), value.to_string()).unwrap();
+            let row = |seed| crate::runs::tests::row("synthetic/weave", seed, 0.75);
+            std::fs::write(dir.path().join("runs.csv"), runs::to_csv(&[row(0), row(1)])).unwrap();
+            if let Err(e) = render_dir(dir.path()) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+}
