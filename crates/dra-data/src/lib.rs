@@ -10,6 +10,7 @@ mod batch;
 mod dataset;
 pub mod datasets;
 mod error;
+pub mod inventory;
 mod listing;
 mod mt19937;
 mod npy;

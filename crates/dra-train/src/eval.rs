@@ -13,10 +13,12 @@ use image::{Rgb, RgbImage};
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
-use crate::run::{
-    detached_model, prepare_out_dir, writable_dir, write_json, write_scores, Metrics, RunRecord,
+use crate::files::{prepare_out_dir, writable_dir, write_json};
+use crate::model::detached_model;
+use crate::run::{Metrics, RunRecord};
+use crate::scoring::{
+    load_normalized, score_samples, write_scores, References, ScoreRow, REFERENCES_FILE,
 };
-use crate::scoring::{load_normalized, score_samples, References, ScoreRow, REFERENCES_FILE};
 
 /// A trained model and the settings it was trained with.
 pub struct LoadedModel {

@@ -6,7 +6,9 @@ pub mod csv;
 mod dataset;
 mod error;
 mod eval;
+mod files;
 mod methods;
+mod model;
 mod optim;
 mod overrides;
 mod run;
@@ -19,10 +21,12 @@ pub use dataset::{
 pub use dra_model::Method;
 pub use error::TrainError;
 pub use eval::{evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
+pub use files::write_atomic;
+pub use model::{detached_model, trainable};
 pub use optim::{Adam, AdamConfig};
 pub use overrides::Overrides;
-pub use run::{
-    detached_model, read_scores, train, trainable, write_atomic, write_scores, Metrics, RunRecord,
-    RunRequest,
+pub use run::{train, Metrics, RunRecord, RunRequest};
+pub use scoring::{
+    load_normalized, read_scores, score_samples, write_scores, References, ScoreRow,
+    REFERENCES_FILE,
 };
-pub use scoring::{load_normalized, score_samples, References, ScoreRow, REFERENCES_FILE};

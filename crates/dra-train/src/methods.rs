@@ -8,7 +8,7 @@ use dra_model::{Detector, Method};
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
-use crate::run::detached_model;
+use crate::model::detached_model;
 use crate::scoring::load_normalized_images;
 
 /// Deep SAD: fixes the centre c from the initial network (after `--weights`, if any) as the

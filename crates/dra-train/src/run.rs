@@ -1,12 +1,10 @@
 //! One training run end to end: split → cached images → balanced batches → model → loss →
 //! Adam → test scores → metrics, written to a run directory.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
 use dra_data::{
@@ -19,10 +17,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
-use crate::csv;
 use crate::error::TrainError;
+use crate::files::{prepare_out_dir, save_safetensors, write_json};
+use crate::model::{detached_model, trainable};
 use crate::optim::{Adam, AdamConfig};
-use crate::scoring::{score_samples, References, ScoreRow, REFERENCES_FILE};
+use crate::scoring::{score_samples, write_scores, References, ScoreRow, REFERENCES_FILE};
 
 /// What to train and where to put the results.
 #[derive(Clone, Debug)]
@@ -280,39 +279,6 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     Ok(metrics)
 }
 
-/// The parameters the optimiser updates, in name order: everything but BatchNorm statistics.
-pub fn trainable(varmap: &VarMap) -> Vec<Var> {
-    let data = varmap
-        .data()
-        .lock()
-        .expect("the var map lock is not poisoned");
-    let mut named: Vec<(&String, &Var)> = data
-        .iter()
-        .filter(|(n, _)| !dra_model::is_buffer(n))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(b.0));
-    named.into_iter().map(|(_, v)| v.clone()).collect()
-}
-
-/// A copy of the model over detached tensors: evaluation then records no autograd graph and
-/// frees each activation as soon as it is used.
-pub fn detached_model(
-    varmap: &VarMap,
-    cfg: &TrainConfig,
-    device: &Device,
-) -> Result<Detector, TrainError> {
-    let data = varmap
-        .data()
-        .lock()
-        .expect("the var map lock is not poisoned");
-    let tensors = data
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-        .collect();
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    Ok(Detector::new(cfg.method, &cfg.model_config(), vb)?)
-}
-
 fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -326,165 +292,4 @@ fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {
     );
     bar.set_prefix(name.to_string());
     bar
-}
-
-/// Makes `dir` ready to receive a run's files before any work is done, so that a bad `--out`
-/// fails at once, naming the path: it must be a folder (created if missing) that we can write
-/// to. A `metrics.json` left by an earlier run is removed, since its presence would mark this
-/// run as finished before it is.
-pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), TrainError> {
-    writable_dir(dir, "--out")?;
-    remove_if_exists(&dir.join("metrics.json"))
-}
-
-/// Creates `dir` if it is missing and checks that a file can be written there, so that a bad
-/// output folder fails before any work, naming `flag` and the path.
-pub(crate) fn writable_dir(dir: &Path, flag: &'static str) -> Result<(), TrainError> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(TrainError::InvalidOption {
-            flag,
-            message: format!("{}: exists and is not a folder", dir.display()),
-        });
-    }
-    fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let probe = dir.join(format!(".dra-write-check-{}", std::process::id()));
-    fs::write(&probe, b"").map_err(|e| TrainError::io(dir, e))?;
-    remove_if_exists(&probe)
-}
-
-fn remove_if_exists(path: &Path) -> Result<(), TrainError> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(path, e)),
-        _ => Ok(()),
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so that a reader never sees
-/// half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let written = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })()
-    .map_err(|e| TrainError::io(path, e))
-    .and_then(|()| fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e)));
-    if written.is_err() {
-        // A half-written temporary file is of no use to anyone.
-        let _ = fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// Writes `value` as pretty JSON. A record that JSON cannot hold (a file name that is not
-/// UTF-8 among the recorded paths) is an error naming the file we were writing.
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|e| {
-        TrainError::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-        )
-    })?;
-    text.push('\n');
-    write_atomic(path, text.as_bytes())
-}
-
-/// Writes a safetensors file through a temporary file and a rename, like [`write_atomic`]:
-/// `save` writes the temporary file; an error names `path` and leaves no temporary file.
-pub(crate) fn save_safetensors(
-    path: &Path,
-    save: impl FnOnce(&Path) -> candle_core::Result<()>,
-) -> Result<(), TrainError> {
-    let tmp = path.with_extension(format!("tmp-{}.safetensors", std::process::id()));
-    let saved = save(&tmp)
-        .map_err(|e| TrainError::io(path, std::io::Error::other(e.to_string())))
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e)));
-    if saved.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    saved
-}
-
-/// `scores.csv`: `path,label,class,score,g_n,g_s,g_p,g_r`, one row per test image.
-pub fn write_scores(path: &Path, rows: &[ScoreRow]) -> Result<(), TrainError> {
-    let mut out = String::from("path,label,class,score,g_n,g_s,g_p,g_r\n");
-    for r in rows {
-        out += &format!(
-            "{},{},{},{},{},{},{},{}\n",
-            csv::field(&r.path.to_string_lossy()),
-            r.label,
-            csv::field(&r.class),
-            r.score,
-            r.heads[0],
-            r.heads[1],
-            r.heads[2],
-            r.heads[3]
-        );
-    }
-    write_atomic(path, out.as_bytes())
-}
-
-/// Reads `scores.csv` back (labels and scores), e.g. to recompute the metrics.
-pub fn read_scores(path: &Path) -> Result<Vec<(u8, f64)>, TrainError> {
-    let text = fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let bad = |line: usize, why: &str| TrainError::InvalidOption {
-        flag: "scores.csv",
-        message: format!("{}: line {line}: {why}", path.display()),
-    };
-    let mut rows = Vec::new();
-    for (i, line) in csv::records(&text).into_iter().skip(1) {
-        if line.is_empty() {
-            continue;
-        }
-        let fields = csv::split_record(line);
-        if fields.len() != 8 {
-            return Err(bad(i + 1, "expected 8 fields"));
-        }
-        let label = fields[1].parse().map_err(|_| bad(i + 1, "bad label"))?;
-        let score = fields[3].parse().map_err(|_| bad(i + 1, "bad score"))?;
-        rows.push((label, score));
-    }
-    Ok(rows)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_disk_names_the_file_and_leaves_nothing_half_written() {
-        // The temporary file is where the bytes go; pointed at /dev/full, every write fails
-        // with ENOSPC, as on a full disk.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metrics.json");
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
-        let err = write_atomic(&path, b"{}").unwrap_err().to_string();
-        assert!(
-            err.contains("metrics.json") && err.contains("No space left"),
-            "{err}"
-        );
-        assert_eq!(err.lines().count(), 1);
-        assert!(!path.exists());
-        assert!(
-            std::fs::symlink_metadata(&tmp).is_err(),
-            "the temporary file is left"
-        );
-    }
-
-    #[test]
-    fn scores_csv_round_trips_with_awkward_paths() {
-        let dir = tempfile::tempdir().unwrap();
-        let rows = vec![ScoreRow {
-            path: "/a,b/\"c\"\nd.png".into(),
-            label: 1,
-            class: "hole".into(),
-            score: 0.25,
-            heads: [1.0, 0.5, 0.5, 0.25],
-        }];
-        let path = dir.path().join("scores.csv");
-        write_scores(&path, &rows).unwrap();
-        assert_eq!(read_scores(&path).unwrap(), vec![(1, 0.25)]);
-    }
 }

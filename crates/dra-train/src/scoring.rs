@@ -12,7 +12,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::csv;
 use crate::error::TrainError;
+use crate::files::write_atomic;
 
 /// File of a run directory that holds the fixed reference set.
 pub const REFERENCES_FILE: &str = "references.safetensors";
@@ -103,7 +105,7 @@ impl References {
         };
         let s = image_size as usize;
         let t = Tensor::from_vec(images.clone(), (*n_ref, 3, s, s), &Device::Cpu)?;
-        crate::run::save_safetensors(path, |tmp| t.save_safetensors("references", tmp))
+        crate::files::save_safetensors(path, |tmp| t.save_safetensors("references", tmp))
     }
 
     /// Reads a set written by [`References::save`]; its image size must be `image_size`.
@@ -226,4 +228,66 @@ fn to_rows(samples: &[Sample], scores: &DetectorScores) -> Result<Vec<ScoreRow>,
             }
         })
         .collect())
+}
+
+/// `scores.csv`: `path,label,class,score,g_n,g_s,g_p,g_r`, one row per test image.
+pub fn write_scores(path: &Path, rows: &[ScoreRow]) -> Result<(), TrainError> {
+    let mut out = String::from("path,label,class,score,g_n,g_s,g_p,g_r\n");
+    for r in rows {
+        out += &format!(
+            "{},{},{},{},{},{},{},{}\n",
+            csv::field(&r.path.to_string_lossy()),
+            r.label,
+            csv::field(&r.class),
+            r.score,
+            r.heads[0],
+            r.heads[1],
+            r.heads[2],
+            r.heads[3]
+        );
+    }
+    write_atomic(path, out.as_bytes())
+}
+
+/// Reads `scores.csv` back (labels and scores), e.g. to recompute the metrics.
+pub fn read_scores(path: &Path) -> Result<Vec<(u8, f64)>, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let bad = |line: usize, why: &str| TrainError::InvalidOption {
+        flag: "scores.csv",
+        message: format!("{}: line {line}: {why}", path.display()),
+    };
+    let mut rows = Vec::new();
+    for (i, line) in csv::records(&text).into_iter().skip(1) {
+        if line.is_empty() {
+            continue;
+        }
+        let fields = csv::split_record(line);
+        if fields.len() != 8 {
+            return Err(bad(i + 1, "expected 8 fields"));
+        }
+        let label = fields[1].parse().map_err(|_| bad(i + 1, "bad label"))?;
+        let score = fields[3].parse().map_err(|_| bad(i + 1, "bad score"))?;
+        rows.push((label, score));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_csv_round_trips_with_awkward_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![ScoreRow {
+            path: "/a,b/\"c\"\nd.png".into(),
+            label: 1,
+            class: "hole".into(),
+            score: 0.25,
+            heads: [1.0, 0.5, 0.5, 0.25],
+        }];
+        let path = dir.path().join("scores.csv");
+        write_scores(&path, &rows).unwrap();
+        assert_eq!(read_scores(&path).unwrap(), vec![(1, 0.25)]);
+    }
 }

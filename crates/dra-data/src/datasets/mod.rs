@@ -234,7 +234,7 @@ pub fn outlier_images(root: &Path, exclude: &str, on_unreadable: OnUnreadable) -
 
 /// The category folders of a data set in the MVTec AD layout (`mvtec_anomaly_detection/`),
 /// sorted, and what else the folder holds (MVTec ships `license.txt` and `readme.txt` there).
-pub fn category_folders(root: &Path) -> Result<(Vec<PathBuf>, Vec<crate::Ignored>)> {
+pub(crate) fn category_folders(root: &Path) -> Result<(Vec<PathBuf>, Vec<crate::Ignored>)> {
     const LAYOUT: &str = "<mvtec root>/<category>/{train/good, test/good, test/<defect>}";
     if !root.is_dir() {
         return Err(missing(root, LAYOUT));

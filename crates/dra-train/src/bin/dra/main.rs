@@ -1,0 +1,47 @@
+//! `dra`: train DRA on a data set in the MVTec AD layout, and manage the embedded data.
+
+// The doc comments of `args` are clap's `--help` text, printed as written: `<category>` there
+// is a placeholder for the user, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
+mod args;
+mod commands;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dra_data::synthetic;
+
+use crate::args::{Cli, Command, DataCommand};
+
+fn main() -> ExitCode {
+    dra_model::configure_cpu_runtime();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => commands::train(*args),
+        Command::Eval(args) => commands::eval(args),
+        Command::Predict(args) => commands::predict(args),
+        Command::Data(DataCommand::Inspect(args)) => inspect::inspect(args),
+        Command::Data(DataCommand::Generate { out, seed }) => {
+            let spec = synthetic::SyntheticSpec {
+                seed,
+                ..Default::default()
+            };
+            synthetic::ensure(&out, &spec)
+                .map(|dirs| {
+                    for d in dirs {
+                        println!("{}", d.display());
+                    }
+                })
+                .map_err(Into::into)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
