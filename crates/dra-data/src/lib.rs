@@ -5,6 +5,27 @@
 //!
 //! Data flows `Category` (files on disk) → [`Split`] (which files train and test) →
 //! [`BatchSource`] (augmented, normalised tensors in CHW order) → the model.
+//!
+//! ```
+//! use dra_data::{Category, OnUnreadable, Split, SplitConfig};
+//!
+//! // A category in the MVTec AD layout: train/good, test/good, test/<defect class>.
+//! let root = tempfile::tempdir()?;
+//! for (folder, n) in [("train/good", 6), ("test/good", 2), ("test/crack", 3)] {
+//!     std::fs::create_dir_all(root.path().join(folder))?;
+//!     for i in 0..n {
+//!         image::RgbImage::new(8, 8).save(root.path().join(format!("{folder}/{i}.png")))?;
+//!     }
+//! }
+//! let category = Category::open(root.path(), OnUnreadable::Error)?;
+//! assert_eq!(category.defect_classes(), ["crack"]);
+//!
+//! // One labelled anomaly for training; the rest of the anomalies are tested.
+//! let split = Split::new(&category, &SplitConfig { n_anomaly: 1, ..Default::default() })?;
+//! assert_eq!((split.train_normal.len(), split.train_anomaly.len()), (6, 1));
+//! assert_eq!(split.test.len(), 2 + 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod batch;
 mod dataset;

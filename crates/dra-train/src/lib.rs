@@ -1,5 +1,20 @@
 //! Training and evaluation of DRA: the official optimisation (Adam with coupled L2, StepLR,
 //! gradient clipping), run directories, and the `dra` program.
+//!
+//! [`train`] runs one training end to end from a [`RunRequest`]; [`LoadedModel`] with
+//! [`evaluate`] or [`predict`] scores with a saved model. `examples/train_and_score.rs` is a
+//! whole program on this API. Every setting lives in one typed [`TrainConfig`], checked before
+//! any work:
+//!
+//! ```
+//! use dra_train::{Profile, TrainConfig};
+//!
+//! let mut config = TrainConfig::for_profile(Profile::Paper);
+//! assert_eq!((config.image_size, config.epochs, config.n_anomaly), (448, 30, 10));
+//! config.batch_size = 0;
+//! let err = config.validate().unwrap_err();
+//! assert!(err.to_string().starts_with("--batch-size"));
+//! ```
 
 mod config;
 pub mod csv;
