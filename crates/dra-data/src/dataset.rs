@@ -240,6 +240,23 @@ impl Category {
             });
         }
         let mut left = LeftOut::default();
+        // What the layout does not read is reported, not passed over: anything beside train/,
+        // test/ and MVTec's pixel masks (ground_truth/, for localisation metrics), and any
+        // entry of train/ but good/ (training reads normal images only).
+        crate::datasets::unused_entries(
+            &root,
+            &["train", "test", "ground_truth"],
+            "not part of the MVTec AD layout (train/good, test/good, test/<class>, ground_truth)",
+            &mut left,
+        )?;
+        if root.join("train").is_dir() {
+            crate::datasets::unused_entries(
+                &root.join("train"),
+                &["good"],
+                "in train/ but not train/good/ (training reads train/good only)",
+                &mut left,
+            )?;
+        }
         let train_good = list_images(&root.join("train").join("good"), &mut left)?;
         let test_dir = root.join("test");
         let test_good = list_images(&test_dir.join("good"), &mut left)?;
@@ -456,6 +473,26 @@ mod tests {
             .unwrap();
         let err = load_rgb(&wide).unwrap_err().to_string();
         assert!(err.contains("wide.png") && err.contains("16384"), "{err}");
+    }
+
+    #[test]
+    fn what_the_layout_does_not_read_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in ["train/good/a.png", "test/good/b.png", "test/hole/c.png"] {
+            write_png(&root.join(f));
+        }
+        write_png(&root.join("train/defect/d.png"));
+        write_png(&root.join("ground_truth/hole/c_mask.png"));
+        fs::create_dir_all(root.join("validation")).unwrap();
+        let cat = Category::open(root, OnUnreadable::Error).unwrap();
+        let ignored: Vec<String> = cat
+            .ignored
+            .iter()
+            .map(|i| file_name(&i.image.path))
+            .collect();
+        assert_eq!(ignored, ["validation", "defect"]);
+        assert!(cat.ignored[1].reason.contains("train/good only"));
     }
 
     #[test]
