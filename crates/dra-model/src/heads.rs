@@ -3,9 +3,9 @@
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 
-use crate::batchnorm::BatchNorm2d;
+use crate::ops::BatchNorm2d;
 
-use crate::conv::Conv2d;
+use crate::ops::Conv2d;
 use crate::resnet::bn;
 
 /// Mean of the `K = max(⌊rate·h·w⌋, 1)` largest values of each row of `(B, N)` scores.

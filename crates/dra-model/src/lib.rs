@@ -9,34 +9,28 @@
 //! [`baselines`] on the same backbone; [`Detector`] puts every [`Method`] behind one interface.
 
 pub mod baselines;
-mod batchnorm;
-mod conv;
-mod cpu;
 mod detector;
 mod dra;
 mod heads;
 mod init;
 mod loss;
-mod maxpool;
 mod method;
 mod mobilenet;
+pub mod ops;
 mod resnet;
 mod runtime;
-mod stem;
 #[cfg(test)]
 mod testutil;
 mod weights;
 
-pub use batchnorm::BatchNorm2d;
-pub use conv::Conv2d;
 pub use detector::{Detector, DetectorScores};
 pub use dra::{BackboneKind, Dra, DraConfig, HeadScores};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use init::reset_parameters;
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
-pub use maxpool::max_pool2d;
 pub use method::Method;
 pub use mobilenet::MobileNetV2;
+pub use ops::{max_pool2d, BatchNorm2d, Conv2d};
 pub use resnet::ResNet18;
 pub use runtime::configure_cpu_runtime;
 pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};

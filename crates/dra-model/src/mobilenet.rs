@@ -5,9 +5,9 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::batchnorm::BatchNorm2d;
+use crate::ops::BatchNorm2d;
 
-use crate::conv::Conv2d;
+use crate::ops::Conv2d;
 use crate::resnet::bn;
 
 /// Convolution + BatchNorm2d + optional ReLU6 (torchvision's `Conv2dNormActivation`).

@@ -4,10 +4,10 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::batchnorm::BatchNorm2d;
+use crate::ops::BatchNorm2d;
 
-use crate::conv::Conv2d;
-use crate::maxpool::max_pool2d;
+use crate::ops::max_pool2d;
+use crate::ops::Conv2d;
 
 /// PyTorch's `BatchNorm2d` defaults: eps 1e-5, momentum 0.1, affine.
 pub(crate) fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
@@ -104,7 +104,7 @@ impl ModuleT for ResNet18 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         const POOL: (usize, usize, usize) = (3, 2, 1);
         let fused = if train {
-            crate::stem::forward_train(&self.conv1, &self.bn1, POOL, x)?
+            crate::ops::stem::forward_train(&self.conv1, &self.bn1, POOL, x)?
         } else {
             None
         };

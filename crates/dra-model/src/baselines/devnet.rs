@@ -6,10 +6,10 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use rand::Rng;
 
-use crate::conv::Conv2d;
 use crate::dra::{downsample_nearest, Backbone};
 use crate::heads::top_k_mean;
 use crate::loss::{LossKind, Prior};
+use crate::ops::Conv2d;
 use crate::DraConfig;
 
 /// Backbone → 1×1 convolution scoring every cell → |·| → top-K mean, averaged over the image

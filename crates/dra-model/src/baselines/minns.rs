@@ -5,10 +5,10 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::conv::Conv2d;
 use crate::dra::Backbone;
 use crate::heads::top_k_mean;
 use crate::loss::{LossKind, Prior};
+use crate::ops::Conv2d;
 use crate::DraConfig;
 
 /// Backbone → 1×1 convolution giving each cell an anomaly logit → the bag's logit is the mean

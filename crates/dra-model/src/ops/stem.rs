@@ -15,15 +15,11 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::batchnorm::{self, BatchNorm2d};
-use crate::conv::{self, Conv, Conv2d};
-use crate::cpu::{as_uninit, dispatch, slice};
-use crate::maxpool;
-
-/// The element types of the kernel: those of the three ops it fuses.
-trait Element: conv::Element + batchnorm::Element + maxpool::Element {}
-impl Element for f32 {}
-impl Element for f64 {}
+use crate::ops::batchnorm::{self, BatchNorm2d};
+use crate::ops::conv::{Conv, Conv2d};
+use crate::ops::cpu::{as_uninit, dispatch, slice, zeroed};
+use crate::ops::maxpool;
+use crate::ops::Element;
 
 /// `max_pool(relu(batch_norm(conv(x))))` in training mode, or `None` where the fused op does
 /// not serve (another device or dtype, a bias, an input that wants a gradient): the caller
@@ -107,7 +103,7 @@ impl Stem {
         let mut params = batchnorm::batch_stats(&y, (n, c, h * wd));
         params.extend_from_slice(gb);
         let maps = maps(&params, c, self.eps);
-        let mut out = crate::cpu::zeroed::<T>(n * c * oh * ow);
+        let mut out = zeroed::<T>(n * c * oh * ow);
         out.par_chunks_exact_mut(oh * ow)
             .zip(y.par_chunks_exact(h * wd))
             .enumerate()
@@ -256,7 +252,7 @@ impl Gradient {
         }
         let params: Vec<T> = self.params.iter().map(|&v| T::from_f64(v)).collect();
         let maps = maps(&params, c, self.eps);
-        let mut out = crate::cpu::zeroed::<T>(y.len() + 2 * c);
+        let mut out = zeroed::<T>(y.len() + 2 * c);
         out[..y.len()]
             .par_chunks_exact_mut(h * w)
             .zip(y.par_chunks_exact(h * w))
@@ -283,7 +279,7 @@ impl Gradient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maxpool::max_pool2d;
+    use crate::ops::maxpool::max_pool2d;
     use crate::testutil::{max_diff, ramp};
     use candle_core::{DType, Module, Var};
     use candle_nn::{Conv2dConfig, VarBuilder, VarMap};

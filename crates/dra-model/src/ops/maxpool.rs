@@ -1,21 +1,12 @@
 //! Max pooling with padding and a backward pass, which candle's stock `max_pool2d` lacks (it
 //! has no padding and no gradient when kernel ≠ stride, as in ResNet's 3×3 / stride-2 stem).
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
 
-use crate::cpu::{dispatch, slice};
-
-/// The element types of the CPU kernel (f64 serves the double-precision parity tests).
-pub(crate) trait Element:
-    WithDType + PartialOrd + std::ops::AddAssign + Send + Sync
-{
-}
-impl Element for f32 {}
-impl Element for f64 {}
+use crate::ops::cpu::{dispatch, slice, zeroed};
+use crate::ops::Element;
 
 /// One step of PyTorch's running maximum: `v` replaces `best` when it is strictly greater or
 /// NaN, so among equal values the first in scan order stays and among NaNs the last one wins.
@@ -214,7 +205,7 @@ impl Geometry {
         let x = slice::<T>(storage, layout, self.name())?;
         let (b, c, h, w) = layout.shape().dims4()?;
         let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let mut out = crate::cpu::zeroed::<T>(b * c * oh * ow);
+        let mut out = zeroed::<T>(b * c * oh * ow);
         out.par_chunks_exact_mut(oh * ow)
             .zip(x.par_chunks_exact(h * w))
             .for_each_init(
@@ -271,7 +262,7 @@ impl Backward {
                 xl.shape()
             );
         }
-        let mut dx = crate::cpu::zeroed::<T>(x.len());
+        let mut dx = zeroed::<T>(x.len());
         dx.par_chunks_exact_mut(h * w)
             .zip(x.par_chunks_exact(h * w))
             .zip(y.par_chunks_exact(oh * ow).zip(g.par_chunks_exact(oh * ow)))
@@ -571,7 +562,7 @@ mod tests {
     /// Kernel timings at ResNet-18's stem at 128 px (8 × 64 × 64 × 64, 3×3 / 2 / 1), for
     /// comparing implementations, with this crate optimised as in a release build:
     /// `cargo test --config 'profile.dev.package.dra-model.opt-level=3' -p dra-model --lib
-    /// maxpool::tests::timing -- --ignored --nocapture`.
+    /// ops::maxpool::tests::timing -- --ignored --nocapture`.
     #[test]
     #[ignore = "a timing, not a test"]
     fn timing() -> Result<()> {
