@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::heads::{CompositeHead, HolisticHead, PlainHead};
 use crate::mobilenet::MobileNetV2;
+use crate::ops::Kernels;
 use crate::resnet::ResNet18;
 
 /// The feature extractor (`--backbone`).
@@ -61,17 +62,22 @@ pub(crate) enum Backbone {
 }
 
 impl Backbone {
-    /// The backbone of a model whose tensors `vb` holds, under the official model's prefix
-    /// (`feature_extractor.net.`, [`crate::BACKBONE_PREFIX`]) shared by DRA and every baseline.
-    pub(crate) fn of_model(kind: BackboneKind, vb: &VarBuilder) -> Result<Self> {
-        Self::new(kind, vb.pp("feature_extractor").pp("net"))
+    /// The backbone of `config` (its kind and kernels) for a model whose tensors `vb` holds,
+    /// under the official model's prefix (`feature_extractor.net.`, [`crate::BACKBONE_PREFIX`])
+    /// shared by DRA and every baseline.
+    pub(crate) fn of_model(config: &DraConfig, vb: &VarBuilder) -> Result<Self> {
+        Self::new(
+            config.backbone,
+            config.kernels,
+            vb.pp("feature_extractor").pp("net"),
+        )
     }
 
-    /// Builds `kind` under `vb`, whose prefix is the torchvision model's root.
-    pub(crate) fn new(kind: BackboneKind, vb: VarBuilder) -> Result<Self> {
+    /// Builds `kind` on `kernels` under `vb`, whose prefix is the torchvision model's root.
+    pub(crate) fn new(kind: BackboneKind, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         Ok(match kind {
-            BackboneKind::Resnet18 => Self::Resnet18(ResNet18::new(vb)?),
-            BackboneKind::MobilenetV2 => Self::MobilenetV2(MobileNetV2::new(vb)?),
+            BackboneKind::Resnet18 => Self::Resnet18(ResNet18::new(kernels, vb)?),
+            BackboneKind::MobilenetV2 => Self::MobilenetV2(MobileNetV2::new(kernels, vb)?),
         })
     }
 }
@@ -98,6 +104,10 @@ pub struct DraConfig {
     /// reads as ResNet-18.
     #[serde(default)]
     pub backbone: BackboneKind,
+    /// The implementation every layer runs (this crate's CPU kernels by default). A choice of
+    /// the process, not a property of the model: never serialised, read back as the default.
+    #[serde(skip)]
+    pub kernels: Kernels,
 }
 
 impl Default for DraConfig {
@@ -107,6 +117,7 @@ impl Default for DraConfig {
             n_ref: 5,
             n_scales: 2,
             backbone: BackboneKind::Resnet18,
+            kernels: Kernels::default(),
         }
     }
 }
@@ -161,14 +172,18 @@ impl Dra {
     /// Builds the model from `vb`, whose prefix is the model's root (tensors under
     /// `feature_extractor.net`, `holistic_head`, …).
     pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
-        let c = config.backbone.out_channels();
-        let feature_extractor = Backbone::of_model(config.backbone, &vb)?;
+        let (c, rate, kernels) = (
+            config.backbone.out_channels(),
+            config.topk_rate,
+            config.kernels,
+        );
+        let feature_extractor = Backbone::of_model(&config, &vb)?;
         Ok(Self {
             feature_extractor,
             holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,
-            seen_head: PlainHead::new(c, config.topk_rate, vb.pp("seen_head"))?,
-            pseudo_head: PlainHead::new(c, config.topk_rate, vb.pp("pseudo_head"))?,
-            composite_head: CompositeHead::new(c, config.topk_rate, vb.pp("composite_head"))?,
+            seen_head: PlainHead::new(c, rate, kernels, vb.pp("seen_head"))?,
+            pseudo_head: PlainHead::new(c, rate, kernels, vb.pp("pseudo_head"))?,
+            composite_head: CompositeHead::new(c, rate, kernels, vb.pp("composite_head"))?,
             config,
         })
     }

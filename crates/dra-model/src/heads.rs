@@ -3,10 +3,7 @@
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 
-use crate::ops::BatchNorm2d;
-
-use crate::ops::Conv2d;
-use crate::resnet::bn;
+use crate::ops::{BatchNorm2d, Conv2d, Kernels};
 
 /// Mean of the `K = max(⌊rate·h·w⌋, 1)` largest values of each row of `(B, N)` scores.
 /// Gradients reach exactly the selected cells (sort → gather).
@@ -31,14 +28,20 @@ pub struct PlainHead {
 
 impl PlainHead {
     /// A head on `in_channels`-channel feature maps that averages the top `topk_rate` fraction of
-    /// cells; the convolution's tensors are `scoring.*` under `vb`.
-    pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
+    /// cells, run by `kernels`; the convolution's tensors are `scoring.*` under `vb`.
+    pub fn new(
+        in_channels: usize,
+        topk_rate: f64,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let scoring = Conv2d::new(
             in_channels,
             1,
             1,
             Conv2dConfig::default(),
             true,
+            kernels,
             vb.pp("scoring"),
         )?;
         Ok(Self { scoring, topk_rate })
@@ -65,9 +68,15 @@ pub struct CompositeHead {
 }
 
 impl CompositeHead {
-    /// A head on `in_channels`-channel feature maps; tensors `conv.0.*` (the 3×3 convolution),
-    /// `conv.1.*` (the BatchNorm) and `scoring.*` under `vb`, as in the official `nn.Sequential`.
-    pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
+    /// A head on `in_channels`-channel feature maps, run by `kernels`; tensors `conv.0.*` (the
+    /// 3×3 convolution), `conv.1.*` (the BatchNorm) and `scoring.*` under `vb`, as in the
+    /// official `nn.Sequential`.
+    pub fn new(
+        in_channels: usize,
+        topk_rate: f64,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let config = Conv2dConfig {
             padding: 1,
             ..Default::default()
@@ -79,10 +88,11 @@ impl CompositeHead {
                 3,
                 config,
                 true,
+                kernels,
                 vb.pp("conv").pp("0"),
             )?,
-            bn: bn(in_channels, vb.pp("conv").pp("1"))?,
-            plain: PlainHead::new(in_channels, topk_rate, vb)?,
+            bn: BatchNorm2d::new(in_channels, kernels, vb.pp("conv").pp("1"))?,
+            plain: PlainHead::new(in_channels, topk_rate, kernels, vb)?,
         })
     }
 

@@ -30,50 +30,10 @@ pub use init::reset_parameters;
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
 pub use method::Method;
 pub use mobilenet::MobileNetV2;
-pub use ops::{max_pool2d, BatchNorm2d, Conv2d};
+pub use ops::{BatchNorm2d, Conv2d, Kernels, MaxPool2d, Winograd};
 pub use resnet::ResNet18;
 pub use runtime::configure_cpu_runtime;
 pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
-
-static STOCK_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Routes convolution, BatchNorm and max-pooling through candle's stock ops instead of this
-/// crate's CPU kernels: a switch for benchmarks (`cargo xtask perf --stock`) and diagnosis.
-pub fn use_stock_kernels(stock: bool) {
-    STOCK_KERNELS.store(stock, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether this crate's CPU kernels are in use (the default).
-pub(crate) fn custom_kernels() -> bool {
-    !STOCK_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-static IM2COL_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Runs the stride-1 3×3 convolutions through im2col + GEMM instead of Winograd:
-/// a switch for benchmarks (`cargo xtask perf --no-winograd`) and diagnosis.
-pub fn use_winograd(winograd: bool) {
-    IM2COL_ONLY.store(!winograd, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether the Winograd path is in use (the default).
-pub(crate) fn winograd_enabled() -> bool {
-    !IM2COL_ONLY.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-static F2_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Runs every Winograd convolution with F(2×2, 3×3) tiles instead of F(4×4, 3×3) where the
-/// feature map has room for those: a switch for benchmarks (`cargo xtask perf
-/// --winograd-f2`) and diagnosis.
-pub fn use_winograd_f4(f4: bool) {
-    F2_ONLY.store(!f4, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether F(4×4, 3×3) tiles are in use where they fit (the default).
-pub(crate) fn winograd_f4_enabled() -> bool {
-    !F2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
-}
 
 /// Names of the tensors that are state, not parameters: they are saved with the model but
 /// never given to the optimiser (BatchNorm statistics, Deep SAD's centre).

@@ -18,7 +18,7 @@ struct PooledLogit {
 impl PooledLogit {
     fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
+            feature_extractor: Backbone::of_model(config, &vb)?,
             fc: linear(config.backbone.out_channels(), 1, vb.pp("fc"))?,
         })
     }

@@ -37,7 +37,7 @@ impl DeepSad {
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
+            feature_extractor: Backbone::of_model(config, &vb)?,
             projection: linear_no_bias(c, Self::REP_DIM, vb.pp("projection"))?,
             center: vb
                 .pp("deepsad")

@@ -30,8 +30,16 @@ impl DevNet {
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
-            conv: Conv2d::new(c, 1, 1, Conv2dConfig::default(), true, vb.pp("conv"))?,
+            feature_extractor: Backbone::of_model(config, &vb)?,
+            conv: Conv2d::new(
+                c,
+                1,
+                1,
+                Conv2dConfig::default(),
+                true,
+                config.kernels,
+                vb.pp("conv"),
+            )?,
             topk_rate: config.topk_rate,
             n_scales: config.n_scales,
         })

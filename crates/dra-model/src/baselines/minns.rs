@@ -28,8 +28,16 @@ impl Minns {
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
-            scoring: Conv2d::new(c, 1, 1, Conv2dConfig::default(), true, vb.pp("scoring"))?,
+            feature_extractor: Backbone::of_model(config, &vb)?,
+            scoring: Conv2d::new(
+                c,
+                1,
+                1,
+                Conv2dConfig::default(),
+                true,
+                config.kernels,
+                vb.pp("scoring"),
+            )?,
             topk_rate: config.topk_rate,
         })
     }

@@ -7,6 +7,7 @@ use candle_nn::{Init, VarBuilder};
 use super::eval::EvalApply;
 use super::stats::Stats;
 use super::train::{AddRelu, Apply};
+use crate::ops::Kernels;
 
 /// PyTorch's `BatchNorm2d` (eps 1e-5, momentum 0.1, affine): batch statistics and running
 /// statistic updates (with the unbiased variance) in training, running statistics in eval.
@@ -19,12 +20,13 @@ pub struct BatchNorm2d {
     running_var: Var,
     eps: f64,
     momentum: f64,
+    kernels: Kernels,
 }
 
 impl BatchNorm2d {
-    /// A layer over `channels` channels, its tensors read from `vb` or initialised as PyTorch
-    /// does: γ = 1, β = 0, running mean 0, running variance 1.
-    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+    /// A layer over `channels` channels run by `kernels`, its tensors read from `vb` or
+    /// initialised as PyTorch does: γ = 1, β = 0, running mean 0, running variance 1.
+    pub fn new(channels: usize, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         let stat = |name, v| -> Result<Var> {
             Var::from_tensor(&vb.get_with_hints(channels, name, Init::Const(v))?)
         };
@@ -35,6 +37,7 @@ impl BatchNorm2d {
             bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
             eps: 1e-5,
             momentum: 0.1,
+            kernels,
         })
     }
 
@@ -66,7 +69,7 @@ impl BatchNorm2d {
                 .contiguous()?
                 .apply_op3(&residual.contiguous()?, &self.eval_params()?, op);
         }
-        if !(train && Self::fused(x)) {
+        if !(train && self.fused(x)) {
             return (self.forward(x, train, false)? + residual)?.relu();
         }
         let x = x.contiguous()?;
@@ -85,16 +88,14 @@ impl BatchNorm2d {
     }
 
     /// Whether the fused CPU kernels serve `x`.
-    pub(crate) fn fused(x: &Tensor) -> bool {
-        crate::custom_kernels()
-            && x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
+    pub(crate) fn fused(&self, x: &Tensor) -> bool {
+        self.kernels.custom() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
     }
 
     /// Whether eval mode can take the one-pass kernel: on the CPU, and with no input that
     /// records a graph (the kernel has no backward).
     fn eval_fused(&self, inputs: &[&Tensor]) -> bool {
-        Self::fused(inputs[0])
+        self.fused(inputs[0])
             && !inputs.iter().any(|t| t.track_op())
             && !self.weight.track_op()
             && !self.bias.track_op()
@@ -139,7 +140,7 @@ impl BatchNorm2d {
                 .broadcast_add(&shift.reshape(shape)?)?;
             return if relu { y.relu() } else { Ok(y) };
         }
-        if !Self::fused(x) {
+        if !self.fused(x) {
             let y = self.forward_train_stock(x)?;
             return if relu { y.relu() } else { Ok(y) };
         }
@@ -205,6 +206,7 @@ mod tests {
         let varmap = VarMap::new();
         let bn = BatchNorm2d::new(
             channels,
+            Kernels::default(),
             VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu),
         )
         .unwrap();

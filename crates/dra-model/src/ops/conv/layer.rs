@@ -4,6 +4,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, Init, VarBuilder};
 
 use super::{Conv, KernelCache};
+use crate::ops::Kernels;
 
 /// A 2-D convolution layer with PyTorch's parameter names (`weight`, `bias`).
 #[derive(Clone, Debug)]
@@ -12,17 +13,20 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     config: Conv2dConfig,
     grad_input: bool,
+    kernels: Kernels,
 }
 
 impl Conv2d {
-    /// `bias_init: None` builds a convolution without bias. PyTorch's default initialisation is
-    /// applied later by name ([`crate::reset_parameters`]).
+    /// A `k × k` convolution from `cin` to `cout` channels, with a bias when `bias`, run by
+    /// `kernels`; its tensors are read from `vb` or created as zeros. PyTorch's default
+    /// initialisation is applied later by name ([`crate::reset_parameters`]).
     pub fn new(
         cin: usize,
         cout: usize,
         k: usize,
         config: Conv2dConfig,
         bias: bool,
+        kernels: Kernels,
         vb: VarBuilder,
     ) -> Result<Self> {
         let weight =
@@ -37,6 +41,7 @@ impl Conv2d {
             bias,
             config,
             grad_input: true,
+            kernels,
         })
     }
 
@@ -52,10 +57,15 @@ impl Conv2d {
         self.bias.is_none().then_some((&self.weight, &self.config))
     }
 
+    /// The kernels this layer runs.
+    pub(crate) fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
     /// Whether this crate's CPU kernel serves `x` (candle's `conv2d` otherwise). A bias
     /// is added by `forward`, outside the kernel.
     pub(crate) fn fast_path(&self, x: &Tensor) -> bool {
-        crate::custom_kernels()
+        self.kernels.custom()
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.config.groups == 1
@@ -73,7 +83,8 @@ impl Module for Conv2d {
                 stride: c.stride,
                 padding: c.padding,
                 grad_input: self.grad_input,
-                kernels: (self.grad_input && backward).then(KernelCache::default),
+                winograd: self.kernels.winograd(),
+                transformed: (self.grad_input && backward).then(KernelCache::default),
             };
             x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)?
         } else {
@@ -129,6 +140,7 @@ mod tests {
                 bias: None,
                 config,
                 grad_input: true,
+                kernels: Kernels::default(),
             };
             let ours = conv.forward(x.as_tensor())?;
             let stock = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1)?;
@@ -184,6 +196,7 @@ mod tests {
             bias: None,
             config,
             grad_input: true,
+            kernels: Kernels::default(),
         }
         .without_input_grad();
         let g = conv.forward(x.as_tensor())?.sum_all()?.backward()?;

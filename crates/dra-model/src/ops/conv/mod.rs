@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use candle_nn::Conv2dConfig;
 
 use crate::ops::cpu::{dispatch, slice};
-use crate::ops::Element;
+use crate::ops::{Element, Winograd};
 
 mod gemm;
 mod im2col;
@@ -100,12 +100,14 @@ pub(crate) struct Conv {
     stride: usize,
     padding: usize,
     grad_input: bool,
+    /// Whether and with which tiles the stride-1 3×3 kernels run by Winograd.
+    winograd: Winograd,
     /// Where a Winograd forward leaves its transformed kernels for the input gradient, when a
     /// backward pass can follow. They are the forward's own (the input gradient belongs to the
     /// weights the forward used), and for ResNet-18's 512-channel layers they cost 4 ms each
     /// to recompute; held, they take 16/9 of the weights' memory until the backward pass uses
     /// them (about 80 MB for the whole network).
-    kernels: Option<KernelCache>,
+    transformed: Option<KernelCache>,
 }
 
 /// The transformed kernels of one forward call, taken by its backward.
@@ -156,12 +158,13 @@ impl CustomOp2 for Conv {
 impl Conv {
     /// The forward of a convolution that never needs the input's gradient and keeps no
     /// transformed kernels: for ops that run a convolution inside their own kernel.
-    pub(crate) fn without_backward(config: &Conv2dConfig) -> Self {
+    pub(crate) fn without_backward(config: &Conv2dConfig, winograd: Winograd) -> Self {
         Self {
             stride: config.stride,
             padding: config.padding,
             grad_input: false,
-            kernels: None,
+            winograd,
+            transformed: None,
         }
     }
 
@@ -195,9 +198,9 @@ impl Conv {
             self.padding,
         )?;
         let shape = Shape::from((g.n, g.o, g.oh, g.ow));
-        if winograd::applies(&g) {
-            let (out, kernels) = winograd::forward(x, w, &g);
-            if let (Some(cache), Some(kernels)) = (&self.kernels, kernels) {
+        if winograd::applies(&g, self.winograd) {
+            let (out, kernels) = winograd::forward(x, w, &g, self.winograd);
+            if let (Some(cache), Some(kernels)) = (&self.transformed, kernels) {
                 *cache.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(T::to_cpu_storage_owned(kernels));
             }
@@ -278,8 +281,8 @@ impl WeightGrad {
                 g.ow
             );
         }
-        let dw = if winograd::applies(&g) {
-            winograd::weight_grad(x, dy, &g)
+        let dw = if winograd::applies(&g, self.conv.winograd) {
+            winograd::weight_grad(x, dy, &g, self.conv.winograd)
         } else {
             im2col::weight_grad(x, dy, &g)
         };
@@ -331,18 +334,18 @@ impl InputGrad {
             self.conv.stride,
             self.conv.padding,
         )?;
-        let dx = if winograd::applies(&g) {
+        let dx = if winograd::applies(&g, self.conv.winograd) {
             // The forward's transformed kernels, taken (so freed once used) when it left them.
             let cached = self
                 .conv
-                .kernels
+                .transformed
                 .as_ref()
                 .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).take());
             let kernels = cached
                 .as_ref()
                 .and_then(|s| T::cpu_storage_as_slice(s).ok())
                 .filter(|u| u.len() == winograd::kernels_len(&g));
-            winograd::input_grad(dy, w, kernels, &g)
+            winograd::input_grad(dy, w, kernels, &g, self.conv.winograd)
         } else {
             im2col::input_grad(dy, w, &g)
         };

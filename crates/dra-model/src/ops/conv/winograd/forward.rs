@@ -12,7 +12,7 @@ use super::{tile_rows, tile_size, Tiling, XI};
 use crate::ops::conv::gemm::{matmul, Mat};
 use crate::ops::conv::Geometry;
 use crate::ops::cpu::zeroed;
-use crate::ops::Element;
+use crate::ops::{Element, Winograd};
 
 /// The forward convolution: `x` (`N×C×H×W`), `w` (`O×C×3×3`) → `N×O×OH×OW`, and for F(2×2)
 /// the transformed kernels, which [`input_grad`] can take instead of transforming `w` again.
@@ -20,8 +20,16 @@ pub(in crate::ops::conv) fn forward<T: Element>(
     x: &[T],
     w: &[T],
     g: &Geometry,
+    winograd: Winograd,
 ) -> (Vec<T>, Option<Vec<T>>) {
-    let t = Tiling::new(tile_size(g.oh, g.ow), g.n, g.c, g.h, g.w, g.padding);
+    let t = Tiling::new(
+        tile_size(g.oh, g.ow, winograd),
+        g.n,
+        g.c,
+        g.h,
+        g.w,
+        g.padding,
+    );
     let u = if t.m == 2 {
         weight_transform::<T, XI>(w, g.o, g.c, false)
     } else {
@@ -35,7 +43,10 @@ pub(in crate::ops::conv) fn forward<T: Element>(
         swap: false,
     };
     let y = convolve(x, &t, &kernels, t.rows_per_block(g.c.max(g.o)));
-    (y, (t.m == 2 && tile_size(g.h, g.w) == 2).then_some(u))
+    (
+        y,
+        (t.m == 2 && tile_size(g.h, g.w, winograd) == 2).then_some(u),
+    )
 }
 
 /// Entries of the transformed kernels that [`forward`] returns.
@@ -51,8 +62,16 @@ pub(in crate::ops::conv) fn input_grad<T: Element>(
     w: &[T],
     kernels: Option<&[T]>,
     g: &Geometry,
+    winograd: Winograd,
 ) -> Vec<T> {
-    let t = Tiling::new(tile_size(g.h, g.w), g.n, g.o, g.oh, g.ow, 2 - g.padding);
+    let t = Tiling::new(
+        tile_size(g.h, g.w, winograd),
+        g.n,
+        g.o,
+        g.oh,
+        g.ow,
+        2 - g.padding,
+    );
     let transformed;
     let u = match kernels {
         Some(u) if t.m == 2 => u,

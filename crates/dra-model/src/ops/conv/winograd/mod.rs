@@ -38,6 +38,7 @@ pub(super) use forward::{forward, input_grad, kernels_len};
 pub(super) use weight_grad::weight_grad;
 
 use super::Geometry;
+use crate::ops::Winograd;
 
 /// Points of the 4×4 transform domain.
 const XI: usize = 16;
@@ -45,10 +46,11 @@ const XI: usize = 16;
 /// Lanes per step of the channel loops: one AVX2 register of f32.
 const LANES: usize = 8;
 
-/// Whether a convolution takes the Winograd path: a 3×3 kernel at stride 1 with padding ≤ 2
-/// (so that the input gradient is itself a convolution with non-negative padding).
-pub(super) fn applies(g: &Geometry) -> bool {
-    crate::winograd_enabled() && g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding <= 2
+/// Whether a convolution takes the Winograd path: Winograd on (`winograd`), and a 3×3 kernel at
+/// stride 1 with padding ≤ 2 (so that the input gradient is itself a convolution with
+/// non-negative padding).
+pub(super) fn applies(g: &Geometry, winograd: Winograd) -> bool {
+    winograd != Winograd::Off && g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding <= 2
 }
 
 /// The tiling of one pass: `n` images of `c` planes of `h × w`, zero padding `pad`, and the
@@ -118,15 +120,16 @@ fn tile_rows(t: &Tiling, r0: usize, r1: usize) -> impl Iterator<Item = (usize, u
     (r0..r1).map(|r| (r / t.th, r % t.th))
 }
 
-/// The tile size for an output of `oh × ow`: 4 (F(4×4, 3×3): 36 multiplications per 16
-/// outputs and channel pair, against 64 with F(2×2)) where the output is at least 8×8, else 2.
+/// The tile size for an output of `oh × ow`: with [`Winograd::F4`], 4 (F(4×4, 3×3): 36
+/// multiplications per 16 outputs and channel pair, against 64 with F(2×2)) where the output
+/// is at least 8×8, else 2; with [`Winograd::F2`], 2.
 /// Below, an image has at most one 4×4 tile, and the costs per convolution (the 36 transformed
 /// kernels per channel pair, 2.25× F(2×2)'s, written and packed for the GEMMs) outweigh the
 /// saved multiplications: per-op timings of the DRA step at 128 px, layer4 at 4×4, forward +
 /// input gradient 0.28 s with F(4×4) against 0.23 s with F(2×2) over three steps; at 8×8
 /// (layer3) F(4×4) took 0.17 s against 0.21 s.
-fn tile_size(oh: usize, ow: usize) -> usize {
-    if crate::winograd_f4_enabled() && oh >= 8 && ow >= 8 {
+fn tile_size(oh: usize, ow: usize, winograd: Winograd) -> usize {
+    if winograd == Winograd::F4 && oh >= 8 && ow >= 8 {
         4
     } else {
         2
@@ -222,7 +225,7 @@ mod tests {
             (1, 70, 5, 6, 70, 1),
         ] {
             let g = Geometry::new((n, c, h, w), (o, c, 3, 3), 1, pad)?;
-            assert!(applies(&g));
+            assert!(applies(&g, Winograd::F4));
             let x = values(n * c * h * w, 1);
             let wt = values(o * c * 9, 2);
             let dy = values(n * o * g.oh * g.ow, 3);
@@ -274,7 +277,7 @@ mod tests {
             }
             let got = weight_grad_whole::<f64, 36>(&x, &dy, &g, &t4);
             assert_close(&got, &dw, &format!("dw F4 (whole) {label}"));
-            let (got, kept) = forward(&x, &wt, &g);
+            let (got, kept) = forward(&x, &wt, &g, Winograd::F4);
             assert_close(&got, &y, &label);
             if let Some(kept) = &kept {
                 assert_eq!(
@@ -283,9 +286,13 @@ mod tests {
                     "{label}: kernels kept by the forward"
                 );
             }
-            assert_close(&input_grad(&dy, &wt, None, &g), &dx, &label);
-            assert_close(&input_grad(&dy, &wt, kept.as_deref(), &g), &dx, &label);
-            assert_close(&weight_grad(&x, &dy, &g), &dw, &label);
+            assert_close(&input_grad(&dy, &wt, None, &g, Winograd::F4), &dx, &label);
+            assert_close(
+                &input_grad(&dy, &wt, kept.as_deref(), &g, Winograd::F4),
+                &dx,
+                &label,
+            );
+            assert_close(&weight_grad(&x, &dy, &g, Winograd::F4), &dw, &label);
         }
         Ok(())
     }

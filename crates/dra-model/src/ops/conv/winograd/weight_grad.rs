@@ -12,11 +12,23 @@ use super::{tile_rows, tile_size, Tiling, XI};
 use crate::ops::conv::gemm::{matmul, Mat};
 use crate::ops::conv::Geometry;
 use crate::ops::cpu::zeroed;
-use crate::ops::Element;
+use crate::ops::{Element, Winograd};
 
 /// d(weight) from the input `x` and d(output) `dy`: `O×C×3×3`, with the forward's tiles.
-pub(in crate::ops::conv) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
-    let t = Tiling::new(tile_size(g.oh, g.ow), g.n, g.c, g.h, g.w, g.padding);
+pub(in crate::ops::conv) fn weight_grad<T: Element>(
+    x: &[T],
+    dy: &[T],
+    g: &Geometry,
+    winograd: Winograd,
+) -> Vec<T> {
+    let t = Tiling::new(
+        tile_size(g.oh, g.ow, winograd),
+        g.n,
+        g.c,
+        g.h,
+        g.w,
+        g.padding,
+    );
     let whole = t.points() * t.rows() * t.tw * (g.c + g.o) <= WHOLE;
     match (t.m, whole) {
         (2, true) => weight_grad_whole::<T, XI>(x, dy, g, &t),
