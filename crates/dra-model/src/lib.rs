@@ -8,30 +8,27 @@
 //! The competing methods of the paper's tables (DevNet, Deep SAD, MINNS, FLOS, SAOE) live in
 //! [`baselines`] on the same backbone; [`Detector`] puts every [`Method`] behind one interface.
 
+pub mod backbones;
 pub mod baselines;
 mod detector;
-mod dra;
-mod heads;
+pub mod dra;
 mod init;
-mod loss;
 mod method;
-mod mobilenet;
 pub mod ops;
-mod resnet;
 mod runtime;
 #[cfg(test)]
 mod testutil;
 mod weights;
 
+pub use backbones::{BackboneKind, MobileNetV2, ResNet18};
 pub use detector::{Detector, DetectorScores};
-pub use dra::{BackboneKind, Dra, DraConfig, HeadScores};
-pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
+pub use dra::{
+    top_k_mean, CompositeHead, Dra, DraConfig, DraLoss, HeadScores, HolisticHead, LossKind,
+    LossParts, PlainHead, Prior,
+};
 pub use init::reset_parameters;
-pub use loss::{DraLoss, LossKind, LossParts, Prior};
 pub use method::Method;
-pub use mobilenet::MobileNetV2;
 pub use ops::{BatchNorm2d, Conv2d, Kernels, MaxPool2d, Winograd};
-pub use resnet::ResNet18;
 pub use runtime::configure_cpu_runtime;
 pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
 

@@ -4,9 +4,8 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
-use crate::dra::Backbone;
-use crate::loss::{LossKind, Prior};
-use crate::DraConfig;
+use crate::backbones::Backbone;
+use crate::dra::{global_pool, DraConfig, LossKind, Prior};
 
 /// Backbone → global average pooling → `fc`: one logit per image (the anomaly score).
 #[derive(Debug, Clone)]
@@ -25,7 +24,7 @@ impl PooledLogit {
 
     fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let features = self.feature_extractor.forward_t(images, train)?;
-        self.fc.forward(&super::global_pool(&features)?)?.squeeze(1)
+        self.fc.forward(&global_pool(&features)?)?.squeeze(1)
     }
 
     /// `kind` on the logits against "is an anomaly" (labels 1 and 2).

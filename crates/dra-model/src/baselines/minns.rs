@@ -5,11 +5,9 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::dra::Backbone;
-use crate::heads::top_k_mean;
-use crate::loss::{LossKind, Prior};
+use crate::backbones::Backbone;
+use crate::dra::{top_k_mean, DraConfig, LossKind, Prior};
 use crate::ops::Conv2d;
-use crate::DraConfig;
 
 /// Backbone → 1×1 convolution giving each cell an anomaly logit → the bag's logit is the mean
 /// of its K largest cell logits → binary cross-entropy against "is an anomaly". Unlike DevNet

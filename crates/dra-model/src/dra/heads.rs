@@ -35,15 +35,19 @@ impl PlainHead {
         kernels: Kernels,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let scoring = Conv2d::new(
-            in_channels,
-            1,
-            1,
-            Conv2dConfig::default(),
-            true,
-            kernels,
-            vb.pp("scoring"),
-        )?;
+        Self::with_conv(in_channels, topk_rate, kernels, vb.pp("scoring"))
+    }
+
+    /// [`PlainHead::new`] with the convolution's tensors (`weight`, `bias`) directly under
+    /// `conv_vb`: for a method whose code names that layer otherwise (DevNet's `conv`).
+    pub(crate) fn with_conv(
+        in_channels: usize,
+        topk_rate: f64,
+        kernels: Kernels,
+        conv_vb: VarBuilder,
+    ) -> Result<Self> {
+        let config = Conv2dConfig::default();
+        let scoring = Conv2d::new(in_channels, 1, 1, config, true, kernels, conv_vb)?;
         Ok(Self { scoring, topk_rate })
     }
 
@@ -123,6 +127,12 @@ impl CompositeHead {
     }
 }
 
+/// Global average pooling of an NCHW feature map, `(B, C)`: the normality head's first layer,
+/// and the baselines' pooled features.
+pub(crate) fn global_pool(features: &Tensor) -> Result<Tensor> {
+    features.mean(D::Minus1)?.mean(D::Minus1)
+}
+
 /// Normality head: global average pooling, 512 → 256 → ReLU → 1, absolute value. Trained
 /// towards 1 on normal images and subtracted from the anomaly score.
 #[derive(Debug, Clone)]
@@ -142,7 +152,7 @@ impl HolisticHead {
 
     /// One score per image, `(B,)`.
     pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
-        let pooled = features.mean(D::Minus1)?.mean(D::Minus1)?;
+        let pooled = global_pool(features)?;
         let hidden = self.fc1.forward(&pooled)?.relu()?;
         self.fc2.forward(&hidden)?.abs()?.squeeze(1)
     }
