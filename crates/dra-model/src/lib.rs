@@ -29,7 +29,7 @@ pub use dra::{
 pub use init::reset_parameters;
 pub use method::Method;
 pub use ops::{BatchNorm2d, Conv2d, Kernels, MaxPool2d, Winograd};
-pub use runtime::configure_cpu_runtime;
+pub use runtime::{configure_cpu_runtime, RuntimeError};
 pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
 
 /// Names of the tensors that are state, not parameters: they are saved with the model but
