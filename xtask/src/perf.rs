@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
-use dra_model::{reset_parameters, Dra, DraConfig, DraLoss, Kernels, LossKind, ResNet18, Winograd};
+use dra_model::backbones::ResNet18;
+use dra_model::{reset_parameters, Dra, DraConfig, DraLoss, Kernels, LossKind, Winograd};
 use dra_train::{trainable, Adam, AdamConfig};
 use serde::{Deserialize, Serialize};
 

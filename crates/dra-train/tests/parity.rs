@@ -340,7 +340,7 @@ fn mobilenet_v2_features_match_torchvision() -> Result<()> {
     let golden = Golden::load();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
-    let net = dra_model::MobileNetV2::new(
+    let net = dra_model::backbones::MobileNetV2::new(
         dra_model::Kernels::default(),
         vb.pp("feature_extractor").pp("net"),
     )?;

@@ -69,7 +69,7 @@ pub(crate) enum Backbone {
 
 impl Backbone {
     /// The backbone of `config` (its kind and kernels) for a model whose tensors `vb` holds,
-    /// under the official model's prefix (`feature_extractor.net.`, [`crate::BACKBONE_PREFIX`])
+    /// under the official model's prefix (`feature_extractor.net.`, [`crate::weights::BACKBONE_PREFIX`])
     /// shared by DRA and every baseline.
     pub(crate) fn of_model(config: &DraConfig, vb: &VarBuilder) -> Result<Self> {
         Self::new(

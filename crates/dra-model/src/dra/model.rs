@@ -225,7 +225,7 @@ mod tests {
         }
         let params: usize = data
             .iter()
-            .filter(|(n, _)| !crate::is_buffer(n))
+            .filter(|(n, _)| !crate::weights::is_buffer(n))
             .map(|(_, v)| v.elem_count())
             .sum();
         // 11.18 M backbone + 2.36 M composite conv (+ BN) + 0.13 M holistic + 3 × 513.
