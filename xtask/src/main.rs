@@ -77,7 +77,10 @@ fn single_loss(args: &cli::SweepArgs) -> Vec<LossKind> {
 }
 
 fn main() -> Result<()> {
-    dra_model::configure_cpu_runtime();
+    // First, while this is the only thread; untuned, training is only slower.
+    if let Err(e) = dra_model::configure_cpu_runtime() {
+        eprintln!("warning: {e}");
+    }
     match Cli::parse().task {
         Task::BenchGeneral(args) => {
             sweep::run(spec::SweepKind::General, &args, single_loss(&args), None)

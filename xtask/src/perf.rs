@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
-use dra_model::{reset_parameters, Dra, DraConfig, DraLoss, LossKind, ResNet18};
+use dra_model::backbones::ResNet18;
+use dra_model::{reset_parameters, Dra, DraConfig, DraLoss, Kernels, LossKind, Winograd};
 use dra_train::{trainable, Adam, AdamConfig};
 use serde::{Deserialize, Serialize};
 
@@ -166,16 +167,23 @@ fn device(name: &str) -> Result<Device> {
 
 pub fn worker(args: WorkerArgs) -> Result<()> {
     let dev = device(&args.device)?;
-    dra_model::use_stock_kernels(args.stock);
-    dra_model::use_winograd(!args.no_winograd);
-    dra_model::use_winograd_f4(!args.winograd_f2);
+    let kernels = match (args.stock, args.no_winograd, args.winograd_f2) {
+        (true, _, _) => Kernels::Stock,
+        (false, true, _) => Kernels::Custom {
+            winograd: Winograd::Off,
+        },
+        (false, false, true) => Kernels::Custom {
+            winograd: Winograd::F2,
+        },
+        (false, false, false) => Kernels::default(),
+    };
     let size = args.size;
     let batch = batch_for(&args.workload, size);
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let mut step: Box<dyn FnMut() -> Result<()>> = match args.workload.as_str() {
         "backbone_train" => {
-            let net = ResNet18::new(vb.pp("net"))?;
+            let net = ResNet18::new(kernels, vb.pp("net"))?;
             reset_parameters(&varmap, 0)?;
             let x = Tensor::randn(0f32, 1., (batch, 3, size, size), &dev)?;
             Box::new(move || {
@@ -186,7 +194,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             })
         }
         "backbone_eval" => {
-            ResNet18::new(vb.pp("net"))?;
+            ResNet18::new(kernels, vb.pp("net"))?;
             reset_parameters(&varmap, 0)?;
             let tensors = varmap
                 .data()
@@ -195,7 +203,8 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
                 .iter()
                 .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
                 .collect();
-            let net = ResNet18::new(VarBuilder::from_tensors(tensors, DType::F32, &dev).pp("net"))?;
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+            let net = ResNet18::new(kernels, vb.pp("net"))?;
             let x = Tensor::randn(0f32, 1., (batch, 3, size, size), &dev)?;
             Box::new(move || {
                 let y = net.forward_t(&x, false)?;
@@ -205,7 +214,11 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         }
         "dra_step" => {
             let n_ref = 5;
-            let model = Dra::new(DraConfig::default(), vb)?;
+            let config = DraConfig {
+                kernels,
+                ..Default::default()
+            };
+            let model = Dra::new(config, vb)?;
             reset_parameters(&varmap, 0)?;
             let mut adam = Adam::new(
                 trainable(&varmap),

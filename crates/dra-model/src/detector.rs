@@ -6,7 +6,8 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::baselines::{DeepSad, DevNet, Flos, Minns, Saoe};
-use crate::{Dra, DraConfig, DraLoss, LossKind, Method};
+use crate::dra::{Dra, DraConfig, DraLoss, LossKind};
+use crate::Method;
 
 /// A trainable anomaly detector of any [`Method`].
 #[derive(Debug, Clone)]

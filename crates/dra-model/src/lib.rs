@@ -7,85 +7,88 @@
 //!
 //! The competing methods of the paper's tables (DevNet, Deep SAD, MINNS, FLOS, SAOE) live in
 //! [`baselines`] on the same backbone; [`Detector`] puts every [`Method`] behind one interface.
+//!
+//! # Use
+//!
+//! Build a [`Detector`] from a [`Method`] and a [`DraConfig`] (backbone, top-K rate, pyramid,
+//! reference images, and the [`Kernels`] its layers run); initialise it with
+//! [`reset_parameters`] or load trained tensors with [`load_into`]; train it on
+//! [`Detector::loss`]; score images with [`Detector::scores`]. A model's tensors are saved by
+//! name with candle's `VarMap::save` (safetensors). DRA's batches start with its `n_ref`
+//! reference images, which get no score and no label.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{Optimizer, VarBuilder, VarMap, SGD};
+//! use dra_model::{load_into, reset_parameters, weights, Detector, DraConfig, LossKind};
+//! use dra_model::{Method, Scope};
+//! use rand::SeedableRng;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // DRA on ResNet-18 with two reference images per batch, seeded weights.
+//! let config = DraConfig { n_ref: 2, ..Default::default() };
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let model = Detector::new(Method::Dra, &config, vb)?;
+//! reset_parameters(&varmap, 0)?;
+//!
+//! // One training step on the references and four labelled images (0 normal, 1 anomaly,
+//! // 2 pseudo anomaly): tiny 32-px noise here.
+//! let images = Tensor::randn(0f32, 1., (6, 3, 32, 32), &Device::Cpu)?;
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let loss = model.loss(&images, &[0, 0, 1, 2], LossKind::Deviation, &mut rng)?;
+//! let parameters = varmap.data().lock().unwrap().iter()
+//!     .filter(|(name, _)| !weights::is_buffer(name))
+//!     .map(|(_, var)| var.clone())
+//!     .collect();
+//! SGD::new(parameters, 1e-3)?.backward_step(&loss)?;
+//!
+//! // One anomaly score per image after the references (higher: more anomalous).
+//! let scores = model.scores(&images)?.score;
+//! assert_eq!(scores.dims(), [4]);
+//!
+//! // Saved and loaded by name, the model scores alike.
+//! let path = std::env::temp_dir().join(format!("dra-doc-{}.safetensors", std::process::id()));
+//! varmap.save(&path)?;
+//! let loaded = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&loaded, DType::F32, &Device::Cpu);
+//! let again = Detector::new(Method::Dra, &config, vb)?;
+//! load_into(&loaded, &path, Scope::Full)?;
+//! std::fs::remove_file(&path)?;
+//! assert_eq!(again.scores(&images)?.score.to_vec1::<f32>()?, scores.to_vec1::<f32>()?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Modules
+//!
+//! - [`dra`]: the DRA model, its heads (also used by the baselines) and its loss;
+//! - [`baselines`]: the competing methods;
+//! - [`backbones`]: ResNet-18 and MobileNetV2 with torchvision's tensor names;
+//! - [`ops`]: the CPU kernels (convolution, BatchNorm, max-pool, ResNet's stem) and the layers
+//!   that run them;
+//! - [`weights`]: reading `.pth` and safetensors files, loading by name, which tensors are
+//!   state rather than parameters.
+//!
+//! The binaries call [`configure_cpu_runtime`] first thing in `main`.
 
+pub mod backbones;
 pub mod baselines;
-mod batchnorm;
-mod conv;
-mod cpu;
 mod detector;
-mod dra;
-mod heads;
+pub mod dra;
 mod init;
-mod loss;
-mod maxpool;
 mod method;
-mod mobilenet;
-mod resnet;
+pub mod ops;
 mod runtime;
-mod stem;
 #[cfg(test)]
 mod testutil;
-mod weights;
+pub mod weights;
 
-pub use batchnorm::BatchNorm2d;
-pub use conv::Conv2d;
+pub use backbones::BackboneKind;
 pub use detector::{Detector, DetectorScores};
-pub use dra::{BackboneKind, Dra, DraConfig, HeadScores};
-pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
+pub use dra::{Dra, DraConfig, DraLoss, HeadScores, LossKind, LossParts, Prior};
 pub use init::reset_parameters;
-pub use loss::{DraLoss, LossKind, LossParts, Prior};
-pub use maxpool::max_pool2d;
 pub use method::Method;
-pub use mobilenet::MobileNetV2;
-pub use resnet::ResNet18;
-pub use runtime::configure_cpu_runtime;
-pub use weights::{load_into, read_tensors, Scope, WeightsError, BACKBONE_PREFIX};
-
-static STOCK_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Routes convolution, BatchNorm and max-pooling through candle's stock ops instead of this
-/// crate's CPU kernels: a switch for benchmarks (`cargo xtask perf --stock`) and diagnosis.
-pub fn use_stock_kernels(stock: bool) {
-    STOCK_KERNELS.store(stock, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether this crate's CPU kernels are in use (the default).
-pub(crate) fn custom_kernels() -> bool {
-    !STOCK_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-static IM2COL_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Runs the stride-1 3×3 convolutions through im2col + GEMM instead of Winograd:
-/// a switch for benchmarks (`cargo xtask perf --no-winograd`) and diagnosis.
-pub fn use_winograd(winograd: bool) {
-    IM2COL_ONLY.store(!winograd, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether the Winograd path is in use (the default).
-pub(crate) fn winograd_enabled() -> bool {
-    !IM2COL_ONLY.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-static F2_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Runs every Winograd convolution with F(2×2, 3×3) tiles instead of F(4×4, 3×3) where the
-/// feature map has room for those: a switch for benchmarks (`cargo xtask perf
-/// --winograd-f2`) and diagnosis.
-pub fn use_winograd_f4(f4: bool) {
-    F2_ONLY.store(!f4, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether F(4×4, 3×3) tiles are in use where they fit (the default).
-pub(crate) fn winograd_f4_enabled() -> bool {
-    !F2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Names of the tensors that are state, not parameters: they are saved with the model but
-/// never given to the optimiser (BatchNorm statistics, Deep SAD's centre).
-pub fn is_buffer(name: &str) -> bool {
-    name.ends_with("running_mean")
-        || name.ends_with("running_var")
-        || name.ends_with("num_batches_tracked")
-        || name == baselines::DeepSad::CENTER
-}
+pub use ops::{Kernels, Winograd};
+pub use runtime::{configure_cpu_runtime, RuntimeError};
+pub use weights::{load_into, read_tensors, Scope, WeightsError};

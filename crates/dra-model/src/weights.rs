@@ -1,5 +1,6 @@
 //! Loading weights by name: torchvision ResNet-18 checkpoints (for the backbone) and whole DRA
-//! state dicts written by the official code, from `.pth` (PyTorch zip pickles) or safetensors.
+//! state dicts written by the official code, from `.pth` (PyTorch zip pickles) or safetensors;
+//! and which of a model's tensors are state rather than parameters ([`is_buffer`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -7,7 +8,14 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
-use crate::is_buffer;
+/// Names of the tensors that are state, not parameters: they are saved with the model but
+/// never given to the optimiser (BatchNorm statistics, Deep SAD's centre).
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
+        || name == crate::baselines::DeepSad::CENTER
+}
 
 /// The prefix of the backbone's tensors in DRA's state dict.
 pub const BACKBONE_PREFIX: &str = "feature_extractor.net.";

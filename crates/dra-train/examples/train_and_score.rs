@@ -17,7 +17,7 @@ use dra_data::{Listing, OnUnreadable};
 use dra_train::{LoadedModel, Profile, RunRequest, TrainConfig};
 
 fn main() -> Result<()> {
-    dra_model::configure_cpu_runtime();
+    dra_model::configure_cpu_runtime().unwrap_or_else(|e| eprintln!("warning: {e}"));
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
     let [category, images, rest @ ..] = &args[..] else {
         bail!("usage: train_and_score CATEGORY_DIR NEW_IMAGES_DIR [RUN_DIR]");

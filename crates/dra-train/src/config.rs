@@ -2,7 +2,7 @@
 //! with the `paper` and `quick` profiles. It is written to the run's `config.json`.
 
 use dra_data::{BatchConfig, Setting, SplitConfig};
-use dra_model::{BackboneKind, DraConfig, LossKind, Method};
+use dra_model::{BackboneKind, DraConfig, Kernels, LossKind, Method};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
@@ -194,6 +194,7 @@ impl TrainConfig {
             n_ref: self.n_ref,
             n_scales: self.n_scales,
             backbone: self.backbone,
+            kernels: Kernels::default(),
         }
     }
 

@@ -16,7 +16,7 @@ pub fn trainable(varmap: &VarMap) -> Vec<Var> {
         .expect("the var map lock is not poisoned");
     let mut named: Vec<(&String, &Var)> = data
         .iter()
-        .filter(|(n, _)| !dra_model::is_buffer(n))
+        .filter(|(n, _)| !dra_model::weights::is_buffer(n))
         .collect();
     named.sort_by(|a, b| a.0.cmp(b.0));
     named.into_iter().map(|(_, v)| v.clone()).collect()

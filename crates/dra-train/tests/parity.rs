@@ -340,7 +340,10 @@ fn mobilenet_v2_features_match_torchvision() -> Result<()> {
     let golden = Golden::load();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
-    let net = dra_model::MobileNetV2::new(vb.pp("feature_extractor").pp("net"))?;
+    let net = dra_model::backbones::MobileNetV2::new(
+        dra_model::Kernels::default(),
+        vb.pp("feature_extractor").pp("net"),
+    )?;
     for (name, var) in varmap.data().lock().unwrap().iter() {
         let values = golden_values(name, var.dims());
         var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu)?.to_dtype(DType::F64)?)?;

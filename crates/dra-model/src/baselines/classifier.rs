@@ -4,9 +4,8 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
-use crate::dra::Backbone;
-use crate::loss::{LossKind, Prior};
-use crate::DraConfig;
+use crate::backbones::Backbone;
+use crate::dra::{global_pool, DraConfig, LossKind, Prior};
 
 /// Backbone → global average pooling → `fc`: one logit per image (the anomaly score).
 #[derive(Debug, Clone)]
@@ -18,14 +17,14 @@ struct PooledLogit {
 impl PooledLogit {
     fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
+            feature_extractor: Backbone::of_model(config, &vb)?,
             fc: linear(config.backbone.out_channels(), 1, vb.pp("fc"))?,
         })
     }
 
     fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let features = self.feature_extractor.forward_t(images, train)?;
-        self.fc.forward(&super::global_pool(&features)?)?.squeeze(1)
+        self.fc.forward(&global_pool(&features)?)?.squeeze(1)
     }
 
     /// `kind` on the logits against "is an anomaly" (labels 1 and 2).

@@ -5,8 +5,8 @@
 use candle_core::{ModuleT, Result, Tensor, D};
 use candle_nn::{linear_no_bias, Init, Linear, Module, VarBuilder};
 
-use crate::dra::Backbone;
-use crate::DraConfig;
+use crate::backbones::Backbone;
+use crate::dra::{global_pool, DraConfig};
 
 /// Backbone → global average pooling → bias-free linear map to a `REP_DIM`-dimensional
 /// embedding φ(x). Score ‖φ(x) − c‖². Tensors: `feature_extractor.net.*`, `projection.weight`
@@ -37,7 +37,7 @@ impl DeepSad {
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
+            feature_extractor: Backbone::of_model(config, &vb)?,
             projection: linear_no_bias(c, Self::REP_DIM, vb.pp("projection"))?,
             center: vb
                 .pp("deepsad")
@@ -48,7 +48,7 @@ impl DeepSad {
     /// φ(x), `(B, REP_DIM)`.
     pub fn embed(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let features = self.feature_extractor.forward_t(images, train)?;
-        self.projection.forward(&super::global_pool(&features)?)
+        self.projection.forward(&global_pool(&features)?)
     }
 
     /// ‖φ(x) − c‖², `(B,)`: the anomaly score.

@@ -2,25 +2,22 @@
 //! den Hengel, "Explainable deep few-shot anomaly detection with deviation networks", 2021), as
 //! the DRA paper runs it: DRA's seen-abnormality head alone.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder};
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
 use rand::Rng;
 
-use crate::conv::Conv2d;
-use crate::dra::{downsample_nearest, Backbone};
-use crate::heads::top_k_mean;
-use crate::loss::{LossKind, Prior};
-use crate::DraConfig;
+use crate::backbones::Backbone;
+use crate::dra::{downsample_nearest, pyramid_mean, DraConfig, LossKind, PlainHead, Prior};
 
-/// Backbone → 1×1 convolution scoring every cell → |·| → top-K mean, averaged over the image
-/// pyramid; trained with the deviation loss (or `--loss`) on normals against labelled
-/// anomalies. Tensor names are those of the DevNet code's `SemiADNet`: `feature_extractor.net.*`
-/// and `conv.*`.
+/// Backbone → 1×1 convolution scoring every cell → |·| → top-K mean (DRA's [`PlainHead`]),
+/// averaged over the image pyramid as DRA averages its heads; trained with the deviation loss
+/// (or `--loss`) on normals against labelled anomalies. Tensor names are those of the DevNet
+/// code's `SemiADNet`: `feature_extractor.net.*` and `conv.*`.
 #[derive(Debug, Clone)]
 pub struct DevNet {
     feature_extractor: Backbone,
-    conv: Conv2d,
-    topk_rate: f64,
+    /// DRA's plain head, its convolution named `conv`.
+    head: PlainHead,
     n_scales: usize,
 }
 
@@ -30,9 +27,8 @@ impl DevNet {
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
-            conv: Conv2d::new(c, 1, 1, Conv2dConfig::default(), true, vb.pp("conv"))?,
-            topk_rate: config.topk_rate,
+            feature_extractor: Backbone::of_model(config, &vb)?,
+            head: PlainHead::with_conv(c, config.topk_rate, config.kernels, vb.pp("conv"))?,
             n_scales: config.n_scales,
         })
     }
@@ -44,11 +40,10 @@ impl DevNet {
             .map(|s| {
                 let scaled = downsample_nearest(images, s)?;
                 let features = self.feature_extractor.forward_t(&scaled, train)?;
-                let cells = self.conv.forward(&features)?.flatten_from(1)?.abs()?;
-                top_k_mean(&cells, self.topk_rate)
+                self.head.forward(&features)
             })
             .collect::<Result<Vec<_>>>()?;
-        Tensor::stack(&per_scale, 1)?.mean(1)
+        pyramid_mean(&per_scale)
     }
 
     /// The training loss of a batch (no references): `kind` against "is an anomaly". The

@@ -5,11 +5,9 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::conv::Conv2d;
-use crate::dra::Backbone;
-use crate::heads::top_k_mean;
-use crate::loss::{LossKind, Prior};
-use crate::DraConfig;
+use crate::backbones::Backbone;
+use crate::dra::{top_k_mean, DraConfig, LossKind, Prior};
+use crate::ops::Conv2d;
 
 /// Backbone → 1×1 convolution giving each cell an anomaly logit → the bag's logit is the mean
 /// of its K largest cell logits → binary cross-entropy against "is an anomaly". Unlike DevNet
@@ -28,8 +26,16 @@ impl Minns {
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::of_model(config.backbone, &vb)?,
-            scoring: Conv2d::new(c, 1, 1, Conv2dConfig::default(), true, vb.pp("scoring"))?,
+            feature_extractor: Backbone::of_model(config, &vb)?,
+            scoring: Conv2d::new(
+                c,
+                1,
+                1,
+                Conv2dConfig::default(),
+                true,
+                config.kernels,
+                vb.pp("scoring"),
+            )?,
             topk_rate: config.topk_rate,
         })
     }

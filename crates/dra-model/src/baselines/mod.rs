@@ -15,17 +15,12 @@ pub use deepsad::DeepSad;
 pub use devnet::DevNet;
 pub use minns::Minns;
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 
 /// 0/1 targets, one per label: 1 for any anomaly (labelled, 1, or pseudo, 2), 0 for a normal.
 pub(crate) fn anomaly_targets(labels: &[u8], like: &Tensor) -> Result<Tensor> {
     let y: Vec<f32> = labels.iter().map(|&l| (l != 0) as u8 as f32).collect();
     Tensor::new(y.as_slice(), like.device())?.to_dtype(like.dtype())
-}
-
-/// Global average pooling of an NCHW feature map, `(B, C)`.
-pub(crate) fn global_pool(features: &Tensor) -> Result<Tensor> {
-    features.mean(D::Minus1)?.mean(D::Minus1)
 }
 
 /// Fails on a batch whose labels do not match its images.

@@ -16,7 +16,10 @@ use dra_data::synthetic;
 use crate::args::{Cli, Command, DataCommand};
 
 fn main() -> ExitCode {
-    dra_model::configure_cpu_runtime();
+    // First, while this is the only thread; untuned, training is only slower.
+    if let Err(e) = dra_model::configure_cpu_runtime() {
+        eprintln!("warning: {e}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => commands::train(*args),

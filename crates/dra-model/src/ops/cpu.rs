@@ -1,4 +1,6 @@
-//! Plumbing shared by this crate's CPU kernels (candle custom ops over f32 and f64 storage).
+//! The plumbing shared by the CPU kernels (candle custom ops over f32 and f64 storage): their
+//! operands as slices, the dispatch on the element type, functions compiled for AVX2 where the
+//! CPU has it, and outputs written in parallel.
 
 use std::mem::MaybeUninit;
 

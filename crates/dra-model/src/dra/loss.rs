@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::dra::HeadScores;
+use super::HeadScores;
 
 /// The per-head loss (`--criterion`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,10 +3,7 @@
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 
-use crate::batchnorm::BatchNorm2d;
-
-use crate::conv::Conv2d;
-use crate::resnet::bn;
+use crate::ops::{BatchNorm2d, Conv2d, Kernels};
 
 /// Mean of the `K = max(⌊rate·h·w⌋, 1)` largest values of each row of `(B, N)` scores.
 /// Gradients reach exactly the selected cells (sort → gather).
@@ -31,16 +28,26 @@ pub struct PlainHead {
 
 impl PlainHead {
     /// A head on `in_channels`-channel feature maps that averages the top `topk_rate` fraction of
-    /// cells; the convolution's tensors are `scoring.*` under `vb`.
-    pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
-        let scoring = Conv2d::new(
-            in_channels,
-            1,
-            1,
-            Conv2dConfig::default(),
-            true,
-            vb.pp("scoring"),
-        )?;
+    /// cells, run by `kernels`; the convolution's tensors are `scoring.*` under `vb`.
+    pub fn new(
+        in_channels: usize,
+        topk_rate: f64,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Self::with_conv(in_channels, topk_rate, kernels, vb.pp("scoring"))
+    }
+
+    /// [`PlainHead::new`] with the convolution's tensors (`weight`, `bias`) directly under
+    /// `conv_vb`: for a method whose code names that layer otherwise (DevNet's `conv`).
+    pub(crate) fn with_conv(
+        in_channels: usize,
+        topk_rate: f64,
+        kernels: Kernels,
+        conv_vb: VarBuilder,
+    ) -> Result<Self> {
+        let config = Conv2dConfig::default();
+        let scoring = Conv2d::new(in_channels, 1, 1, config, true, kernels, conv_vb)?;
         Ok(Self { scoring, topk_rate })
     }
 
@@ -65,9 +72,15 @@ pub struct CompositeHead {
 }
 
 impl CompositeHead {
-    /// A head on `in_channels`-channel feature maps; tensors `conv.0.*` (the 3×3 convolution),
-    /// `conv.1.*` (the BatchNorm) and `scoring.*` under `vb`, as in the official `nn.Sequential`.
-    pub fn new(in_channels: usize, topk_rate: f64, vb: VarBuilder) -> Result<Self> {
+    /// A head on `in_channels`-channel feature maps, run by `kernels`; tensors `conv.0.*` (the
+    /// 3×3 convolution), `conv.1.*` (the BatchNorm) and `scoring.*` under `vb`, as in the
+    /// official `nn.Sequential`.
+    pub fn new(
+        in_channels: usize,
+        topk_rate: f64,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let config = Conv2dConfig {
             padding: 1,
             ..Default::default()
@@ -79,10 +92,11 @@ impl CompositeHead {
                 3,
                 config,
                 true,
+                kernels,
                 vb.pp("conv").pp("0"),
             )?,
-            bn: bn(in_channels, vb.pp("conv").pp("1"))?,
-            plain: PlainHead::new(in_channels, topk_rate, vb)?,
+            bn: BatchNorm2d::new(in_channels, kernels, vb.pp("conv").pp("1"))?,
+            plain: PlainHead::new(in_channels, topk_rate, kernels, vb)?,
         })
     }
 
@@ -113,6 +127,12 @@ impl CompositeHead {
     }
 }
 
+/// Global average pooling of an NCHW feature map, `(B, C)`: the normality head's first layer,
+/// and the baselines' pooled features.
+pub(crate) fn global_pool(features: &Tensor) -> Result<Tensor> {
+    features.mean(D::Minus1)?.mean(D::Minus1)
+}
+
 /// Normality head: global average pooling, 512 → 256 → ReLU → 1, absolute value. Trained
 /// towards 1 on normal images and subtracted from the anomaly score.
 #[derive(Debug, Clone)]
@@ -132,7 +152,7 @@ impl HolisticHead {
 
     /// One score per image, `(B,)`.
     pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
-        let pooled = features.mean(D::Minus1)?.mean(D::Minus1)?;
+        let pooled = global_pool(features)?;
         let hidden = self.fc1.forward(&pooled)?.relu()?;
         self.fc2.forward(&hidden)?.abs()?.squeeze(1)
     }

@@ -1,21 +1,12 @@
 //! Max pooling with padding and a backward pass, which candle's stock `max_pool2d` lacks (it
 //! has no padding and no gradient when kernel ≠ stride, as in ResNet's 3×3 / stride-2 stem).
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
 
-use crate::cpu::{dispatch, slice};
-
-/// The element types of the CPU kernel (f64 serves the double-precision parity tests).
-pub(crate) trait Element:
-    WithDType + PartialOrd + std::ops::AddAssign + Send + Sync
-{
-}
-impl Element for f32 {}
-impl Element for f64 {}
+use crate::ops::cpu::{dispatch, slice, zeroed};
+use crate::ops::{Element, Kernels};
 
 /// One step of PyTorch's running maximum: `v` replaces `best` when it is strictly greater or
 /// NaN, so among equal values the first in scan order stays and among NaNs the last one wins.
@@ -214,7 +205,7 @@ impl Geometry {
         let x = slice::<T>(storage, layout, self.name())?;
         let (b, c, h, w) = layout.shape().dims4()?;
         let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let mut out = crate::cpu::zeroed::<T>(b * c * oh * ow);
+        let mut out = zeroed::<T>(b * c * oh * ow);
         out.par_chunks_exact_mut(oh * ow)
             .zip(x.par_chunks_exact(h * w))
             .for_each_init(
@@ -271,7 +262,7 @@ impl Backward {
                 xl.shape()
             );
         }
-        let mut dx = crate::cpu::zeroed::<T>(x.len());
+        let mut dx = zeroed::<T>(x.len());
         dx.par_chunks_exact_mut(h * w)
             .zip(x.par_chunks_exact(h * w))
             .zip(y.par_chunks_exact(oh * ow).zip(g.par_chunks_exact(oh * ow)))
@@ -302,46 +293,78 @@ impl Geometry {
     }
 }
 
-/// `F.max_pool2d(x, kernel, stride, padding)` for NCHW input, differentiable.
+/// PyTorch's `MaxPool2d(kernel, stride, padding)` for NCHW input, differentiable.
 ///
-/// On the CPU (f32 and f64) a dedicated kernel routes each gradient to the first maximum, as PyTorch does.
-/// On other devices it is composed of stock ops (padding with −∞ and an element-wise maximum
-/// over the kernel's shifted views), whose gradient splits a tie between the tied inputs.
-pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let geometry = Geometry::new(kernel, stride, padding, (h, w))?;
-    if crate::custom_kernels()
-        && x.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
-    {
-        return x.contiguous()?.apply_op1(geometry);
-    }
-    let (oh, ow) = (geometry.out_size(h), geometry.out_size(w));
-    let x = if padding > 0 {
-        let fill = f32::NEG_INFINITY;
-        let pad = |t: &Tensor, dim: usize, n: usize| -> Result<Tensor> {
-            let mut shape = t.dims().to_vec();
-            shape[dim] = n;
-            let edge = Tensor::full(fill, shape, t.device())?.to_dtype(t.dtype())?;
-            Tensor::cat(&[&edge, t, &edge], dim)
-        };
-        pad(&pad(x, 2, padding)?, 3, padding)?
-    } else {
-        x.clone()
-    };
-    let mut out: Option<Tensor> = None;
-    for ky in 0..kernel {
-        for kx in 0..kernel {
-            let rows = x.narrow(2, ky, (oh - 1) * stride + 1)?;
-            let view = rows.narrow(3, kx, (ow - 1) * stride + 1)?;
-            let view = strided(&view, stride)?;
-            out = Some(match out {
-                None => view,
-                Some(acc) => acc.maximum(&view)?,
-            });
+/// With this crate's kernels, on the CPU (f32 and f64), a dedicated kernel routes each gradient
+/// to the first maximum, as PyTorch does. Elsewhere it is composed of stock ops (padding with
+/// −∞ and an element-wise maximum over the kernel's shifted views), whose gradient splits a tie
+/// between the tied inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPool2d {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    kernels: Kernels,
+}
+
+impl MaxPool2d {
+    /// A `kernel × kernel` pooling with `stride` and `padding` (counted as −∞), run by
+    /// `kernels`. The geometry is checked against each input, as PyTorch checks it.
+    pub fn new(kernel: usize, stride: usize, padding: usize, kernels: Kernels) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding,
+            kernels,
         }
     }
-    Ok(out.expect("kernel is at least 1"))
+
+    /// The kernel's geometry for an `h × w` input, or an error where PyTorch gives one.
+    pub(crate) fn geometry(&self, (h, w): (usize, usize)) -> Result<Geometry> {
+        Geometry::new(self.kernel, self.stride, self.padding, (h, w))
+    }
+
+    /// Whether the CPU kernel serves `x`.
+    pub(crate) fn custom(&self, x: &Tensor) -> bool {
+        self.kernels.custom() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    }
+}
+
+impl Module for MaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
+        let (_, _, h, w) = x.dims4()?;
+        let geometry = self.geometry((h, w))?;
+        if self.custom(x) {
+            return x.contiguous()?.apply_op1(geometry);
+        }
+        let (oh, ow) = (geometry.out_size(h), geometry.out_size(w));
+        let x = if padding > 0 {
+            let fill = f32::NEG_INFINITY;
+            let pad = |t: &Tensor, dim: usize, n: usize| -> Result<Tensor> {
+                let mut shape = t.dims().to_vec();
+                shape[dim] = n;
+                let edge = Tensor::full(fill, shape, t.device())?.to_dtype(t.dtype())?;
+                Tensor::cat(&[&edge, t, &edge], dim)
+            };
+            pad(&pad(x, 2, padding)?, 3, padding)?
+        } else {
+            x.clone()
+        };
+        let mut out: Option<Tensor> = None;
+        for ky in 0..kernel {
+            for kx in 0..kernel {
+                let rows = x.narrow(2, ky, (oh - 1) * stride + 1)?;
+                let view = rows.narrow(3, kx, (ow - 1) * stride + 1)?;
+                let view = strided(&view, stride)?;
+                out = Some(match out {
+                    None => view,
+                    Some(acc) => acc.maximum(&view)?,
+                });
+            }
+        }
+        Ok(out.expect("kernel is at least 1"))
+    }
 }
 
 /// Keeps every `stride`-th row and column (index 0, stride, 2·stride, …).
@@ -364,6 +387,11 @@ pub(crate) fn strided(x: &Tensor, stride: usize) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// The pooling with this crate's kernels.
+    fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+        MaxPool2d::new(kernel, stride, padding, Kernels::default()).forward(x)
+    }
 
     /// PyTorch's CPU kernel, literally: per window a running maximum in scan order, replaced
     /// by a strictly greater value or a NaN. Returns the pooled values (as f64) and, per output,
@@ -571,7 +599,7 @@ mod tests {
     /// Kernel timings at ResNet-18's stem at 128 px (8 × 64 × 64 × 64, 3×3 / 2 / 1), for
     /// comparing implementations, with this crate optimised as in a release build:
     /// `cargo test --config 'profile.dev.package.dra-model.opt-level=3' -p dra-model --lib
-    /// maxpool::tests::timing -- --ignored --nocapture`.
+    /// ops::maxpool::tests::timing -- --ignored --nocapture`.
     #[test]
     #[ignore = "a timing, not a test"]
     fn timing() -> Result<()> {

@@ -15,37 +15,33 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::batchnorm::{self, BatchNorm2d};
-use crate::conv::{self, Conv, Conv2d};
-use crate::cpu::{as_uninit, dispatch, slice};
-use crate::maxpool;
+use crate::ops::batchnorm::{self, BatchNorm2d};
+use crate::ops::conv::{Conv, Conv2d};
+use crate::ops::cpu::{as_uninit, dispatch, slice, zeroed};
+use crate::ops::maxpool::{self, MaxPool2d};
+use crate::ops::Element;
 
-/// The element types of the kernel: those of the three ops it fuses.
-trait Element: conv::Element + batchnorm::Element + maxpool::Element {}
-impl Element for f32 {}
-impl Element for f64 {}
-
-/// `max_pool(relu(batch_norm(conv(x))))` in training mode, or `None` where the fused op does
-/// not serve (another device or dtype, a bias, an input that wants a gradient): the caller
-/// then composes the layers. The running statistics are updated as the BatchNorm's own
-/// forward would. `pool` is the max-pool's `(kernel, stride, padding)`.
+/// `pool(relu(bn(conv(x))))` in training mode, or `None` where the fused op does not serve
+/// (stock kernels, another device or dtype, a bias, an input that wants a gradient): the
+/// caller then composes the layers. The running statistics are updated as the BatchNorm's own
+/// forward would.
 pub(crate) fn forward_train(
     conv: &Conv2d,
     bn: &BatchNorm2d,
-    pool: (usize, usize, usize),
+    pool: &MaxPool2d,
     x: &Tensor,
 ) -> Result<Option<Tensor>> {
     let Some((weight, config)) = conv.unbiased_parts() else {
         return Ok(None);
     };
-    if !conv.fast_path(x) || !BatchNorm2d::fused(x) || x.track_op() {
+    if !conv.fast_path(x) || !bn.fused(x) || !pool.custom(x) || x.track_op() {
         return Ok(None);
     }
     let (gb, eps) = bn.affine_params()?;
     let saved = Arc::new(Mutex::new(None));
     let op = Stem {
-        conv: Conv::without_backward(config),
-        pool,
+        conv: Conv::without_backward(config, conv.kernels().winograd()),
+        pool: *pool,
         eps,
         saved: Arc::clone(&saved),
     };
@@ -74,15 +70,14 @@ fn lock(saved: &Mutex<Option<Saved>>) -> std::sync::MutexGuard<'_, Option<Saved>
 /// The op: `(image, kernel, [γ; β]) → pooled`.
 struct Stem {
     conv: Conv,
-    pool: (usize, usize, usize),
+    pool: MaxPool2d,
     eps: f64,
     saved: Arc<Mutex<Option<Saved>>>,
 }
 
 impl Stem {
     fn geometry(&self, (h, w): (usize, usize)) -> Result<maxpool::Geometry> {
-        let (kernel, stride, padding) = self.pool;
-        maxpool::Geometry::new(kernel, stride, padding, (h, w))
+        self.pool.geometry((h, w))
     }
 
     fn forward<T: Element>(
@@ -107,7 +102,7 @@ impl Stem {
         let mut params = batchnorm::batch_stats(&y, (n, c, h * wd));
         params.extend_from_slice(gb);
         let maps = maps(&params, c, self.eps);
-        let mut out = crate::cpu::zeroed::<T>(n * c * oh * ow);
+        let mut out = zeroed::<T>(n * c * oh * ow);
         out.par_chunks_exact_mut(oh * ow)
             .zip(y.par_chunks_exact(h * wd))
             .enumerate()
@@ -256,7 +251,7 @@ impl Gradient {
         }
         let params: Vec<T> = self.params.iter().map(|&v| T::from_f64(v)).collect();
         let maps = maps(&params, c, self.eps);
-        let mut out = crate::cpu::zeroed::<T>(y.len() + 2 * c);
+        let mut out = zeroed::<T>(y.len() + 2 * c);
         out[..y.len()]
             .par_chunks_exact_mut(h * w)
             .zip(y.par_chunks_exact(h * w))
@@ -283,10 +278,15 @@ impl Gradient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maxpool::max_pool2d;
+    use crate::ops::Kernels;
     use crate::testutil::{max_diff, ramp};
     use candle_core::{DType, Module, Var};
     use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
+
+    /// The max-pool `(kernel, stride, padding)` with this crate's kernels.
+    fn pooling((kernel, stride, padding): (usize, usize, usize)) -> MaxPool2d {
+        MaxPool2d::new(kernel, stride, padding, Kernels::default())
+    }
 
     /// ResNet's stem convolution: 7×7, stride 2, padding 3.
     fn resnet_stem() -> Conv2dConfig {
@@ -307,10 +307,10 @@ mod tests {
     ) -> (VarMap, Conv2d, BatchNorm2d) {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
-        let conv = Conv2d::new(c, o, k, config, false, vb.pp("conv"))
+        let conv = Conv2d::new(c, o, k, config, false, Kernels::default(), vb.pp("conv"))
             .unwrap()
             .without_input_grad();
-        let bn = BatchNorm2d::new(o, vb.pp("bn")).unwrap();
+        let bn = BatchNorm2d::new(o, Kernels::default(), vb.pp("bn")).unwrap();
         for (name, var) in varmap.data().lock().unwrap().iter() {
             let shape = var.shape().dims().to_vec();
             let v = (ramp(&shape, name.len() as u32) * 0.3).unwrap();
@@ -358,9 +358,9 @@ mod tests {
                     v[0] = -v[0];
                     g.set(&Tensor::new(v, &Device::Cpu)?.to_dtype(dtype)?)?;
                 }
-                let fused = forward_train(&conv_a, &bn_a, pool, &x)?.expect("fused path");
+                let fused = forward_train(&conv_a, &bn_a, &pooling(pool), &x)?.expect("fused path");
                 let activations = bn_b.forward_relu_t(&conv_b.forward(&x)?, true)?;
-                let composed = max_pool2d(&activations, pool.0, pool.1, pool.2)?;
+                let composed = pooling(pool).forward(&activations)?;
                 let zeros = activations
                     .eq(0.0)?
                     .to_dtype(DType::F64)?
@@ -404,7 +404,7 @@ mod tests {
     fn backward_twice() -> Result<()> {
         let (vm, conv, bn) = seeded(3, 4, 7, resnet_stem(), DType::F64);
         let x = ramp(&[2, 3, 11, 9], 3).to_dtype(DType::F64)?;
-        let y = forward_train(&conv, &bn, (3, 2, 1), &x)?.expect("fused path");
+        let y = forward_train(&conv, &bn, &pooling((3, 2, 1)), &x)?.expect("fused path");
         let loss = (&y * &ramp(y.dims(), 4).to_dtype(DType::F64)?)?.sum_all()?;
         let (first, second) = (loss.backward()?, loss.backward()?);
         for (name, var) in vm.data().lock().unwrap().iter() {
@@ -423,8 +423,8 @@ mod tests {
     fn declines_tracked_inputs() -> Result<()> {
         let (_vm, conv, bn) = seeded(3, 4, 7, resnet_stem(), DType::F32);
         let x = Var::from_tensor(&ramp(&[1, 3, 9, 9], 1).to_dtype(DType::F32)?)?;
-        assert!(forward_train(&conv, &bn, (3, 2, 1), x.as_tensor())?.is_none());
-        assert!(forward_train(&conv, &bn, (3, 2, 1), &x.as_tensor().detach())?.is_some());
+        assert!(forward_train(&conv, &bn, &pooling((3, 2, 1)), x.as_tensor())?.is_none());
+        assert!(forward_train(&conv, &bn, &pooling((3, 2, 1)), &x.as_tensor().detach())?.is_some());
         Ok(())
     }
 }

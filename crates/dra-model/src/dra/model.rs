@@ -4,86 +4,9 @@ use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::heads::{CompositeHead, HolisticHead, PlainHead};
-use crate::mobilenet::MobileNetV2;
-use crate::resnet::ResNet18;
-
-/// The feature extractor (`--backbone`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackboneKind {
-    /// torchvision ResNet-18 to `layer4`: the official backbone.
-    #[default]
-    Resnet18,
-    /// torchvision MobileNetV2 `features`: the lightweight option for small data sets.
-    MobilenetV2,
-}
-
-impl BackboneKind {
-    /// Channels of the feature map the backbone hands to the heads: 512 for ResNet-18, 1280
-    /// for MobileNetV2.
-    pub fn out_channels(self) -> usize {
-        match self {
-            Self::Resnet18 => ResNet18::OUT_CHANNELS,
-            Self::MobilenetV2 => MobileNetV2::OUT_CHANNELS,
-        }
-    }
-}
-
-impl std::str::FromStr for BackboneKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "resnet18" => Ok(Self::Resnet18),
-            "mobilenet_v2" => Ok(Self::MobilenetV2),
-            other => Err(format!(
-                "unknown backbone `{other}`; valid: resnet18, mobilenet_v2"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for BackboneKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Resnet18 => "resnet18",
-            Self::MobilenetV2 => "mobilenet_v2",
-        })
-    }
-}
-
-/// The feature extractor of every method (DRA and the baselines share it), built under
-/// `feature_extractor.net` so that `--weights` and the initialisation treat it alike.
-#[derive(Debug, Clone)]
-pub(crate) enum Backbone {
-    Resnet18(ResNet18),
-    MobilenetV2(MobileNetV2),
-}
-
-impl Backbone {
-    /// The backbone of a model whose tensors `vb` holds, under the official model's prefix
-    /// (`feature_extractor.net.`, [`crate::BACKBONE_PREFIX`]) shared by DRA and every baseline.
-    pub(crate) fn of_model(kind: BackboneKind, vb: &VarBuilder) -> Result<Self> {
-        Self::new(kind, vb.pp("feature_extractor").pp("net"))
-    }
-
-    /// Builds `kind` under `vb`, whose prefix is the torchvision model's root.
-    pub(crate) fn new(kind: BackboneKind, vb: VarBuilder) -> Result<Self> {
-        Ok(match kind {
-            BackboneKind::Resnet18 => Self::Resnet18(ResNet18::new(vb)?),
-            BackboneKind::MobilenetV2 => Self::MobilenetV2(MobileNetV2::new(vb)?),
-        })
-    }
-}
-
-impl ModuleT for Backbone {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
-            Self::Resnet18(net) => net.forward_t(x, train),
-            Self::MobilenetV2(net) => net.forward_t(x, train),
-        }
-    }
-}
+use super::heads::{CompositeHead, HolisticHead, PlainHead};
+use crate::backbones::{Backbone, BackboneKind};
+use crate::ops::Kernels;
 
 /// The model's constants (official defaults in `Default`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,6 +21,10 @@ pub struct DraConfig {
     /// reads as ResNet-18.
     #[serde(default)]
     pub backbone: BackboneKind,
+    /// The implementation every layer runs (this crate's CPU kernels by default). A choice of
+    /// the process, not a property of the model: never serialised, read back as the default.
+    #[serde(skip)]
+    pub kernels: Kernels,
 }
 
 impl Default for DraConfig {
@@ -107,6 +34,7 @@ impl Default for DraConfig {
             n_ref: 5,
             n_scales: 2,
             backbone: BackboneKind::Resnet18,
+            kernels: Kernels::default(),
         }
     }
 }
@@ -129,7 +57,7 @@ impl HeadScores {
     pub fn average(scales: &[HeadScores]) -> Result<HeadScores> {
         let mean = |pick: fn(&HeadScores) -> &Tensor| -> Result<Tensor> {
             let per_scale: Vec<&Tensor> = scales.iter().map(pick).collect();
-            Tensor::stack(&per_scale, 1)?.mean(1)
+            pyramid_mean(&per_scale)
         };
         Ok(HeadScores {
             normal: mean(|s| &s.normal)?,
@@ -161,14 +89,18 @@ impl Dra {
     /// Builds the model from `vb`, whose prefix is the model's root (tensors under
     /// `feature_extractor.net`, `holistic_head`, …).
     pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
-        let c = config.backbone.out_channels();
-        let feature_extractor = Backbone::of_model(config.backbone, &vb)?;
+        let (c, rate, kernels) = (
+            config.backbone.out_channels(),
+            config.topk_rate,
+            config.kernels,
+        );
+        let feature_extractor = Backbone::of_model(&config, &vb)?;
         Ok(Self {
             feature_extractor,
             holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,
-            seen_head: PlainHead::new(c, config.topk_rate, vb.pp("seen_head"))?,
-            pseudo_head: PlainHead::new(c, config.topk_rate, vb.pp("pseudo_head"))?,
-            composite_head: CompositeHead::new(c, config.topk_rate, vb.pp("composite_head"))?,
+            seen_head: PlainHead::new(c, rate, kernels, vb.pp("seen_head"))?,
+            pseudo_head: PlainHead::new(c, rate, kernels, vb.pp("pseudo_head"))?,
+            composite_head: CompositeHead::new(c, rate, kernels, vb.pp("composite_head"))?,
             config,
         })
     }
@@ -181,7 +113,7 @@ impl Dra {
     /// Scores a batch whose first `n_ref` images are the references, as the official
     /// `DRA.forward`: each head's score is the mean over the pyramid's scales. In training every
     /// head scores every image (BatchNorm in train mode); which rows each head's loss sees is
-    /// the loss's business ([`crate::DraLoss`]), which gives the same values and gradients as
+    /// the loss's business ([`super::DraLoss`]), which gives the same values and gradients as
     /// the official per-head row selection.
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<HeadScores> {
         HeadScores::average(&self.forward_scales(images, train)?)
@@ -232,6 +164,12 @@ impl Dra {
             })
             .collect()
     }
+}
+
+/// The mean over the pyramid's levels of per-image scores given level by level, each `(B,)`
+/// (official: `torch.cat(…, 1).mean(1)`): `(B,)`.
+pub(crate) fn pyramid_mean<T: AsRef<Tensor>>(per_scale: &[T]) -> Result<Tensor> {
+    Tensor::stack(per_scale, 1)?.mean(1)
 }
 
 /// PyTorch's `F.interpolate(x, size=(H >> s, W >> s))` (mode `nearest`) of an NCHW batch: the
@@ -287,7 +225,7 @@ mod tests {
         }
         let params: usize = data
             .iter()
-            .filter(|(n, _)| !crate::is_buffer(n))
+            .filter(|(n, _)| !crate::weights::is_buffer(n))
             .map(|(_, v)| v.elem_count())
             .sum();
         // 11.18 M backbone + 2.36 M composite conv (+ BN) + 0.13 M holistic + 3 × 513.

@@ -5,10 +5,7 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::batchnorm::BatchNorm2d;
-
-use crate::conv::Conv2d;
-use crate::resnet::bn;
+use crate::ops::{BatchNorm2d, Conv2d, Kernels};
 
 /// Convolution + BatchNorm2d + optional ReLU6 (torchvision's `Conv2dNormActivation`).
 #[derive(Debug, Clone)]
@@ -19,6 +16,7 @@ struct ConvBn {
 }
 
 impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cin: usize,
         cout: usize,
@@ -26,6 +24,7 @@ impl ConvBn {
         stride: usize,
         groups: usize,
         relu6: bool,
+        kernels: Kernels,
         vb: VarBuilder,
     ) -> Result<Self> {
         let config = Conv2dConfig {
@@ -35,17 +34,24 @@ impl ConvBn {
             ..Default::default()
         };
         Ok(Self {
-            conv: Conv2d::new(cin, cout, k, config, false, vb.pp("0"))?,
-            bn: bn(cout, vb.pp("1"))?,
+            conv: Conv2d::new(cin, cout, k, config, false, kernels, vb.pp("0"))?,
+            bn: BatchNorm2d::new(cout, kernels, vb.pp("1"))?,
             relu6,
         })
     }
 
     /// A convolution and BatchNorm2d that sit side by side in the parent (`conv.N`, `conv.N+1`).
-    fn flat(cin: usize, cout: usize, conv_vb: VarBuilder, bn_vb: VarBuilder) -> Result<Self> {
+    fn flat(
+        cin: usize,
+        cout: usize,
+        kernels: Kernels,
+        conv_vb: VarBuilder,
+        bn_vb: VarBuilder,
+    ) -> Result<Self> {
+        let config = Conv2dConfig::default();
         Ok(Self {
-            conv: Conv2d::new(cin, cout, 1, Conv2dConfig::default(), false, conv_vb)?,
-            bn: bn(cout, bn_vb)?,
+            conv: Conv2d::new(cin, cout, 1, config, false, kernels, conv_vb)?,
+            bn: BatchNorm2d::new(cout, kernels, bn_vb)?,
             relu6: false,
         })
     }
@@ -68,13 +74,29 @@ struct InvertedResidual {
 }
 
 impl InvertedResidual {
-    fn new(cin: usize, cout: usize, stride: usize, expand: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        expand: usize,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let hidden = cin * expand;
         let conv = vb.pp("conv");
         let mut layers = Vec::new();
         let mut i = 0;
         if expand != 1 {
-            layers.push(ConvBn::new(cin, hidden, 1, 1, 1, true, conv.pp(i))?);
+            layers.push(ConvBn::new(
+                cin,
+                hidden,
+                1,
+                1,
+                1,
+                true,
+                kernels,
+                conv.pp(i),
+            )?);
             i += 1;
         }
         layers.push(ConvBn::new(
@@ -84,9 +106,11 @@ impl InvertedResidual {
             stride,
             hidden,
             true,
+            kernels,
             conv.pp(i),
         )?);
-        layers.push(ConvBn::flat(hidden, cout, conv.pp(i + 1), conv.pp(i + 2))?);
+        let (conv_vb, bn_vb) = (conv.pp(i + 1), conv.pp(i + 2));
+        layers.push(ConvBn::flat(hidden, cout, kernels, conv_vb, bn_vb)?);
         Ok(Self {
             layers,
             residual: stride == 1 && cin == cout,
@@ -118,10 +142,11 @@ impl MobileNetV2 {
     /// Number of output channels (torchvision's last 1×1 convolution).
     pub const OUT_CHANNELS: usize = 1280;
 
-    /// `vb` is the torchvision model's root: tensors are read under `features.*`.
-    pub fn new(vb: VarBuilder) -> Result<Self> {
+    /// Builds the network on `kernels` from `vb`, the torchvision model's root: tensors are
+    /// read under `features.*`.
+    pub fn new(kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         let f = vb.pp("features");
-        let stem = ConvBn::new(3, 32, 3, 2, 1, true, f.pp(0))?;
+        let stem = ConvBn::new(3, 32, 3, 2, 1, true, kernels, f.pp(0))?;
         // (expansion t, channels c, repeats n, first stride s), torchvision's table.
         let settings = [
             (1, 16, 1, 1),
@@ -142,6 +167,7 @@ impl MobileNetV2 {
                     c,
                     stride,
                     t,
+                    kernels,
                     f.pp(blocks.len() + 1),
                 )?);
                 cin = c;
@@ -154,6 +180,7 @@ impl MobileNetV2 {
             1,
             1,
             true,
+            kernels,
             f.pp(blocks.len() + 1),
         )?;
         Ok(Self { stem, blocks, head })
@@ -179,7 +206,8 @@ mod tests {
     #[test]
     fn torchvision_names_and_shapes() -> Result<()> {
         let varmap = VarMap::new();
-        let net = MobileNetV2::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = MobileNetV2::new(Kernels::default(), vb)?;
         {
             let data = varmap.data().lock().unwrap();
             // torchvision's state dict has 312 entries, 52 of them num_batches_tracked.

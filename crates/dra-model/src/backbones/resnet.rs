@@ -4,23 +4,23 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::batchnorm::BatchNorm2d;
+use crate::ops::{BatchNorm2d, Conv2d, Kernels, MaxPool2d};
 
-use crate::conv::Conv2d;
-use crate::maxpool::max_pool2d;
-
-/// PyTorch's `BatchNorm2d` defaults: eps 1e-5, momentum 0.1, affine.
-pub(crate) fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
-    BatchNorm2d::new(channels, vb)
-}
-
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+/// A `k × k` convolution without bias, padded by `k / 2`.
+fn conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    kernels: Kernels,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
     let config = Conv2dConfig {
         padding: k / 2,
         stride,
         ..Default::default()
     };
-    Conv2d::new(cin, cout, k, config, false, vb)
+    Conv2d::new(cin, cout, k, config, false, kernels, vb)
 }
 
 /// torchvision's `BasicBlock`.
@@ -34,18 +34,28 @@ struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let bn = |vb: VarBuilder| BatchNorm2d::new(cout, kernels, vb);
         let downsample = if stride != 1 || cin != cout {
             let d = vb.pp("downsample");
-            Some((conv(cin, cout, 1, stride, d.pp("0"))?, bn(cout, d.pp("1"))?))
+            Some((
+                conv(cin, cout, 1, stride, kernels, d.pp("0"))?,
+                bn(d.pp("1"))?,
+            ))
         } else {
             None
         };
         Ok(Self {
-            conv1: conv(cin, cout, 3, stride, vb.pp("conv1"))?,
-            bn1: bn(cout, vb.pp("bn1"))?,
-            conv2: conv(cout, cout, 3, 1, vb.pp("conv2"))?,
-            bn2: bn(cout, vb.pp("bn2"))?,
+            conv1: conv(cin, cout, 3, stride, kernels, vb.pp("conv1"))?,
+            bn1: bn(vb.pp("bn1"))?,
+            conv2: conv(cout, cout, 3, 1, kernels, vb.pp("conv2"))?,
+            bn2: bn(vb.pp("bn2"))?,
             downsample,
         })
     }
@@ -67,6 +77,7 @@ impl BasicBlock {
 pub struct ResNet18 {
     conv1: Conv2d,
     bn1: BatchNorm2d,
+    pool: MaxPool2d,
     layers: Vec<Vec<BasicBlock>>,
 }
 
@@ -74,37 +85,42 @@ impl ResNet18 {
     /// Number of output channels.
     pub const OUT_CHANNELS: usize = 512;
 
-    /// Builds the network from `vb`, whose prefix is the torchvision model's root (for DRA,
-    /// `feature_extractor.net`).
-    pub fn new(vb: VarBuilder) -> Result<Self> {
+    /// Builds the network on `kernels` from `vb`, whose prefix is the torchvision model's root
+    /// (for DRA, `feature_extractor.net`).
+    pub fn new(kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         // The stem sees the image, which needs no gradient.
         let stem = Conv2dConfig {
             padding: 3,
             stride: 2,
             ..Default::default()
         };
-        let conv1 = Conv2d::new(3, 64, 7, stem, false, vb.pp("conv1"))?.without_input_grad();
-        let bn1 = bn(64, vb.pp("bn1"))?;
+        let conv1 =
+            Conv2d::new(3, 64, 7, stem, false, kernels, vb.pp("conv1"))?.without_input_grad();
+        let bn1 = BatchNorm2d::new(64, kernels, vb.pp("bn1"))?;
         let mut layers = Vec::new();
         let mut cin = 64;
         for (i, cout) in [64, 128, 256, 512].into_iter().enumerate() {
             let stride = if i == 0 { 1 } else { 2 };
             let lvb = vb.pp(format!("layer{}", i + 1));
             layers.push(vec![
-                BasicBlock::new(cin, cout, stride, lvb.pp("0"))?,
-                BasicBlock::new(cout, cout, 1, lvb.pp("1"))?,
+                BasicBlock::new(cin, cout, stride, kernels, lvb.pp("0"))?,
+                BasicBlock::new(cout, cout, 1, kernels, lvb.pp("1"))?,
             ]);
             cin = cout;
         }
-        Ok(Self { conv1, bn1, layers })
+        Ok(Self {
+            conv1,
+            bn1,
+            pool: MaxPool2d::new(3, 2, 1, kernels),
+            layers,
+        })
     }
 }
 
 impl ModuleT for ResNet18 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        const POOL: (usize, usize, usize) = (3, 2, 1);
         let fused = if train {
-            crate::stem::forward_train(&self.conv1, &self.bn1, POOL, x)?
+            crate::ops::stem::forward_train(&self.conv1, &self.bn1, &self.pool, x)?
         } else {
             None
         };
@@ -113,7 +129,7 @@ impl ModuleT for ResNet18 {
             None => {
                 let x = self.conv1.forward(x)?;
                 let x = self.bn1.forward_relu_t(&x, train)?;
-                max_pool2d(&x, POOL.0, POOL.1, POOL.2)?
+                self.pool.forward(&x)?
             }
         };
         for layer in &self.layers {

@@ -1,0 +1,14 @@
+//! DRA (Ding, Pang & Shen, CVPR 2022): the model ([`Dra`]: a backbone and four heads on a
+//! two-level image pyramid, its constants in [`DraConfig`]), the heads (`modeling/net.py` of
+//! the official code, one struct each) and the training loss.
+
+mod heads;
+mod loss;
+mod model;
+
+pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
+pub use loss::{DraLoss, LossKind, LossParts, Prior};
+pub use model::{Dra, DraConfig, HeadScores};
+
+pub(crate) use heads::global_pool;
+pub(crate) use model::{downsample_nearest, pyramid_mean};

@@ -1,0 +1,207 @@
+//! The convolution layer, with PyTorch's parameter names.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Conv2dConfig, Init, VarBuilder};
+
+use super::{Conv, KernelCache};
+use crate::ops::Kernels;
+
+/// A 2-D convolution layer with PyTorch's parameter names (`weight`, `bias`).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    config: Conv2dConfig,
+    grad_input: bool,
+    kernels: Kernels,
+}
+
+impl Conv2d {
+    /// A `k × k` convolution from `cin` to `cout` channels, with a bias when `bias`, run by
+    /// `kernels`; its tensors are read from `vb` or created as zeros. PyTorch's default
+    /// initialisation is applied later by name ([`crate::reset_parameters`]).
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        config: Conv2dConfig,
+        bias: bool,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight =
+            vb.get_with_hints((cout, cin / config.groups, k, k), "weight", Init::Const(0.))?;
+        let bias = if bias {
+            Some(vb.get_with_hints(cout, "bias", Init::Const(0.))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            config,
+            grad_input: true,
+            kernels,
+        })
+    }
+
+    /// Declares that the input never needs a gradient (the image), so the backward skips it.
+    pub fn without_input_grad(mut self) -> Self {
+        self.grad_input = false;
+        self
+    }
+
+    /// The weight (`O × C × kh × kw`) and the configuration of a convolution without bias,
+    /// for ops that fuse it with what follows.
+    pub(crate) fn unbiased_parts(&self) -> Option<(&Tensor, &Conv2dConfig)> {
+        self.bias.is_none().then_some((&self.weight, &self.config))
+    }
+
+    /// The kernels this layer runs.
+    pub(crate) fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Whether this crate's CPU kernel serves `x` (candle's `conv2d` otherwise). A bias
+    /// is added by `forward`, outside the kernel.
+    pub(crate) fn fast_path(&self, x: &Tensor) -> bool {
+        self.kernels.custom()
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && self.config.groups == 1
+            && self.config.dilation == 1
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let y = if self.fast_path(x) {
+            // Only a graph that a backward pass can walk needs the kernels kept.
+            let backward = x.track_op() || self.weight.track_op();
+            let op = Conv {
+                stride: c.stride,
+                padding: c.padding,
+                grad_input: self.grad_input,
+                winograd: self.kernels.winograd(),
+                transformed: (self.grad_input && backward).then(KernelCache::default),
+            };
+            x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)?
+        } else {
+            x.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::max_diff;
+    use candle_core::Var;
+
+    fn ramp(shape: (usize, usize, usize, usize), seed: u32) -> Tensor {
+        crate::testutil::ramp(&[shape.0, shape.1, shape.2, shape.3], seed)
+            .to_dtype(DType::F32)
+            .unwrap()
+    }
+
+    /// Values and both gradients against candle's stock convolution, on odd shapes. Where
+    /// (h + 2p − k) is not a multiple of the stride, candle's own d(input) comes out one pixel
+    /// short (its transposed convolution has no output padding), so there the gradients are
+    /// checked by the adjoint identities instead: the convolution is linear in x and in w, so
+    /// ⟨conv(x, w), r⟩ = ⟨x, ∂x⟩ = ⟨w, ∂w⟩ for the gradients ∂ of ⟨conv(x, w), r⟩.
+    #[test]
+    fn matches_candle_on_odd_shapes() -> Result<()> {
+        for (n, c, h, w, o, k, s, p) in [
+            (2, 3, 9, 7, 4, 3, 1, 1),
+            (3, 5, 11, 8, 6, 3, 2, 1),
+            (2, 4, 6, 5, 3, 1, 1, 0),
+            (2, 4, 7, 9, 5, 1, 2, 0),
+            (1, 3, 13, 10, 8, 7, 2, 3),
+            (5, 2, 3, 3, 2, 3, 1, 0),
+            // An im2col matrix of several chunks of output rows (14, 14 and 8 of 36).
+            (1, 3, 71, 61, 4, 7, 2, 3),
+            // A stride wider than the image: kernel columns that reach no input column.
+            (1, 2, 5, 2, 3, 3, 4, 1),
+        ] {
+            let x = Var::from_tensor(&ramp((n, c, h, w), 1))?;
+            let wt = Var::from_tensor(&ramp((o, c, k, k), 2))?;
+            let config = Conv2dConfig {
+                padding: p,
+                stride: s,
+                ..Default::default()
+            };
+            let conv = Conv2d {
+                weight: wt.as_tensor().clone(),
+                bias: None,
+                config,
+                grad_input: true,
+                kernels: Kernels::default(),
+            };
+            let ours = conv.forward(x.as_tensor())?;
+            let stock = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1)?;
+            assert_eq!(ours.dims(), stock.dims());
+            assert!(
+                max_diff(&ours, &stock) < 1e-4,
+                "forward {:?}",
+                (n, c, h, w, o, k, s, p)
+            );
+            let r = ramp(ours.dims4()?, 3);
+            let inner = (&ours * &r)?.sum_all()?;
+            let g1 = inner.backward()?;
+            let inner = inner.to_scalar::<f32>()?;
+            for v in [&x, &wt] {
+                let g = g1.get(v.as_tensor()).unwrap();
+                assert_eq!(g.dims(), v.dims());
+                let adjoint = (v.as_tensor() * g)?.sum_all()?.to_scalar::<f32>()?;
+                assert!(
+                    (adjoint - inner).abs() <= 1e-4 * inner.abs().max(1.0),
+                    "adjoint {:?}",
+                    (n, c, h, w, o, k, s, p)
+                );
+            }
+            if (h + 2 * p - k) % s == 0 && (w + 2 * p - k) % s == 0 {
+                let g2 = (&stock * &r)?.sum_all()?.backward()?;
+                for v in [&x, &wt] {
+                    let (a, b) = (
+                        g1.get(v.as_tensor()).unwrap(),
+                        g2.get(v.as_tensor()).unwrap(),
+                    );
+                    assert!(
+                        max_diff(a, b) < 1e-3,
+                        "gradient {:?}: {}",
+                        (n, c, h, w, o, k, s, p),
+                        max_diff(a, b)
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn input_gradient_can_be_skipped() -> Result<()> {
+        let x = Var::from_tensor(&ramp((2, 3, 8, 8), 1))?;
+        let wt = Var::from_tensor(&ramp((4, 3, 3, 3), 2))?;
+        let config = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv = Conv2d {
+            weight: wt.as_tensor().clone(),
+            bias: None,
+            config,
+            grad_input: true,
+            kernels: Kernels::default(),
+        }
+        .without_input_grad();
+        let g = conv.forward(x.as_tensor())?.sum_all()?.backward()?;
+        assert!(g.get(x.as_tensor()).is_none());
+        assert!(g.get(wt.as_tensor()).is_some());
+        Ok(())
+    }
+}

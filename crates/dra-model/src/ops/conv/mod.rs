@@ -1,0 +1,354 @@
+//! Convolution on the CPU, written for DRA's shapes: [`Conv2d`] (the layer) runs the stride-1
+//! 3×3 kernels by Winograd ([`winograd`]) and every other one by im2col + GEMM ([`im2col`]),
+//! forward and backward, skipping d(input) where no gradient is needed (the image). f32 and
+//! f64 on the CPU; other devices and dtypes, and grouped convolutions, use candle's own op.
+//!
+//! This module holds what both algorithms share: the [`Geometry`] of a convolution and the
+//! custom ops that choose between them.
+
+use ::gemm::Parallelism;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_nn::Conv2dConfig;
+
+use crate::ops::cpu::{dispatch, slice};
+use crate::ops::{Element, Winograd};
+
+mod gemm;
+mod im2col;
+mod layer;
+mod winograd;
+
+pub use layer::Conv2d;
+
+/// Geometry of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    fn new(
+        x: (usize, usize, usize, usize),
+        k: (usize, usize, usize, usize),
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let (n, c, h, w) = x;
+        let (o, kc, kh, kw) = k;
+        if kc != c {
+            candle_core::bail!("conv2d: input has {c} channels, the kernel expects {kc}");
+        }
+        if h + 2 * padding < kh || w + 2 * padding < kw {
+            candle_core::bail!("conv2d: input {h}×{w} is smaller than the kernel {kh}×{kw}");
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            padding,
+            oh: (h + 2 * padding - kh) / stride + 1,
+            ow: (w + 2 * padding - kw) / stride + 1,
+        })
+    }
+    /// Rows of the im2col matrix.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Output cells per channel.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// Output rows per im2col chunk: about 2¹⁶ / K columns, so that a chunk of the im2col
+    /// matrix (256 KB in f32) stays in L2 between being written and being multiplied. Whole
+    /// (the stem at 128 px, 147 × 4096 per image) it went through memory twice, and its GEMM
+    /// ran at half of gemm's speed.
+    fn chunk_rows(&self) -> usize {
+        ((1usize << 16) / self.k().max(1) / self.ow.max(1)).clamp(1, self.oh.max(1))
+    }
+    /// A 1×1, stride-1, unpadded kernel reads the input as the im2col matrix itself.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+    /// GEMMs run single-threaded when images alone keep every thread busy.
+    fn parallelism(&self) -> Parallelism {
+        if self.n >= rayon::current_num_threads() {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(0)
+        }
+    }
+}
+
+/// The forward op: `(x: N×C×H×W, w: O×C×kh×kw) → N×O×OH×OW`.
+#[derive(Clone, Debug)]
+pub(crate) struct Conv {
+    stride: usize,
+    padding: usize,
+    grad_input: bool,
+    /// Whether and with which tiles the stride-1 3×3 kernels run by Winograd.
+    winograd: Winograd,
+    /// Where a Winograd forward leaves its transformed kernels for the input gradient, when a
+    /// backward pass can follow. They are the forward's own (the input gradient belongs to the
+    /// weights the forward used), and for ResNet-18's 512-channel layers they cost 4 ms each
+    /// to recompute; held, they take 16/9 of the weights' memory until the backward pass uses
+    /// them (about 80 MB for the whole network).
+    transformed: Option<KernelCache>,
+}
+
+/// The transformed kernels of one forward call, taken by its backward.
+type KernelCache = std::sync::Arc<std::sync::Mutex<Option<CpuStorage>>>;
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "dra-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(xs, self.name(), T => self.forward::<T>(xs, xl, ws, wl))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let dw = self.weight_grad(x, &dy, kh, kw)?;
+        let dx = if self.grad_input {
+            let (_, _, h, wd) = x.dims4()?;
+            Some(dy.apply_op2_no_bwd(
+                w,
+                &InputGrad {
+                    conv: self.clone(),
+                    h,
+                    w: wd,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl Conv {
+    /// The forward of a convolution that never needs the input's gradient and keeps no
+    /// transformed kernels: for ops that run a convolution inside their own kernel.
+    pub(crate) fn without_backward(config: &Conv2dConfig, winograd: Winograd) -> Self {
+        Self {
+            stride: config.stride,
+            padding: config.padding,
+            grad_input: false,
+            winograd,
+            transformed: None,
+        }
+    }
+
+    fn forward<T: Element>(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (
+            slice::<T>(xs, xl, "dra-conv2d")?,
+            slice::<T>(ws, wl, "dra-conv2d")?,
+        );
+        let (out, shape) = self.output(x, xl.shape(), w, wl.shape())?;
+        Ok((T::to_cpu_storage_owned(out), shape))
+    }
+
+    /// The output of `x` (N×C×H×W) convolved with `w` (O×C×kh×kw), and its shape.
+    pub(crate) fn output<T: Element>(
+        &self,
+        x: &[T],
+        x_shape: &Shape,
+        w: &[T],
+        w_shape: &Shape,
+    ) -> Result<(Vec<T>, Shape)> {
+        let g = Geometry::new(
+            x_shape.dims4()?,
+            w_shape.dims4()?,
+            self.stride,
+            self.padding,
+        )?;
+        let shape = Shape::from((g.n, g.o, g.oh, g.ow));
+        if winograd::applies(&g, self.winograd) {
+            let (out, kernels) = winograd::forward(x, w, &g, self.winograd);
+            if let (Some(cache), Some(kernels)) = (&self.transformed, kernels) {
+                *cache.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(T::to_cpu_storage_owned(kernels));
+            }
+            return Ok((out, shape));
+        }
+        Ok((im2col::forward(x, w, &g), shape))
+    }
+
+    /// d(weight) of this convolution from its input `x` and the output's gradient `dy`, for
+    /// a kernel of `kh × kw` (no graph).
+    pub(crate) fn weight_grad(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        kh: usize,
+        kw: usize,
+    ) -> Result<Tensor> {
+        x.apply_op2_no_bwd(
+            dy,
+            &WeightGrad {
+                conv: self.clone(),
+                kh,
+                kw,
+            },
+        )
+    }
+}
+
+/// d(weight) of a convolution from its input and its output's gradient, by Winograd or
+/// im2col as the forward ran.
+struct WeightGrad {
+    conv: Conv,
+    kh: usize,
+    kw: usize,
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "dra-conv2d-dw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(xs, self.name(), T => self.run::<T>(xs, xl, ds, dl))
+    }
+}
+
+impl WeightGrad {
+    fn run<T: Element>(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dy) = (
+            slice::<T>(xs, xl, "dra-conv2d-dw")?,
+            slice::<T>(ds, dl, "dra-conv2d-dw")?,
+        );
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let (_, o, oh, ow) = dl.shape().dims4()?;
+        let (kh, kw) = (self.kh, self.kw);
+        let g = Geometry::new(
+            (n, c, h, w),
+            (o, c, kh, kw),
+            self.conv.stride,
+            self.conv.padding,
+        )?;
+        if (g.oh, g.ow) != (oh, ow) {
+            candle_core::bail!(
+                "dra-conv2d-dw: output gradient is {oh}×{ow}, expected {}×{}",
+                g.oh,
+                g.ow
+            );
+        }
+        let dw = if winograd::applies(&g, self.conv.winograd) {
+            winograd::weight_grad(x, dy, &g, self.conv.winograd)
+        } else {
+            im2col::weight_grad(x, dy, &g)
+        };
+        Ok((T::to_cpu_storage_owned(dw), Shape::from((o, c, kh, kw))))
+    }
+}
+
+/// d(input) of a convolution from its output's gradient and its kernel, by Winograd or
+/// im2col as the forward ran.
+struct InputGrad {
+    conv: Conv,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "dra-conv2d-dx"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ds: &CpuStorage,
+        dl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(ds, self.name(), T => self.run::<T>(ds, dl, ws, wl))
+    }
+}
+
+impl InputGrad {
+    fn run<T: Element>(
+        &self,
+        ds: &CpuStorage,
+        dl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (dy, w) = (
+            slice::<T>(ds, dl, "dra-conv2d-dx")?,
+            slice::<T>(ws, wl, "dra-conv2d-dx")?,
+        );
+        let (n, _, _, _) = dl.shape().dims4()?;
+        let kdims = wl.shape().dims4()?;
+        let g = Geometry::new(
+            (n, kdims.1, self.h, self.w),
+            kdims,
+            self.conv.stride,
+            self.conv.padding,
+        )?;
+        let dx = if winograd::applies(&g, self.conv.winograd) {
+            // The forward's transformed kernels, taken (so freed once used) when it left them.
+            let cached = self
+                .conv
+                .transformed
+                .as_ref()
+                .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let kernels = cached
+                .as_ref()
+                .and_then(|s| T::cpu_storage_as_slice(s).ok())
+                .filter(|u| u.len() == winograd::kernels_len(&g));
+            winograd::input_grad(dy, w, kernels, &g, self.conv.winograd)
+        } else {
+            im2col::input_grad(dy, w, &g)
+        };
+        Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))))
+    }
+}

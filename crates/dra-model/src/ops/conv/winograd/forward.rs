@@ -1,0 +1,309 @@
+//! The forward convolution and the input gradient, both a convolution of transformed tiles with
+//! transformed kernels, and the kernels' transform.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::layout::{plane_chunks, points_mut, transpose, Window};
+use super::transforms::{
+    input_tiles, input_tiles4, kernel_points, kernel_points4, output_tiles, output_tiles4, STEP4,
+};
+use super::{tile_rows, tile_size, Tiling, XI};
+use crate::ops::conv::gemm::{matmul, Mat};
+use crate::ops::conv::Geometry;
+use crate::ops::cpu::zeroed;
+use crate::ops::{Element, Winograd};
+
+/// The forward convolution: `x` (`N×C×H×W`), `w` (`O×C×3×3`) → `N×O×OH×OW`, and for F(2×2)
+/// the transformed kernels, which [`input_grad`] can take instead of transforming `w` again.
+pub(in crate::ops::conv) fn forward<T: Element>(
+    x: &[T],
+    w: &[T],
+    g: &Geometry,
+    winograd: Winograd,
+) -> (Vec<T>, Option<Vec<T>>) {
+    let t = Tiling::new(
+        tile_size(g.oh, g.ow, winograd),
+        g.n,
+        g.c,
+        g.h,
+        g.w,
+        g.padding,
+    );
+    let u = if t.m == 2 {
+        weight_transform::<T, XI>(w, g.o, g.c, false)
+    } else {
+        weight_transform::<T, 36>(w, g.o, g.c, false)
+    };
+    let kernels = Transformed {
+        u: &u,
+        o: g.o,
+        c: g.c,
+        adjoint: false,
+        swap: false,
+    };
+    let y = convolve(x, &t, &kernels, t.rows_per_block(g.c.max(g.o)));
+    (
+        y,
+        (t.m == 2 && tile_size(g.h, g.w, winograd) == 2).then_some(u),
+    )
+}
+
+/// Entries of the transformed kernels that [`forward`] returns.
+pub(in crate::ops::conv) fn kernels_len(g: &Geometry) -> usize {
+    XI * g.o * g.c
+}
+
+/// d(input) from d(output) `dy` (`N×O×OH×OW`): the convolution of `dy` with the rotated,
+/// channel-swapped kernels and padding 2 − p. `kernels` are the forward's F(2×2) transformed
+/// kernels where it kept them; otherwise `w` is transformed here.
+pub(in crate::ops::conv) fn input_grad<T: Element>(
+    dy: &[T],
+    w: &[T],
+    kernels: Option<&[T]>,
+    g: &Geometry,
+    winograd: Winograd,
+) -> Vec<T> {
+    let t = Tiling::new(
+        tile_size(g.h, g.w, winograd),
+        g.n,
+        g.o,
+        g.oh,
+        g.ow,
+        2 - g.padding,
+    );
+    let transformed;
+    let u = match kernels {
+        Some(u) if t.m == 2 => u,
+        _ => {
+            transformed = if t.m == 2 {
+                weight_transform::<T, XI>(w, g.o, g.c, false)
+            } else {
+                weight_transform::<T, 36>(w, g.o, g.c, true)
+            };
+            &transformed
+        }
+    };
+    let kernels = Transformed {
+        u,
+        o: g.o,
+        c: g.c,
+        adjoint: true,
+        swap: t.m == 2,
+    };
+    convolve(dy, &t, &kernels, t.rows_per_block(g.c.max(g.o)))
+}
+
+/// Kernels per parallel task of the kernel transforms.
+fn kernel_chunk(kernels: usize) -> usize {
+    kernels.div_ceil(4 * rayon::current_num_threads()).max(1024)
+}
+
+/// `U = G g Gᵀ` for every kernel, laid out `[ξ][o][c]` over the `P` points of the tiling
+/// (16: F(2×2), 36: F(4×4), whose kernels are rotated by 180° first when `rotate`), in
+/// parallel over chunks of kernels.
+pub(super) fn weight_transform<T: Element, const P: usize>(
+    w: &[T],
+    o: usize,
+    c: usize,
+    rotate: bool,
+) -> Vec<T> {
+    /// Kernels per step: their nine rows stay in L1.
+    const STEP: usize = 256;
+    let kernels = o * c;
+    let mut u = zeroed::<T>(P * kernels);
+    let chunk = kernel_chunk(kernels);
+    plane_chunks(&mut u, kernels, chunk)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(j, planes)| {
+            let Ok(mut planes) = <[&mut [T]; P]>::try_from(planes) else {
+                unreachable!("`plane_chunks` cuts every plane")
+            };
+            let mut g = vec![T::zero(); 9 * STEP];
+            let mut tmp = vec![T::zero(); if P == XI { 0 } else { 18 * STEP }];
+            let len = planes[0].len();
+            for s in (0..len).step_by(STEP) {
+                let n = STEP.min(len - s);
+                // The step's kernels as nine rows (one per kernel entry), so that the
+                // transform runs along the kernels.
+                transpose(&w[(j * chunk + s) * 9..], 9, &mut g, n, n, 9);
+                let mut out = planes.each_mut().map(|p| &mut p[s..s + n]);
+                // `P` is one of the two sizes; the casts only restate it to the compiler.
+                if let Ok(out) = <&mut [&mut [T]; XI]>::try_from(&mut out[..]) {
+                    debug_assert!(!rotate, "F(2×2) rotates in the transform domain");
+                    kernel_points(&g, n, out);
+                } else if let Ok(out) = <&mut [&mut [T]; 36]>::try_from(&mut out[..]) {
+                    kernel_points4(&g, n, out, rotate, &mut tmp);
+                } else {
+                    unreachable!("a tiling has 16 or 36 points")
+                }
+            }
+        });
+    u
+}
+
+/// The transformed kernels of a pass, as the GEMMs' left operands.
+pub(super) struct Transformed<'a, T> {
+    /// `U[ξ][o][c]` of the forward convolution's kernels (for F(4×4)'s input gradient, of the
+    /// same kernels rotated by 180°).
+    pub(super) u: &'a [T],
+    /// The forward's output and input channels.
+    pub(super) o: usize,
+    pub(super) c: usize,
+    /// For the input gradient: kernel (o, c) rotated by 180° at position (c, o), read
+    /// transposed.
+    pub(super) adjoint: bool,
+    /// Whether the adjoint's rotation is still to be done by swapping points: in F(2×2),
+    /// rotating a kernel reverses it along both axes, which in the transform domain swaps
+    /// points 0 and 3 of each axis (G's rows evaluate g at 0, 1, −1 and ∞), so the forward's U
+    /// serves. F(4×4)'s points (0, ±1, ±2, ∞) are not closed under t ↦ 1/t, so its input
+    /// gradient transforms the rotated kernels instead.
+    pub(super) swap: bool,
+}
+
+impl<'a, T: Element> Transformed<'a, T> {
+    /// Output channels of the pass.
+    pub(super) fn rows(&self) -> usize {
+        if self.adjoint {
+            self.c
+        } else {
+            self.o
+        }
+    }
+
+    /// Input channels of the pass.
+    fn cols(&self) -> usize {
+        if self.adjoint {
+            self.o
+        } else {
+            self.c
+        }
+    }
+
+    /// The (rows × cols) kernel matrix at point ξ.
+    pub(super) fn at(&self, xi: usize) -> Mat<'a, T> {
+        let (o, c) = (self.o, self.c);
+        if self.adjoint {
+            let swap = |i: usize| [3, 1, 2, 0][i];
+            let xi = if self.swap {
+                4 * swap(xi / 4) + swap(xi % 4)
+            } else {
+                xi
+            };
+            Mat {
+                data: &self.u[xi * o * c..],
+                rs: 1,
+                cs: c,
+            }
+        } else {
+            Mat {
+                data: &self.u[xi * o * c..],
+                rs: c,
+                cs: 1,
+            }
+        }
+    }
+}
+
+/// A pointer to the output that blocks write through: each block makes slices of only the
+/// output rows of its own tile rows, so the slices of different blocks never overlap.
+#[derive(Clone, Copy)]
+struct SharedOut<T>(*mut T);
+// SAFETY: see the type's doc: blocks write disjoint elements.
+unsafe impl<T: Send> Send for SharedOut<T> {}
+// SAFETY: as for `Send`: shared between blocks, it is only written through at disjoint rows.
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+/// The convolution of `x` (`t.n × t.c × h × w`) with the transformed kernels `k`:
+/// `t.n × k.rows() × oh × ow`.
+pub(super) fn convolve<T: Element>(
+    x: &[T],
+    t: &Tiling,
+    k: &Transformed<T>,
+    rows_per_block: usize,
+) -> Vec<T> {
+    let (c, o) = (k.cols(), k.rows());
+    debug_assert_eq!(c, t.c);
+    // Not zeroed: the blocks write every element (below).
+    let len = t.n * o * t.oh * t.ow;
+    let mut out = Vec::<T>::with_capacity(len);
+    let shared = SharedOut(out.as_mut_ptr());
+    let blocks = t.rows().div_ceil(rows_per_block);
+    (0..blocks).into_par_iter().for_each(|b| {
+        // Rebound so that the closure captures the whole `SharedOut` (which is `Sync`), not
+        // its raw-pointer field alone (which is not).
+        #[allow(clippy::redundant_locals)]
+        let shared = shared;
+        let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
+        let tiles = (r1 - r0) * t.tw;
+        let (points, width) = (t.points(), t.m * t.tw * o);
+        let mut window = Window::new(t);
+        // A tile row's m output rows, channels-last and then channels-first.
+        let mut last = vec![T::zero(); t.m * width];
+        let mut first = vec![T::zero(); o * t.m * t.ow];
+        // The intermediate rows of F(4×4)'s separable transforms.
+        let mut tmp4 = vec![T::zero(); if t.m == 4 { 36 * STEP4 } else { 0 }];
+        T::with_scratch(points * (c + o) * tiles, |scratch| {
+            let (v, m) = scratch.split_at_mut(points * c * tiles);
+            for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+                let rows = window.rows(x, t, n, ty);
+                if t.m == 2 {
+                    let mut planes = points_mut::<T, XI>(v, 0, c * tiles, c * tiles);
+                    let rows = [rows[0], rows[1], rows[2], rows[3]];
+                    input_tiles(rows, c, t.tw, &mut planes, i * t.tw);
+                } else {
+                    let mut planes = points_mut::<T, 36>(v, 0, c * tiles, c * tiles);
+                    input_tiles4(rows, c, t.tw, &mut planes, i * t.tw, &mut tmp4);
+                }
+            }
+            for xi in 0..points {
+                // Mᵀ[ξ] (T×O) = Vᵀ[ξ] (T×C) · Kᵀ[ξ] (C×O), stored [tile][o].
+                let kt = k.at(xi);
+                matmul(
+                    &mut m[xi * o * tiles..(xi + 1) * o * tiles],
+                    Mat {
+                        data: &v[xi * c * tiles..],
+                        rs: c,
+                        cs: 1,
+                    },
+                    Mat {
+                        data: kt.data,
+                        rs: kt.cs,
+                        cs: kt.rs,
+                    },
+                    (tiles, o, c),
+                    false,
+                    Parallelism::None,
+                );
+            }
+            for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+                if t.m == 2 {
+                    output_tiles(m, o, t.tw, i * t.tw, o * tiles, &mut last);
+                } else {
+                    output_tiles4(m, o, t.tw, i * t.tw, o * tiles, &mut last, &mut tmp4);
+                }
+                // The output rows of this tile row: m·ty up to m of them, inside the output.
+                let (y0, y1) = (t.m * ty, (t.m * ty + t.m).min(t.oh));
+                let span = (y1 - y0) * t.ow;
+                for (r, row) in last.chunks_exact(width).take(y1 - y0).enumerate() {
+                    transpose(row, o, &mut first[r * t.ow..], span, t.ow, o);
+                }
+                for (oi, src) in first.chunks_exact(span).take(o).enumerate() {
+                    let start = ((n * o + oi) * t.oh + y0) * t.ow;
+                    assert!(start + span <= len);
+                    // SAFETY: these rows lie inside `out`'s capacity (asserted), which outlives
+                    // the blocks, and belong to this block's tile row alone (see
+                    // `SharedOut`); nothing reads `out` until every block is done.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(src.as_ptr(), shared.0.add(start), span)
+                    };
+                }
+            }
+        });
+    });
+    // SAFETY: the blocks cover every (image, tile row), and each wrote its output rows
+    // m·ty..min(m·ty + m, oh) whole for every output channel: together all rows of every plane.
+    unsafe { out.set_len(len) };
+    out
+}

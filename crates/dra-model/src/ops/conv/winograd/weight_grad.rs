@@ -1,0 +1,284 @@
+//! The kernel gradient: `dU[ξ] = Σ_tiles Ṁ[ξ] · V[ξ]ᵀ` from the forward's input tiles and the
+//! output gradient's tiles, then `dW = Gᵀ dU G`.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::layout::{plane_chunks, points, points_mut, transpose, Window};
+use super::transforms::{
+    grad_tiles, grad_tiles4, input_tiles, input_tiles4, kernel_grads, kernel_grads4, STEP4,
+};
+use super::{tile_rows, tile_size, Tiling, XI};
+use crate::ops::conv::gemm::{matmul, Mat};
+use crate::ops::conv::Geometry;
+use crate::ops::cpu::zeroed;
+use crate::ops::{Element, Winograd};
+
+/// d(weight) from the input `x` and d(output) `dy`: `O×C×3×3`, with the forward's tiles.
+pub(in crate::ops::conv) fn weight_grad<T: Element>(
+    x: &[T],
+    dy: &[T],
+    g: &Geometry,
+    winograd: Winograd,
+) -> Vec<T> {
+    let t = Tiling::new(
+        tile_size(g.oh, g.ow, winograd),
+        g.n,
+        g.c,
+        g.h,
+        g.w,
+        g.padding,
+    );
+    let whole = t.points() * t.rows() * t.tw * (g.c + g.o) <= WHOLE;
+    match (t.m, whole) {
+        (2, true) => weight_grad_whole::<T, XI>(x, dy, g, &t),
+        (2, false) => weight_grad_blocked::<T, XI>(x, dy, g, &t, t.rows_per_block(g.c.max(g.o))),
+        (_, true) => weight_grad_whole::<T, 36>(x, dy, g, &t),
+        (_, false) => weight_grad_blocked::<T, 36>(x, dy, g, &t, t.rows_per_block(g.c.max(g.o))),
+    }
+}
+
+/// Transformed tiles (in f32 entries, 16 MB) up to which d(weight) transforms every tile at
+/// once and then runs its GEMMs (one per point) in parallel, each over all tiles. Small
+/// feature maps (layer4 of a 64-px image has 53 tiles) would otherwise spend their time on the
+/// O×C partial sums of blocks, not on the GEMMs.
+const WHOLE: usize = 1 << 22;
+
+/// Scratch of a tile row's transforms for d(weight): the row's m rows of d(output),
+/// channels-last (columns from `ow` on stay zero: nothing writes them), `zero` for a row below
+/// the output, and the intermediate rows of F(4×4)'s separable transforms.
+struct GradRows<T> {
+    rows: [Vec<T>; 4],
+    zero: Vec<T>,
+    tmp: Vec<T>,
+}
+
+impl<T: Element> GradRows<T> {
+    fn new(t: &Tiling, o: usize) -> Self {
+        let len = t.m * t.tw * o;
+        Self {
+            rows: std::array::from_fn(|r| vec![T::zero(); if r < t.m { len } else { 0 }]),
+            zero: vec![T::zero(); len],
+            tmp: vec![T::zero(); if t.m == 4 { 36 * STEP4 } else { 0 }],
+        }
+    }
+}
+
+/// `V` of `x` and `Ṁ` of `dy` for the tile rows `r0..r1`, written from tile 0 on into the
+/// planes of `v` and of `m` (one per point).
+#[allow(clippy::too_many_arguments)]
+fn transform_rows<T: Element>(
+    (x, dy): (&[T], &[T]),
+    t: &Tiling,
+    o: usize,
+    (r0, r1): (usize, usize),
+    window: &mut Window<T>,
+    scratch: &mut GradRows<T>,
+    v: &mut [&mut [T]],
+    m: &mut [&mut [T]],
+) {
+    let oplane = t.oh * t.ow;
+    let GradRows { rows, zero, tmp } = scratch;
+    for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+        let input = window.rows(x, t, n, ty);
+        let top = t.m * ty;
+        let inside = (top + t.m).min(t.oh) - top;
+        for (a, row) in rows.iter_mut().enumerate().take(inside) {
+            let src = &dy[n * o * oplane + (top + a) * t.ow..];
+            transpose(src, oplane, row, o, o, t.ow);
+        }
+        let grads: [&[T]; 4] =
+            std::array::from_fn(|a| if a < inside { &rows[a][..] } else { &zero[..] });
+        let first = i * t.tw;
+        if let (Ok(v), Ok(m)) = (
+            <&mut [&mut [T]; XI]>::try_from(&mut *v),
+            <&mut [&mut [T]; XI]>::try_from(&mut *m),
+        ) {
+            let input = [input[0], input[1], input[2], input[3]];
+            input_tiles(input, t.c, t.tw, v, first);
+            grad_tiles([grads[0], grads[1]], o, t.tw, m, first);
+        } else if let (Ok(v), Ok(m)) = (
+            <&mut [&mut [T]; 36]>::try_from(&mut *v),
+            <&mut [&mut [T]; 36]>::try_from(&mut *m),
+        ) {
+            input_tiles4(input, t.c, t.tw, v, first, tmp);
+            grad_tiles4(grads, o, t.tw, m, first, tmp);
+        } else {
+            unreachable!("a tiling has 16 or 36 points")
+        }
+    }
+}
+
+/// `dU[ξ] (O×C) (+)= Ṁ[ξ] (O×T) · Vᵀ[ξ] (T×C)` for one point, both operands stored
+/// `[tile][channel]`.
+fn weight_gemm<T: Element>(
+    du: &mut [T],
+    m: &[T],
+    v: &[T],
+    (o, c, tiles): (usize, usize, usize),
+    accumulate: bool,
+) {
+    matmul(
+        du,
+        Mat {
+            data: m,
+            rs: 1,
+            cs: o,
+        },
+        Mat {
+            data: v,
+            rs: c,
+            cs: 1,
+        },
+        (o, c, tiles),
+        accumulate,
+        Parallelism::None,
+    );
+}
+
+/// d(weight) for maps with few tiles: every tile transformed (in parallel over tile rows),
+/// then the `P` GEMMs in parallel, each over all tiles, writing dU once.
+pub(super) fn weight_grad_whole<T: Element, const P: usize>(
+    x: &[T],
+    dy: &[T],
+    g: &Geometry,
+    t: &Tiling,
+) -> Vec<T> {
+    let (c, o) = (g.c, g.o);
+    let tiles = t.rows() * t.tw;
+    let per_task = t
+        .rows()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1);
+    let mut du = zeroed::<T>(P * o * c);
+    T::with_scratch(P * (c + o) * tiles, |scratch| {
+        let (v, m) = scratch.split_at_mut(P * c * tiles);
+        let vs = plane_chunks(v, c * tiles, per_task * t.tw * c);
+        let ms = plane_chunks(m, o * tiles, per_task * t.tw * o);
+        vs.into_par_iter()
+            .zip(ms)
+            .enumerate()
+            .for_each(|(j, (mut vp, mut mp))| {
+                let rows = (j * per_task, ((j + 1) * per_task).min(t.rows()));
+                let mut window = Window::new(t);
+                let mut grads = GradRows::new(t, o);
+                transform_rows(
+                    (x, dy),
+                    t,
+                    o,
+                    rows,
+                    &mut window,
+                    &mut grads,
+                    &mut vp,
+                    &mut mp,
+                );
+            });
+        let (v, m) = (&*v, &*m);
+        du.par_chunks_mut(o * c).enumerate().for_each(|(xi, du)| {
+            let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
+            weight_gemm(du, m, v, (o, c, tiles), false);
+        });
+    });
+    weight_untransform::<T, P>(std::slice::from_ref(&du), o, c)
+}
+
+/// d(weight) block by block: each thread sums dU over its share of the blocks, and the
+/// shares are added in a fixed order.
+pub(super) fn weight_grad_blocked<T: Element, const P: usize>(
+    x: &[T],
+    dy: &[T],
+    g: &Geometry,
+    t: &Tiling,
+    rows_per_block: usize,
+) -> Vec<T> {
+    let (c, o) = (g.c, g.o);
+    let blocks = t.rows().div_ceil(rows_per_block);
+    // Σ over the blocks in fixed contiguous chunks, one per thread, summed in chunk order, so
+    // that every run adds in the same order (see `WeightGrad`).
+    let chunks = blocks.min(rayon::current_num_threads()).max(1);
+    let partials: Vec<Vec<T>> = (0..chunks)
+        .into_par_iter()
+        .map(|chunk| {
+            let mut du = vec![T::zero(); P * o * c];
+            let mut window = Window::new(t);
+            let mut grads = GradRows::new(t, o);
+            for b in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
+                let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
+                let tiles = (r1 - r0) * t.tw;
+                T::with_scratch(P * (c + o) * tiles, |scratch| {
+                    let (v, m) = scratch.split_at_mut(P * c * tiles);
+                    let mut vp = points_mut::<T, P>(v, 0, c * tiles, c * tiles);
+                    let mut mp = points_mut::<T, P>(m, 0, o * tiles, o * tiles);
+                    let rows = (r0, r1);
+                    transform_rows(
+                        (x, dy),
+                        t,
+                        o,
+                        rows,
+                        &mut window,
+                        &mut grads,
+                        &mut vp,
+                        &mut mp,
+                    );
+                    for xi in 0..P {
+                        let du = &mut du[xi * o * c..(xi + 1) * o * c];
+                        let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
+                        weight_gemm(du, m, v, (o, c, tiles), true);
+                    }
+                });
+            }
+            du
+        })
+        .collect();
+    weight_untransform::<T, P>(&partials, o, c)
+}
+
+/// `dW = Gᵀ dU G` for every kernel, where `dU[ξ][o][c]` is the sum of `partials`, to
+/// `O×C×3×3`, in parallel over the output channels (the partial sums are added there too, not
+/// in a serial pass of their own).
+fn weight_untransform<T: Element, const P: usize>(
+    partials: &[Vec<T>],
+    o: usize,
+    c: usize,
+) -> Vec<T> {
+    let mut dw = zeroed::<T>(o * c * 9);
+    dw.par_chunks_mut(c * 9).enumerate().for_each_init(
+        || {
+            let tmp = if P == XI { 0 } else { 18 * c };
+            (
+                vec![T::zero(); P * c],
+                vec![T::zero(); 9 * c],
+                vec![T::zero(); tmp],
+            )
+        },
+        |(du, entries, tmp), (oi, dw)| {
+            // Row `oi` of every point's dU, summed over the partials in their order.
+            let du = if let [only] = partials {
+                points::<T, P>(only, oi * c, o * c, c)
+            } else {
+                for (xi, row) in du.chunks_exact_mut(c).enumerate() {
+                    let at = (xi * o + oi) * c;
+                    row.copy_from_slice(&partials[0][at..at + c]);
+                    for part in &partials[1..] {
+                        row.iter_mut()
+                            .zip(&part[at..at + c])
+                            .for_each(|(a, b)| *a += *b);
+                    }
+                }
+                points::<T, P>(du, 0, c, c)
+            };
+            let mut out = points_mut::<T, 9>(entries, 0, c, c);
+            // `P` is one of the two sizes; the casts only restate it to the compiler.
+            if let Ok(du) = <&[&[T]; XI]>::try_from(&du[..]) {
+                kernel_grads(du, &mut out, c);
+            } else if let Ok(du) = <&[&[T]; 36]>::try_from(&du[..]) {
+                kernel_grads4(du, &mut out, c, tmp);
+            } else {
+                unreachable!("a tiling has 16 or 36 points")
+            }
+            // Entry-major to kernel-major.
+            transpose(entries, c, dw, 9, 9, c);
+        },
+    );
+    dw
+}
