@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::baselines::{DeepSad, DevNet, Flos, Minns, Saoe};
+use crate::batch::{ImageBatch, Target};
 use crate::dra::{Dra, DraConfig, DraLoss, LossKind};
 use crate::Method;
 
@@ -62,22 +63,53 @@ impl Detector {
         }
     }
 
-    /// Whether `images` must start with the reference images (DRA's `n_ref`).
+    /// Whether batches must start with reference images (DRA's `n_ref`).
     pub fn uses_references(&self) -> bool {
         self.method().uses_references()
     }
 
-    /// The training loss of one batch as the batch source renders it (references first when
-    /// [`Detector::uses_references`]), with labels 0 normal, 1 anomaly, 2 pseudo anomaly.
-    /// `kind` is the loss of DRA's heads and DevNet's head; the other methods have their own.
-    /// `rng` draws the deviation loss's priors.
+    /// The number of references a batch must start with: DRA's `n_ref`, 0 for the others.
+    pub fn n_ref(&self) -> usize {
+        match self {
+            Self::Dra(m) => m.config().n_ref,
+            _ => 0,
+        }
+    }
+
+    /// Checks that `batch` has the references this detector expects.
+    fn check(&self, batch: &ImageBatch) -> Result<()> {
+        if batch.n_ref() != self.n_ref() {
+            candle_core::bail!(
+                "{} expects {} reference image(s) before the queries, the batch has {}",
+                self.method(),
+                self.n_ref(),
+                batch.n_ref()
+            );
+        }
+        Ok(())
+    }
+
+    /// The training loss of one batch, one target per query. `kind` is the loss of DRA's heads
+    /// and DevNet's head; the other methods have their own. `rng` draws the deviation loss's
+    /// priors.
     pub fn loss<R: Rng>(
         &self,
-        images: &Tensor,
-        labels: &[u8],
+        batch: &ImageBatch,
+        targets: &[Target],
         kind: LossKind,
         rng: &mut R,
     ) -> Result<Tensor> {
+        self.check(batch)?;
+        if targets.len() != batch.n_queries() {
+            candle_core::bail!(
+                "{} targets for {} query images",
+                targets.len(),
+                batch.n_queries()
+            );
+        }
+        let images = batch.images();
+        let labels: Vec<u8> = targets.iter().map(|t| t.as_u8()).collect();
+        let labels = &labels[..];
         match self {
             Self::Dra(m) => Ok(DraLoss::new(kind)
                 .compute(&m.forward_t(images, true)?, labels, rng)?
@@ -90,8 +122,10 @@ impl Detector {
         }
     }
 
-    /// Scores a batch in eval mode (references first when [`Detector::uses_references`]).
-    pub fn scores(&self, images: &Tensor) -> Result<DetectorScores> {
+    /// Scores each query of a batch in eval mode.
+    pub fn scores(&self, batch: &ImageBatch) -> Result<DetectorScores> {
+        self.check(batch)?;
+        let images = batch.images();
         let only = |score: Tensor| DetectorScores {
             score,
             heads: [None, None, None, None],
@@ -137,8 +171,13 @@ mod tests {
         let dev = Device::Cpu;
         // Two pyramid levels: DevNet uses them (64 and 32 px), the others ignore them.
         let config = DraConfig::default();
-        let x = Tensor::randn(0f32, 1., (4, 3, 64, 64), &dev)?;
-        let labels = [0u8, 0, 1, 2];
+        let x = ImageBatch::queries(Tensor::randn(0f32, 1., (4, 3, 64, 64), &dev)?)?;
+        let labels = [
+            Target::Normal,
+            Target::Normal,
+            Target::Anomaly,
+            Target::PseudoAnomaly,
+        ];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         for (method, head) in [
             (Method::DevNet, "conv.weight"),

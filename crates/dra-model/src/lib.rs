@@ -14,14 +14,14 @@
 //! reference images, and the [`Kernels`] its layers run); initialise it with
 //! [`reset_parameters`] or load trained tensors with [`load_into`]; train it on
 //! [`Detector::loss`]; score images with [`Detector::scores`]. A model's tensors are saved by
-//! name with candle's `VarMap::save` (safetensors). DRA's batches start with its `n_ref`
-//! reference images, which get no score and no label.
+//! name with candle's `VarMap::save` (safetensors). An [`ImageBatch`] holds DRA's `n_ref`
+//! reference images and the queries; each query of a training batch has a [`Target`].
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{Optimizer, VarBuilder, VarMap, SGD};
-//! use dra_model::{load_into, reset_parameters, weights, Detector, DraConfig, LossKind};
-//! use dra_model::{Method, Scope};
+//! use dra_model::{load_into, reset_parameters, weights, Detector, DraConfig, ImageBatch};
+//! use dra_model::{LossKind, Method, Scope, Target};
 //! use rand::SeedableRng;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,19 +32,20 @@
 //! let model = Detector::new(Method::Dra, &config, vb)?;
 //! reset_parameters(&varmap, 0)?;
 //!
-//! // One training step on the references and four labelled images (0 normal, 1 anomaly,
-//! // 2 pseudo anomaly): tiny 32-px noise here.
+//! // One training step on the two references and four labelled queries: tiny 32-px noise.
 //! let images = Tensor::randn(0f32, 1., (6, 3, 32, 32), &Device::Cpu)?;
+//! let batch = ImageBatch::with_references(images, 2)?;
+//! let targets = [Target::Normal, Target::Normal, Target::Anomaly, Target::PseudoAnomaly];
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-//! let loss = model.loss(&images, &[0, 0, 1, 2], LossKind::Deviation, &mut rng)?;
+//! let loss = model.loss(&batch, &targets, LossKind::Deviation, &mut rng)?;
 //! let parameters = varmap.data().lock().unwrap().iter()
 //!     .filter(|(name, _)| !weights::is_buffer(name))
 //!     .map(|(_, var)| var.clone())
 //!     .collect();
 //! SGD::new(parameters, 1e-3)?.backward_step(&loss)?;
 //!
-//! // One anomaly score per image after the references (higher: more anomalous).
-//! let scores = model.scores(&images)?.score;
+//! // One anomaly score per query (higher: more anomalous).
+//! let scores = model.scores(&batch)?.score;
 //! assert_eq!(scores.dims(), [4]);
 //!
 //! // Saved and loaded by name, the model scores alike.
@@ -55,7 +56,7 @@
 //! let again = Detector::new(Method::Dra, &config, vb)?;
 //! load_into(&loaded, &path, Scope::Full)?;
 //! std::fs::remove_file(&path)?;
-//! assert_eq!(again.scores(&images)?.score.to_vec1::<f32>()?, scores.to_vec1::<f32>()?);
+//! assert_eq!(again.scores(&batch)?.score.to_vec1::<f32>()?, scores.to_vec1::<f32>()?);
 //! # Ok(())
 //! # }
 //! ```
@@ -74,6 +75,7 @@
 
 pub mod backbones;
 pub mod baselines;
+mod batch;
 mod detector;
 pub mod dra;
 mod init;
@@ -85,6 +87,7 @@ mod testutil;
 pub mod weights;
 
 pub use backbones::BackboneKind;
+pub use batch::{ImageBatch, Target};
 pub use detector::{Detector, DetectorScores};
 pub use dra::{Dra, DraConfig, DraLoss, HeadScores, LossKind, LossParts, Prior};
 pub use init::reset_parameters;

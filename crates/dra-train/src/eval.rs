@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
 use dra_data::{transform, BatchSource, ImageCache, Label, OnUnreadable, Sample, Split};
-use dra_model::{load_into, Detector, Scope};
+use dra_model::{load_into, Detector, ImageBatch, Scope};
 use image::{Rgb, RgbImage};
 
 use crate::config::TrainConfig;
@@ -227,8 +227,8 @@ pub fn predict(
                 References::Random(source) => source.next_references(),
             };
             buffer.extend(load_normalized(chunk, cfg.image_size)?);
-            let batch = Tensor::from_vec(buffer, (n_ref + chunk.len(), 3, s, s), device)?;
-            let m = dra.anomaly_maps(&batch)?;
+            let batch = ImageBatch::from_values(buffer, n_ref, s, device)?;
+            let m = dra.anomaly_maps(batch.images())?;
             let (_, h, w) = m.dims3()?;
             for v in m.to_vec3::<f32>()? {
                 maps.push((v.into_iter().flatten().collect::<Vec<f32>>(), h, w));

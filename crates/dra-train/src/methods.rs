@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use dra_data::ImageRef;
 use dra_model::baselines::DeepSad;
-use dra_model::{Detector, Method};
+use dra_model::{Detector, ImageBatch, Method};
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
@@ -43,12 +43,13 @@ pub(crate) fn prepare(
     let s = cfg.image_size as usize;
     let mut sum = vec![0f64; DeepSad::REP_DIM];
     for images in normals.chunks(chunk) {
-        let images = Tensor::from_vec(
+        let batch = ImageBatch::from_values(
             load_normalized_images(images, cfg.image_size)?,
-            (images.len(), 3, s, s),
+            0,
+            s,
             device,
         )?;
-        let embeddings = model.embed(&images, true)?.to_dtype(DType::F64)?;
+        let embeddings = model.embed(batch.images(), true)?.to_dtype(DType::F64)?;
         for row in embeddings.to_vec2::<f64>()? {
             for (acc, v) in sum.iter_mut().zip(row) {
                 *acc += v;

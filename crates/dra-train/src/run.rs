@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
 use dra_data::{
-    BatchSource, ImageCache, ImageRef, OnUnreadable, Prefetcher, Sample, Split, Unreadable,
+    BatchSource, ImageCache, ImageRef, Label, OnUnreadable, Prefetcher, Sample, Split, Unreadable,
 };
-use dra_model::{reset_parameters, Detector};
+use dra_model::{reset_parameters, Detector, ImageBatch, Target};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -101,6 +101,15 @@ impl Metrics {
             ignored: 0,
             unreadable: Vec::new(),
         })
+    }
+}
+
+/// What a data set's label is to the model's loss.
+fn target(label: Label) -> Target {
+    match label {
+        Label::Normal => Target::Normal,
+        Label::Anomaly => Target::Anomaly,
+        Label::Pseudo => Target::PseudoAnomaly,
     }
 }
 
@@ -212,13 +221,9 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
             let batch = prefetch
                 .recv()
                 .expect("the prefetcher yields one batch per step");
-            let images = Tensor::from_vec(
-                batch.images,
-                (batch.n_ref + batch.labels.len(), 3, size, size),
-                &req.device,
-            )?;
-            let labels: Vec<u8> = batch.labels.iter().map(|l| l.as_u8()).collect();
-            let loss = model.loss(&images, &labels, cfg.loss, &mut prior_rng)?;
+            let targets: Vec<Target> = batch.labels.iter().map(|&l| target(l)).collect();
+            let images = ImageBatch::from_values(batch.images, batch.n_ref, size, &req.device)?;
+            let loss = model.loss(&images, &targets, cfg.loss, &mut prior_rng)?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 return Err(TrainError::Diverged {

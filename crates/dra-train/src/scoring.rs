@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use dra_data::{load_images, transform, BatchSource, ImageRef, Label, Sample};
-use dra_model::{Detector, DetectorScores};
+use dra_model::{Detector, DetectorScores, ImageBatch};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -192,8 +192,8 @@ pub fn score_samples(
         };
         let images: Vec<ImageRef> = chunk.iter().map(Sample::image).collect();
         buffer.extend(load_normalized_images(&images, image_size)?);
-        let images = Tensor::from_vec(buffer, (n_ref + chunk.len(), 3, s, s), device)?;
-        let scores = model.scores(&images)?;
+        let batch = ImageBatch::from_values(buffer, n_ref, s, device)?;
+        let scores = model.scores(&batch)?;
         rows.extend(to_rows(chunk, &scores)?);
     }
     Ok(rows)
