@@ -69,10 +69,9 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>, WeightsError
     }
     // A zip archive (PyTorch ≥ 1.6 checkpoints) starts with "PK".
     let tensors: Vec<(String, Tensor)> = if &head[..2] == b"PK" {
-        let all = candle_core::pickle::read_all(path).map_err(|e| read_err(e.to_string()))?;
+        let all = read_pickle(path, None).map_err(read_err)?;
         if all.is_empty() {
-            candle_core::pickle::read_all_with_key(path, Some("state_dict"))
-                .map_err(|e| read_err(e.to_string()))?
+            read_pickle(path, Some("state_dict")).map_err(read_err)?
         } else {
             all
         }
@@ -92,6 +91,15 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>, WeightsError
             Ok((name, t))
         })
         .collect()
+}
+
+/// The tensors of a PyTorch zip pickle (under `key`, if given). candle's pickle reader panics
+/// on some damaged files (an index past the end of its stack); a weights file is the user's
+/// input, so that panic becomes an error like any other damage.
+fn read_pickle(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>, String> {
+    std::panic::catch_unwind(|| candle_core::pickle::read_all_with_key(path, key))
+        .map_err(|_| "the pickle is damaged (candle's reader gave up on it)".to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Which tensors of `varmap` a file provides.
