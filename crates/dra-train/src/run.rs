@@ -148,14 +148,11 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     prepare_out_dir(&req.out_dir)?;
     let category = req.family.load(&req.category_dir, req.on_unreadable)?;
     let split = Split::new(&category, &cfg.split_config())?;
-    let outliers = match &cfg.outlier_root {
-        Some(root) => Some(dra_data::datasets::outlier_images(
-            root,
-            &category.name(),
-            req.on_unreadable,
-        )?),
-        None => None,
-    };
+    let outliers = cfg
+        .outlier_root
+        .as_ref()
+        .map(|root| dra_data::datasets::outlier_images(root, &category.name(), req.on_unreadable))
+        .transpose()?;
     // Every file left out for not decoding, the outlier images' too.
     let mut unreadable = category.unreadable.clone();
     if let Some(outliers) = &outliers {
