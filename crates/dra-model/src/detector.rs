@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::baselines::{DeepSad, DevNet, Flos, Minns, Saoe};
 use crate::batch::{ImageBatch, Target};
-use crate::dra::{Dra, DraConfig, DraLoss, LossKind};
+use crate::dra::{Dra, DraConfig, DraLoss, HeadScores, LossKind};
 use crate::Method;
 
 /// A trainable anomaly detector of any [`Method`].
@@ -25,6 +25,28 @@ pub enum Detector {
     Flos(Flos),
     /// SAOE: a pooled-feature classifier whose anomaly class includes pseudo anomalies.
     Saoe(Saoe),
+}
+
+/// A training step's loss: what the optimiser minimises, and DRA's head terms.
+#[derive(Debug, Clone)]
+pub struct LossTerms {
+    /// The scalar loss.
+    pub total: Tensor,
+    /// DRA's head terms (normal, seen, pseudo, residual), scalars; `None` for the baselines.
+    pub heads: Option<[Tensor; 4]>,
+}
+
+/// DRA's scores: the anomaly score and its four heads.
+fn dra_scores(h: HeadScores) -> Result<DetectorScores> {
+    Ok(DetectorScores {
+        score: h.anomaly_score()?,
+        heads: [
+            Some(h.normal),
+            Some(h.seen),
+            Some(h.pseudo),
+            Some(h.residual),
+        ],
+    })
 }
 
 /// Per-image scores of a batch in eval mode.
@@ -99,6 +121,19 @@ impl Detector {
         kind: LossKind,
         rng: &mut R,
     ) -> Result<Tensor> {
+        Ok(self.loss_terms(batch, targets, kind, rng)?.total)
+    }
+
+    /// [`Detector::loss`] with DRA's four head terms beside the total (normal, seen, pseudo,
+    /// residual), for the training log; `heads` is `None` for the other methods. The total is
+    /// the same tensor `loss` returns.
+    pub fn loss_terms<R: Rng>(
+        &self,
+        batch: &ImageBatch,
+        targets: &[Target],
+        kind: LossKind,
+        rng: &mut R,
+    ) -> Result<LossTerms> {
         self.check(batch)?;
         if targets.len() != batch.n_queries() {
             candle_core::bail!(
@@ -110,15 +145,34 @@ impl Detector {
         let images = batch.images();
         let labels: Vec<u8> = targets.iter().map(|t| t.as_u8()).collect();
         let labels = &labels[..];
+        let total = |total: Tensor| LossTerms { total, heads: None };
+        Ok(match self {
+            Self::Dra(m) => {
+                let parts = DraLoss::new(kind).compute(&m.forward_t(images, true)?, labels, rng)?;
+                LossTerms {
+                    total: parts.total,
+                    heads: Some(parts.heads),
+                }
+            }
+            Self::DevNet(m) => total(m.loss(images, labels, kind, rng)?),
+            Self::DeepSad(m) => total(m.loss(images, labels)?),
+            Self::Minns(m) => total(m.loss(images, labels)?),
+            Self::Flos(m) => total(m.loss(images, labels)?),
+            Self::Saoe(m) => total(m.loss(images, labels)?),
+        })
+    }
+
+    /// [`Detector::scores`] and, for DRA, each query's anomaly map `(B, h, w)` at the backbone's
+    /// resolution from the same pass ([`Dra::scores_and_maps`]): the scores are those of
+    /// `scores` bit for bit. The other methods have no map (`None`).
+    pub fn scores_with_maps(&self, batch: &ImageBatch) -> Result<(DetectorScores, Option<Tensor>)> {
         match self {
-            Self::Dra(m) => Ok(DraLoss::new(kind)
-                .compute(&m.forward_t(images, true)?, labels, rng)?
-                .total),
-            Self::DevNet(m) => m.loss(images, labels, kind, rng),
-            Self::DeepSad(m) => m.loss(images, labels),
-            Self::Minns(m) => m.loss(images, labels),
-            Self::Flos(m) => m.loss(images, labels),
-            Self::Saoe(m) => m.loss(images, labels),
+            Self::Dra(m) => {
+                self.check(batch)?;
+                let (h, maps) = m.scores_and_maps(batch.images())?;
+                Ok((dra_scores(h)?, Some(maps)))
+            }
+            _ => Ok((self.scores(batch)?, None)),
         }
     }
 
@@ -131,18 +185,7 @@ impl Detector {
             heads: [None, None, None, None],
         };
         Ok(match self {
-            Self::Dra(m) => {
-                let h = m.forward_t(images, false)?;
-                DetectorScores {
-                    score: h.anomaly_score()?,
-                    heads: [
-                        Some(h.normal),
-                        Some(h.seen),
-                        Some(h.pseudo),
-                        Some(h.residual),
-                    ],
-                }
-            }
+            Self::Dra(m) => dra_scores(m.forward_t(images, false)?)?,
             Self::DevNet(m) => {
                 let score = m.forward_t(images, false)?;
                 DetectorScores {

@@ -58,7 +58,13 @@ impl PlainHead {
 
     /// One score per image, `(B,)`.
     pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
-        top_k_mean(&self.cell_scores(features)?, self.topk_rate)
+        self.score_cells(&self.cell_scores(features)?)
+    }
+
+    /// The image scores `(B,)` of cell scores `(B, h·w)` from [`PlainHead::cell_scores`]: the
+    /// top-K mean. Split from `forward` so that a map and a score can share one pass.
+    pub fn score_cells(&self, cells: &Tensor) -> Result<Tensor> {
+        top_k_mean(cells, self.topk_rate)
     }
 }
 
@@ -120,10 +126,12 @@ impl CompositeHead {
 
     /// One score per image, `(B,)`. `references` are the reference images' feature maps.
     pub fn forward_t(&self, features: &Tensor, references: &Tensor, train: bool) -> Result<Tensor> {
-        top_k_mean(
-            &self.cell_scores(features, references, train)?,
-            self.plain.topk_rate,
-        )
+        self.score_cells(&self.cell_scores(features, references, train)?)
+    }
+
+    /// The image scores `(B,)` of cell scores from [`CompositeHead::cell_scores`].
+    pub fn score_cells(&self, cells: &Tensor) -> Result<Tensor> {
+        self.plain.score_cells(cells)
     }
 }
 

@@ -123,46 +123,70 @@ impl Dra {
     /// residual heads' absolute cell scores, `(B, h, w)` (references excluded). Upsampled to the
     /// image, it shows where the top-K heads found abnormality.
     pub fn anomaly_maps(&self, images: &Tensor) -> Result<Tensor> {
-        let n_ref = self.config.n_ref;
-        let total = images.dim(0)?;
-        if total <= n_ref {
-            candle_core::bail!("a DRA batch needs more than {n_ref} images (the references)");
+        let (_, map) = self.level(images, 0, false, true)?;
+        Ok(map.expect("a map was asked for"))
+    }
+
+    /// The eval-mode scores of [`Dra::forward_t`] and the maps of [`Dra::anomaly_maps`] from one
+    /// pass: the maps reuse the full-size level's cell scores, so the scores are those of
+    /// `forward_t(images, false)` bit for bit and the maps cost no extra backbone pass.
+    pub fn scores_and_maps(&self, images: &Tensor) -> Result<(HeadScores, Tensor)> {
+        let mut scales = Vec::with_capacity(self.config.n_scales);
+        let mut map = None;
+        for s in 0..self.config.n_scales {
+            let (scores, level_map) = self.level(images, s, false, s == 0)?;
+            scales.push(scores);
+            map = map.or(level_map);
         }
-        let features = self.feature_extractor.forward_t(images, false)?;
-        let (_, _, h, w) = features.dims4()?;
-        let references = features.narrow(0, 0, n_ref)?;
-        let features = features.narrow(0, n_ref, total - n_ref)?;
-        let sum = ((self.seen_head.cell_scores(&features)?
-            + self.pseudo_head.cell_scores(&features)?)?
-            + self
-                .composite_head
-                .cell_scores(&features, &references, false)?)?;
-        sum.reshape((total - n_ref, h, w))
+        let map = map.expect("level 0 gives the map");
+        Ok((HeadScores::average(&scales)?, map))
     }
 
     /// The four heads' scores at each level of the pyramid (level 0 is the full size).
     pub fn forward_scales(&self, images: &Tensor, train: bool) -> Result<Vec<HeadScores>> {
+        (0..self.config.n_scales)
+            .map(|s| Ok(self.level(images, s, train, false)?.0))
+            .collect()
+    }
+
+    /// The heads' scores at pyramid level `s`, and with `with_map` the anomaly map `(B, h, w)`
+    /// of that level: the sum of the seen, pseudo and residual cell scores the heads' top-K
+    /// means are taken from.
+    fn level(
+        &self,
+        images: &Tensor,
+        s: usize,
+        train: bool,
+        with_map: bool,
+    ) -> Result<(HeadScores, Option<Tensor>)> {
         let n_ref = self.config.n_ref;
         let total = images.dim(0)?;
         if total <= n_ref {
             candle_core::bail!("a DRA batch needs more than {n_ref} images (the references)");
         }
-        (0..self.config.n_scales)
-            .map(|s| {
-                let scaled = downsample_nearest(images, s)?;
-                let features = self.feature_extractor.forward_t(&scaled, train)?;
-                let references = features.narrow(0, 0, n_ref)?;
-                let features = features.narrow(0, n_ref, total - n_ref)?;
-                Ok(HeadScores {
-                    normal: self.holistic_head.forward(&features)?,
-                    seen: self.seen_head.forward(&features)?,
-                    pseudo: self.pseudo_head.forward(&features)?,
-                    residual: self
-                        .composite_head
-                        .forward_t(&features, &references, train)?,
-                })
-            })
-            .collect()
+        let scaled = downsample_nearest(images, s)?;
+        let features = self.feature_extractor.forward_t(&scaled, train)?;
+        let (_, _, h, w) = features.dims4()?;
+        let references = features.narrow(0, 0, n_ref)?;
+        let features = features.narrow(0, n_ref, total - n_ref)?;
+        let seen = self.seen_head.cell_scores(&features)?;
+        let pseudo = self.pseudo_head.cell_scores(&features)?;
+        let residual = self
+            .composite_head
+            .cell_scores(&features, &references, train)?;
+        let map = if with_map {
+            let sum = ((&seen + &pseudo)? + &residual)?;
+            Some(sum.reshape((total - n_ref, h, w))?)
+        } else {
+            None
+        };
+        let scores = HeadScores {
+            normal: self.holistic_head.forward(&features)?,
+            seen: self.seen_head.score_cells(&seen)?,
+            pseudo: self.pseudo_head.score_cells(&pseudo)?,
+            residual: self.composite_head.score_cells(&residual)?,
+        };
+        Ok((scores, map))
     }
 }
 
@@ -253,6 +277,41 @@ mod tests {
                 "scores are absolute values"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn maps_come_with_the_same_scores_in_one_pass() -> Result<()> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let config = DraConfig {
+            n_ref: 2,
+            ..Default::default()
+        };
+        let model = Dra::new(config, vb)?;
+        crate::reset_parameters(&varmap, 3)?;
+        let x = Tensor::randn(0f32, 1., (5, 3, 64, 64), &Device::Cpu)?;
+        let alone = model.forward_t(&x, false)?;
+        let (with, maps) = model.scores_and_maps(&x)?;
+        for (a, b) in [
+            (&alone.normal, &with.normal),
+            (&alone.seen, &with.seen),
+            (&alone.pseudo, &with.pseudo),
+            (&alone.residual, &with.residual),
+        ] {
+            assert_eq!(a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+        }
+        assert_eq!(maps.dims(), [3, 2, 2]);
+        assert_eq!(
+            maps.flatten_all()?.to_vec1::<f32>()?,
+            model.anomaly_maps(&x)?.flatten_all()?.to_vec1::<f32>()?
+        );
+        // The map is the evidence the seen head's top-K mean is taken from, plus the others'.
+        assert!(maps
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .all(|v| *v >= 0.0));
         Ok(())
     }
 
