@@ -315,6 +315,27 @@ impl Category {
         Ok(self)
     }
 
+    /// Where the pixel mask of a test sample lies in the MVTec AD layout:
+    /// `ground_truth/<class>/<stem>_mask.png` for a whole image `test/<class>/<stem>.<ext>` of
+    /// this category, whether or not the file exists. `None` for a normal image, a tile, or a
+    /// sample that is not in `test/<class>/` (the raw layouts have no such masks).
+    pub fn mask_path(&self, sample: &Sample) -> Option<PathBuf> {
+        if sample.label != Label::Anomaly || sample.crop.is_some() {
+            return None;
+        }
+        let class_dir = self.root.join("test").join(&sample.class);
+        if sample.path.parent()? != class_dir {
+            return None;
+        }
+        let stem = sample.path.file_stem()?.to_str()?;
+        Some(
+            self.root
+                .join("ground_truth")
+                .join(&sample.class)
+                .join(format!("{stem}_mask.png")),
+        )
+    }
+
     /// The folder's name, e.g. `carpet`.
     pub fn name(&self) -> String {
         file_name(&self.root)
@@ -367,6 +388,31 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         });
     }
     Ok(image)
+}
+
+/// A pixel mask (any non-zero pixel is a defect) resized to `size × size` with nearest-
+/// neighbour sampling as PIL's `NEAREST` does it (output pixel x reads input pixel
+/// ⌊(x + ½) · in / out⌋), row-major. Decoded under the same limits as images; a mask that does
+/// not decode is an error naming it.
+pub fn load_mask(path: &Path, size: u32) -> Result<Vec<bool>> {
+    let mask = decode(path)?.to_luma8();
+    let (w, h) = mask.dimensions();
+    if w == 0 || h == 0 {
+        return Err(DataError::BadImage {
+            path: path.to_path_buf(),
+            reason: "the mask has no pixels".into(),
+        });
+    }
+    let pick = |out: u32, n: u32| -> u32 {
+        ((((out as f64 + 0.5) * n as f64) / size as f64) as u32).min(n - 1)
+    };
+    let columns: Vec<u32> = (0..size).map(|x| pick(x, w)).collect();
+    let mut out = Vec::with_capacity((size as usize).pow(2));
+    for y in 0..size {
+        let row = pick(y, h);
+        out.extend(columns.iter().map(|&x| mask.get_pixel(x, row)[0] != 0));
+    }
+    Ok(out)
 }
 
 /// The longest side, in pixels, of an image we decode. The largest images of the paper's data
@@ -462,6 +508,52 @@ mod tests {
         assert_eq!(cat.ignored.len(), 1);
         assert_eq!(cat.ignored[0].reason, crate::listing::HIDDEN);
         assert!(cat.ignored[0].image.path.ends_with(".DS_Store"));
+    }
+
+    #[test]
+    fn masks_are_found_beside_the_layout_and_resized_as_pil_nearest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cat");
+        for f in ["train/good/a.png", "test/good/b.png", "test/hole/c.png"] {
+            write_png(&root.join(f));
+        }
+        let cat = Category::open(&root, OnUnreadable::Error).unwrap();
+        let sample = |path: &str, label, class: &str| Sample {
+            path: root.join(path),
+            crop: None,
+            label,
+            class: class.into(),
+        };
+        assert_eq!(
+            cat.mask_path(&sample("test/hole/c.png", Label::Anomaly, "hole")),
+            Some(root.join("ground_truth/hole/c_mask.png"))
+        );
+        assert_eq!(
+            cat.mask_path(&sample("test/good/b.png", Label::Normal, "good")),
+            None
+        );
+        assert_eq!(
+            cat.mask_path(&sample("elsewhere/c.png", Label::Anomaly, "hole")),
+            None
+        );
+
+        // A 4 × 2 mask with one lit column (x = 1), read at 6 px: PIL's NEAREST reads input
+        // column ⌊(x + ½) · 4 / 6⌋ = 0, 1, 1, 2, 3, 3 and row ⌊(y + ½) · 2 / 6⌋ = 0, 0, 0, 1, 1, 1.
+        let path = dir.path().join("m.png");
+        let mut mask = image::GrayImage::new(4, 2);
+        mask.put_pixel(1, 0, image::Luma([255]));
+        mask.put_pixel(1, 1, image::Luma([3]));
+        mask.save(&path).unwrap();
+        let got = load_mask(&path, 6).unwrap();
+        for y in 0..6 {
+            let row: Vec<bool> = got[y * 6..(y + 1) * 6].to_vec();
+            assert_eq!(row, [false, true, true, false, false, false], "row {y}");
+        }
+        fs::write(&path, b"not a png").unwrap();
+        assert!(load_mask(&path, 6)
+            .unwrap_err()
+            .to_string()
+            .contains("m.png"));
     }
 
     #[test]

@@ -41,9 +41,11 @@ pub mod transform;
 
 pub use batch::{load_images, Batch, BatchConfig, BatchSource, ImageCache, Prefetcher};
 pub use dataset::{
-    load_rgb, Category, Crop, Ignored, ImageRef, Label, Sample, MAX_DECODED_BYTES, MAX_IMAGE_SIDE,
+    load_mask, load_rgb, Category, Crop, Ignored, ImageRef, Label, Sample, MAX_DECODED_BYTES,
+    MAX_IMAGE_SIDE,
 };
 pub use error::{DataError, Result};
 pub use listing::{Listing, OnUnreadable, Unreadable};
 pub use mt19937::NumpyRandomState;
+pub use npy::write_f32 as write_npy_f32;
 pub use split::{Setting, Split, SplitConfig};

@@ -43,6 +43,54 @@ struct Header {
     shape: Vec<usize>,
 }
 
+/// Writes a row-major `f32` array of `shape` as a version-1 `.npy` file (`<f4`, C order), the
+/// form `numpy.load` reads without options.
+pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != values.len() {
+        return Err(DataError::InvalidOption {
+            flag: "npy",
+            message: format!(
+                "{}: shape {shape:?} holds {n} values, not {}",
+                path.display(),
+                values.len()
+            ),
+        });
+    }
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = encode("<f4", false, shape, &data);
+    std::fs::write(path, bytes).map_err(|e| DataError::io(path, e))
+}
+
+/// A version-1 `.npy` file of raw `data` as `np.save` writes it: the header is padded so
+/// that the data starts at a multiple of 64 bytes.
+fn encode(descr: &str, fortran: bool, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let shape = match shape {
+        [n] => format!("({n},)"),
+        s => format!(
+            "({})",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let fortran = if fortran { "True" } else { "False" };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' to a multiple of 64.
+    while !(MAGIC.len() + 4 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = MAGIC.to_vec();
+    out.extend([1, 0]);
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
 /// Reads an `.npy` file into an 8-bit RGB image.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
@@ -242,29 +290,28 @@ pub(crate) mod tests {
 
     /// A version-1 `.npy` file as `np.save` writes it (header padded to 64 bytes).
     pub fn npy_bytes(descr: &str, fortran: bool, shape: &[usize], data: &[u8]) -> Vec<u8> {
-        let shape = match shape {
-            [n] => format!("({n},)"),
-            s => format!(
-                "({})",
-                s.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        let fortran = if fortran { "True" } else { "False" };
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
-        while !(10 + header.len() + 1).is_multiple_of(64) {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = MAGIC.to_vec();
-        out.extend([1, 0]);
-        out.extend((header.len() as u16).to_le_bytes());
-        out.extend(header.as_bytes());
-        out.extend(data);
-        out
+        encode(descr, fortran, shape, data)
+    }
+
+    #[test]
+    fn written_f32_arrays_read_back_as_numpy_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        let values = [0.5f32, -1.0, 2.25, 3.0, 4.0, 5.0];
+        write_f32(&path, &[2, 3], &values).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (header, data) = parse(&bytes).unwrap();
+        assert_eq!(header.shape, [2, 3]);
+        assert!(!header.fortran_order);
+        assert_eq!((header.dtype.kind, header.dtype.size), (Kind::Float, 4));
+        // NumPy's layout: the data starts at a multiple of 64 bytes.
+        assert_eq!((bytes.len() - data.len()) % 64, 0);
+        let back: Vec<f32> = data
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(back, values);
+        assert!(write_f32(&path, &[4, 2], &values).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{Category, ImageRef, Label, Sample};
 use crate::error::{DataError, Result};
 use crate::mt19937::NumpyRandomState;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 /// How the labelled anomalies are chosen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +179,45 @@ impl Split {
     pub fn n_test_anomalies(&self) -> usize {
         self.test.iter().filter(|s| s.label.is_anomalous()).count()
     }
+
+    /// Takes a seeded `fraction` of the normal training images (contaminants never: they are
+    /// anomalies) out of `train_normal` and returns them, in their listing order: normal
+    /// images that training never sees, to calibrate a decision threshold on. At least one
+    /// image is held out and at least one stays; a fraction of 0 changes nothing.
+    pub fn hold_out_normals(&mut self, fraction: f64, seed: u64) -> Result<Vec<ImageRef>> {
+        if fraction <= 0.0 {
+            return Ok(Vec::new());
+        }
+        let contaminants: std::collections::HashSet<ImageRef> =
+            self.contaminants.iter().map(Sample::image).collect();
+        let candidates: Vec<usize> = (0..self.train_normal.len())
+            .filter(|&i| !contaminants.contains(&self.train_normal[i]))
+            .collect();
+        if candidates.len() < 2 {
+            return Err(DataError::InvalidOption {
+                flag: "--calibration-fraction",
+                message: format!(
+                    "{} normal training image(s): too few to hold some out for calibration \
+                     (give --calibration-fraction 0)",
+                    candidates.len()
+                ),
+            });
+        }
+        let n =
+            ((fraction * candidates.len() as f64).round() as usize).clamp(1, candidates.len() - 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00CA_11B2_A7E0);
+        let mut chosen: Vec<usize> = rand::seq::index::sample(&mut rng, candidates.len(), n)
+            .into_iter()
+            .map(|k| candidates[k])
+            .collect();
+        chosen.sort_unstable();
+        let mut held = Vec::with_capacity(n);
+        for &i in chosen.iter().rev() {
+            held.push(self.train_normal.remove(i));
+        }
+        held.reverse();
+        Ok(held)
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +244,39 @@ mod tests {
             ignored: Vec::new(),
             unreadable: Vec::new(),
         }
+    }
+
+    #[test]
+    fn held_out_normals_leave_training_and_follow_the_seed() {
+        let cat = category();
+        let split = Split::new(&cat, &SplitConfig::default()).unwrap();
+        let mut a = split.clone();
+        let held = a.hold_out_normals(0.1, 7).unwrap();
+        assert_eq!((held.len(), a.train_normal.len()), (2, 18));
+        assert!(held.iter().all(|h| !a.train_normal.contains(h)));
+        let mut b = split.clone();
+        assert_eq!(b.hold_out_normals(0.1, 7).unwrap(), held);
+        let mut c = split.clone();
+        assert_ne!(c.hold_out_normals(0.1, 8).unwrap(), held);
+        // None for a fraction of 0: the official protocol's split, untouched.
+        let mut d = split.clone();
+        assert!(d.hold_out_normals(0.0, 7).unwrap().is_empty());
+        assert_eq!(d.train_normal, split.train_normal);
+        // Contaminants are never held out; one normal always stays.
+        let config = SplitConfig {
+            n_anomaly: 5,
+            contamination: 0.1,
+            ..Default::default()
+        };
+        let mut e = Split::new(&cat, &config).unwrap();
+        let contaminants: Vec<ImageRef> = e.contaminants.iter().map(Sample::image).collect();
+        assert!(!contaminants.is_empty());
+        let held = e.hold_out_normals(0.5, 1).unwrap();
+        assert!(held.iter().all(|h| !contaminants.contains(h)));
+        let mut tiny = split.clone();
+        tiny.train_normal.truncate(1);
+        let err = tiny.hold_out_normals(0.1, 0).unwrap_err().to_string();
+        assert!(err.starts_with("--calibration-fraction"), "{err}");
     }
 
     #[test]

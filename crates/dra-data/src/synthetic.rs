@@ -2,13 +2,15 @@
 //! deterministically from a seed, so that every command works on a fresh clone with no download.
 //!
 //! Two textures and one object, each with several defect classes that differ in shape and
-//! colour, so that the general and the hard setting are both meaningful.
+//! colour, so that the general and the hard setting are both meaningful. Every defect image has
+//! its pixel mask (`ground_truth/<class>/<name>_mask.png`, 0 or 255: the pixels the defect
+//! changed), so that localisation metrics can be computed on the default data too.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use image::{Rgb, RgbImage};
+use image::{GrayImage, Luma, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -80,43 +82,109 @@ pub fn ensure(root: &Path, spec: &SyntheticSpec) -> Result<Vec<PathBuf>> {
                     return Err(DataError::io(&dir, e));
                 }
             }
+        } else if !dir.join(MASKS).is_dir() {
+            // A category written before the masks existed: the images are the same (same
+            // seeds), so only the masks are added, through a temporary folder as above.
+            add_masks(&dir, index as u64, defects, spec)?;
         }
         out.push(dir);
     }
     Ok(out)
 }
 
+/// The masks' folder in a category, as in MVTec AD.
+const MASKS: &str = "ground_truth";
+
+/// Writes `ground_truth/` into an existing category `dir` atomically (renamed into place).
+fn add_masks(dir: &Path, index: u64, defects: &[&str], spec: &SyntheticSpec) -> Result<()> {
+    static WRITER: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{MASKS}.tmp-{}-{}",
+        std::process::id(),
+        WRITER.fetch_add(1, Ordering::Relaxed)
+    ));
+    for (d, defect) in defects.iter().enumerate() {
+        for i in 0..spec.n_per_defect {
+            let (_, mask) = defect_image(index, d, defect, i, spec);
+            save_png(&tmp.join(defect), &format!("{i:03}_mask.png"), &mask)?;
+        }
+    }
+    let target = dir.join(MASKS);
+    if let Err(e) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_dir_all(&tmp);
+        if !target.is_dir() {
+            return Err(DataError::io(&target, e));
+        }
+    }
+    Ok(())
+}
+
+/// Saves `img` as `folder/name` (PNG), creating the folder.
+fn save_png<P, C>(folder: &Path, name: &str, img: &image::ImageBuffer<P, C>) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+    C: std::ops::Deref<Target = [P::Subpixel]>,
+{
+    fs::create_dir_all(folder).map_err(|e| DataError::io(folder, e))?;
+    let path = folder.join(name);
+    img.save_with_format(&path, image::ImageFormat::Png)
+        .map_err(|e| DataError::BadImage {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// The seed of image `i` of part `part` (0 train, 1 test/good, 2 + d defect class d) of
+/// category `index`.
+fn rng_for(spec: &SyntheticSpec, index: u64, part: u64, i: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(
+        spec.seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(index * 7_919 + part * 104_729 + i as u64),
+    )
+}
+
+/// Defect image `i` of class `defect` (the `d`-th) and its mask: 255 where the drawing
+/// changed the normal image it was drawn on.
+fn defect_image(
+    index: u64,
+    d: usize,
+    defect: &str,
+    i: usize,
+    spec: &SyntheticSpec,
+) -> (RgbImage, GrayImage) {
+    let mut rng = rng_for(spec, index, 2 + d as u64, i);
+    let normal = base(index, spec.image_size, &mut rng);
+    let mut img = normal.clone();
+    draw_defect(&mut img, index, defect, &mut rng);
+    let mask = GrayImage::from_fn(img.width(), img.height(), |x, y| {
+        Luma([if img.get_pixel(x, y) == normal.get_pixel(x, y) {
+            0
+        } else {
+            255
+        }])
+    });
+    (img, mask)
+}
+
 fn write_category(dir: &Path, index: u64, defects: &[&str], spec: &SyntheticSpec) -> Result<()> {
-    let save = |sub: &str, i: usize, img: &RgbImage| -> Result<()> {
-        let folder = dir.join(sub);
-        fs::create_dir_all(&folder).map_err(|e| DataError::io(&folder, e))?;
-        let path = folder.join(format!("{i:03}.png"));
-        img.save_with_format(&path, image::ImageFormat::Png)
-            .map_err(|e| DataError::BadImage {
-                path: path.clone(),
-                reason: e.to_string(),
-            })
-    };
-    let rng_for = |part: u64, i: usize| {
-        ChaCha8Rng::seed_from_u64(
-            spec.seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(index * 7_919 + part * 104_729 + i as u64),
-        )
-    };
+    let name = |i: usize| format!("{i:03}.png");
     let size = spec.image_size;
     for i in 0..spec.n_train {
-        save("train/good", i, &base(index, size, &mut rng_for(0, i)))?;
+        let img = base(index, size, &mut rng_for(spec, index, 0, i));
+        save_png(&dir.join("train/good"), &name(i), &img)?;
     }
     for i in 0..spec.n_test_good {
-        save("test/good", i, &base(index, size, &mut rng_for(1, i)))?;
+        let img = base(index, size, &mut rng_for(spec, index, 1, i));
+        save_png(&dir.join("test/good"), &name(i), &img)?;
     }
     for (d, defect) in defects.iter().enumerate() {
         for i in 0..spec.n_per_defect {
-            let mut rng = rng_for(2 + d as u64, i);
-            let mut img = base(index, size, &mut rng);
-            draw_defect(&mut img, index, defect, &mut rng);
-            save(&format!("test/{defect}"), i, &img)?;
+            let (img, mask) = defect_image(index, d, defect, i, spec);
+            save_png(&dir.join("test").join(defect), &name(i), &img)?;
+            let masks = dir.join(MASKS).join(defect);
+            save_png(&masks, &format!("{i:03}_mask.png"), &mask)?;
         }
     }
     Ok(())
@@ -351,6 +419,67 @@ mod tests {
         }
         // Existing categories are kept as they are.
         ensure(a.path(), &spec).unwrap();
+    }
+
+    #[test]
+    fn every_defect_image_has_a_mask_of_what_changed() {
+        let spec = SyntheticSpec {
+            image_size: 32,
+            n_train: 1,
+            n_test_good: 1,
+            n_per_defect: 2,
+            seed: 1,
+        };
+        let root = tempfile::tempdir().unwrap();
+        ensure(root.path(), &spec).unwrap();
+        for (index, (name, defects)) in CATEGORIES.iter().enumerate() {
+            for (d, defect) in defects.iter().enumerate() {
+                let path = root
+                    .path()
+                    .join(name)
+                    .join("ground_truth")
+                    .join(defect)
+                    .join("001_mask.png");
+                let mask = image::open(&path).unwrap().to_luma8();
+                let on = mask.pixels().filter(|p| p[0] == 255).count();
+                assert!(
+                    on > 0 && on < 32 * 32 / 2,
+                    "{}: {on} pixels",
+                    path.display()
+                );
+                assert!(mask.pixels().all(|p| p[0] == 0 || p[0] == 255));
+                // Outside the mask the defect image is the normal image it was drawn on.
+                let img = image::open(
+                    root.path()
+                        .join(name)
+                        .join("test")
+                        .join(defect)
+                        .join("001.png"),
+                )
+                .unwrap()
+                .to_rgb8();
+                let normal = base(
+                    index as u64,
+                    32,
+                    &mut rng_for(&spec, index as u64, 2 + d as u64, 1),
+                );
+                for (x, y, m) in mask.enumerate_pixels() {
+                    assert_eq!(m[0] == 0, img.get_pixel(x, y) == normal.get_pixel(x, y));
+                }
+            }
+        }
+        // A category written before masks existed gets them, the same files.
+        let weave = root.path().join("weave");
+        let mask = weave.join("ground_truth/hole/000_mask.png");
+        let before = fs::read(&mask).unwrap();
+        fs::remove_dir_all(weave.join("ground_truth")).unwrap();
+        ensure(root.path(), &spec).unwrap();
+        assert_eq!(fs::read(&mask).unwrap(), before);
+        assert!(fs::read_dir(&weave).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with('.')));
     }
 
     #[test]
