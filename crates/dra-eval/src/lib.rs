@@ -1,5 +1,7 @@
-//! Evaluation for DRA: AUC-ROC and AUC-PR as sklearn computes them, mean ± std over runs, and
-//! (with the `table` feature) paper-style tables rendered through polars.
+//! Evaluation for DRA: AUC-ROC and AUC-PR as sklearn computes them, thresholds and the
+//! confusion matrix they give, ROC and precision–recall curves, pixel-level AUROC and AUPRO of
+//! anomaly maps, mean ± std over runs, and (with the `table` feature) paper-style tables
+//! rendered through polars.
 //!
 //! ```
 //! use dra_eval::{auc_pr, auc_roc, MeanStd};
@@ -15,11 +17,42 @@
 //! assert_eq!(cell.to_string(), "0.950±0.008");
 //! # Ok::<(), dra_eval::MetricError>(())
 //! ```
+//!
+//! A threshold chosen on normal scores alone, and the decisions it gives:
+//!
+//! ```
+//! use dra_eval::{threshold_at_fpr, Confusion};
+//!
+//! // Allow at most 1 in 4 normal validation images to be flagged.
+//! let threshold = threshold_at_fpr(&[0.1, 0.2, 0.3, 0.4], 0.25)?;
+//! assert_eq!(threshold, 0.3);
+//! let c = Confusion::at(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true], threshold)?;
+//! assert_eq!((c.tp, c.fp, c.tn, c.fn_), (2, 1, 1, 0));
+//! assert_eq!(c.recall(), Some(1.0));
+//! # Ok::<(), dra_eval::MetricError>(())
+//! ```
+//!
+//! Pixel-level localisation of anomaly maps against defect masks:
+//!
+//! ```
+//! use dra_eval::PixelMetrics;
+//!
+//! // One 2 × 2 image whose defect (top left) has the highest anomaly score.
+//! let map = [0.9f32, 0.2, 0.1, 0.3];
+//! let mask = [true, false, false, false];
+//! let m = PixelMetrics::compute(&[&map], &[&mask], 2, 2)?;
+//! assert_eq!((m.auroc, m.aupro), (1.0, 1.0));
+//! # Ok::<(), dra_eval::MetricError>(())
+//! ```
 
+mod decision;
+mod localization;
 mod metrics;
 mod summary;
 #[cfg(feature = "table")]
 pub mod table;
 
+pub use decision::{pr_curve, roc_curve, threshold_at_fpr, Confusion};
+pub use localization::{connected_components_8, PixelMetrics, AUPRO_FPR_LIMIT};
 pub use metrics::{auc_pr, auc_roc, MetricError};
 pub use summary::{format_mean_std, MeanStd};

@@ -1,7 +1,7 @@
 //! Ranking metrics of anomaly scores against 0/1 labels (1 = anomaly).
 
 /// Why a metric is undefined.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MetricError {
     /// The score and label slices do not pair up one to one.
     #[error("scores and labels differ in length ({scores} vs {labels})")]
@@ -25,9 +25,55 @@ pub enum MetricError {
     /// A score is NaN, which has no place in a ranking.
     #[error("a score is NaN")]
     NaN,
+    /// No scores at all: a threshold has nothing to be chosen from.
+    #[error("no scores given")]
+    Empty,
+    /// A target false-positive rate outside `[0, 1)`: at rate 1 every normal may be flagged, so
+    /// no threshold is needed, and a negative rate (or NaN) allows nothing.
+    #[error("the target false-positive rate {0} is outside [0, 1)")]
+    BadRate(f64),
+    /// There are not as many anomaly maps as ground-truth masks.
+    #[error("{maps} anomaly maps but {masks} masks")]
+    ImageCount {
+        /// Number of anomaly maps given.
+        maps: usize,
+        /// Number of masks given.
+        masks: usize,
+    },
+    /// An anomaly map or a mask does not have `width × height` pixels.
+    #[error("image {image}: the anomaly map has {map} pixels and the mask {mask}, not {expected} (width × height)")]
+    ImageSize {
+        /// Position of the image in the input, from 0.
+        image: usize,
+        /// `width × height`.
+        expected: usize,
+        /// Pixels in its anomaly map.
+        map: usize,
+        /// Pixels in its mask.
+        mask: usize,
+    },
+    /// An image of more pixels than a `u32` counts: region labels and sizes are `u32`, to keep
+    /// the per-pixel memory of tens of millions of pixels small.
+    #[error("a {width}×{height} image has more pixels than a u32 counts")]
+    ImageTooLarge {
+        /// Width given.
+        width: usize,
+        /// Height given.
+        height: usize,
+    },
+    /// The masks hold no anomalous pixel (no region, so the PRO is undefined) or no normal one
+    /// (no false-positive rate).
+    #[error("the masks need both anomalous and normal pixels ({anomalous} anomalous of {total})")]
+    PixelClasses {
+        /// Number of pixels marked anomalous.
+        anomalous: usize,
+        /// Number of pixels of all images.
+        total: usize,
+    },
 }
 
-fn check(scores: &[f64], labels: &[bool]) -> Result<usize, MetricError> {
+/// The number of anomalies, after checking that the slices pair up, hold no NaN and both classes.
+pub(crate) fn check(scores: &[f64], labels: &[bool]) -> Result<usize, MetricError> {
     if scores.len() != labels.len() {
         return Err(MetricError::LengthMismatch {
             scores: scores.len(),
@@ -48,7 +94,7 @@ fn check(scores: &[f64], labels: &[bool]) -> Result<usize, MetricError> {
 }
 
 /// Indices sorted by descending score.
-fn descending(scores: &[f64]) -> Vec<usize> {
+pub(crate) fn descending(scores: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     order

@@ -1,5 +1,5 @@
 //! Paper-style result tables: a row per data set, a column per setting, cells `mean±std`,
-//! held in a polars `DataFrame` and written as Markdown and CSV.
+//! held in a polars `DataFrame` and written as Markdown, HTML and CSV.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -106,6 +106,73 @@ fn markdown_cell(text: &str) -> String {
     text.replace('|', "\\|").replace(['\r', '\n'], " ")
 }
 
+/// Renders a table of string columns as an HTML `<table>` fragment (a header row in `<thead>`,
+/// the rows in `<tbody>`), every cell escaped: names come from folder names, which may hold
+/// anything, and the page must show them as text, never run them as markup.
+pub fn to_html(df: &DataFrame) -> PolarsResult<String> {
+    let mut out = String::from("<table>\n<thead>\n<tr>");
+    for name in df.get_column_names() {
+        out += &format!("<th>{}</th>", escape_html(name));
+    }
+    out += "</tr>\n</thead>\n<tbody>\n";
+    let columns: Vec<&StringChunked> = df
+        .columns()
+        .iter()
+        .map(|c| c.str())
+        .collect::<PolarsResult<_>>()?;
+    for r in 0..df.height() {
+        out += "<tr>";
+        for c in &columns {
+            out += &format!("<td>{}</td>", escape_html(c.get(r).unwrap_or("-")));
+        }
+        out += "</tr>\n";
+    }
+    out += "</tbody>\n</table>\n";
+    Ok(out)
+}
+
+/// Text made safe inside HTML elements and attribute values: `&`, `<`, `>`, `"` and `'` become
+/// character references.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out += "&amp;",
+            '<' => out += "&lt;",
+            '>' => out += "&gt;",
+            '"' => out += "&quot;",
+            '\'' => out += "&#39;",
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A complete, self-contained HTML5 page: `title` (escaped here) as its title and first
+/// heading, then `body`, which must already be HTML (e.g. from [`to_html`]). A small inline
+/// style makes the table readable; there is no script and no external resource, so the file
+/// opens the same anywhere, offline.
+pub fn html_page(title: &str, body: &str) -> String {
+    let title = escape_html(title);
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n<style>\n{PAGE_STYLE}</style>\n</head>\n<body>\n\
+         <h1>{title}</h1>\n{body}</body>\n</html>\n"
+    )
+}
+
+/// The page's style: borders, padding, zebra rows and numbers that line up (tabular figures).
+const PAGE_STYLE: &str = "\
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.3em; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }
+thead th { background: #eee; }
+tbody tr:nth-child(even) { background: #f7f7f7; }
+p { max-width: 60em; }
+";
+
 /// Writes the table as CSV with a header row.
 pub fn write_csv(df: &mut DataFrame, path: &Path) -> PolarsResult<()> {
     let file = std::fs::File::create(path)?;
@@ -148,6 +215,32 @@ mod tests {
         let csv = std::fs::read_to_string(path).unwrap();
         assert_eq!(csv.lines().next().unwrap(), "Dataset,10-shot,1-shot");
         assert!(csv.contains("carpet,0.950±0.010,-"));
+    }
+
+    #[test]
+    fn builds_html_with_every_cell_escaped() {
+        let mut t = TableBuilder::new("Dataset");
+        t.column("a<b");
+        t.text("carpet", "a<b", "<b>&\"x\"");
+        t.text("it's", "a<b", "0.950±0.010");
+        let html = to_html(&t.build().unwrap()).unwrap();
+        assert_eq!(
+            html,
+            "<table>\n<thead>\n<tr><th>Dataset</th><th>a&lt;b</th></tr>\n</thead>\n<tbody>\n\
+             <tr><td>carpet</td><td>&lt;b&gt;&amp;&quot;x&quot;</td></tr>\n\
+             <tr><td>it&#39;s</td><td>0.950±0.010</td></tr>\n</tbody>\n</table>\n"
+        );
+    }
+
+    #[test]
+    fn html_page_is_self_contained() {
+        let page = html_page("general: <AUC> & co", "<p>x</p>\n");
+        assert!(page.starts_with("<!DOCTYPE html>\n"));
+        assert!(page.contains("<meta charset=\"utf-8\">"));
+        assert!(page.contains("<title>general: &lt;AUC&gt; &amp; co</title>"));
+        assert!(page.contains("<h1>general: &lt;AUC&gt; &amp; co</h1>\n<p>x</p>\n</body>"));
+        assert!(!page.contains("<script") && !page.contains("http") && !page.contains("src="));
+        assert!(page.ends_with("</html>\n"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use dra_eval::table::{to_markdown, write_csv, TableBuilder};
+use dra_eval::table::{escape_html, html_page, to_html, to_markdown, write_csv, TableBuilder};
 use dra_eval::MeanStd;
 use dra_model::LossKind;
 
@@ -34,13 +34,13 @@ struct Row {
     absent: bool,
 }
 
-/// Renders `OUT/table.md` and `OUT/table.csv` (and prints the Markdown).
+/// Renders `OUT/table.md`, `OUT/table.html` and `OUT/table.csv` (and prints the Markdown).
 pub fn render_dir(out: &Path) -> Result<()> {
     let spec = read_spec(out)?;
     let rows = runs::read(&out.join("runs.csv"))?;
     let markdown = render(&spec, &rows, out)?;
     println!(
-        "\n{markdown}\n(table.md and table.csv in {})",
+        "\n{markdown}\n(table.md, table.html and table.csv in {})",
         out.display()
     );
     Ok(())
@@ -220,31 +220,46 @@ fn rows_table(
     (table, notes)
 }
 
-/// Writes `table.md` (title, table, notes) and `table.csv`; returns the Markdown.
+/// Writes `table.md` (title, table, notes), the same as a standalone page `table.html`, and
+/// `table.csv`; returns the Markdown.
 fn write_table(spec: &SweepSpec, table: TableBuilder, notes: String, out: &Path) -> Result<String> {
     let mut df = table.build()?;
-    let mut markdown = format!(
-        "# {}: AUC-ROC, mean±std over {} run(s) (seeds 0–{}), profile {}\n\n{}{notes}",
+    let heading = format!(
+        "{}: AUC-ROC, mean±std over {} run(s) (seeds 0–{}), profile {}",
         spec.sweep.name(),
         spec.runs,
         spec.runs - 1,
         spec.profile,
-        to_markdown(&df)?
     );
+    let mut after = notes;
     let absent = spec.absent();
     if !absent.is_empty() {
-        markdown += &format!(
+        after += &format!(
             "\nAbsent (no folder under --data-root): {}.\n",
             absent.join(", ")
         );
     }
+    let markdown = format!("# {heading}\n\n{}{after}", to_markdown(&df)?);
     let md_path = out.join("table.md");
     runs::write_atomic(&md_path, markdown.as_bytes())?;
+    let html = html_page(&heading, &(to_html(&df)? + &paragraphs(&after)));
+    runs::write_atomic(&out.join("table.html"), html.as_bytes())?;
     let csv_path = out.join("table.csv");
     let tmp = out.join("table.csv.tmp");
     write_csv(&mut df, &tmp).with_context(|| tmp.display().to_string())?;
     std::fs::rename(&tmp, &csv_path).with_context(|| csv_path.display().to_string())?;
     Ok(markdown)
+}
+
+/// The notes (Markdown text) as HTML paragraphs, one per block between blank lines, escaped
+/// and otherwise as written: the page shows the same words as `table.md`.
+fn paragraphs(markdown: &str) -> String {
+    markdown
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("<p>{}</p>\n", escape_html(p)))
+        .collect()
 }
 
 /// Hand-edited JSON for the property tests, shared with the other crates' tests.
