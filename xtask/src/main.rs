@@ -89,7 +89,7 @@ fn main() -> Result<()> {
         Task::BenchCrossDomain(args) => {
             let epochs = args.fine_tune_epochs.unwrap_or(match args.sweep.profile {
                 dra_train::Profile::Paper => 10,
-                dra_train::Profile::Quick => 3,
+                dra_train::Profile::Quick | dra_train::Profile::OwnData => 3,
             });
             if epochs == 0 {
                 bail!("--fine-tune-epochs must be at least 1");

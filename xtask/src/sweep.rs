@@ -138,6 +138,7 @@ pub fn run(
             } else {
                 dra_data::OnUnreadable::Error
             },
+            save_maps: None,
         };
         match dra_train::train(&request) {
             Ok(m) => {

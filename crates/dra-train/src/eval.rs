@@ -8,16 +8,18 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::datasets::Family;
 use dra_data::{transform, BatchSource, ImageCache, Label, OnUnreadable, Sample, Split};
-use dra_model::{load_into, Detector, ImageBatch, Scope};
+use dra_model::{load_into, Detector, Scope};
 use image::{Rgb, RgbImage};
 
 use crate::config::TrainConfig;
+use crate::decision::{AtThreshold, Threshold};
 use crate::error::TrainError;
 use crate::files::{prepare_out_dir, writable_dir, write_json};
+use crate::localization::{pixel_metrics, upsample, Localization};
 use crate::model::detached_model;
 use crate::run::{Metrics, RunRecord};
 use crate::scoring::{
-    load_normalized, score_samples, write_scores, References, ScoreRow, REFERENCES_FILE,
+    score_with_maps, write_scores, CellMap, References, ScoreRow, REFERENCES_FILE,
 };
 
 /// A trained model and the settings it was trained with.
@@ -28,6 +30,9 @@ pub struct LoadedModel {
     pub config: TrainConfig,
     /// The run directory, when the model came from one.
     pub run_dir: Option<PathBuf>,
+    /// The decision threshold: the run's `threshold.json`, or one the caller sets
+    /// (`--threshold`); `None` when the run has none.
+    pub threshold: Option<Threshold>,
 }
 
 impl LoadedModel {
@@ -73,10 +78,15 @@ impl LoadedModel {
         )?;
         load_into(&varmap, &weights, Scope::Full)?;
         let model = detached_model(&varmap, &config, device)?;
+        let threshold = match &run_dir {
+            Some(dir) => Threshold::load(dir)?,
+            None => None,
+        };
         Ok(Self {
             model,
             config,
             run_dir,
+            threshold,
         })
     }
 
@@ -110,8 +120,10 @@ pub enum ReferenceChoice {
     Paths(Vec<PathBuf>),
 }
 
-/// Re-scores the test split of `category_dir` and writes `scores.csv` and `metrics.json`
-/// (last, so that its presence marks a finished evaluation).
+/// Re-scores the test split of `category_dir` and writes `scores.csv`, `report.html` and
+/// `metrics.json` (last, so that its presence marks a finished evaluation); with `save_maps`,
+/// each test image's anomaly map too.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     loaded: &LoadedModel,
     family: Family,
@@ -119,6 +131,7 @@ pub fn evaluate(
     on_unreadable: OnUnreadable,
     references: &ReferenceChoice,
     out_dir: &Path,
+    save_maps: Option<&Path>,
     device: &Device,
 ) -> Result<Metrics, TrainError> {
     let start = Instant::now();
@@ -136,6 +149,9 @@ pub fn evaluate(
         }
     }
     prepare_out_dir(out_dir)?;
+    if let Some(dir) = save_maps {
+        crate::run::check_maps_dir(dir, cfg.method)?;
+    }
     let category = family.load(category_dir, on_unreadable)?;
     let split = Split::new(&category, &cfg.split_config())?;
     let mut refs = match references {
@@ -153,7 +169,7 @@ pub fn evaluate(
         ReferenceChoice::Stored => loaded.stored_references()?,
         ReferenceChoice::Paths(paths) => References::from_paths(paths, cfg.image_size)?,
     };
-    let rows = score_samples(
+    let scored = score_with_maps(
         &loaded.model,
         &split.test,
         &mut refs,
@@ -161,15 +177,51 @@ pub fn evaluate(
         cfg.eval_batch_size,
         device,
     )?;
+    let rows = &scored.rows;
     let seconds = start.elapsed().as_secs_f64();
+    let localization = match &scored.maps {
+        Some(maps) => pixel_metrics(&category, &split.test, maps, cfg.image_size)?,
+        None => Localization::default(),
+    };
+    let base = Metrics::of(rows, &split)?;
+    let mut notes: Vec<String> = localization.note.clone().into_iter().collect();
+    if base.auc_roc < 0.5 {
+        notes.push(format!(
+            "AUC-ROC {:.3} is below chance (0.5): this model ranks anomalies below normals",
+            base.auc_roc
+        ));
+    }
     let metrics = Metrics {
         eval_seconds: seconds,
         total_seconds: seconds,
         ignored: category.ignored.len(),
         unreadable: category.unreadable.clone(),
-        ..Metrics::of(&rows, &split)?
+        pixel_auroc: localization.pixel_auroc,
+        aupro: localization.aupro,
+        threshold: loaded
+            .threshold
+            .as_ref()
+            .map(|t| AtThreshold::of(rows, t))
+            .transpose()?,
+        notes,
+        ..base
     };
-    write_scores(&out_dir.join("scores.csv"), &rows)?;
+    if let (Some(dir), Some(maps)) = (save_maps, &scored.maps) {
+        crate::localization::save_maps(dir, &split.test, maps, cfg.image_size)?;
+    }
+    write_scores(&out_dir.join("scores.csv"), rows)?;
+    crate::run_report::write(&crate::run_report::RunView {
+        title: format!("{} on {} (evaluation)", cfg.method, category_dir.display()),
+        config: cfg,
+        data_dir: category_dir,
+        category: &category,
+        test: &split.test,
+        scored: &scored,
+        metrics: &metrics,
+        threshold: loaded.threshold.as_ref(),
+        log: &[],
+        out_dir,
+    })?;
     write_json(&out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
@@ -183,9 +235,8 @@ pub fn predict(
     device: &Device,
 ) -> Result<Vec<ScoreRow>, TrainError> {
     let cfg = &loaded.config;
-    let dra = match (&loaded.model, heatmap_dir) {
-        (Detector::Dra(dra), _) => Some(dra),
-        (_, None) => None,
+    match (&loaded.model, heatmap_dir) {
+        (Detector::Dra(_), _) | (_, None) => {}
         (other, Some(_)) => {
             return Err(TrainError::InvalidOption {
                 flag: "--out",
@@ -195,7 +246,7 @@ pub fn predict(
             ),
             })
         }
-    };
+    }
     let samples: Vec<Sample> = images
         .iter()
         .map(|p| Sample {
@@ -208,7 +259,7 @@ pub fn predict(
     if let Some(dir) = heatmap_dir {
         writable_dir(dir, "--out")?;
     }
-    let rows = score_samples(
+    let scored = score_with_maps(
         &loaded.model,
         &samples,
         references,
@@ -216,42 +267,32 @@ pub fn predict(
         cfg.eval_batch_size,
         device,
     )?;
-    if let (Some(dir), Some(dra)) = (heatmap_dir, dra) {
-        let s = cfg.image_size as usize;
+    if let (Some(dir), Some(maps)) = (heatmap_dir, &scored.maps) {
         // One colour scale for every image, so that overlays compare across images.
-        let mut maps = Vec::new();
-        for chunk in images.chunks(cfg.eval_batch_size.max(1)) {
-            let n_ref = references.n_ref();
-            let mut buffer = match references {
-                References::Fixed { images, .. } => images.clone(),
-                References::Random(source) => source.next_references(),
-            };
-            buffer.extend(load_normalized(chunk, cfg.image_size)?);
-            let batch = ImageBatch::from_values(buffer, n_ref, s, device)?;
-            let m = dra.anomaly_maps(batch.images())?;
-            let (_, h, w) = m.dims3()?;
-            for v in m.to_vec3::<f32>()? {
-                maps.push((v.into_iter().flatten().collect::<Vec<f32>>(), h, w));
-            }
-        }
-        let max = maps
-            .iter()
-            .flat_map(|m| m.0.iter())
-            .fold(f32::MIN_POSITIVE, |a, b| a.max(*b));
-        for ((path, (map, h, w)), name) in images.iter().zip(&maps).zip(heatmap_names(images)) {
-            let img = transform::resize_bilinear(
-                &dra_data::load_rgb(path)?,
-                cfg.image_size,
-                cfg.image_size,
-            );
-            let overlay = overlay(&img, map, *h, *w, max);
+        let max = colour_scale(maps);
+        for ((path, map), name) in images.iter().zip(maps).zip(heatmap_names(images)) {
+            let img = dra_data::load_rgb(path)?;
             let out = dir.join(name);
-            overlay
+            overlay_png(&img, map, cfg.image_size, max)
                 .save(&out)
                 .map_err(|e| TrainError::io(&out, std::io::Error::other(e.to_string())))?;
         }
     }
-    Ok(rows)
+    Ok(scored.rows)
+}
+
+/// The largest cell value over `maps`: the top of a colour scale shared by their overlays.
+pub(crate) fn colour_scale(maps: &[CellMap]) -> f32 {
+    maps.iter()
+        .flat_map(|m| m.values.iter())
+        .fold(f32::MIN_POSITIVE, |a, b| a.max(*b))
+}
+
+/// `img` resized to the model's `size` (as the model saw it) with `map` laid over it in the
+/// jet colours, `max` being the top of the scale.
+pub(crate) fn overlay_png(img: &RgbImage, map: &CellMap, size: u32, max: f32) -> RgbImage {
+    let img = transform::resize_bilinear(img, size, size);
+    overlay(&img, &upsample(map, size), max)
 }
 
 /// The heat map's file name for each image: `<stem>_heatmap.png`, and for a stem that an
@@ -285,13 +326,20 @@ fn same_folder(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The CSV that `dra predict` prints: `path,score,g_n,g_s,g_p,g_r`.
-pub fn predictions_csv(rows: &[ScoreRow]) -> String {
-    let mut out = String::from("path,score,g_n,g_s,g_p,g_r\n");
+/// The CSV that `dra predict` prints: `path,score,decision,g_n,g_s,g_p,g_r`. The decision is
+/// `anomaly` when the score is above the threshold, `normal` otherwise, and empty without a
+/// threshold.
+pub fn predictions_csv(rows: &[ScoreRow], threshold: Option<&Threshold>) -> String {
+    let mut out = String::from("path,score,decision,g_n,g_s,g_p,g_r\n");
     for r in rows {
         let [n, s, p, g] = r.heads;
+        let decision = match threshold {
+            Some(t) if t.is_anomalous(r.score) => "anomaly",
+            Some(_) => "normal",
+            None => "",
+        };
         out += &format!(
-            "{},{},{n},{s},{p},{g}\n",
+            "{},{},{decision},{n},{s},{p},{g}\n",
             crate::csv::field(&r.path.to_string_lossy()),
             r.score
         );
@@ -299,23 +347,11 @@ pub fn predictions_csv(rows: &[ScoreRow]) -> String {
     out
 }
 
-/// Blends a jet-coloured, bilinearly upsampled `h × w` map over the image (half opacity).
-fn overlay(img: &RgbImage, map: &[f32], h: usize, w: usize, max: f32) -> RgbImage {
-    let (iw, ih) = img.dimensions();
-    let sample = |x: f32, y: f32| -> f32 {
-        // Cell centres at ((i + 0.5) · size / n); clamp at the borders.
-        let fx = (x * w as f32 / iw as f32 - 0.5).clamp(0.0, (w - 1) as f32);
-        let fy = (y * h as f32 / ih as f32 - 0.5).clamp(0.0, (h - 1) as f32);
-        let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
-        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-        let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
-        let at = |x: usize, y: usize| map[y * w + x];
-        let top = at(x0, y0) * (1.0 - tx) + at(x1, y0) * tx;
-        let bottom = at(x0, y1) * (1.0 - tx) + at(x1, y1) * tx;
-        top * (1.0 - ty) + bottom * ty
-    };
-    RgbImage::from_fn(iw, ih, |x, y| {
-        let v = (sample(x as f32 + 0.5, y as f32 + 0.5) / max).clamp(0.0, 1.0);
+/// Blends a jet-coloured map of the image's size (row-major) over the image (half opacity).
+fn overlay(img: &RgbImage, map: &[f32], max: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    RgbImage::from_fn(w, h, |x, y| {
+        let v = (map[(y * w + x) as usize] / max).clamp(0.0, 1.0);
         let c = jet(v);
         let p = img.get_pixel(x, y);
         Rgb([0, 1, 2].map(|i| ((p[i] as f32 + c[i]) / 2.0).round() as u8))
@@ -361,7 +397,12 @@ mod tests {
     #[test]
     fn overlay_marks_the_hot_cell() {
         let img = RgbImage::from_pixel(8, 8, Rgb([0, 0, 0]));
-        let out = overlay(&img, &[0.0, 0.0, 0.0, 1.0], 2, 2, 1.0);
+        let map = CellMap {
+            h: 2,
+            w: 2,
+            values: vec![0.0, 0.0, 0.0, 1.0],
+        };
+        let out = overlay_png(&img, &map, 8, 1.0);
         // Bottom-right is hot (dark red over black: 127.5 / 2), top-left cold (dark blue).
         assert!(out.get_pixel(7, 7)[0] > 50 && out.get_pixel(7, 7)[2] < 20);
         assert!(out.get_pixel(0, 0)[2] > 50 && out.get_pixel(0, 0)[0] < 20);

@@ -16,23 +16,30 @@
 //! assert!(err.to_string().starts_with("--batch-size"));
 //! ```
 
+pub mod advice;
 mod config;
 pub mod csv;
 mod dataset;
+mod decision;
 mod error;
 mod eval;
 mod files;
+pub mod localization;
 mod methods;
 mod model;
 mod optim;
 mod overrides;
+pub mod report;
 mod run;
+mod run_report;
 mod scoring;
+mod train_log;
 
-pub use config::{Profile, TrainConfig};
+pub use config::{Profile, TrainConfig, DEFAULT_TARGET_FPR};
 pub use dataset::{
     default_data_root, load_category, names_help, DatasetName, MVTEC_FOLDER, SYNTHETIC_FOLDER,
 };
+pub use decision::{calibrate, AtThreshold, Threshold, THRESHOLD_FILE};
 pub use dra_model::Method;
 pub use error::TrainError;
 pub use eval::{evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
@@ -41,7 +48,9 @@ pub use model::{detached_model, trainable};
 pub use optim::{Adam, AdamConfig};
 pub use overrides::Overrides;
 pub use run::{train, Metrics, RunRecord, RunRequest};
+pub use run_report::REPORT_FILE;
 pub use scoring::{
-    load_normalized, read_scores, score_samples, write_scores, References, ScoreRow,
-    REFERENCES_FILE,
+    load_normalized, read_scores, score_samples, score_with_maps, write_scores, CellMap,
+    References, ScoreRow, Scored, REFERENCES_FILE,
 };
+pub use train_log::{LogRow, TRAIN_LOG_FILE};

@@ -85,6 +85,14 @@ pub struct Overrides {
     /// Start from a trained model's every tensor (a run's model.safetensors): fine-tuning.
     #[arg(long)]
     pub init_model: Option<PathBuf>,
+    /// Share of the training normals held out of training to calibrate the decision threshold
+    /// on images the model never saw (paper and quick profiles 0: all are trained on, as the
+    /// official protocol; own-data profile 0.1).
+    #[arg(long)]
+    pub calibration_fraction: Option<f64>,
+    /// False-positive rate on normal images at which the decision threshold is set.
+    #[arg(long)]
+    pub target_fpr: Option<f64>,
 }
 
 impl Overrides {
@@ -115,6 +123,8 @@ impl Overrides {
             rotation_degrees <- self.rotation,
             backbone <- self.backbone,
             contamination <- self.contamination,
+            calibration_fraction <- self.calibration_fraction,
+            target_fpr <- self.target_fpr,
         );
         if self.weights.is_some() {
             c.weights = self.weights.clone();

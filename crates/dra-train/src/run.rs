@@ -17,11 +17,16 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::decision::{normal_samples, AtThreshold, Threshold};
 use crate::error::TrainError;
-use crate::files::{prepare_out_dir, save_safetensors, write_json};
+use crate::files::{prepare_out_dir, save_safetensors, writable_dir, write_json};
+use crate::localization::{pixel_metrics, save_maps, Localization};
 use crate::model::{detached_model, trainable};
 use crate::optim::{Adam, AdamConfig};
-use crate::scoring::{score_samples, write_scores, References, ScoreRow, REFERENCES_FILE};
+use crate::scoring::{
+    score_samples, score_with_maps, write_scores, References, ScoreRow, REFERENCES_FILE,
+};
+use crate::train_log::{LogRow, TrainLog};
 
 /// What to train and where to put the results.
 #[derive(Clone, Debug)]
@@ -43,6 +48,8 @@ pub struct RunRequest {
     /// Image files that do not decode: an error (the default), or left out and recorded in
     /// `config.json` and `metrics.json` (`--skip-unreadable`).
     pub on_unreadable: OnUnreadable,
+    /// Write each test image's anomaly map here as `test/<class>/<name>.npy` (DRA only).
+    pub save_maps: Option<PathBuf>,
 }
 
 /// `metrics.json`: the run's result. Written last, so its presence marks a finished run.
@@ -78,6 +85,21 @@ pub struct Metrics {
     /// decoder's reason.
     #[serde(default)]
     pub unreadable: Vec<Unreadable>,
+    /// Pixel-level AUROC of the anomaly maps against the ground-truth masks (`null` without
+    /// masks or maps).
+    #[serde(default)]
+    pub pixel_auroc: Option<f64>,
+    /// AUPRO up to a false-positive rate of 0.3, as the MVTec AD benchmark (`null` without
+    /// masks or maps).
+    #[serde(default)]
+    pub aupro: Option<f64>,
+    /// The run's decision threshold applied to the test set (`null` without a threshold).
+    #[serde(default)]
+    pub threshold: Option<AtThreshold>,
+    /// What the user should know about this result (below chance, a setting that cannot
+    /// work on real images, metrics that could not be computed), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Metrics {
@@ -100,6 +122,10 @@ impl Metrics {
             data_wait_seconds: 0.0,
             ignored: 0,
             unreadable: Vec::new(),
+            pixel_auroc: None,
+            aupro: None,
+            threshold: None,
+            notes: Vec::new(),
         })
     }
 }
@@ -136,6 +162,10 @@ pub struct RunRecord {
     pub unreadable: Vec<Unreadable>,
     /// Normal training images, contaminants included.
     pub n_train_normal: usize,
+    /// The training normals held out of training to calibrate the decision threshold
+    /// (`--calibration-fraction`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration_normals: Vec<ImageRef>,
     /// Version of the `dra-train` crate that made the run.
     pub dra_rs_version: String,
 }
@@ -146,8 +176,12 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let cfg = &req.config;
     cfg.validate()?;
     prepare_out_dir(&req.out_dir)?;
+    if let Some(dir) = &req.save_maps {
+        check_maps_dir(dir, cfg.method)?;
+    }
     let category = req.family.load(&req.category_dir, req.on_unreadable)?;
-    let split = Split::new(&category, &cfg.split_config())?;
+    let mut split = Split::new(&category, &cfg.split_config())?;
+    let calibration = split.hold_out_normals(cfg.calibration_fraction, cfg.seed)?;
     let outliers = cfg
         .outlier_root
         .as_ref()
@@ -173,6 +207,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
             }),
         unreadable: unreadable.clone(),
         n_train_normal: split.train_normal.len(),
+        calibration_normals: calibration.clone(),
         dra_rs_version: env!("CARGO_PKG_VERSION").into(),
     };
     write_json(&req.out_dir.join("config.json"), &record)?;
@@ -210,6 +245,8 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let bar = progress_bar(req.progress, cfg.total_steps() as u64, &req.dataset);
     let mut prefetch = Prefetcher::spawn(source, 0..cfg.total_steps() as u64, 2);
     let size = cfg.image_size as usize;
+    let mut log = TrainLog::create(&req.out_dir)?;
+    let train_start = Instant::now();
     let mut final_loss = 0.0;
     for epoch in 0..cfg.epochs {
         let lr = cfg.lr_at_epoch(epoch);
@@ -220,8 +257,8 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
                 .expect("the prefetcher yields one batch per step");
             let targets: Vec<Target> = batch.labels.iter().map(|&l| target(l)).collect();
             let images = ImageBatch::from_values(batch.images, batch.n_ref, size, &req.device)?;
-            let loss = model.loss(&images, &targets, cfg.loss, &mut prior_rng)?;
-            let value = loss.to_scalar::<f32>()?;
+            let loss = model.loss_terms(&images, &targets, cfg.loss, &mut prior_rng)?;
+            let value = loss.total.to_scalar::<f32>()?;
             if !value.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch,
@@ -229,7 +266,25 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
                     loss: value,
                 });
             }
-            adam.step(&loss.backward()?, lr)?;
+            adam.step(&loss.total.backward()?, lr)?;
+            let heads = match &loss.heads {
+                Some(heads) => {
+                    let mut values = [0.0; 4];
+                    for (v, t) in values.iter_mut().zip(heads) {
+                        *v = t.to_scalar::<f32>()? as f64;
+                    }
+                    Some(values)
+                }
+                None => None,
+            };
+            log.push(LogRow {
+                epoch: epoch + 1,
+                step: epoch * cfg.steps_per_epoch + step + 1,
+                loss: value as f64,
+                heads,
+                lr,
+                seconds: train_start.elapsed().as_secs_f64(),
+            })?;
             epoch_loss += value as f64;
             bar.set_message(format!(
                 "epoch {}/{} loss {:.3}",
@@ -249,7 +304,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let eval_start = Instant::now();
     let eval_model = detached_model(&varmap, cfg, &req.device)?;
     let mut references = References::Random(Box::new(source));
-    let rows = score_samples(
+    let scored = score_with_maps(
         &eval_model,
         &split.test,
         &mut references,
@@ -258,7 +313,43 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         &req.device,
     )?;
     let eval_seconds = eval_start.elapsed().as_secs_f64();
+    let rows = &scored.rows;
 
+    // A fixed, seeded reference set saved with the model, so that `dra predict` and
+    // `dra eval --fixed-references` score an image the same way every time; the threshold is
+    // calibrated with it, as `dra predict` will decide.
+    let mut fixed =
+        References::seeded_draw(&split.train_normal, cfg.n_ref, cfg.seed, cfg.image_size)?;
+    let threshold = if calibration.is_empty() {
+        None
+    } else {
+        let normals = score_samples(
+            &eval_model,
+            &normal_samples(&calibration),
+            &mut fixed,
+            cfg.image_size,
+            cfg.eval_batch_size,
+            &req.device,
+        )?;
+        let scores: Vec<f64> = normals.iter().map(|r| r.score).collect();
+        let source = format!(
+            "{} training normals held out of training (--calibration-fraction {})",
+            scores.len(),
+            cfg.calibration_fraction
+        );
+        Some(Threshold::calibrate(&scores, cfg.target_fpr, source)?)
+    };
+
+    let localization = match &scored.maps {
+        Some(maps) => pixel_metrics(&category, &split.test, maps, cfg.image_size)?,
+        None => Localization::default(),
+    };
+    let base = Metrics::of(rows, &split)?;
+    let mut notes = crate::advice::after_training(cfg, &req.dataset, base.auc_roc);
+    notes.extend(localization.note.clone());
+    if let Some(caution) = threshold.as_ref().and_then(Threshold::caution) {
+        notes.push(caution);
+    }
     let metrics = Metrics {
         final_loss: Some(final_loss),
         train_seconds,
@@ -267,18 +358,54 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         data_wait_seconds: data_wait,
         ignored: category.ignored.len(),
         unreadable,
-        ..Metrics::of(&rows, &split)?
+        pixel_auroc: localization.pixel_auroc,
+        aupro: localization.aupro,
+        threshold: threshold
+            .as_ref()
+            .map(|t| AtThreshold::of(rows, t))
+            .transpose()?,
+        notes,
+        ..base
     };
     save_safetensors(&req.out_dir.join("model.safetensors"), |tmp| {
         varmap.save(tmp)
     })?;
-    // A fixed, seeded reference set saved with the model, so that `dra predict` and
-    // `dra eval --fixed-references` score an image the same way every time.
-    References::seeded_draw(&split.train_normal, cfg.n_ref, cfg.seed, cfg.image_size)?
-        .save(&req.out_dir.join(REFERENCES_FILE), cfg.image_size)?;
-    write_scores(&req.out_dir.join("scores.csv"), &rows)?;
+    fixed.save(&req.out_dir.join(REFERENCES_FILE), cfg.image_size)?;
+    if let Some(threshold) = &threshold {
+        threshold.save(&req.out_dir)?;
+    }
+    if let (Some(dir), Some(maps)) = (&req.save_maps, &scored.maps) {
+        save_maps(dir, &split.test, maps, cfg.image_size)?;
+    }
+    write_scores(&req.out_dir.join("scores.csv"), rows)?;
+    crate::run_report::write(&crate::run_report::RunView {
+        title: format!("{} on {}", cfg.method, req.dataset),
+        config: cfg,
+        data_dir: &req.category_dir,
+        category: &category,
+        test: &split.test,
+        scored: &scored,
+        metrics: &metrics,
+        threshold: threshold.as_ref(),
+        log: log.rows(),
+        out_dir: &req.out_dir,
+    })?;
     write_json(&req.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
+}
+
+/// `--save-maps DIR`: a method with maps, and a folder that can be written.
+pub(crate) fn check_maps_dir(
+    dir: &std::path::Path,
+    method: dra_model::Method,
+) -> Result<(), TrainError> {
+    if method != dra_model::Method::Dra {
+        return Err(TrainError::InvalidOption {
+            flag: "--save-maps",
+            message: format!("anomaly maps come from DRA's heads; {method} has none"),
+        });
+    }
+    writable_dir(dir, "--save-maps")
 }
 
 fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {

@@ -182,8 +182,44 @@ pub fn score_samples(
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<ScoreRow>, TrainError> {
+    Ok(score_with_maps(model, samples, references, image_size, batch_size, device)?.rows)
+}
+
+/// An anomaly map of one image at the backbone's resolution (`h × w` cells, row-major), from
+/// DRA's seen, pseudo and residual heads: [`crate::localization::upsample`] brings it to the
+/// image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellMap {
+    /// Rows of cells.
+    pub h: usize,
+    /// Columns of cells.
+    pub w: usize,
+    /// The cells' anomaly evidence, row-major.
+    pub values: Vec<f32>,
+}
+
+/// The scores of a set of images and, for DRA, their anomaly maps.
+#[derive(Clone, Debug)]
+pub struct Scored {
+    /// One row per image, in order.
+    pub rows: Vec<ScoreRow>,
+    /// One map per image, in order; `None` for a method without maps (the baselines).
+    pub maps: Option<Vec<CellMap>>,
+}
+
+/// [`score_samples`] that also keeps DRA's anomaly maps, from the same forward passes: the
+/// scores are the same bit for bit, and random references are drawn exactly as without maps.
+pub fn score_with_maps(
+    model: &Detector,
+    samples: &[Sample],
+    references: &mut References,
+    image_size: u32,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Scored, TrainError> {
     let s = image_size as usize;
     let mut rows = Vec::with_capacity(samples.len());
+    let mut maps = matches!(model, Detector::Dra(_)).then(Vec::new);
     for chunk in samples.chunks(batch_size.max(1)) {
         let (n_ref, mut buffer) = if model.uses_references() {
             (references.n_ref(), references.next())
@@ -193,10 +229,20 @@ pub fn score_samples(
         let images: Vec<ImageRef> = chunk.iter().map(Sample::image).collect();
         buffer.extend(load_normalized_images(&images, image_size)?);
         let batch = ImageBatch::from_values(buffer, n_ref, s, device)?;
-        let scores = model.scores(&batch)?;
+        let (scores, batch_maps) = model.scores_with_maps(&batch)?;
         rows.extend(to_rows(chunk, &scores)?);
+        if let (Some(maps), Some(batch_maps)) = (maps.as_mut(), batch_maps) {
+            let (_, h, w) = batch_maps.dims3()?;
+            for m in batch_maps.to_vec3::<f32>()? {
+                maps.push(CellMap {
+                    h,
+                    w,
+                    values: m.into_iter().flatten().collect(),
+                });
+            }
+        }
     }
-    Ok(rows)
+    Ok(Scored { rows, maps })
 }
 
 fn to_rows(samples: &[Sample], scores: &DetectorScores) -> Result<Vec<ScoreRow>, TrainError> {

@@ -48,6 +48,7 @@ fn every_baseline_learns_saves_and_reloads() {
             progress: false,
             device: Device::Cpu,
             on_unreadable: dra_data::OnUnreadable::Error,
+            save_maps: None,
         })
         .unwrap_or_else(|e| panic!("{method}: {e}"));
         report.push((method, metrics.auc_roc));
@@ -68,6 +69,7 @@ fn every_baseline_learns_saves_and_reloads() {
             dra_data::OnUnreadable::Error,
             &ReferenceChoice::Random { seed: 9 },
             &again,
+            None,
             &Device::Cpu,
         )
         .unwrap();
@@ -158,6 +160,7 @@ fn devnet_learns_on_the_default_category() {
         progress: false,
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
+        save_maps: None,
     })
     .unwrap();
     assert!(

@@ -36,6 +36,7 @@ fn run_dir(dir: &Path) -> serde_json::Value {
         ignored: Default::default(),
         unreadable: Vec::new(),
         n_train_normal: 4,
+        calibration_normals: Vec::new(),
         dra_rs_version: "0.1.0".into(),
     };
     serde_json::to_value(&record).unwrap()

@@ -35,6 +35,7 @@ fn tiny_model_learns_and_writes_a_consistent_run() {
         progress: false,
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
+        save_maps: None,
     };
     let metrics = dra_train::train(&request).unwrap();
     assert!(
@@ -99,6 +100,7 @@ fn same_seed_same_run_bit_for_bit() {
             progress: false,
             device: Device::Cpu,
             on_unreadable: dra_data::OnUnreadable::Error,
+            save_maps: None,
         })
         .unwrap();
         (
@@ -129,6 +131,7 @@ fn saved_model_scores_the_same_way_every_time() {
         progress: false,
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
+        save_maps: None,
     })
     .unwrap();
 
@@ -146,6 +149,7 @@ fn saved_model_scores_the_same_way_every_time() {
             dra_data::OnUnreadable::Error,
             choice,
             &out,
+            None,
             &Device::Cpu,
         )
         .unwrap();

@@ -32,8 +32,12 @@ pub(crate) enum Command {
     Train(Box<TrainArgs>),
     /// Re-score a test set with a trained model; writes scores.csv and metrics.json.
     Eval(EvalArgs),
-    /// Score new images with a trained model (CSV on stdout; heat maps with --out).
+    /// Score new images with a trained model (CSV on stdout with a decision per image when the
+    /// run has a threshold; heat maps with --out).
     Predict(PredictArgs),
+    /// Set a run's decision threshold from normal images it never saw, at a false-positive
+    /// rate (writes threshold.json into the run directory).
+    Calibrate(CalibrateArgs),
     /// Data utilities.
     #[command(subcommand)]
     Data(DataCommand),
@@ -103,6 +107,48 @@ pub(crate) struct EvalArgs {
     pub(crate) known_class: Option<String>,
     #[command(flatten)]
     pub(crate) bare: BareModelArgs,
+    #[command(flatten)]
+    pub(crate) decision: DecisionArgs,
+    /// Write each test image's anomaly map (float32 .npy at the model's image size) as
+    /// DIR/test/<class>/<name>.npy (DRA only).
+    #[arg(long)]
+    pub(crate) save_maps: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub(crate) device: String,
+}
+
+/// The decision threshold, where a run's own does not do.
+#[derive(Args)]
+pub(crate) struct DecisionArgs {
+    /// Decision threshold: an image is anomalous when its score is above it (default: the
+    /// run's threshold.json, from --calibration-fraction or `dra calibrate`).
+    #[arg(long)]
+    pub(crate) threshold: Option<f64>,
+}
+
+impl DecisionArgs {
+    /// Sets the model's threshold when one is given.
+    pub(crate) fn apply(&self, loaded: &mut dra_train::LoadedModel) {
+        if let Some(value) = self.threshold {
+            loaded.threshold = Some(dra_train::Threshold::given(value));
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct CalibrateArgs {
+    /// The run directory whose threshold to set.
+    #[arg(long)]
+    pub(crate) model: PathBuf,
+    /// Normal images (files or folders) that training never saw, e.g. a slice of good parts
+    /// set aside before training.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub(crate) normals: Vec<PathBuf>,
+    /// Share of these normal images allowed above the threshold.
+    #[arg(long, default_value_t = dra_train::DEFAULT_TARGET_FPR)]
+    pub(crate) target_fpr: f64,
+    #[command(flatten)]
+    pub(crate) unreadable: UnreadableArgs,
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
 }
@@ -126,6 +172,8 @@ pub(crate) struct PredictArgs {
     pub(crate) unreadable: UnreadableArgs,
     #[command(flatten)]
     pub(crate) bare: BareModelArgs,
+    #[command(flatten)]
+    pub(crate) decision: DecisionArgs,
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
 }
@@ -213,10 +261,16 @@ pub(crate) enum Format {
 pub(crate) struct TrainArgs {
     #[command(flatten)]
     pub(crate) data: DataArgs,
-    /// Run directory for config.json, model.safetensors, scores.csv and metrics.json.
+    /// Run directory for config.json, model.safetensors, scores.csv, train_log.csv,
+    /// report.html, threshold.json (when calibrated) and metrics.json.
     #[arg(long)]
     pub(crate) out: PathBuf,
-    /// Defaults: `paper` is the official protocol, `quick` a CPU-sized schedule.
+    /// Write each test image's anomaly map (float32 .npy at the model's image size) as
+    /// DIR/test/<class>/<name>.npy (DRA only).
+    #[arg(long)]
+    pub(crate) save_maps: Option<PathBuf>,
+    /// Defaults: `paper` is the official protocol; `own-data` a detector on one's own images
+    /// on a CPU (128 px, 100 steps, a held-out calibration slice); `quick` a pipeline check.
     #[arg(long, value_enum, default_value_t = Profile::Paper)]
     pub(crate) profile: Profile,
     /// Detector: DRA or a competing method of the paper's tables, trained and evaluated the

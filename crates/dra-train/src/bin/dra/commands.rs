@@ -5,7 +5,8 @@ use candle_core::Device;
 use dra_data::{Listing, Setting, Unreadable};
 use dra_train::{LoadedModel, ReferenceChoice, References, RunRequest};
 
-use crate::args::{EvalArgs, PredictArgs, TrainArgs};
+use crate::args::{CalibrateArgs, EvalArgs, PredictArgs, TrainArgs};
+use dra_train::Metrics;
 
 fn device(name: &str) -> Result<Device> {
     match name {
@@ -27,6 +28,37 @@ fn report_unreadable(files: &[Unreadable]) {
     }
 }
 
+/// The lines below the AUCs: pixel metrics, the decision at the threshold, then the notes
+/// (a result below chance, a setting that is no detector), one line each.
+fn report_details(m: &Metrics) {
+    if let (Some(pixel), Some(aupro)) = (m.pixel_auroc, m.aupro) {
+        println!("localisation: pixel AUROC {pixel:.4}, AUPRO {aupro:.4}");
+    }
+    match &m.threshold {
+        Some(t) => {
+            let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+            println!(
+                "at threshold {:.4}: precision {}, recall {}, F1 {}, false-positive rate {} ({} of {} normal test images flagged, {} of {} anomalies missed)",
+                t.threshold,
+                show(t.precision),
+                show(t.recall),
+                show(t.f1),
+                show(t.fpr),
+                t.false_positives,
+                t.false_positives + t.true_negatives,
+                t.false_negatives,
+                t.false_negatives + t.true_positives,
+            );
+        }
+        None => println!(
+            "no decision threshold: train with --calibration-fraction F, or run `dra calibrate --model RUN --normals DIR`"
+        ),
+    }
+    for note in &m.notes {
+        eprintln!("warning: {note}");
+    }
+}
+
 pub(crate) fn train(args: TrainArgs) -> Result<()> {
     let (name, category_dir) = args.data.resolve()?;
     let request = RunRequest {
@@ -38,6 +70,7 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
         progress: !args.quiet,
         device: device(&args.device)?,
         on_unreadable: args.data.unreadable.policy(),
+        save_maps: args.save_maps.clone(),
     };
     let m = dra_train::train(&request)?;
     report_unreadable(&m.unreadable);
@@ -53,6 +86,7 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
         m.n_train_anomaly,
         m.train_seconds
     );
+    report_details(&m);
     if m.ignored > 0 {
         eprintln!(
             "note: {} file(s) or tile(s) of the data folder left out; reasons in {}, files listed by `dra data inspect`",
@@ -60,7 +94,11 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
             args.out.join("config.json").display()
         );
     }
-    println!("results in {}", args.out.display());
+    println!(
+        "results in {} (open {} in a browser)",
+        args.out.display(),
+        args.out.join(dra_train::REPORT_FILE).display()
+    );
     Ok(())
 }
 
@@ -75,7 +113,8 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
             known_class: known_class.clone(),
         };
     }
-    let loaded = LoadedModel::load(&args.model, &fallback, &device)?;
+    let mut loaded = LoadedModel::load(&args.model, &fallback, &device)?;
+    args.decision.apply(&mut loaded);
     let (name, category_dir) = args.data.resolve()?;
     let references = if !args.reference_images.is_empty() {
         ReferenceChoice::Paths(args.reference_images.clone())
@@ -91,6 +130,7 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         args.data.unreadable.policy(),
         &references,
         &args.out,
+        args.save_maps.as_deref(),
         &device,
     )?;
     report_unreadable(&m.unreadable);
@@ -103,6 +143,7 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         m.n_test_anomaly,
         args.out.display()
     );
+    report_details(&m);
     if m.ignored > 0 {
         eprintln!(
             "note: {} file(s) or tile(s) of the data folder left out; `dra data inspect` lists them with the reasons",
@@ -114,7 +155,8 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
 
 pub(crate) fn predict(args: PredictArgs) -> Result<()> {
     let device = device(&args.device)?;
-    let loaded = LoadedModel::load(&args.model, &args.bare.fallback(), &device)?;
+    let mut loaded = LoadedModel::load(&args.model, &args.bare.fallback(), &device)?;
+    args.decision.apply(&mut loaded);
     let mut references = if args.reference_images.is_empty() {
         loaded.stored_references()?
     } else {
@@ -133,9 +175,53 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
         args.out.as_deref(),
         &device,
     )?;
-    print!("{}", dra_train::predictions_csv(&rows));
+    print!(
+        "{}",
+        dra_train::predictions_csv(&rows, loaded.threshold.as_ref())
+    );
+    match &loaded.threshold {
+        Some(t) => {
+            let flagged = rows.iter().filter(|r| t.is_anomalous(r.score)).count();
+            eprintln!(
+                "{flagged} of {} image(s) above the threshold {:.4} ({})",
+                rows.len(),
+                t.value,
+                t.source
+            );
+        }
+        None => eprintln!(
+            "no decision: the model has no threshold (dra calibrate --model RUN --normals DIR, or --threshold)"
+        ),
+    }
     if let Some(out) = &args.out {
         eprintln!("heat maps in {}", out.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn calibrate(args: CalibrateArgs) -> Result<()> {
+    let device = device(&args.device)?;
+    let loaded = LoadedModel::load(&args.model, &dra_train::TrainConfig::paper(), &device)?;
+    let (threshold, listing) = dra_train::calibrate(
+        &loaded,
+        &args.normals,
+        args.target_fpr,
+        args.unreadable.policy(),
+        &device,
+    )?;
+    report_unreadable(&listing.unreadable);
+    for left in &listing.ignored {
+        eprintln!("left out: {}: {}", left.image.path.display(), left.reason);
+    }
+    println!(
+        "threshold {:.6} at a false-positive rate of {} on {}; written to {}",
+        threshold.value,
+        args.target_fpr,
+        threshold.source,
+        args.model.join(dra_train::THRESHOLD_FILE).display()
+    );
+    if let Some(caution) = threshold.caution() {
+        eprintln!("warning: {caution}");
     }
     Ok(())
 }
