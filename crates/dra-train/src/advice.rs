@@ -7,6 +7,54 @@ use crate::config::TrainConfig;
 /// file by the first eight hex digits of its SHA-256 and checks them on download.
 pub const IMAGENET_RESNET18: &str = "resnet18-f37072fd.pth";
 
+/// Checks a weights file named as torchvision names its downloads, `<model>-<8 hex digits>.pth`:
+/// the digits are the start of the file's SHA-256, and torchvision refuses a file whose hash
+/// does not start with them. A damaged or substituted `resnet18-f37072fd.pth` is refused here
+/// the same way; a file named otherwise is not checked.
+pub fn check_torchvision_hash(path: &std::path::Path) -> Result<(), crate::TrainError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    let Some(prefix) = name
+        .strip_suffix(".pth")
+        .and_then(|stem| stem.rsplit_once('-'))
+        .map(|(_, digits)| digits)
+        .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return Ok(());
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| crate::TrainError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .map_err(|e| crate::TrainError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if !digest.starts_with(&prefix.to_ascii_lowercase()) {
+        return Err(crate::TrainError::InvalidOption {
+            flag: "--weights",
+            message: format!(
+                "{}: its SHA-256 is {digest}, which does not start with {prefix} as torchvision's \
+                 name says: the file is damaged or not torchvision's",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The smallest image size at which DRA from random weights ranks a real texture's anomalies
 /// above its normals (64 px ranks them below, in the official code too).
 pub const MIN_SIZE_FROM_SCRATCH: u32 = 128;
@@ -68,6 +116,25 @@ mod tests {
         let mut with_weights = quick.clone();
         with_weights.weights = Some("w.pth".into());
         assert_eq!(before_training(&with_weights, "elpv"), None);
+    }
+
+    #[test]
+    fn torchvision_names_are_checked_against_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        // SHA-256("abc") = ba7816bf…
+        let good = dir.path().join("resnet18-ba7816bf.pth");
+        std::fs::write(&good, b"abc").unwrap();
+        check_torchvision_hash(&good).unwrap();
+        let bad = dir.path().join("resnet18-f37072fd.pth");
+        std::fs::write(&bad, b"abc").unwrap();
+        let err = check_torchvision_hash(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--weights") && err.contains("ba7816bf"),
+            "{err}"
+        );
+        let other = dir.path().join("my-weights.pth");
+        std::fs::write(&other, b"abc").unwrap();
+        check_torchvision_hash(&other).unwrap();
     }
 
     #[test]

@@ -226,6 +226,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let model = Detector::new(cfg.method, &cfg.model_config(), vb)?;
     reset_parameters(&varmap, cfg.seed)?;
     if let Some(weights) = &cfg.weights {
+        crate::advice::check_torchvision_hash(weights)?;
         dra_model::load_into(&varmap, weights, dra_model::Scope::Backbone)?;
     }
     if let Some(model) = &cfg.init_model {

@@ -126,7 +126,14 @@ fn facts(view: &RunView) -> Vec<(String, String)> {
         ("profile".into(), cfg.profile.to_string()),
         ("image size".into(), format!("{} px", cfg.image_size)),
         ("initial weights".into(), weights),
-        ("data".into(), view.data_dir.display().to_string()),
+        (
+            "data".into(),
+            view.data_dir
+                .canonicalize()
+                .unwrap_or_else(|_| view.data_dir.to_path_buf())
+                .display()
+                .to_string(),
+        ),
         (
             "training images".into(),
             format!(
