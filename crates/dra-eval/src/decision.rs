@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{check, descending, MetricError};
+use crate::metrics::{check, cumulative_counts, MetricError};
 
 /// The threshold that flags at most `target_fpr` of `normal_scores` ("anomalous when score >
 /// threshold"): with the scores sorted ascending and `k = ⌊target_fpr · n⌋` normals allowed
@@ -106,29 +106,6 @@ impl Confusion {
 
 fn ratio(num: usize, den: usize) -> Option<f64> {
     (den > 0).then(|| num as f64 / den as f64)
-}
-
-/// (true positives, false positives) flagged at each distinct threshold, from the highest score
-/// down: tied scores form one threshold, since no threshold separates them.
-fn cumulative_counts(scores: &[f64], labels: &[bool]) -> Vec<(usize, usize)> {
-    let order = descending(scores);
-    let (mut tp, mut fp) = (0, 0);
-    let mut counts = Vec::new();
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j < order.len() && scores[order[j]] == scores[order[i]] {
-            if labels[order[j]] {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            j += 1;
-        }
-        counts.push((tp, fp));
-        i = j;
-    }
-    counts
 }
 
 /// The ROC curve as (false-positive rate, true-positive rate) points, as sklearn's `roc_curve`

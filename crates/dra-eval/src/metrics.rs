@@ -133,10 +133,23 @@ pub fn auc_roc(scores: &[f64], labels: &[bool]) -> Result<f64, MetricError> {
 /// distinct score thresholds, from the highest down (a step function, no interpolation).
 pub fn auc_pr(scores: &[f64], labels: &[bool]) -> Result<f64, MetricError> {
     let positives = check(scores, labels)? as f64;
-    let order = descending(scores);
-    let (mut tp, mut fp) = (0usize, 0usize);
     let mut last_recall = 0.0;
     let mut ap = 0.0;
+    for (tp, fp) in cumulative_counts(scores, labels) {
+        let recall = tp as f64 / positives;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - last_recall) * precision;
+        last_recall = recall;
+    }
+    Ok(ap)
+}
+
+/// (true positives, false positives) flagged at each distinct threshold, from the highest score
+/// down: tied scores form one threshold, since no threshold separates them.
+pub(crate) fn cumulative_counts(scores: &[f64], labels: &[bool]) -> Vec<(usize, usize)> {
+    let order = descending(scores);
+    let (mut tp, mut fp) = (0, 0);
+    let mut counts = Vec::new();
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
@@ -148,13 +161,10 @@ pub fn auc_pr(scores: &[f64], labels: &[bool]) -> Result<f64, MetricError> {
             }
             j += 1;
         }
-        let recall = tp as f64 / positives;
-        let precision = tp as f64 / (tp + fp) as f64;
-        ap += (recall - last_recall) * precision;
-        last_recall = recall;
+        counts.push((tp, fp));
         i = j;
     }
-    Ok(ap)
+    counts
 }
 
 #[cfg(test)]
