@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use dra_data::Setting;
-use dra_model::LossKind;
+use dra_model::{HeadSet, LossKind};
 use dra_train::{Method, Overrides, TrainConfig};
 use sha2::{Digest, Sha256};
 
@@ -24,20 +24,33 @@ pub struct Job {
     pub method: String,
     pub shots: usize,
     pub seed: u64,
+    /// Ablation: the subset of DRA's heads; `None` for all four (every other sweep).
+    pub heads: Option<HeadSet>,
+}
+
+/// The name of a head subset in keys and tables: the paper's (`DRA2A`), else its heads.
+pub fn variant_name(heads: HeadSet) -> String {
+    heads
+        .paper_name()
+        .map_or_else(|| heads.to_string(), str::to_string)
 }
 
 impl Job {
-    pub fn subset(&self) -> &str {
-        self.known_class
-            .as_deref()
-            .or(self.source.as_deref())
-            .unwrap_or("")
+    /// What tells this run apart from others on the same data: the known class, the source
+    /// data set, or the head subset's name; empty in the general setting.
+    pub fn subset(&self) -> String {
+        match (&self.known_class, &self.source, self.heads) {
+            (Some(class), _, _) => class.clone(),
+            (None, Some(source), _) => source.clone(),
+            (None, None, Some(heads)) => variant_name(heads),
+            (None, None, None) => String::new(),
+        }
     }
 
     pub fn key(&self) -> String {
         run_key(
             &self.dataset,
-            self.subset(),
+            &self.subset(),
             &self.method,
             &self.loss.to_string(),
             self.shots,
@@ -52,6 +65,9 @@ impl Job {
         }
         if let Some(source) = &self.source {
             s += &format!(" fine-tuned from {source}");
+        }
+        if let Some(heads) = self.heads {
+            s += &format!(" {} ({heads})", variant_name(heads));
         }
         let method: Method = self.method.parse().expect("names of Method::ALL");
         if method.takes_loss_option() {
@@ -78,35 +94,43 @@ impl SweepSpec {
             } else {
                 vec![None]
             };
+            let variants: Vec<Option<HeadSet>> = if self.heads.is_empty() {
+                vec![None]
+            } else {
+                self.heads.iter().copied().map(Some).collect()
+            };
             for known_class in &classes {
-                for &loss in &self.losses {
-                    for method in &self.methods {
-                        for &shots in &self.shots {
-                            for seed in 0..self.runs {
-                                let job = Job {
-                                    dataset: e.dataset.clone(),
-                                    dir: (*dir).clone(),
-                                    known_class: known_class.clone(),
-                                    source: None,
-                                    loss,
-                                    method: method.clone(),
-                                    shots,
-                                    seed,
-                                };
-                                let mut unit = vec![job.clone()];
-                                if self.sweep == SweepKind::CrossDomain {
-                                    for (target, target_dir) in &present {
-                                        if target.dataset != e.dataset {
-                                            unit.push(Job {
-                                                dataset: target.dataset.clone(),
-                                                dir: (*target_dir).clone(),
-                                                source: Some(e.dataset.clone()),
-                                                ..job.clone()
-                                            });
+                for &heads in &variants {
+                    for &loss in &self.losses {
+                        for method in &self.methods {
+                            for &shots in &self.shots {
+                                for seed in 0..self.runs {
+                                    let job = Job {
+                                        dataset: e.dataset.clone(),
+                                        dir: (*dir).clone(),
+                                        known_class: known_class.clone(),
+                                        source: None,
+                                        loss,
+                                        method: method.clone(),
+                                        shots,
+                                        seed,
+                                        heads,
+                                    };
+                                    let mut unit = vec![job.clone()];
+                                    if self.sweep == SweepKind::CrossDomain {
+                                        for (target, target_dir) in &present {
+                                            if target.dataset != e.dataset {
+                                                unit.push(Job {
+                                                    dataset: target.dataset.clone(),
+                                                    dir: (*target_dir).clone(),
+                                                    source: Some(e.dataset.clone()),
+                                                    ..job.clone()
+                                                });
+                                            }
                                         }
                                     }
+                                    units.push(unit);
                                 }
-                                units.push(unit);
                             }
                         }
                     }
@@ -129,6 +153,9 @@ pub fn job_config(job: &Job, spec: &SweepSpec, overrides: &Overrides, out: &Path
     c.n_anomaly = job.shots;
     c.seed = job.seed;
     c.loss = job.loss;
+    if let Some(heads) = job.heads {
+        c.heads = heads;
+    }
     if let Some(class) = &job.known_class {
         c.setting = Setting::Hard {
             known_class: class.clone(),
@@ -214,6 +241,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("flos"), "{err}");
+    }
+
+    #[test]
+    fn the_ablation_runs_every_table_3_variant_under_its_own_key() {
+        let a = args(&[]);
+        let spec =
+            SweepSpec::new(SweepKind::Ablation, &a, vec![LossKind::Deviation], None).unwrap();
+        assert_eq!(spec.shots, [10]);
+        assert_eq!(spec.heads.len(), 5);
+        let jobs: Vec<Job> = spec.units().into_iter().flatten().collect();
+        assert_eq!(jobs.len(), 2 * 5 * 2);
+        let out = Path::new("/o");
+        let first = &jobs[0];
+        assert_eq!(first.subset(), "DRA1A");
+        assert_eq!(
+            first.key(),
+            "synthetic_weave-DRA1A-dra-deviation-10shot-seed0"
+        );
+        let c = job_config(first, &spec, &a.overrides, out);
+        assert_eq!(c.heads.to_string(), "seen");
+        let full = jobs.iter().find(|j| j.subset() == "DRA").unwrap();
+        assert!(job_config(full, &spec, &a.overrides, out).heads.is_all());
+        // Every key is distinct, and the other sweeps keep their keys (no subset).
+        let mut keys: Vec<String> = jobs.iter().map(Job::key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), jobs.len());
+        let general =
+            SweepSpec::new(SweepKind::General, &a, vec![LossKind::Deviation], None).unwrap();
+        assert!(general.heads.is_empty());
+        assert_eq!(general.units()[0][0].subset(), "");
+        let err = SweepSpec::new(
+            SweepKind::Ablation,
+            &args(&["--methods", "devnet"]),
+            vec![LossKind::Deviation],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("--methods"), "{err}");
     }
 
     #[test]

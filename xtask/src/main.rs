@@ -37,6 +37,9 @@ enum Task {
     /// Seed Table 9: train on each source, fine-tune on every other target's normal images,
     /// evaluate on the target; the source × target matrix.
     BenchCrossDomain(CrossArgs),
+    /// Paper Table 3: DRA with subsets of its heads (DRA1A, DRA2A, DRA3Ar, DRA3An, DRA), general
+    /// setting, 10-shot, MVTec's categories (with no --data-root: the embedded data).
+    BenchAblation(cli::SweepArgs),
     /// Unite the results folders of a sweep's shards and render the tables.
     Merge(merge::MergeArgs),
     /// Throughput and peak memory of training and evaluation workloads.
@@ -86,6 +89,9 @@ fn main() -> Result<()> {
             sweep::run(spec::SweepKind::General, &args, single_loss(&args), None)
         }
         Task::BenchHard(args) => sweep::run(spec::SweepKind::Hard, &args, single_loss(&args), None),
+        Task::BenchAblation(args) => {
+            sweep::run(spec::SweepKind::Ablation, &args, single_loss(&args), None)
+        }
         Task::BenchCrossDomain(args) => {
             let epochs = args.fine_tune_epochs.unwrap_or(match args.sweep.profile {
                 dra_train::Profile::Paper => 10,

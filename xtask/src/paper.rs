@@ -100,6 +100,8 @@ pub enum PaperTable {
     General,
     Hard,
     CrossDomain,
+    /// Table 3: DRA's head subsets (subset = the variant's name).
+    Ablation,
 }
 
 impl PaperTable {
@@ -108,6 +110,7 @@ impl PaperTable {
             "general" => Some(Self::General),
             "hard" => Some(Self::Hard),
             "cross-domain" => Some(Self::CrossDomain),
+            "ablation" => Some(Self::Ablation),
             _ => None,
         }
     }
@@ -215,6 +218,19 @@ mod tests {
         assert!(p
             .get(PaperTable::General, "synthetic/weave", "", "dra", 10)
             .is_none());
+        // Table 3, every variant; the full DRA's is Table 1's MVTec AD number.
+        for (name, mean) in [
+            ("DRA1A", 0.938),
+            ("DRA2A", 0.911),
+            ("DRA3Ar", 0.927),
+            ("DRA3An", 0.949),
+            ("DRA", 0.959),
+        ] {
+            let v = p
+                .get(PaperTable::Ablation, "mvtec", name, "dra", 10)
+                .unwrap();
+            assert_eq!((v.mean, v.std), (mean, None), "{name}");
+        }
         // Every hard subset of the paper has its DRA number.
         for (dataset, classes) in HARD_SUBSETS {
             for class in *classes {

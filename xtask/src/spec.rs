@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use dra_data::synthetic;
-use dra_model::LossKind;
+use dra_model::{HeadSet, LossKind};
 use dra_train::{DatasetName, Method, Profile};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,8 @@ pub enum SweepKind {
     Hard,
     Loss,
     CrossDomain,
+    /// Paper Table 3: DRA with subsets of its heads, general setting.
+    Ablation,
 }
 
 impl SweepKind {
@@ -39,6 +41,7 @@ impl SweepKind {
             Self::Hard => "bench-hard",
             Self::Loss => "bench-loss",
             Self::CrossDomain => "bench-cross-domain",
+            Self::Ablation => "bench-ablation",
         }
     }
 
@@ -62,6 +65,10 @@ pub struct SweepSpec {
     /// Cross-domain: epochs of fine-tuning on the target's normal images.
     #[serde(default)]
     pub fine_tune_epochs: Option<usize>,
+    /// Ablation: DRA's head subsets, one table row group each (the paper's Table 3 variants);
+    /// empty for the other sweeps, whose runs use all four heads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<HeadSet>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,13 +104,19 @@ impl SweepSpec {
         if kind == SweepKind::CrossDomain && methods.len() > 1 {
             bail!("--methods: bench-cross-domain compares sources, one method at a time");
         }
+        if kind == SweepKind::Ablation && methods != [Method::Dra] {
+            bail!("--methods: bench-ablation compares DRA's heads; give --methods dra");
+        }
+        if kind == SweepKind::Ablation && args.overrides.heads.is_some() {
+            bail!("--heads: bench-ablation runs every Table 3 variant; use bench-general for one");
+        }
         if kind == SweepKind::Loss {
             if let Some(m) = methods.iter().find(|m| !m.takes_loss_option()) {
                 bail!("--methods: {m} has a loss of its own; bench-loss compares losses");
             }
         }
         let shots = match (&args.shots[..], kind) {
-            ([], SweepKind::CrossDomain) => vec![10],
+            ([], SweepKind::CrossDomain | SweepKind::Ablation) => vec![10],
             ([], _) => vec![10, 1],
             (given, _) => given.to_vec(),
         };
@@ -116,6 +129,8 @@ impl SweepSpec {
                 .iter()
                 .map(|c| format!("mvtec/{c}"))
                 .collect()
+        } else if kind == SweepKind::Ablation {
+            vec!["mvtec".into()]
         } else if kind.hard() {
             paper::HARD_SUBSETS
                 .iter()
@@ -179,6 +194,14 @@ impl SweepSpec {
             losses,
             methods: methods.iter().map(|m| m.name().to_string()).collect(),
             fine_tune_epochs,
+            heads: if kind == SweepKind::Ablation {
+                HeadSet::PAPER_VARIANTS
+                    .iter()
+                    .map(|(_, set)| *set)
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 

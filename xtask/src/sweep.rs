@@ -87,7 +87,7 @@ pub fn run(
                 .unwrap_or_default();
             hashes.get(&key).cloned().unwrap_or_default()
         });
-        let hash = config_hash(&job.dataset, job.subset(), &config, parent.as_deref());
+        let hash = config_hash(&job.dataset, &job.subset(), &config, parent.as_deref());
         let key = job.key();
         hashes.insert(key.clone(), hash.clone());
         let dir = out.join("runs").join(&key);
@@ -227,7 +227,7 @@ fn row_for(
     RunRow {
         sweep: kind.name().into(),
         dataset: job.dataset.clone(),
-        subset: job.subset().into(),
+        subset: job.subset(),
         setting: match (&job.known_class, &job.source) {
             (Some(_), _) => "hard",
             (None, Some(_)) => "cross-domain",

@@ -166,3 +166,51 @@ fn a_killed_sweep_loses_no_finished_run_and_redoes_none() {
     assert!(table.contains("synthetic/weave / hole"), "{table}");
     assert!(table.contains("synthetic/weave / Mean"), "{table}");
 }
+
+#[test]
+fn the_ablation_renders_a_row_per_head_subset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ablation");
+    let stdout = ok(xtask(
+        &[
+            "bench-ablation",
+            "--runs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    for variant in [
+        "DRA1A (seen)",
+        "DRA2A (seen,pseudo)",
+        "DRA3Ar (seen,pseudo,residual)",
+        "DRA3An (normal,seen,pseudo)",
+        "DRA (normal,seen,pseudo,residual)",
+    ] {
+        assert!(
+            table.contains(&format!("{variant} · synthetic/weave")),
+            "{variant}: {table}"
+        );
+    }
+    assert!(stdout.contains("bench-ablation"), "{stdout}");
+    assert_eq!(data_lines(&out.join("runs.csv")).len(), 5);
+    // Each run recorded its heads; the full DRA's config.json has none (all four).
+    let record = std::fs::read_to_string(
+        out.join("runs/synthetic_weave-DRA2A-dra-deviation-1shot-seed0/config.json"),
+    )
+    .unwrap();
+    assert!(record.contains("\"heads\": \"seen,pseudo\""), "{record}");
+    let scores = std::fs::read_to_string(
+        out.join("runs/synthetic_weave-DRA2A-dra-deviation-1shot-seed0/scores.csv"),
+    )
+    .unwrap();
+    let row: Vec<&str> = scores.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(
+        (row[4], row[7]),
+        ("NaN", "NaN"),
+        "g_n and g_r are not in DRA2A"
+    );
+    assert!(out.join("table.html").is_file());
+}

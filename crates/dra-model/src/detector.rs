@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::baselines::{DeepSad, DevNet, Flos, Minns, Saoe};
 use crate::batch::{ImageBatch, Target};
-use crate::dra::{Dra, DraConfig, DraLoss, HeadScores, LossKind};
+use crate::dra::{Dra, DraConfig, DraLoss, HeadScores, HeadSet, LossKind};
 use crate::Method;
 
 /// A trainable anomaly detector of any [`Method`].
@@ -36,15 +36,17 @@ pub struct LossTerms {
     pub heads: Option<[Tensor; 4]>,
 }
 
-/// DRA's scores: the anomaly score and its four heads.
-fn dra_scores(h: HeadScores) -> Result<DetectorScores> {
+/// DRA's scores: the anomaly score of the heads in `set`, and those heads' scores.
+fn dra_scores(h: HeadScores, set: HeadSet) -> Result<DetectorScores> {
+    let score = h.anomaly_score_of(set)?;
+    let keep = |i: usize, t: Tensor| set.has(i).then_some(t);
     Ok(DetectorScores {
-        score: h.anomaly_score()?,
+        score,
         heads: [
-            Some(h.normal),
-            Some(h.seen),
-            Some(h.pseudo),
-            Some(h.residual),
+            keep(0, h.normal),
+            keep(1, h.seen),
+            keep(2, h.pseudo),
+            keep(3, h.residual),
         ],
     })
 }
@@ -148,7 +150,11 @@ impl Detector {
         let total = |total: Tensor| LossTerms { total, heads: None };
         Ok(match self {
             Self::Dra(m) => {
-                let parts = DraLoss::new(kind).compute(&m.forward_t(images, true)?, labels, rng)?;
+                let loss = DraLoss {
+                    kind,
+                    heads: m.config().heads,
+                };
+                let parts = loss.compute(&m.forward_t(images, true)?, labels, rng)?;
                 LossTerms {
                     total: parts.total,
                     heads: Some(parts.heads),
@@ -170,7 +176,7 @@ impl Detector {
             Self::Dra(m) => {
                 self.check(batch)?;
                 let (h, maps) = m.scores_and_maps(batch.images())?;
-                Ok((dra_scores(h)?, Some(maps)))
+                Ok((dra_scores(h, m.config().heads)?, Some(maps)))
             }
             _ => Ok((self.scores(batch)?, None)),
         }
@@ -185,7 +191,7 @@ impl Detector {
             heads: [None, None, None, None],
         };
         Ok(match self {
-            Self::Dra(m) => dra_scores(m.forward_t(images, false)?)?,
+            Self::Dra(m) => dra_scores(m.forward_t(images, false)?, m.config().heads)?,
             Self::DevNet(m) => {
                 let score = m.forward_t(images, false)?;
                 DetectorScores {
@@ -251,6 +257,58 @@ mod tests {
                 .to_scalar::<f32>()?;
             assert!(loss.is_finite() && loss >= 0.0, "{method}: {loss}");
         }
+        Ok(())
+    }
+
+    /// A head subset trains and scores with its heads only: the total is the sum of their
+    /// terms, the heads outside it get no gradient, and the score leaves them out.
+    #[test]
+    fn a_head_subset_trains_and_scores_with_its_heads_only() -> Result<()> {
+        let dev = Device::Cpu;
+        let heads: HeadSet = "seen,pseudo".parse().expect("valid heads");
+        let config = DraConfig {
+            n_ref: 2,
+            heads,
+            ..Default::default()
+        };
+        let varmap = VarMap::new();
+        let model = Detector::new(
+            Method::Dra,
+            &config,
+            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+        )?;
+        crate::reset_parameters(&varmap, 1)?;
+        let batch = ImageBatch::with_references(Tensor::randn(0f32, 1., (6, 3, 64, 64), &dev)?, 2)?;
+        let targets = [
+            Target::Normal,
+            Target::Normal,
+            Target::Anomaly,
+            Target::PseudoAnomaly,
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let terms = model.loss_terms(&batch, &targets, LossKind::Deviation, &mut rng)?;
+        let parts = terms.heads.as_ref().expect("DRA reports its head terms");
+        let want = (&parts[1] + &parts[2])?.to_scalar::<f32>()?;
+        assert_eq!(terms.total.to_scalar::<f32>()?, want);
+        let grads = terms.total.backward()?;
+        let data = varmap.data().lock().unwrap();
+        for (name, trained) in [
+            ("seen_head.scoring.weight", true),
+            ("pseudo_head.scoring.weight", true),
+            ("holistic_head.fc1.weight", false),
+            ("composite_head.scoring.weight", false),
+        ] {
+            assert_eq!(
+                grads.get(data[name].as_tensor()).is_some(),
+                trained,
+                "{name}"
+            );
+        }
+        drop(data);
+        let s = model.scores(&batch)?;
+        assert!(s.heads[0].is_none() && s.heads[3].is_none());
+        let sum = (s.heads[1].as_ref().unwrap() + s.heads[2].as_ref().unwrap())?;
+        assert_eq!(s.score.to_vec1::<f32>()?, sum.to_vec1::<f32>()?);
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! with the `paper` and `quick` profiles. It is written to the run's `config.json`.
 
 use dra_data::{BatchConfig, Setting, SplitConfig};
-use dra_model::{BackboneKind, DraConfig, Kernels, LossKind, Method};
+use dra_model::{BackboneKind, DraConfig, HeadSet, Kernels, LossKind, Method};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
@@ -116,6 +116,10 @@ pub struct TrainConfig {
         skip_serializing_if = "is_default_target_fpr"
     )]
     pub target_fpr: f64,
+    /// DRA's heads that train and score (all four; a subset for the paper's Table 3 ablation).
+    /// Left out of `config.json` when all four, as in the records of earlier runs.
+    #[serde(default, skip_serializing_if = "HeadSet::is_all")]
+    pub heads: HeadSet,
 }
 
 /// The default `--target-fpr`: one normal image in twenty rejected.
@@ -167,6 +171,7 @@ impl TrainConfig {
             init_model: None,
             calibration_fraction: 0.0,
             target_fpr: DEFAULT_TARGET_FPR,
+            heads: HeadSet::ALL,
         }
     }
 
@@ -249,6 +254,7 @@ impl TrainConfig {
             n_scales: self.n_scales,
             backbone: self.backbone,
             kernels: Kernels::default(),
+            heads: self.heads,
         }
     }
 
@@ -345,6 +351,15 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.pseudo_prob) {
             return bad("--pseudo-prob", "must lie in [0, 1]".into());
+        }
+        if !self.heads.is_all() && self.method != Method::Dra {
+            return bad(
+                "--heads",
+                format!(
+                    "selects DRA's heads; {} has its own (give --method dra)",
+                    self.method
+                ),
+            );
         }
         if !(0.0..=0.5).contains(&self.calibration_fraction) {
             return bad(

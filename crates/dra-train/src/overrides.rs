@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use dra_model::{BackboneKind, LossKind};
+use dra_model::{BackboneKind, HeadSet, LossKind};
 
 use crate::config::TrainConfig;
 
@@ -93,6 +93,10 @@ pub struct Overrides {
     /// False-positive rate on normal images at which the decision threshold is set.
     #[arg(long)]
     pub target_fpr: Option<f64>,
+    /// DRA's heads that train and score: comma-separated from normal, seen, pseudo, residual,
+    /// or a variant of the paper's Table 3 (DRA1A, DRA2A, DRA3Ar, DRA3An, DRA) [default: all].
+    #[arg(long)]
+    pub heads: Option<HeadSet>,
 }
 
 impl Overrides {
@@ -125,6 +129,7 @@ impl Overrides {
             contamination <- self.contamination,
             calibration_fraction <- self.calibration_fraction,
             target_fpr <- self.target_fpr,
+            heads <- self.heads,
         );
         if self.weights.is_some() {
             c.weights = self.weights.clone();

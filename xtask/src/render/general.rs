@@ -5,7 +5,7 @@ use super::{mean_over, Column, Row, Seeds, SeedsOf};
 use crate::spec::SweepSpec;
 
 /// Groups of categories whose mean is a row of its own: (name prefix, paper key, title).
-const GROUPS: [(&str, &str, &str); 2] = [
+pub(super) const GROUPS: [(&str, &str, &str); 2] = [
     ("mvtec/", "mvtec", "MVTec AD"),
     ("synthetic/", "synthetic", "Synthetic"),
 ];

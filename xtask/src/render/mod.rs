@@ -3,6 +3,7 @@
 //! of shards renders exactly as the unsharded sweep. Each sweep kind builds its rows in a
 //! module of its own; the table around them is shared.
 
+mod ablation;
 mod cross_domain;
 mod general;
 mod hard;
@@ -110,6 +111,7 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
     };
     let table_rows = match spec.sweep {
         SweepKind::General => general::rows(spec, &columns, &seeds_of),
+        SweepKind::Ablation => ablation::rows(spec, &columns, &seeds_of),
         SweepKind::Hard | SweepKind::Loss | SweepKind::CrossDomain => {
             hard::rows(spec, &columns, &seeds_of)
         }
@@ -117,6 +119,7 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
     let paper_table = match spec.sweep {
         SweepKind::General => Some(PaperTable::General),
         SweepKind::Hard => Some(PaperTable::Hard),
+        SweepKind::Ablation => Some(PaperTable::Ablation),
         // The paper gives the loss study as a chart only (seed Fig. 5).
         SweepKind::Loss | SweepKind::CrossDomain => None,
     };
@@ -174,6 +177,7 @@ fn rows_table(
 ) -> (TableBuilder, String) {
     let mut table = TableBuilder::new(match spec.sweep {
         SweepKind::General => "Dataset",
+        SweepKind::Ablation => "Heads · dataset",
         _ => "Dataset / known class",
     });
     // Paper columns only where the paper has a number for some row (none for synthetic data).
@@ -306,6 +310,7 @@ mod tests {
                 losses: vec![dra_model::LossKind::Deviation],
                 methods: vec!["dra".into()],
                 fine_tune_epochs: None,
+                heads: Vec::new(),
             };
             let value = json::edit(serde_json::to_value(&spec).unwrap(), edits);
             let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use super::HeadScores;
+use super::{HeadScores, HeadSet};
 
 /// The per-head loss (`--criterion`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,12 +63,18 @@ pub struct LossParts {
 pub struct DraLoss {
     /// The loss every head uses.
     pub kind: LossKind,
+    /// The heads whose terms make the total (all four for DRA; a subset for the ablation).
+    /// Every head's term is still computed and reported in [`LossParts::heads`].
+    pub heads: HeadSet,
 }
 
 impl DraLoss {
     /// DRA's loss with `kind` for every head.
     pub fn new(kind: LossKind) -> Self {
-        Self { kind }
+        Self {
+            kind,
+            heads: HeadSet::ALL,
+        }
     }
 
     /// Routing (official `generate_target`):
@@ -115,7 +121,17 @@ impl DraLoss {
             heads.push(self.head(head_scores, rows, &targets, prior)?);
         }
         let heads: [Tensor; 4] = heads.try_into().expect("four heads");
-        let total = (((&heads[0] + &heads[1])? + &heads[2])? + &heads[3])?;
+        // Summed in head order, so that with all four the total is ((n + s) + p) + r.
+        let mut total: Option<Tensor> = None;
+        for (i, term) in heads.iter().enumerate() {
+            if self.heads.has(i) {
+                total = Some(match total {
+                    Some(t) => (t + term)?,
+                    None => term.clone(),
+                });
+            }
+        }
+        let total = total.expect("a head set holds at least one head");
         Ok(LossParts { total, heads })
     }
 

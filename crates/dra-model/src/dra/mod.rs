@@ -2,10 +2,12 @@
 //! two-level image pyramid, its constants in [`DraConfig`]), the heads (`modeling/net.py` of
 //! the official code, one struct each) and the training loss.
 
+mod head_set;
 mod heads;
 mod loss;
 mod model;
 
+pub use head_set::{HeadSet, HEAD_NAMES};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
 pub use model::{Dra, DraConfig, HeadScores};

@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::heads::{CompositeHead, HolisticHead, PlainHead};
+use super::HeadSet;
 use crate::backbones::{Backbone, BackboneKind};
 use crate::ops::Kernels;
 
@@ -25,6 +26,9 @@ pub struct DraConfig {
     /// the process, not a property of the model: never serialised, read back as the default.
     #[serde(skip)]
     pub kernels: Kernels,
+    /// The heads that train and score (`--heads`; all four unless an ablation says otherwise).
+    #[serde(default, skip_serializing_if = "HeadSet::is_all")]
+    pub heads: HeadSet,
 }
 
 impl Default for DraConfig {
@@ -35,6 +39,7 @@ impl Default for DraConfig {
             n_scales: 2,
             backbone: BackboneKind::Resnet18,
             kernels: Kernels::default(),
+            heads: HeadSet::ALL,
         }
     }
 }
@@ -69,7 +74,19 @@ impl HeadScores {
 
     /// The test-time anomaly score s = −g_n + g_s + g_p + g_r, `(B,)`.
     pub fn anomaly_score(&self) -> Result<Tensor> {
-        ((&self.seen + &self.pseudo)? + &self.residual)? - &self.normal
+        self.anomaly_score_of(HeadSet::ALL)
+    }
+
+    /// The anomaly score of a subset of the heads: the abnormality heads' sum (seen, pseudo,
+    /// residual, in that order), minus g_n when the normality head is in the set; with all
+    /// four, exactly [`HeadScores::anomaly_score`].
+    pub fn anomaly_score_of(&self, heads: HeadSet) -> Result<Tensor> {
+        let sum = heads.sum_abnormal([&self.seen, &self.pseudo, &self.residual])?;
+        if heads.has(0) {
+            sum - &self.normal
+        } else {
+            Ok(sum)
+        }
     }
 }
 
@@ -175,7 +192,11 @@ impl Dra {
             .composite_head
             .cell_scores(&features, &references, train)?;
         let map = if with_map {
-            let sum = ((&seen + &pseudo)? + &residual)?;
+            // The evidence of the abnormality heads in the set.
+            let sum = self
+                .config
+                .heads
+                .sum_abnormal([&seen, &pseudo, &residual])?;
             Some(sum.reshape((total - n_ref, h, w))?)
         } else {
             None
