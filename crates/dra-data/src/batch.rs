@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{load_rgb, ImageRef, Label};
 use crate::error::{DataError, Result};
-use crate::transform::{normalize_into, random_rotation, resize_bilinear, CutMix};
+use crate::transform::{normalize_into, random_rotation, resize_bilinear, PseudoKind};
 
 /// The sampling constants of a training step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +33,8 @@ pub struct BatchConfig {
     pub pseudo_prob: f64,
     /// Rotation range in degrees of `RandomRotation` (official: 180).
     pub rotation_degrees: f64,
+    /// How pseudo anomalies are made (official: CutMix).
+    pub pseudo: PseudoKind,
 }
 
 impl Default for BatchConfig {
@@ -43,6 +45,7 @@ impl Default for BatchConfig {
             n_ref: 5,
             pseudo_prob: 0.5,
             rotation_degrees: 180.0,
+            pseudo: PseudoKind::Cutmix,
         }
     }
 }
@@ -168,7 +171,6 @@ pub struct BatchSource {
     anomalies: ImageCache,
     /// Outlier-exposure images that replace CutMix as the pseudo-anomaly source.
     outliers: Option<ImageCache>,
-    cutmix: CutMix,
     seed: u64,
     normal_stream: PermutationStream,
     anomaly_stream: PermutationStream,
@@ -239,7 +241,6 @@ impl BatchSource {
             normals,
             anomalies,
             outliers: None,
-            cutmix: CutMix::default(),
             seed,
         })
     }
@@ -322,8 +323,8 @@ impl BatchSource {
     }
 
     /// The official `__getitem__`: a normal slot becomes, with probability `pseudo_prob`, a
-    /// CutMix pseudo anomaly made from a uniformly drawn normal image; every training image is
-    /// then randomly rotated.
+    /// pseudo anomaly (CutMix, or the `pseudo` generator chosen) made from a uniformly drawn
+    /// normal image; every training image is then randomly rotated.
     fn augment(&self, slot: Slot, rng: &mut ChaCha8Rng) -> (RgbImage, Label) {
         let degrees = self.config.rotation_degrees;
         match slot {
@@ -336,7 +337,7 @@ impl BatchSource {
                         }
                         None => {
                             let j = rng.random_range(0..self.normals.images.len());
-                            self.cutmix.apply(&self.normals.images[j], rng)
+                            self.config.pseudo.apply(&self.normals.images[j], rng)
                         }
                     };
                     (random_rotation(&pseudo, degrees, rng), Label::Pseudo)
@@ -430,6 +431,54 @@ mod tests {
             ..Default::default()
         };
         BatchSource::new(config, cache(9, 16, 50), cache(3, 16, 200), seed).unwrap()
+    }
+
+    #[test]
+    fn cutpaste_pseudo_anomalies_are_labelled_pseudo_and_change_the_image() {
+        for pseudo in [PseudoKind::CpScar, PseudoKind::CpMix] {
+            let config = BatchConfig {
+                image_size: 32,
+                batch_size: 12,
+                n_ref: 2,
+                rotation_degrees: 0.0,
+                pseudo,
+                ..Default::default()
+            };
+            let normals = ImageCache {
+                images: (0..6)
+                    .map(|i| {
+                        RgbImage::from_fn(32, 32, |x, y| {
+                            image::Rgb([(x * 8) as u8, (y * 8) as u8, i as u8 * 40])
+                        })
+                    })
+                    .collect(),
+            };
+            let mut s = BatchSource::new(config, normals.clone(), cache(3, 32, 200), 4).unwrap();
+            let b = s.next_batch(0);
+            let per = 3 * 32 * 32;
+            let pseudo: Vec<usize> = (0..b.labels.len())
+                .filter(|&i| b.labels[i] == Label::Pseudo)
+                .collect();
+            assert!(!pseudo.is_empty(), "{pseudo:?}");
+            // A pseudo anomaly is no training normal as it is (the patch changed it).
+            let plain: Vec<Vec<f32>> = normals
+                .images
+                .iter()
+                .map(|img| {
+                    let mut v = vec![0f32; per];
+                    normalize_into(img, &mut v);
+                    v
+                })
+                .collect();
+            for &i in &pseudo {
+                let at = (b.n_ref + i) * per;
+                let values = &b.images[at..at + per];
+                assert!(
+                    plain.iter().all(|p| p.as_slice() != values),
+                    "{pseudo:?} slot {i}"
+                );
+            }
+        }
     }
 
     #[test]

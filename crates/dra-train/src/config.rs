@@ -1,6 +1,7 @@
 //! The one typed configuration of a training run: every constant of the official protocol,
 //! with the `paper` and `quick` profiles. It is written to the run's `config.json`.
 
+use dra_data::transform::PseudoKind;
 use dra_data::{BatchConfig, Setting, SplitConfig};
 use dra_model::{BackboneKind, DraConfig, HeadSet, Kernels, LossKind, Method};
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,10 @@ pub struct TrainConfig {
     /// Left out of `config.json` when all four, as in the records of earlier runs.
     #[serde(default, skip_serializing_if = "HeadSet::is_all")]
     pub heads: HeadSet,
+    /// How pseudo anomalies are made: the official CutMix, or CutPaste's scar or its mix (the
+    /// paper's Table 4). Left out of `config.json` at the default.
+    #[serde(default, skip_serializing_if = "PseudoKind::is_default")]
+    pub pseudo: PseudoKind,
 }
 
 /// The default `--target-fpr`: one normal image in twenty rejected.
@@ -172,6 +177,7 @@ impl TrainConfig {
             calibration_fraction: 0.0,
             target_fpr: DEFAULT_TARGET_FPR,
             heads: HeadSet::ALL,
+            pseudo: PseudoKind::Cutmix,
         }
     }
 
@@ -243,6 +249,7 @@ impl TrainConfig {
                 0.0
             },
             rotation_degrees: self.rotation_degrees,
+            pseudo: self.pseudo,
         }
     }
 
@@ -376,6 +383,23 @@ impl TrainConfig {
                 format!("must lie in [0, 1), got {}", self.target_fpr),
             );
         }
+        if !self.pseudo.is_default() {
+            if !self.method.uses_pseudo_anomalies() {
+                return bad(
+                    "--pseudo",
+                    format!(
+                        "{} trains on no pseudo anomalies; use dra or saoe",
+                        self.method
+                    ),
+                );
+            }
+            if self.outlier_root.is_some() {
+                return bad(
+                    "--pseudo",
+                    "--outlier-root replaces generated pseudo anomalies by outlier images; give one of the two".into(),
+                );
+            }
+        }
         if self.outlier_root.is_some() && !self.method.uses_pseudo_anomalies() {
             return bad(
                 "--outlier-root",
@@ -427,8 +451,9 @@ mod tests {
     fn decision_settings_stay_out_of_records_at_their_defaults() {
         // Earlier runs' config.json (and the sweeps' hashes of it) have no such keys.
         let json = serde_json::to_value(TrainConfig::paper()).unwrap();
-        assert!(json.get("calibration_fraction").is_none());
-        assert!(json.get("target_fpr").is_none());
+        for key in ["calibration_fraction", "target_fpr", "heads", "pseudo"] {
+            assert!(json.get(key).is_none(), "{key}");
+        }
         let back: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, TrainConfig::paper());
         let own = TrainConfig::own_data();
@@ -494,6 +519,41 @@ mod tests {
         old.as_object_mut().unwrap().remove("method");
         let back: TrainConfig = serde_json::from_value(old).unwrap();
         assert_eq!(back.method, Method::Dra);
+    }
+
+    #[test]
+    fn ablation_settings_are_recorded_and_checked() {
+        let mut c = TrainConfig::quick();
+        c.heads = "DRA2A".parse().unwrap();
+        c.pseudo = PseudoKind::CpScar;
+        c.validate().unwrap();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            (&json["heads"], &json["pseudo"]),
+            (&"seen,pseudo".into(), &"cp-scar".into())
+        );
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), c);
+        assert_eq!(c.batch_config().pseudo, PseudoKind::CpScar);
+        assert_eq!(c.model_config().heads, c.heads);
+        let mut flos = c.clone();
+        flos.method = Method::Flos;
+        assert!(flos
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--heads"));
+        flos.heads = HeadSet::ALL;
+        assert!(flos
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--pseudo"));
+        c.outlier_root = Some("lag".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--pseudo"));
     }
 
     #[test]

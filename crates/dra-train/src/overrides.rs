@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use dra_data::transform::PseudoKind;
 use dra_model::{BackboneKind, HeadSet, LossKind};
 
 use crate::config::TrainConfig;
@@ -97,6 +98,10 @@ pub struct Overrides {
     /// or a variant of the paper's Table 3 (DRA1A, DRA2A, DRA3Ar, DRA3An, DRA) [default: all].
     #[arg(long)]
     pub heads: Option<HeadSet>,
+    /// Pseudo anomalies: cutmix (official), cp-scar (CutPaste's scar) or cp-mix (a fair coin
+    /// between the two per pseudo anomaly), as the paper's Table 4 compares them.
+    #[arg(long)]
+    pub pseudo: Option<PseudoKind>,
 }
 
 impl Overrides {
@@ -130,6 +135,7 @@ impl Overrides {
             calibration_fraction <- self.calibration_fraction,
             target_fpr <- self.target_fpr,
             heads <- self.heads,
+            pseudo <- self.pseudo,
         );
         if self.weights.is_some() {
             c.weights = self.weights.clone();
