@@ -9,7 +9,7 @@ use dra_train::{Method, Overrides, TrainConfig};
 use sha2::{Digest, Sha256};
 
 use crate::runs::run_key;
-use crate::spec::{Entry, SweepKind, SweepSpec};
+use crate::spec::{Entry, PseudoSource, SweepKind, SweepSpec};
 
 /// One grid cell: a training run.
 #[derive(Clone, Debug)]
@@ -26,6 +26,8 @@ pub struct Job {
     pub seed: u64,
     /// Ablation: the subset of DRA's heads; `None` for all four (every other sweep).
     pub heads: Option<HeadSet>,
+    /// Pseudo-anomaly study: the source of the pseudo anomalies; `None`: as configured.
+    pub pseudo: Option<PseudoSource>,
 }
 
 /// The name of a head subset in keys and tables: the paper's (`DRA2A`), else its heads.
@@ -38,9 +40,13 @@ pub fn variant_name(heads: HeadSet) -> String {
 impl Job {
     /// What tells this run apart from others on the same data: the known class, the source
     /// data set, or the head subset's name; empty in the general setting.
+    /// With a pseudo-anomaly source, the known class and the source: `hole+cp-scar`.
     pub fn subset(&self) -> String {
         match (&self.known_class, &self.source, self.heads) {
-            (Some(class), _, _) => class.clone(),
+            (Some(class), _, _) => match &self.pseudo {
+                Some(pseudo) => format!("{class}+{}", pseudo.name()),
+                None => class.clone(),
+            },
             (None, Some(source), _) => source.clone(),
             (None, None, Some(heads)) => variant_name(heads),
             (None, None, None) => String::new(),
@@ -69,6 +75,9 @@ impl Job {
         if let Some(heads) = self.heads {
             s += &format!(" {} ({heads})", variant_name(heads));
         }
+        if let Some(pseudo) = &self.pseudo {
+            s += &format!(" pseudo {}", pseudo.name());
+        }
         let method: Method = self.method.parse().expect("names of Method::ALL");
         if method.takes_loss_option() {
             s += &format!(" {}", self.loss);
@@ -88,24 +97,25 @@ impl SweepSpec {
             .iter()
             .filter_map(|e| Some((e, e.dir.as_ref()?)))
             .collect();
+        let variants: Vec<Option<HeadSet>> =
+            or_none(self.heads.iter().copied().map(Some).collect());
+        let sources: Vec<Option<PseudoSource>> =
+            or_none(self.pseudo.iter().cloned().map(Some).collect());
         for (e, dir) in &present {
             let classes: Vec<Option<String>> = if self.sweep.hard() {
                 e.known_classes.iter().cloned().map(Some).collect()
             } else {
                 vec![None]
             };
-            let variants: Vec<Option<HeadSet>> = if self.heads.is_empty() {
-                vec![None]
-            } else {
-                self.heads.iter().copied().map(Some).collect()
-            };
+            // One job per cell, in the order class, source, heads, loss, method, shots, seed.
+            let mut jobs = Vec::new();
             for known_class in &classes {
-                for &heads in &variants {
-                    for &loss in &self.losses {
-                        for method in &self.methods {
-                            for &shots in &self.shots {
-                                for seed in 0..self.runs {
-                                    let job = Job {
+                for pseudo in &sources {
+                    for &heads in &variants {
+                        for &loss in &self.losses {
+                            for method in &self.methods {
+                                for &shots in &self.shots {
+                                    jobs.extend((0..self.runs).map(|seed| Job {
                                         dataset: e.dataset.clone(),
                                         dir: (*dir).clone(),
                                         known_class: known_class.clone(),
@@ -115,29 +125,41 @@ impl SweepSpec {
                                         shots,
                                         seed,
                                         heads,
-                                    };
-                                    let mut unit = vec![job.clone()];
-                                    if self.sweep == SweepKind::CrossDomain {
-                                        for (target, target_dir) in &present {
-                                            if target.dataset != e.dataset {
-                                                unit.push(Job {
-                                                    dataset: target.dataset.clone(),
-                                                    dir: (*target_dir).clone(),
-                                                    source: Some(e.dataset.clone()),
-                                                    ..job.clone()
-                                                });
-                                            }
-                                        }
-                                    }
-                                    units.push(unit);
+                                        pseudo: pseudo.clone(),
+                                    }));
                                 }
                             }
                         }
                     }
                 }
             }
+            for job in jobs {
+                let mut unit = vec![job.clone()];
+                if self.sweep == SweepKind::CrossDomain {
+                    for (target, target_dir) in &present {
+                        if target.dataset != e.dataset {
+                            unit.push(Job {
+                                dataset: target.dataset.clone(),
+                                dir: (*target_dir).clone(),
+                                source: Some(e.dataset.clone()),
+                                ..job.clone()
+                            });
+                        }
+                    }
+                }
+                units.push(unit);
+            }
         }
         units
+    }
+}
+
+/// An axis that only some sweeps have: its values, or one `None` in the other sweeps.
+fn or_none<T>(values: Vec<Option<T>>) -> Vec<Option<T>> {
+    if values.is_empty() {
+        vec![None]
+    } else {
+        values
     }
 }
 
@@ -155,6 +177,15 @@ pub fn job_config(job: &Job, spec: &SweepSpec, overrides: &Overrides, out: &Path
     c.loss = job.loss;
     if let Some(heads) = job.heads {
         c.heads = heads;
+    }
+    match &job.pseudo {
+        // A generator replaces outlier exposure for this run.
+        Some(PseudoSource::Generated(kind)) => {
+            c.pseudo = *kind;
+            c.outlier_root = None;
+        }
+        // The sweep's --outlier-root, which the overrides set.
+        Some(PseudoSource::OutlierExposure(_)) | None => {}
     }
     if let Some(class) = &job.known_class {
         c.setting = Setting::Hard {
@@ -281,6 +312,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("--methods"), "{err}");
+    }
+
+    #[test]
+    fn the_pseudo_study_runs_each_source_on_each_known_class() {
+        let a = args(&["--outlier-root", "/data/LAG"]);
+        let spec = SweepSpec::new(SweepKind::Pseudo, &a, vec![LossKind::Deviation], None).unwrap();
+        assert_eq!(spec.shots, [10]);
+        let names: Vec<String> = spec.pseudo.iter().map(PseudoSource::name).collect();
+        assert_eq!(names, ["cp-scar", "cp-mix", "cutmix", "oe-LAG"]);
+        assert_eq!(spec.pseudo[3].paper_name(), Some("oe-lag"));
+        let jobs: Vec<Job> = spec.units().into_iter().flatten().collect();
+        // Two data sets with one known class each, four sources, two seeds.
+        assert_eq!(jobs.len(), 2 * 4 * 2);
+        assert_eq!(jobs[0].subset(), "hole+cp-scar");
+        let out = Path::new("/o");
+        for job in &jobs {
+            let c = job_config(job, &spec, &a.overrides, out);
+            match job.pseudo.as_ref().unwrap() {
+                PseudoSource::Generated(kind) => {
+                    assert_eq!((c.pseudo, c.outlier_root.is_none()), (*kind, true));
+                }
+                PseudoSource::OutlierExposure(_) => {
+                    assert_eq!(c.outlier_root.as_deref(), Some(Path::new("/data/LAG")));
+                    assert!(c.pseudo.is_default());
+                    c.validate().unwrap();
+                }
+            }
+        }
+        // sweep.json round-trips the sources.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<SweepSpec>(&json).unwrap(), spec);
     }
 
     #[test]

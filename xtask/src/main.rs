@@ -40,6 +40,10 @@ enum Task {
     /// Paper Table 3: DRA with subsets of its heads (DRA1A, DRA2A, DRA3Ar, DRA3An, DRA), general
     /// setting, 10-shot, MVTec's categories (with no --data-root: the embedded data).
     BenchAblation(cli::SweepArgs),
+    /// Paper Table 4: DRA's pseudo anomalies from CutPaste-Scar, CutPaste's mix, CutMix and, with
+    /// --outlier-root DIR, outlier exposure from DIR; hard setting (Carpet, AITEX, ELPV,
+    /// Hyper-Kvasir; with no --data-root: the embedded data).
+    BenchPseudo(cli::SweepArgs),
     /// Unite the results folders of a sweep's shards and render the tables.
     Merge(merge::MergeArgs),
     /// Throughput and peak memory of training and evaluation workloads.
@@ -89,6 +93,9 @@ fn main() -> Result<()> {
             sweep::run(spec::SweepKind::General, &args, single_loss(&args), None)
         }
         Task::BenchHard(args) => sweep::run(spec::SweepKind::Hard, &args, single_loss(&args), None),
+        Task::BenchPseudo(args) => {
+            sweep::run(spec::SweepKind::Pseudo, &args, single_loss(&args), None)
+        }
         Task::BenchAblation(args) => {
             sweep::run(spec::SweepKind::Ablation, &args, single_loss(&args), None)
         }

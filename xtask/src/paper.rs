@@ -38,6 +38,9 @@ pub const PAPER_GENERAL: [&str; 9] = [
     "hyperkvasir",
 ];
 
+/// The data sets of paper Table 4 (where the pseudo anomalies come from), hard setting.
+pub const PSEUDO_DATASETS: [&str; 4] = ["mvtec/carpet", "aitex", "elpv", "hyperkvasir"];
+
 /// The paper's hard-setting subsets (Table 2, §5.3 of the protocol): for each data set, the
 /// known anomaly classes, named by their folder; one subset per known class.
 pub const HARD_SUBSETS: &[(&str, &[&str])] = &[
@@ -102,6 +105,8 @@ pub enum PaperTable {
     CrossDomain,
     /// Table 3: DRA's head subsets (subset = the variant's name).
     Ablation,
+    /// Table 4: pseudo-anomaly sources, data set means of the hard setting (subset = source).
+    Pseudo,
 }
 
 impl PaperTable {
@@ -111,6 +116,7 @@ impl PaperTable {
             "hard" => Some(Self::Hard),
             "cross-domain" => Some(Self::CrossDomain),
             "ablation" => Some(Self::Ablation),
+            "pseudo" => Some(Self::Pseudo),
             _ => None,
         }
     }

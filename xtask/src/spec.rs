@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use dra_data::synthetic;
+use dra_data::transform::PseudoKind;
 use dra_model::{HeadSet, LossKind};
 use dra_train::{DatasetName, Method, Profile};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,60 @@ pub enum SweepKind {
     CrossDomain,
     /// Paper Table 3: DRA with subsets of its heads, general setting.
     Ablation,
+    /// Paper Table 4: where the pseudo anomalies come from, hard setting.
+    Pseudo,
+}
+
+/// Where a bench-pseudo run's pseudo anomalies come from: a generator, or outlier exposure
+/// from `--outlier-root` (named by that folder's name, which says whose images they are).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PseudoSource {
+    Generated(PseudoKind),
+    OutlierExposure(String),
+}
+
+impl PseudoSource {
+    /// The name in run keys and tables: `cutmix`, `cp-scar`, `cp-mix` or `oe-<folder>`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Generated(kind) => kind.name().to_string(),
+            Self::OutlierExposure(folder) => format!("oe-{folder}"),
+        }
+    }
+
+    /// The row of paper Table 4 this source reproduces: the generators by name; outlier
+    /// exposure from MVTec AD's or LAG's images by the folder's name.
+    pub fn paper_name(&self) -> Option<&'static str> {
+        match self {
+            Self::Generated(kind) => Some(kind.name()),
+            Self::OutlierExposure(folder) => {
+                let folder = folder.to_ascii_lowercase();
+                if folder.contains("lag") {
+                    Some("oe-lag")
+                } else if folder.contains("mvtec") {
+                    Some("oe-mvtec")
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for PseudoSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for PseudoSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.strip_prefix("oe-") {
+            Some(folder) => Self::OutlierExposure(folder.to_string()),
+            None => Self::Generated(text.parse().map_err(serde::de::Error::custom)?),
+        })
+    }
 }
 
 impl SweepKind {
@@ -42,11 +97,12 @@ impl SweepKind {
             Self::Loss => "bench-loss",
             Self::CrossDomain => "bench-cross-domain",
             Self::Ablation => "bench-ablation",
+            Self::Pseudo => "bench-pseudo",
         }
     }
 
     pub(crate) fn hard(self) -> bool {
-        matches!(self, Self::Hard | Self::Loss)
+        matches!(self, Self::Hard | Self::Loss | Self::Pseudo)
     }
 }
 
@@ -69,6 +125,10 @@ pub struct SweepSpec {
     /// empty for the other sweeps, whose runs use all four heads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heads: Vec<HeadSet>,
+    /// Pseudo-anomaly study: the sources compared, one table row group each (paper Table 4);
+    /// empty for the other sweeps, whose runs use the configured source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pseudo: Vec<PseudoSource>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,13 +170,21 @@ impl SweepSpec {
         if kind == SweepKind::Ablation && args.overrides.heads.is_some() {
             bail!("--heads: bench-ablation runs every Table 3 variant; use bench-general for one");
         }
+        if kind == SweepKind::Pseudo && methods != [Method::Dra] {
+            bail!(
+                "--methods: bench-pseudo compares DRA's pseudo-anomaly sources; give --methods dra"
+            );
+        }
+        if kind == SweepKind::Pseudo && args.overrides.pseudo.is_some() {
+            bail!("--pseudo: bench-pseudo runs every source; use bench-hard for one");
+        }
         if kind == SweepKind::Loss {
             if let Some(m) = methods.iter().find(|m| !m.takes_loss_option()) {
                 bail!("--methods: {m} has a loss of its own; bench-loss compares losses");
             }
         }
         let shots = match (&args.shots[..], kind) {
-            ([], SweepKind::CrossDomain | SweepKind::Ablation) => vec![10],
+            ([], SweepKind::CrossDomain | SweepKind::Ablation | SweepKind::Pseudo) => vec![10],
             ([], _) => vec![10, 1],
             (given, _) => given.to_vec(),
         };
@@ -131,6 +199,11 @@ impl SweepSpec {
                 .collect()
         } else if kind == SweepKind::Ablation {
             vec!["mvtec".into()]
+        } else if kind == SweepKind::Pseudo {
+            paper::PSEUDO_DATASETS
+                .iter()
+                .map(|d| d.to_string())
+                .collect()
         } else if kind.hard() {
             paper::HARD_SUBSETS
                 .iter()
@@ -202,6 +275,11 @@ impl SweepSpec {
             } else {
                 Vec::new()
             },
+            pseudo: if kind == SweepKind::Pseudo {
+                pseudo_sources(args)
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -226,6 +304,23 @@ impl SweepSpec {
     pub fn same_grid(&self, other: &Self) -> bool {
         self.portable() == other.portable()
     }
+}
+
+/// bench-pseudo's sources: paper Table 4's generators, and outlier exposure when the sweep is
+/// given `--outlier-root` (named by that folder).
+fn pseudo_sources(args: &SweepArgs) -> Vec<PseudoSource> {
+    let mut sources: Vec<PseudoSource> =
+        [PseudoKind::CpScar, PseudoKind::CpMix, PseudoKind::Cutmix]
+            .map(PseudoSource::Generated)
+            .into();
+    if let Some(root) = &args.overrides.outlier_root {
+        let folder = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "outliers".into());
+        sources.push(PseudoSource::OutlierExposure(folder));
+    }
+    sources
 }
 
 /// The known classes of a data set's hard-setting subsets.

@@ -214,3 +214,34 @@ fn the_ablation_renders_a_row_per_head_subset() {
     );
     assert!(out.join("table.html").is_file());
 }
+
+#[test]
+fn the_pseudo_study_renders_a_row_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pseudo");
+    ok(xtask(
+        &[
+            "bench-pseudo",
+            "--runs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    for source in ["cp-scar", "cp-mix", "cutmix"] {
+        assert!(
+            table.contains(&format!(
+                "{source} · synthetic/weave (mean of 1 known-class subsets)"
+            )),
+            "{source}: {table}"
+        );
+    }
+    assert_eq!(data_lines(&out.join("runs.csv")).len(), 3);
+    let record = std::fs::read_to_string(
+        out.join("runs/synthetic_weave-hole+cp-mix-dra-deviation-1shot-seed0/config.json"),
+    )
+    .unwrap();
+    assert!(record.contains("\"pseudo\": \"cp-mix\""), "{record}");
+}

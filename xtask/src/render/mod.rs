@@ -7,6 +7,7 @@ mod ablation;
 mod cross_domain;
 mod general;
 mod hard;
+mod pseudo;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -112,6 +113,7 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
     let table_rows = match spec.sweep {
         SweepKind::General => general::rows(spec, &columns, &seeds_of),
         SweepKind::Ablation => ablation::rows(spec, &columns, &seeds_of),
+        SweepKind::Pseudo => pseudo::rows(spec, &columns, &seeds_of),
         SweepKind::Hard | SweepKind::Loss | SweepKind::CrossDomain => {
             hard::rows(spec, &columns, &seeds_of)
         }
@@ -120,6 +122,7 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
         SweepKind::General => Some(PaperTable::General),
         SweepKind::Hard => Some(PaperTable::Hard),
         SweepKind::Ablation => Some(PaperTable::Ablation),
+        SweepKind::Pseudo => Some(PaperTable::Pseudo),
         // The paper gives the loss study as a chart only (seed Fig. 5).
         SweepKind::Loss | SweepKind::CrossDomain => None,
     };
@@ -178,6 +181,7 @@ fn rows_table(
     let mut table = TableBuilder::new(match spec.sweep {
         SweepKind::General => "Dataset",
         SweepKind::Ablation => "Heads · dataset",
+        SweepKind::Pseudo => "Pseudo anomalies · dataset",
         _ => "Dataset / known class",
     });
     // Paper columns only where the paper has a number for some row (none for synthetic data).
@@ -311,6 +315,7 @@ mod tests {
                 methods: vec!["dra".into()],
                 fine_tune_epochs: None,
                 heads: Vec::new(),
+                pseudo: Vec::new(),
             };
             let value = json::edit(serde_json::to_value(&spec).unwrap(), edits);
             let dir = tempfile::tempdir().unwrap();

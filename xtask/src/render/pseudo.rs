@@ -1,0 +1,43 @@
+//! `bench-pseudo`: paper Table 4. A row group per pseudo-anomaly source (CP-Scar, CP-Mix,
+//! CutMix, outlier exposure): one row per data set, the mean over its known-class subsets, as
+//! the paper prints them.
+
+use super::{mean_over, Column, Row, Seeds, SeedsOf};
+use crate::spec::SweepSpec;
+
+/// The table's rows, each with the per-seed results of every column.
+pub fn rows(spec: &SweepSpec, columns: &[Column], seeds_of: SeedsOf) -> Vec<(Row, Vec<Seeds>)> {
+    let mut table_rows = Vec::new();
+    for source in &spec.pseudo {
+        let name = source.name();
+        for e in &spec.entries {
+            let cells = columns
+                .iter()
+                .map(|c| {
+                    let per: Vec<Seeds> = e
+                        .known_classes
+                        .iter()
+                        .map(|class| seeds_of(&e.dataset, &format!("{class}+{name}"), c))
+                        .collect();
+                    mean_over(&per)
+                })
+                .collect();
+            table_rows.push((
+                Row {
+                    label: format!(
+                        "{name} · {} (mean of {} known-class subsets)",
+                        e.dataset,
+                        e.known_classes.len()
+                    ),
+                    paper_key: (
+                        e.dataset.clone(),
+                        source.paper_name().unwrap_or_default().to_string(),
+                    ),
+                    absent: e.dir.is_none(),
+                },
+                cells,
+            ));
+        }
+    }
+    table_rows
+}
