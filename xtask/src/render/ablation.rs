@@ -18,11 +18,11 @@ pub fn rows(spec: &SweepSpec, columns: &[Column], seeds_of: SeedsOf) -> Vec<(Row
                 .map(|c| seeds_of(&e.dataset, &name, c))
                 .collect();
             table_rows.push((
-                Row {
-                    label: format!("{title} · {}", e.dataset),
-                    paper_key: (e.dataset.clone(), name.clone()),
-                    absent: e.dir.is_none(),
-                },
+                Row::new(
+                    format!("{title} · {}", e.dataset),
+                    (e.dataset.clone(), name.clone()),
+                    e.dir.is_none(),
+                ),
                 cells,
             ));
         }
@@ -48,9 +48,17 @@ pub fn rows(spec: &SweepSpec, columns: &[Column], seeds_of: SeedsOf) -> Vec<(Row
                 .collect();
             table_rows.push((
                 Row {
-                    label: format!("{title} · {group} (mean of {})", present.len()),
-                    paper_key: (key.into(), name.clone()),
-                    absent: present.is_empty(),
+                    // The paper's MVTec AD number beside other data, for reference.
+                    reference: if key == "mvtec" {
+                        Vec::new()
+                    } else {
+                        vec![("mvtec".to_string(), name.clone())]
+                    },
+                    ..Row::new(
+                        format!("{title} · {group} (mean of {})", present.len()),
+                        (key.into(), name.clone()),
+                        present.is_empty(),
+                    )
                 },
                 cells,
             ));

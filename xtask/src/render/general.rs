@@ -20,11 +20,11 @@ pub fn rows(spec: &SweepSpec, columns: &[Column], seeds_of: SeedsOf) -> Vec<(Row
             .map(|c| seeds_of(&e.dataset, "", c))
             .collect();
         table_rows.push((
-            Row {
-                label: e.dataset.clone(),
-                paper_key: (e.dataset.clone(), String::new()),
-                absent: e.dir.is_none(),
-            },
+            Row::new(
+                e.dataset.clone(),
+                (e.dataset.clone(), String::new()),
+                e.dir.is_none(),
+            ),
             cells,
         ));
         // After the group's last member: its mean row, as the paper's "MVTec AD".
@@ -58,11 +58,7 @@ pub fn rows(spec: &SweepSpec, columns: &[Column], seeds_of: SeedsOf) -> Vec<(Row
             })
             .collect();
         table_rows.push((
-            Row {
-                label,
-                paper_key: (key.into(), String::new()),
-                absent: present.is_empty(),
-            },
+            Row::new(label, (key.into(), String::new()), present.is_empty()),
             cells,
         ));
     }

@@ -19,11 +19,11 @@ pub fn rows(spec: &SweepSpec, columns: &[Column], seeds_of: SeedsOf) -> Vec<(Row
                 .map(|c| seeds_of(&e.dataset, class, c))
                 .collect();
             table_rows.push((
-                Row {
-                    label: format!("{} / {class}", e.dataset),
-                    paper_key: (e.dataset.clone(), class.clone()),
-                    absent: e.dir.is_none(),
-                },
+                Row::new(
+                    format!("{} / {class}", e.dataset),
+                    (e.dataset.clone(), class.clone()),
+                    e.dir.is_none(),
+                ),
                 cells,
             ));
         }
@@ -39,11 +39,11 @@ pub fn rows(spec: &SweepSpec, columns: &[Column], seeds_of: SeedsOf) -> Vec<(Row
             })
             .collect();
         table_rows.push((
-            Row {
-                label: format!("{} / Mean", e.dataset),
-                paper_key: (e.dataset.clone(), "mean".into()),
-                absent: e.dir.is_none(),
-            },
+            Row::new(
+                format!("{} / Mean", e.dataset),
+                (e.dataset.clone(), "mean".into()),
+                e.dir.is_none(),
+            ),
             cells,
         ));
     }

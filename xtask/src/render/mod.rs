@@ -34,6 +34,21 @@ struct Row {
     paper_key: (String, String),
     /// No data: the folder was missing.
     absent: bool,
+    /// For a row of other data than the paper's (the embedded synthetic sets): the paper keys
+    /// whose mean is printed beside it for reference, with no difference taken.
+    reference: Vec<(String, String)>,
+}
+
+impl Row {
+    /// A row whose paper number, if any, is under `paper_key`.
+    fn new(label: String, paper_key: (String, String), absent: bool) -> Self {
+        Self {
+            label,
+            paper_key,
+            absent,
+            reference: Vec::new(),
+        }
+    }
 }
 
 /// Renders `OUT/table.md`, `OUT/table.html` and `OUT/table.csv` (and prints the Markdown).
@@ -128,8 +143,19 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
     };
     let titles = column_titles(spec, &columns);
     let (table, mut notes) = rows_table(spec, &columns, &titles, &table_rows, |row, c| {
-        paper_table
-            .and_then(|pt| paper.get(pt, &row.paper_key.0, &row.paper_key.1, &c.method, c.shots))
+        let pt = paper_table?;
+        if let Some(v) = paper.get(pt, &row.paper_key.0, &row.paper_key.1, &c.method, c.shots) {
+            return Some((v, true));
+        }
+        // For reference only: the mean of the paper's numbers on its own data.
+        let values: Option<Vec<f64>> = row
+            .reference
+            .iter()
+            .map(|(d, s)| paper.get(pt, d, s, &c.method, c.shots).map(|v| v.mean))
+            .collect();
+        let values = values.filter(|v| !v.is_empty())?;
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        Some((PaperValue { mean, std: None }, false))
     });
     if spec.sweep == SweepKind::Loss {
         if let Some(note) = hard::loss_chart(&table_rows, &titles, out)? {
@@ -176,7 +202,7 @@ fn rows_table(
     columns: &[Column],
     titles: &[String],
     table_rows: &[(Row, Vec<Seeds>)],
-    published: impl Fn(&Row, &Column) -> Option<PaperValue>,
+    published: impl Fn(&Row, &Column) -> Option<(PaperValue, bool)>,
 ) -> (TableBuilder, String) {
     let mut table = TableBuilder::new(match spec.sweep {
         SweepKind::General => "Dataset",
@@ -209,9 +235,14 @@ fn rows_table(
                 (None, _) => "-".to_string(),
             };
             table.text(&row.label, title, text);
-            if let Some(p) = published(row, c) {
-                table.text(&row.label, &format!("paper {title}"), p.to_string());
-                if let Some(m) = ours.filter(|_| !row.absent) {
+            if let Some((p, same_data)) = published(row, c) {
+                let text = if same_data {
+                    p.to_string()
+                } else {
+                    format!("({p})")
+                };
+                table.text(&row.label, &format!("paper {title}"), text);
+                if let Some(m) = ours.filter(|_| !row.absent && same_data) {
                     table.text(
                         &row.label,
                         &format!("Δ {title}"),
@@ -224,6 +255,16 @@ fn rows_table(
     let mut notes = String::new();
     if with_paper.iter().any(|p| *p) {
         notes += "\n`paper`: the published number (data/paper/results.csv); `Δ`: ours − paper.\n";
+    }
+    let references_shown = table_rows.iter().any(|(row, _)| {
+        columns
+            .iter()
+            .any(|c| matches!(published(row, c), Some((_, false))))
+    });
+    if references_shown {
+        notes += "\nA paper number in parentheses is the paper's result on its own data (for the \
+                  embedded data: MVTec AD, or the mean of Table 4's data sets), printed for the \
+                  shape of the comparison only, so no `Δ` is taken.\n";
     }
     (table, notes)
 }

@@ -3,6 +3,7 @@
 //! the paper prints them.
 
 use super::{mean_over, Column, Row, Seeds, SeedsOf};
+use crate::paper::PSEUDO_DATASETS;
 use crate::spec::SweepSpec;
 
 /// The table's rows, each with the per-seed results of every column.
@@ -22,21 +23,26 @@ pub fn rows(spec: &SweepSpec, columns: &[Column], seeds_of: SeedsOf) -> Vec<(Row
                     mean_over(&per)
                 })
                 .collect();
-            table_rows.push((
-                Row {
-                    label: format!(
-                        "{name} · {} (mean of {} known-class subsets)",
-                        e.dataset,
-                        e.known_classes.len()
-                    ),
-                    paper_key: (
-                        e.dataset.clone(),
-                        source.paper_name().unwrap_or_default().to_string(),
-                    ),
-                    absent: e.dir.is_none(),
-                },
-                cells,
-            ));
+            let paper_name = source.paper_name().unwrap_or_default().to_string();
+            let row = Row::new(
+                format!(
+                    "{name} · {} (mean of {} known-class subsets)",
+                    e.dataset,
+                    e.known_classes.len()
+                ),
+                (e.dataset.clone(), paper_name.clone()),
+                e.dir.is_none(),
+            );
+            // Beside data the paper did not use, its mean over Table 4's data sets.
+            let reference = if PSEUDO_DATASETS.contains(&e.dataset.as_str()) {
+                Vec::new()
+            } else {
+                PSEUDO_DATASETS
+                    .iter()
+                    .map(|d| (d.to_string(), paper_name.clone()))
+                    .collect()
+            };
+            table_rows.push((Row { reference, ..row }, cells));
         }
     }
     table_rows
