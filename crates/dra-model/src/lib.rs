@@ -89,7 +89,7 @@ pub mod weights;
 pub use backbones::BackboneKind;
 pub use batch::{ImageBatch, Target};
 pub use detector::{Detector, DetectorScores, LossTerms};
-pub use dra::{Dra, DraConfig, DraLoss, HeadScores, HeadSet, LossKind, LossParts, Prior};
+pub use dra::{Dra, DraConfig, DraHeads, DraLoss, HeadScores, HeadSet, LossKind, LossParts, Prior};
 pub use init::reset_parameters;
 pub use method::Method;
 pub use ops::{Kernels, Winograd};

@@ -10,7 +10,7 @@ mod model;
 pub use head_set::{HeadSet, HEAD_NAMES};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
-pub use model::{Dra, DraConfig, HeadScores};
+pub use model::{Dra, DraConfig, DraHeads, HeadScores};
 
 pub(crate) use heads::global_pool;
 pub(crate) use model::{downsample_nearest, pyramid_mean};

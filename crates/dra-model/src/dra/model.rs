@@ -95,31 +95,101 @@ impl HeadScores {
 #[derive(Debug, Clone)]
 pub struct Dra {
     feature_extractor: Backbone,
+    heads: DraHeads,
+    config: DraConfig,
+}
+
+/// DRA's four heads on one level's feature maps: everything of [`Dra`] after the backbone.
+/// Apart so that heads can be trained on stored features (AHL trains fresh heads on a trained
+/// backbone's features); [`Dra`] runs them on each level of its pyramid.
+#[derive(Debug, Clone)]
+pub struct DraHeads {
     holistic_head: HolisticHead,
     seen_head: PlainHead,
     pseudo_head: PlainHead,
     composite_head: CompositeHead,
-    config: DraConfig,
+    n_ref: usize,
+    heads: HeadSet,
+}
+
+impl DraHeads {
+    /// The heads for `config`'s backbone, under `vb` with the official names (`holistic_head`,
+    /// `seen_head`, `pseudo_head`, `composite_head`).
+    pub fn new(config: &DraConfig, vb: &VarBuilder) -> Result<Self> {
+        let (c, rate, kernels) = (
+            config.backbone.out_channels(),
+            config.topk_rate,
+            config.kernels,
+        );
+        Ok(Self {
+            holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,
+            seen_head: PlainHead::new(c, rate, kernels, vb.pp("seen_head"))?,
+            pseudo_head: PlainHead::new(c, rate, kernels, vb.pp("pseudo_head"))?,
+            composite_head: CompositeHead::new(c, rate, kernels, vb.pp("composite_head"))?,
+            n_ref: config.n_ref,
+            heads: config.heads,
+        })
+    }
+
+    /// The heads' scores of feature maps `(n_ref + B, C, h, w)` whose first `n_ref` rows are
+    /// the references', and with `with_map` the anomaly map `(B, h, w)`: the sum of the chosen
+    /// abnormality heads' cell scores, which their top-K means are taken from.
+    pub fn forward_t(
+        &self,
+        features: &Tensor,
+        train: bool,
+        with_map: bool,
+    ) -> Result<(HeadScores, Option<Tensor>)> {
+        let n_ref = self.n_ref;
+        let (total, _, h, w) = features.dims4()?;
+        if total <= n_ref {
+            candle_core::bail!("a DRA batch needs more than {n_ref} images (the references)");
+        }
+        let references = features.narrow(0, 0, n_ref)?;
+        let features = features.narrow(0, n_ref, total - n_ref)?;
+        let seen = self.seen_head.cell_scores(&features)?;
+        let pseudo = self.pseudo_head.cell_scores(&features)?;
+        let residual = self
+            .composite_head
+            .cell_scores(&features, &references, train)?;
+        let map = if with_map {
+            let sum = self.heads.sum_abnormal([&seen, &pseudo, &residual])?;
+            Some(sum.reshape((total - n_ref, h, w))?)
+        } else {
+            None
+        };
+        let scores = HeadScores {
+            normal: self.holistic_head.forward(&features)?,
+            seen: self.seen_head.score_cells(&seen)?,
+            pseudo: self.pseudo_head.score_cells(&pseudo)?,
+            residual: self.composite_head.score_cells(&residual)?,
+        };
+        Ok((scores, map))
+    }
 }
 
 impl Dra {
     /// Builds the model from `vb`, whose prefix is the model's root (tensors under
     /// `feature_extractor.net`, `holistic_head`, …).
     pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
-        let (c, rate, kernels) = (
-            config.backbone.out_channels(),
-            config.topk_rate,
-            config.kernels,
-        );
         let feature_extractor = Backbone::of_model(&config, &vb)?;
         Ok(Self {
             feature_extractor,
-            holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,
-            seen_head: PlainHead::new(c, rate, kernels, vb.pp("seen_head"))?,
-            pseudo_head: PlainHead::new(c, rate, kernels, vb.pp("pseudo_head"))?,
-            composite_head: CompositeHead::new(c, rate, kernels, vb.pp("composite_head"))?,
+            heads: DraHeads::new(&config, &vb)?,
             config,
         })
+    }
+
+    /// The four heads, without the backbone.
+    pub fn heads(&self) -> &DraHeads {
+        &self.heads
+    }
+
+    /// The backbone's feature maps of a batch at pyramid level `s` (level 0 is the batch
+    /// itself), in eval or train mode: what the heads score at that level.
+    pub fn features_t(&self, images: &Tensor, s: usize, train: bool) -> Result<Tensor> {
+        self.feature_extractor
+            .forward_t(&downsample_nearest(images, s)?, train)
     }
 
     /// The constants the model was built with.
@@ -177,37 +247,11 @@ impl Dra {
         with_map: bool,
     ) -> Result<(HeadScores, Option<Tensor>)> {
         let n_ref = self.config.n_ref;
-        let total = images.dim(0)?;
-        if total <= n_ref {
+        if images.dim(0)? <= n_ref {
             candle_core::bail!("a DRA batch needs more than {n_ref} images (the references)");
         }
-        let scaled = downsample_nearest(images, s)?;
-        let features = self.feature_extractor.forward_t(&scaled, train)?;
-        let (_, _, h, w) = features.dims4()?;
-        let references = features.narrow(0, 0, n_ref)?;
-        let features = features.narrow(0, n_ref, total - n_ref)?;
-        let seen = self.seen_head.cell_scores(&features)?;
-        let pseudo = self.pseudo_head.cell_scores(&features)?;
-        let residual = self
-            .composite_head
-            .cell_scores(&features, &references, train)?;
-        let map = if with_map {
-            // The evidence of the abnormality heads in the set.
-            let sum = self
-                .config
-                .heads
-                .sum_abnormal([&seen, &pseudo, &residual])?;
-            Some(sum.reshape((total - n_ref, h, w))?)
-        } else {
-            None
-        };
-        let scores = HeadScores {
-            normal: self.holistic_head.forward(&features)?,
-            seen: self.seen_head.score_cells(&seen)?,
-            pseudo: self.pseudo_head.score_cells(&pseudo)?,
-            residual: self.composite_head.score_cells(&residual)?,
-        };
-        Ok((scores, map))
+        self.heads
+            .forward_t(&self.features_t(images, s, train)?, train, with_map)
     }
 }
 
@@ -333,6 +377,35 @@ mod tests {
             .to_vec1::<f32>()?
             .iter()
             .all(|v| *v >= 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn heads_on_stored_features_score_as_the_model() -> Result<()> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = Dra::new(
+            DraConfig {
+                n_ref: 2,
+                ..Default::default()
+            },
+            vb,
+        )?;
+        crate::reset_parameters(&varmap, 5)?;
+        let x = Tensor::randn(0f32, 1., (5, 3, 64, 64), &Device::Cpu)?;
+        let levels = model.forward_scales(&x, false)?;
+        for (s, level) in levels.iter().enumerate() {
+            let features = model.features_t(&x, s, false)?;
+            let (alone, _) = model.heads().forward_t(&features, false, false)?;
+            for (a, b) in [
+                (&alone.normal, &level.normal),
+                (&alone.seen, &level.seen),
+                (&alone.pseudo, &level.pseudo),
+                (&alone.residual, &level.residual),
+            ] {
+                assert_eq!(a.to_vec1::<f32>()?, b.to_vec1::<f32>()?, "level {s}");
+            }
+        }
         Ok(())
     }
 
