@@ -17,6 +17,7 @@
 //! ```
 
 pub mod advice;
+pub mod ahl;
 mod config;
 pub mod csv;
 mod dataset;
