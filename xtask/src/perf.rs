@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
-use dra_model::backbones::ResNet18;
+use dra_model::backbones::{Backbone, BackboneKind};
 use dra_model::{reset_parameters, Dra, DraConfig, DraLoss, Kernels, LossKind, Winograd};
 use dra_train::{trainable, Adam, AdamConfig};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,9 @@ pub struct PerfArgs {
     /// Run every Winograd convolution with F(2×2, 3×3) tiles, none with F(4×4, 3×3).
     #[arg(long)]
     winograd_f2: bool,
+    /// The feature extractor measured (and DRA's, in dra_step): resnet18 or mobilenet_v2.
+    #[arg(long, default_value = "resnet18")]
+    backbone: BackboneKind,
 }
 
 /// One measurement, as printed with `--json`.
@@ -58,6 +61,13 @@ pub struct Measurement {
     pub device: String,
     /// `dra-rs` (this crate's kernels), `dra-rs-im2col` (without Winograd) or `candle-stock`.
     pub kernels: String,
+    /// The backbone measured (measurements made before the option existed: ResNet-18).
+    #[serde(default = "resnet18")]
+    pub backbone: String,
+}
+
+fn resnet18() -> String {
+    BackboneKind::Resnet18.to_string()
 }
 
 /// The batch of a workload: DRA's 48 + 5 references for a step; the backbone measured at 48
@@ -84,6 +94,7 @@ pub fn perf(args: PerfArgs) -> Result<()> {
                     &size.to_string(),
                 ])
                 .args(["--reps", &args.reps.to_string(), "--device", &args.device])
+                .args(["--backbone", &args.backbone.to_string()])
                 .args(args.stock.then_some("--stock"))
                 .args(args.no_winograd.then_some("--no-winograd"))
                 .args(args.winograd_f2.then_some("--winograd-f2"))
@@ -109,11 +120,12 @@ pub fn perf(args: PerfArgs) -> Result<()> {
         }
     }
     if !args.json {
-        println!("| workload | size | batch | kernels | img/s | median s | peak RSS MB |\n|---|---|---|---|---|---|---|");
+        println!("| workload | backbone | size | batch | kernels | img/s | median s | peak RSS MB |\n|---|---|---|---|---|---|---|---|");
         for m in rows {
             println!(
-                "| {} | {} | {} | {} | {:.2} | {:.3} | {:.0} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {:.3} | {:.0} |",
                 m.workload,
+                m.backbone,
                 m.size,
                 m.batch,
                 m.kernels,
@@ -142,6 +154,8 @@ pub struct WorkerArgs {
     no_winograd: bool,
     #[arg(long)]
     winograd_f2: bool,
+    #[arg(long, default_value = "resnet18")]
+    backbone: BackboneKind,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -183,7 +197,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let mut step: Box<dyn FnMut() -> Result<()>> = match args.workload.as_str() {
         "backbone_train" => {
-            let net = ResNet18::new(kernels, vb.pp("net"))?;
+            let net = Backbone::new(args.backbone, kernels, vb.pp("net"))?;
             reset_parameters(&varmap, 0)?;
             let x = Tensor::randn(0f32, 1., (batch, 3, size, size), &dev)?;
             Box::new(move || {
@@ -194,7 +208,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             })
         }
         "backbone_eval" => {
-            ResNet18::new(kernels, vb.pp("net"))?;
+            Backbone::new(args.backbone, kernels, vb.pp("net"))?;
             reset_parameters(&varmap, 0)?;
             let tensors = varmap
                 .data()
@@ -204,7 +218,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
                 .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
                 .collect();
             let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
-            let net = ResNet18::new(kernels, vb.pp("net"))?;
+            let net = Backbone::new(args.backbone, kernels, vb.pp("net"))?;
             let x = Tensor::randn(0f32, 1., (batch, 3, size, size), &dev)?;
             Box::new(move || {
                 let y = net.forward_t(&x, false)?;
@@ -216,6 +230,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             let n_ref = 5;
             let config = DraConfig {
                 kernels,
+                backbone: args.backbone,
                 ..Default::default()
             };
             let model = Dra::new(config, vb)?;
@@ -268,6 +283,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             (false, false, false) => "dra-rs",
         }
         .into(),
+        backbone: args.backbone.to_string(),
     };
     println!("{}", serde_json::to_string(&m)?);
     Ok(())

@@ -62,8 +62,10 @@ impl std::fmt::Display for BackboneKind {
 /// The feature extractor of every method (DRA and the baselines share it), built under
 /// `feature_extractor.net` so that `--weights` and the initialisation treat it alike.
 #[derive(Debug, Clone)]
-pub(crate) enum Backbone {
+pub enum Backbone {
+    /// torchvision ResNet-18 to `layer4`.
     Resnet18(ResNet18),
+    /// torchvision MobileNetV2 `features`.
     MobilenetV2(MobileNetV2),
 }
 
@@ -80,7 +82,7 @@ impl Backbone {
     }
 
     /// Builds `kind` on `kernels` under `vb`, whose prefix is the torchvision model's root.
-    pub(crate) fn new(kind: BackboneKind, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
+    pub fn new(kind: BackboneKind, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         Ok(match kind {
             BackboneKind::Resnet18 => Self::Resnet18(ResNet18::new(kernels, vb)?),
             BackboneKind::MobilenetV2 => Self::MobilenetV2(MobileNetV2::new(kernels, vb)?),

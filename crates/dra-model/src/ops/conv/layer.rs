@@ -3,6 +3,7 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, Init, VarBuilder};
 
+use super::depthwise::Depthwise;
 use super::{Conv, KernelCache};
 use crate::ops::Kernels;
 
@@ -65,10 +66,31 @@ impl Conv2d {
     /// Whether this crate's CPU kernel serves `x` (candle's `conv2d` otherwise). A bias
     /// is added by `forward`, outside the kernel.
     pub(crate) fn fast_path(&self, x: &Tensor) -> bool {
+        self.cpu_kernels(x) && self.config.groups == 1
+    }
+
+    /// Whether this crate's depthwise kernel serves `x`: one filter per channel (`groups`
+    /// equal to the channels in and out).
+    fn depthwise_path(&self, x: &Tensor) -> bool {
+        let groups = self.config.groups;
+        self.cpu_kernels(x)
+            && groups > 1
+            && self.weight.dims()
+                == [
+                    groups,
+                    1,
+                    self.weight.dim(2).unwrap_or(0),
+                    self.weight.dim(3).unwrap_or(0),
+                ]
+            && x.dim(1).is_ok_and(|c| c == groups)
+            && self.weight.dim(2).ok() == self.weight.dim(3).ok()
+    }
+
+    /// The custom kernels are asked for and can run: CPU, f32 or f64, no dilation.
+    fn cpu_kernels(&self, x: &Tensor) -> bool {
         self.kernels.custom()
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
-            && self.config.groups == 1
             && self.config.dilation == 1
     }
 }
@@ -85,6 +107,13 @@ impl Module for Conv2d {
                 grad_input: self.grad_input,
                 winograd: self.kernels.winograd(),
                 transformed: (self.grad_input && backward).then(KernelCache::default),
+            };
+            x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)?
+        } else if self.depthwise_path(x) {
+            let op = Depthwise {
+                stride: c.stride,
+                padding: c.padding,
+                grad_input: self.grad_input,
             };
             x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)?
         } else {

@@ -1,7 +1,8 @@
 //! Convolution on the CPU, written for DRA's shapes: [`Conv2d`] (the layer) runs the stride-1
 //! 3×3 kernels by Winograd ([`winograd`]) and every other one by im2col + GEMM ([`im2col`]),
 //! forward and backward, skipping d(input) where no gradient is needed (the image). f32 and
-//! f64 on the CPU; other devices and dtypes, and grouped convolutions, use candle's own op.
+//! f64 on the CPU; depthwise convolutions (MobileNetV2's) by a kernel of their own
+//! ([`depthwise`]); other devices and dtypes, and other grouped convolutions, use candle's op.
 //!
 //! This module holds what both algorithms share: the [`Geometry`] of a convolution and the
 //! custom ops that choose between them.
@@ -13,6 +14,7 @@ use candle_nn::Conv2dConfig;
 use crate::ops::cpu::{dispatch, slice};
 use crate::ops::{Element, Winograd};
 
+mod depthwise;
 mod gemm;
 mod im2col;
 mod layer;
