@@ -7,53 +7,29 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::Geometry;
 use crate::ops::cpu::{dispatch, multiversion, slice};
 use crate::ops::Element;
 
-/// The shape of one depthwise convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Plane {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    oh: usize,
-    ow: usize,
-}
-
-impl Plane {
-    fn new(
+impl Geometry {
+    /// A depthwise convolution's geometry: `w` is `C × 1 × k × k`, one filter per channel of
+    /// `x` (`N × C × H × W`), so there are as many outputs as channels.
+    fn depthwise(
         x: (usize, usize, usize, usize),
         w: (usize, usize, usize, usize),
         stride: usize,
         padding: usize,
     ) -> Result<Self> {
-        let (n, c, h, wd) = x;
         let (o, one, kh, kw) = w;
-        if o != c || one != 1 || kh != kw {
+        if o != x.1 || one != 1 || kh != kw || stride == 0 {
             candle_core::bail!(
-                "depthwise conv: kernel {o}×{one}×{kh}×{kw} does not fit {c} channels (C×1×k×k)"
+                "depthwise conv: kernel {o}×{one}×{kh}×{kw} does not fit {} channels (C×1×k×k)",
+                x.1
             );
         }
-        if h + 2 * padding < kh || wd + 2 * padding < kw || stride == 0 {
-            candle_core::bail!(
-                "depthwise conv: input {h}×{wd} is smaller than the kernel {kh}×{kw}"
-            );
-        }
-        Ok(Self {
-            n,
-            c,
-            h,
-            w: wd,
-            k: kh,
-            stride,
-            padding,
-            oh: (h + 2 * padding - kh) / stride + 1,
-            ow: (wd + 2 * padding - kw) / stride + 1,
-        })
+        // A plain convolution of one channel has the same output size.
+        let plane = Self::new((x.0, 1, x.2, x.3), (1, 1, kh, kw), stride, padding)?;
+        Ok(Self { c: x.1, o, ..plane })
     }
 
     /// The output columns `ox` whose tap at kernel column `kx` reads an input column:
@@ -108,8 +84,8 @@ multiversion! {
     }
 }
 
-fn forward<T: Element>(x: &[T], w: &[T], g: &Plane) -> Vec<T> {
-    let (plane_in, plane_out, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
+fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (plane_in, plane_out, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let mut out = vec![T::zero(); g.n * g.c * plane_out];
     out.par_chunks_mut(plane_out)
         .enumerate()
@@ -118,15 +94,15 @@ fn forward<T: Element>(x: &[T], w: &[T], g: &Plane) -> Vec<T> {
             let filter = &w[(nc % g.c) * kk..(nc % g.c + 1) * kk];
             for oy in 0..g.oh {
                 let row = &mut out[oy * g.ow..(oy + 1) * g.ow];
-                for ky in 0..g.k {
+                for ky in 0..g.kh {
                     let Some(iy) = g.row(oy, ky) else { continue };
                     let line = &input[iy * g.w..(iy + 1) * g.w];
-                    for kx in 0..g.k {
+                    for kx in 0..g.kh {
                         let base = kx as isize - g.padding as isize;
                         tap(
                             row,
                             line,
-                            filter[ky * g.k + kx],
+                            filter[ky * g.kh + kx],
                             g.stride,
                             base,
                             g.columns(kx),
@@ -138,8 +114,8 @@ fn forward<T: Element>(x: &[T], w: &[T], g: &Plane) -> Vec<T> {
     out
 }
 
-fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Plane) -> Vec<T> {
-    let (plane_in, plane_out, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
+fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (plane_in, plane_out, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let mut dx = vec![T::zero(); g.n * g.c * plane_in];
     dx.par_chunks_mut(plane_in)
         .enumerate()
@@ -148,15 +124,15 @@ fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Plane) -> Vec<T> {
             let filter = &w[(nc % g.c) * kk..(nc % g.c + 1) * kk];
             for oy in 0..g.oh {
                 let row = &grad[oy * g.ow..(oy + 1) * g.ow];
-                for ky in 0..g.k {
+                for ky in 0..g.kh {
                     let Some(iy) = g.row(oy, ky) else { continue };
                     let line = &mut dx[iy * g.w..(iy + 1) * g.w];
-                    for kx in 0..g.k {
+                    for kx in 0..g.kh {
                         let base = kx as isize - g.padding as isize;
                         untap(
                             line,
                             row,
-                            filter[ky * g.k + kx],
+                            filter[ky * g.kh + kx],
                             g.stride,
                             base,
                             g.columns(kx),
@@ -168,8 +144,8 @@ fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Plane) -> Vec<T> {
     dx
 }
 
-fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Plane) -> Vec<T> {
-    let (plane_in, plane_out, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
+fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+    let (plane_in, plane_out, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let mut dw = vec![T::zero(); g.c * kk];
     dw.par_chunks_mut(kk).enumerate().for_each(|(c, dw)| {
         // Each tap's sum over images and rows, carried in f64.
@@ -180,12 +156,12 @@ fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Plane) -> Vec<T> {
             let grad = &dy[nc * plane_out..(nc + 1) * plane_out];
             for oy in 0..g.oh {
                 let row = &grad[oy * g.ow..(oy + 1) * g.ow];
-                for ky in 0..g.k {
+                for ky in 0..g.kh {
                     let Some(iy) = g.row(oy, ky) else { continue };
                     let line = &input[iy * g.w..(iy + 1) * g.w];
-                    for kx in 0..g.k {
+                    for kx in 0..g.kh {
                         let base = kx as isize - g.padding as isize;
-                        sums[ky * g.k + kx] +=
+                        sums[ky * g.kh + kx] +=
                             dot(row, line, g.stride, base, g.columns(kx)).to_f64();
                     }
                 }
@@ -220,7 +196,7 @@ impl CustomOp2 for Depthwise {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         dispatch!(xs, self.name(), T => {
-            let g = Plane::new(xl.shape().dims4()?, wl.shape().dims4()?, self.stride, self.padding)?;
+            let g = Geometry::depthwise(xl.shape().dims4()?, wl.shape().dims4()?, self.stride, self.padding)?;
             let out = forward::<T>(slice(xs, xl, self.name())?, slice(ws, wl, self.name())?, &g);
             Ok((T::to_cpu_storage_owned(out), Shape::from((g.n, g.c, g.oh, g.ow))))
         })
@@ -258,8 +234,8 @@ struct Grads {
 }
 
 impl Grads {
-    fn plane(&self) -> Result<Plane> {
-        Plane::new(self.x_dims, self.w_dims, self.op.stride, self.op.padding)
+    fn geometry(&self) -> Result<Geometry> {
+        Geometry::depthwise(self.x_dims, self.w_dims, self.op.stride, self.op.padding)
     }
 }
 
@@ -279,7 +255,7 @@ impl CustomOp2 for InputGrad {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         dispatch!(ds, self.name(), T => {
-            let g = self.0.plane()?;
+            let g = self.0.geometry()?;
             let dx = input_grad::<T>(slice(ds, dl, self.name())?, slice(ws, wl, self.name())?, &g);
             Ok((T::to_cpu_storage_owned(dx), Shape::from(self.0.x_dims)))
         })
@@ -302,7 +278,7 @@ impl CustomOp2 for WeightGrad {
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         dispatch!(xs, self.name(), T => {
-            let g = self.0.plane()?;
+            let g = self.0.geometry()?;
             let dw = weight_grad::<T>(slice(xs, xl, self.name())?, slice(ds, dl, self.name())?, &g);
             Ok((T::to_cpu_storage_owned(dw), Shape::from(self.0.w_dims)))
         })
@@ -427,12 +403,12 @@ mod tests {
     #[test]
     fn the_columns_a_tap_reaches() -> Result<()> {
         // 3×3, stride 2, padding 1 on 8 columns: 4 outputs read columns 2·ox − 1 + kx.
-        let g = Plane::new((1, 1, 8, 8), (1, 1, 3, 3), 2, 1)?;
+        let g = Geometry::depthwise((1, 1, 8, 8), (1, 1, 3, 3), 2, 1)?;
         assert_eq!(g.ow, 4);
         assert_eq!(g.columns(0), 1..4); // ox = 0 would read column −1
         assert_eq!(g.columns(1), 0..4);
         assert_eq!(g.columns(2), 0..4); // ox = 3 reads column 7
-        let bad = Plane::new((1, 2, 8, 8), (3, 1, 3, 3), 1, 1)
+        let bad = Geometry::depthwise((1, 2, 8, 8), (3, 1, 3, 3), 1, 1)
             .unwrap_err()
             .to_string();
         assert!(bad.contains("does not fit 2 channels"), "{bad}");
