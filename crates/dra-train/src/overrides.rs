@@ -26,16 +26,17 @@ pub struct Overrides {
     /// CutMix (the paper's medical data sets).
     #[arg(long)]
     pub outlier_root: Option<PathBuf>,
-    /// Square input side in pixels (official 448; quick profile 64).
+    /// Square input side in pixels (official 448; own-data profile 128; quick profile 64).
     #[arg(long)]
     pub image_size: Option<u32>,
-    /// Training epochs (official 30; quick profile 8).
+    /// Training epochs (official 30; own-data profile 5; quick profile 8).
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Optimiser steps per epoch (official 20; quick profile 10).
+    /// Optimiser steps per epoch (official and own-data profile 20; quick profile 10).
     #[arg(long)]
     pub steps_per_epoch: Option<usize>,
-    /// Training images per step, references not counted (official 48; quick profile 24).
+    /// Training images per step, references not counted (official and own-data profile 48;
+    /// quick profile 24).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Reference images per step and per test batch.
