@@ -180,7 +180,7 @@ pub fn evaluate(
     let rows = &scored.rows;
     let seconds = start.elapsed().as_secs_f64();
     let localization = match &scored.maps {
-        Some(maps) => pixel_metrics(&category, &split.test, maps, cfg.image_size)?,
+        Some(maps) => pixel_metrics(&category, &split.test, maps, cfg.image_size),
         None => Localization::default(),
     };
     let base = Metrics::of(rows, &split)?;
@@ -191,7 +191,7 @@ pub fn evaluate(
             base.auc_roc
         ));
     }
-    let metrics = Metrics {
+    let mut metrics = Metrics {
         eval_seconds: seconds,
         total_seconds: seconds,
         ignored: category.ignored.len(),
@@ -210,7 +210,7 @@ pub fn evaluate(
         crate::localization::save_maps(dir, &split.test, maps, cfg.image_size)?;
     }
     write_scores(&out_dir.join("scores.csv"), rows)?;
-    crate::run_report::write(&crate::run_report::RunView {
+    let report = crate::run_report::write(&crate::run_report::RunView {
         title: format!("{} on {} (evaluation)", cfg.method, category_dir.display()),
         config: cfg,
         data_dir: category_dir,
@@ -221,7 +221,15 @@ pub fn evaluate(
         threshold: loaded.threshold.as_ref(),
         log: &[],
         out_dir,
-    })?;
+    });
+    // The report is for looking at; a failure to write it (an image gone since scoring) must
+    // not cost the run its metrics.
+    if let Err(e) = report {
+        metrics.notes.push(format!(
+            "{} not written: {e}",
+            crate::run_report::REPORT_FILE
+        ));
+    }
     write_json(&out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }

@@ -53,14 +53,14 @@ pub struct Localization {
 /// Pixel AUROC and AUPRO of `maps` (one per sample, in order) against the samples' masks
 /// (`ground_truth/<class>/<name>_mask.png`, resized to the map's size with PIL's nearest
 /// sampling; a normal image's mask is empty). No metrics when the data has no masks (every
-/// raw layout); when only some anomalies have one, no metrics and a note saying which is
-/// missing. A mask that does not decode is an error naming it.
+/// raw layout); when only some anomalies have one, or a mask does not decode, no metrics and a
+/// note naming the file: the pixel metrics are never worth a finished run's other results.
 pub fn pixel_metrics(
     category: &Category,
     samples: &[Sample],
     maps: &[CellMap],
     size: u32,
-) -> Result<Localization, TrainError> {
+) -> Localization {
     let anomalies: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.label == Label::Anomaly)
@@ -75,10 +75,10 @@ pub fn pixel_metrics(
         })
         .collect();
     if anomalies.is_empty() || missing.len() == anomalies.len() {
-        return Ok(Localization::default());
+        return Localization::default();
     }
     if !missing.is_empty() {
-        return Ok(Localization {
+        return Localization {
             note: Some(format!(
                 "no pixel metrics: {} of {} anomalous test images have no mask (e.g. {})",
                 missing.len(),
@@ -86,7 +86,7 @@ pub fn pixel_metrics(
                 missing[0].display()
             )),
             ..Default::default()
-        });
+        };
     }
     let side = size as usize;
     let mut pixel_maps = Vec::with_capacity(samples.len());
@@ -94,25 +94,31 @@ pub fn pixel_metrics(
     for (sample, map) in samples.iter().zip(maps) {
         pixel_maps.push(upsample(map, size));
         masks.push(match category.mask_path(sample) {
-            Some(path) => dra_data::load_mask(&path, size)?,
+            Some(path) => match dra_data::load_mask(&path, size) {
+                Ok(mask) => mask,
+                Err(e) => {
+                    return Localization {
+                        note: Some(format!("no pixel metrics: {e}")),
+                        ..Default::default()
+                    }
+                }
+            },
             None => vec![false; side * side],
         });
     }
     let maps: Vec<&[f32]> = pixel_maps.iter().map(Vec::as_slice).collect();
     let masks: Vec<&[bool]> = masks.iter().map(Vec::as_slice).collect();
-    Ok(
-        match dra_eval::PixelMetrics::compute(&maps, &masks, side, side) {
-            Ok(m) => Localization {
-                pixel_auroc: Some(m.auroc),
-                aupro: Some(m.aupro),
-                note: None,
-            },
-            Err(e) => Localization {
-                note: Some(format!("no pixel metrics: {e}")),
-                ..Default::default()
-            },
+    match dra_eval::PixelMetrics::compute(&maps, &masks, side, side) {
+        Ok(m) => Localization {
+            pixel_auroc: Some(m.auroc),
+            aupro: Some(m.aupro),
+            note: None,
         },
-    )
+        Err(e) => Localization {
+            note: Some(format!("no pixel metrics: {e}")),
+            ..Default::default()
+        },
+    }
 }
 
 /// Writes each sample's map, upsampled to `size × size`, as `<dir>/test/<class>/<name>.npy`
@@ -176,6 +182,55 @@ mod tests {
             values: vec![7.0],
         };
         assert!(upsample(&one, 3).iter().all(|v| *v == 7.0));
+    }
+
+    #[test]
+    fn missing_or_damaged_masks_give_a_note_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cat");
+        let png = |rel: &str| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            image::RgbImage::new(4, 4).save(&path).unwrap();
+        };
+        for rel in [
+            "train/good/a.png",
+            "test/good/b.png",
+            "test/hole/c.png",
+            "test/hole/d.png",
+        ] {
+            png(rel);
+        }
+        std::fs::create_dir_all(root.join("ground_truth/hole")).unwrap();
+        std::fs::write(root.join("ground_truth/hole/c_mask.png"), b"not a png").unwrap();
+        let category = Category::open(&root, dra_data::OnUnreadable::Error).unwrap();
+        let sample = |rel: &str, label, class: &str| Sample {
+            path: root.join(rel),
+            crop: None,
+            label,
+            class: class.into(),
+        };
+        let map = CellMap {
+            h: 1,
+            w: 1,
+            values: vec![1.0],
+        };
+        let samples = [
+            sample("test/good/b.png", Label::Normal, "good"),
+            sample("test/hole/c.png", Label::Anomaly, "hole"),
+            sample("test/hole/d.png", Label::Anomaly, "hole"),
+        ];
+        let partial = pixel_metrics(&category, &samples, &vec![map.clone(); 3], 4);
+        assert_eq!(partial.pixel_auroc, None);
+        let note = partial.note.unwrap();
+        assert!(
+            note.contains("1 of 2") && note.contains("d_mask.png"),
+            "{note}"
+        );
+        let damaged = pixel_metrics(&category, &samples[..2], &vec![map; 2], 4);
+        assert_eq!(damaged.aupro, None);
+        let note = damaged.note.unwrap();
+        assert!(note.contains("c_mask.png"), "{note}");
     }
 
     #[test]

@@ -342,7 +342,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     };
 
     let localization = match &scored.maps {
-        Some(maps) => pixel_metrics(&category, &split.test, maps, cfg.image_size)?,
+        Some(maps) => pixel_metrics(&category, &split.test, maps, cfg.image_size),
         None => Localization::default(),
     };
     let base = Metrics::of(rows, &split)?;
@@ -351,7 +351,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     if let Some(caution) = threshold.as_ref().and_then(Threshold::caution) {
         notes.push(caution);
     }
-    let metrics = Metrics {
+    let mut metrics = Metrics {
         final_loss: Some(final_loss),
         train_seconds,
         eval_seconds,
@@ -379,7 +379,7 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         save_maps(dir, &split.test, maps, cfg.image_size)?;
     }
     write_scores(&req.out_dir.join("scores.csv"), rows)?;
-    crate::run_report::write(&crate::run_report::RunView {
+    let report = crate::run_report::write(&crate::run_report::RunView {
         title: format!("{} on {}", cfg.method, req.dataset),
         config: cfg,
         data_dir: &req.category_dir,
@@ -390,7 +390,15 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         threshold: threshold.as_ref(),
         log: log.rows(),
         out_dir: &req.out_dir,
-    })?;
+    });
+    // The report is for looking at; a failure to write it (an image gone since scoring) must
+    // not cost the run its metrics.
+    if let Err(e) = report {
+        metrics.notes.push(format!(
+            "{} not written: {e}",
+            crate::run_report::REPORT_FILE
+        ));
+    }
     write_json(&req.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
