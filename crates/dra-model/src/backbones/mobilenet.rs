@@ -57,11 +57,13 @@ impl ConvBn {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        let y = self.conv.forward(x)?;
         if self.relu6 {
-            y.relu()?.minimum(6f32)
+            // ReLU fused into BatchNorm's pass (one tensor fewer kept for the backward), then
+            // the cap at 6.
+            self.bn.forward_relu_t(&y, train)?.minimum(6f32)
         } else {
-            Ok(y)
+            self.bn.forward_t(&y, train)
         }
     }
 }
