@@ -3,6 +3,7 @@ Run by hand where torch is installed (CI never runs it):
 
     pip install torch torchvision
     python tools/perf/torch_perf.py --sizes 128,224 [--reps 3] [--device cpu|cuda]
+        [--backbone resnet18|mobilenet_v2]
 
 Each (workload, size) runs in a fresh subprocess so that its peak RSS is its own.
 """
@@ -23,10 +24,41 @@ def batch_for(workload, size):
     return 16 if size >= 448 else 48
 
 
-def worker(workload, size, reps, device):
+def with_backbone(g, backbone):
+    """The golden script's modules on `backbone`: its ResNet-18 as it is, or torchvision's
+    MobileNetV2 `features` (1280 channels) as `--backbone mobilenet_v2` builds it."""
+    import torch.nn as nn
+    from torchvision import models
+
+    if backbone == "resnet18":
+        return g.Backbone, g.DRA
+
+    class MobileNetBackbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = models.mobilenet_v2(weights=None).features
+
+        def forward(self, x):
+            return self.net(x)
+
+    def dra():
+        model = g.DRA()
+        model.feature_extractor = MobileNetBackbone()
+        model.holistic_head = g.HolisticHead(1280)
+        model.seen_head = g.PlainHead(1280)
+        model.pseudo_head = g.PlainHead(1280)
+        model.composite_head = g.CompositeHead(1280)
+        return model
+
+    return MobileNetBackbone, dra
+
+
+def worker(workload, size, reps, device, backbone):
     import torch
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "golden"))
     import make_golden as g
+
+    make_backbone, make_dra = with_backbone(g, backbone)
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
@@ -34,7 +66,7 @@ def worker(workload, size, reps, device):
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
     if workload in ("backbone_train", "backbone_eval"):
-        net = g.Backbone().to(dev)
+        net = make_backbone().to(dev)
         x = torch.randn(batch, 3, size, size, device=dev)
         if workload == "backbone_train":
             net.train()
@@ -50,7 +82,7 @@ def worker(workload, size, reps, device):
                     net(x).sum().item()
     else:
         g.SIZE, g.N_REF = size, 5
-        model = g.DRA().to(dev)
+        model = make_dra().to(dev)
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=2e-4, weight_decay=1e-5)
         x = torch.randn(5 + batch, 3, size, size, device=dev)
@@ -82,7 +114,7 @@ def worker(workload, size, reps, device):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"workload": workload, "size": size, "batch": batch, "img_per_s": batch / median,
                       "seconds_median": median, "peak_rss_mb": peak, "device": device,
-                      "impl": f"torch {torch.__version__}"}))
+                      "impl": f"torch {torch.__version__}", "backbone": backbone}))
 
 
 def main():
@@ -91,15 +123,17 @@ def main():
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backbone", default="resnet18", choices=["resnet18", "mobilenet_v2"])
     ap.add_argument("--worker", nargs=2)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.reps, args.device)
+        worker(args.worker[0], int(args.worker[1]), args.reps, args.device, args.backbone)
         return
     for size in [int(s) for s in args.sizes.split(",")]:
         for w in args.workloads.split(","):
             out = subprocess.run([sys.executable, __file__, "--worker", w, str(size), "--reps", str(args.reps),
-                                  "--device", args.device], capture_output=True, text=True, check=True)
+                                  "--device", args.device, "--backbone", args.backbone],
+                                 capture_output=True, text=True, check=True)
             print(out.stdout.strip(), flush=True)
 
 
