@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDTyp
 use rayon::prelude::*;
 
 use super::Geometry;
-use crate::ops::cpu::{dispatch, multiversion, slice};
+use crate::ops::cpu::{dispatch, multiversion, slice, zeroed};
 use crate::ops::Element;
 
 impl Geometry {
@@ -86,7 +86,7 @@ multiversion! {
 
 fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (plane_in, plane_out, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let mut out = vec![T::zero(); g.n * g.c * plane_out];
+    let mut out = zeroed::<T>(g.n * g.c * plane_out);
     out.par_chunks_mut(plane_out)
         .enumerate()
         .for_each(|(nc, out)| {
@@ -116,7 +116,7 @@ fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 
 fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (plane_in, plane_out, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let mut dx = vec![T::zero(); g.n * g.c * plane_in];
+    let mut dx = zeroed::<T>(g.n * g.c * plane_in);
     dx.par_chunks_mut(plane_in)
         .enumerate()
         .for_each(|(nc, dx)| {
