@@ -2,7 +2,7 @@
 //! stride 32), the lightweight backbone the paper advises for small data sets (appendix D).
 //! Tensor names are torchvision's (`features.N.…`).
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{DType, Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::ops::{BatchNorm2d, Conv2d, Kernels};
@@ -60,8 +60,16 @@ impl ConvBn {
         let y = self.conv.forward(x)?;
         if self.relu6 {
             // ReLU fused into BatchNorm's pass (one tensor fewer kept for the backward), then
-            // the cap at 6.
-            self.bn.forward_relu_t(&y, train)?.minimum(6f32)
+            // the cap at 6, as one op of ours where our kernels run.
+            let relu = self.bn.forward_relu_t(&y, train)?;
+            let ours = self.conv.kernels().custom()
+                && relu.device().is_cpu()
+                && matches!(relu.dtype(), DType::F32 | DType::F64);
+            if ours {
+                crate::ops::cap::cap6(&relu)
+            } else {
+                relu.minimum(6f32)
+            }
         } else {
             self.bn.forward_t(&y, train)
         }

@@ -6,13 +6,15 @@
 //! - [`BatchNorm2d`]: fused training-mode normalisation (statistics, normalisation with ReLU
 //!   or with the residual and ReLU, closed-form backward) and one-pass eval mode (`batchnorm`);
 //! - max-pooling with padding and PyTorch's gradient (`maxpool`);
-//! - ResNet's stem (convolution, BatchNorm, ReLU, max-pool) in training as one op (`stem`).
+//! - ResNet's stem (convolution, BatchNorm, ReLU, max-pool) in training as one op (`stem`);
+//! - MobileNetV2's cap at 6 after ReLU, with ReLU6's gradient (`cap`).
 //!
 //! Every kernel is tested beside it against candle's stock op or a direct definition, values
 //! and gradients. They share one element type (`element`) and the plumbing of `cpu`; on other
 //! devices and dtypes the layers use candle's own ops.
 
 pub(crate) mod batchnorm;
+pub(crate) mod cap;
 pub(crate) mod conv;
 pub(crate) mod cpu;
 mod element;
