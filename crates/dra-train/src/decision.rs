@@ -98,7 +98,10 @@ impl Threshold {
     }
 }
 
-/// What a threshold does on a labelled test set: `metrics.json`'s `threshold` entry.
+/// What a threshold does on a labelled test set: `metrics.json`'s `threshold` entry. `dra
+/// train` counts it on the test set scored with the run's stored references (the scoring the
+/// threshold was calibrated with, and `dra predict`'s); `dra eval` on its own scores (random
+/// references unless `--fixed-references`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AtThreshold {
     /// The threshold applied.

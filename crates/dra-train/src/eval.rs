@@ -219,6 +219,12 @@ pub fn evaluate(
         scored: &scored,
         metrics: &metrics,
         threshold: loaded.threshold.as_ref(),
+        decided_as: match references {
+            ReferenceChoice::Random { .. } => {
+                "with random references (--fixed-references decides as dra predict does)"
+            }
+            _ => "with fixed references",
+        },
         log: &[],
         out_dir,
     });

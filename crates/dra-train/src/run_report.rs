@@ -37,6 +37,8 @@ pub(crate) struct RunView<'a> {
     pub scored: &'a Scored,
     pub metrics: &'a Metrics,
     pub threshold: Option<&'a Threshold>,
+    /// How the test set was scored for the decisions (`metrics.threshold`), in words.
+    pub decided_as: &'a str,
     /// The training log (empty for an evaluation).
     pub log: &'a [LogRow],
     pub out_dir: &'a Path,
@@ -61,7 +63,7 @@ fn build(view: &RunView) -> Result<Report, TrainError> {
         (Some(t), Some(at)) => Some(Decision {
             threshold: at.threshold,
             target_fpr: at.target_fpr,
-            source: t.source.clone(),
+            source: format!("{}; the test set scored {}", t.source, view.decided_as),
             tp: at.true_positives,
             fp: at.false_positives,
             tn: at.true_negatives,

@@ -30,7 +30,7 @@ fn report_unreadable(files: &[Unreadable]) {
 
 /// The lines below the AUCs: pixel metrics, the decision at the threshold, then the notes
 /// (a result below chance, a setting that is no detector), one line each.
-fn report_details(m: &Metrics) {
+fn report_details(m: &Metrics, scored_as: &str) {
     if let (Some(pixel), Some(aupro)) = (m.pixel_auroc, m.aupro) {
         println!("localisation: pixel AUROC {pixel:.4}, AUPRO {aupro:.4}");
     }
@@ -38,7 +38,7 @@ fn report_details(m: &Metrics) {
         Some(t) => {
             let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
             println!(
-                "at threshold {:.4}: precision {}, recall {}, F1 {}, false-positive rate {} ({} of {} normal test images flagged, {} of {} anomalies missed)",
+                "at threshold {:.4} ({scored_as}): precision {}, recall {}, F1 {}, false-positive rate {} ({} of {} normal test images flagged, {} of {} anomalies missed)",
                 t.threshold,
                 show(t.precision),
                 show(t.recall),
@@ -86,7 +86,10 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
         m.n_train_anomaly,
         m.train_seconds
     );
-    report_details(&m);
+    report_details(
+        &m,
+        "test set scored with the stored references, as `dra predict` decides",
+    );
     if m.ignored > 0 {
         eprintln!(
             "note: {} file(s) or tile(s) of the data folder left out; reasons in {}, files listed by `dra data inspect`",
@@ -143,7 +146,12 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         m.n_test_anomaly,
         args.out.display()
     );
-    report_details(&m);
+    let scored_as = if matches!(references, ReferenceChoice::Random { .. }) {
+        "random references; --fixed-references decides as `dra predict` does"
+    } else {
+        "fixed references"
+    };
+    report_details(&m, scored_as);
     if m.ignored > 0 {
         eprintln!(
             "note: {} file(s) or tile(s) of the data folder left out; `dra data inspect` lists them with the reasons",
