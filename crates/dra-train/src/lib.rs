@@ -51,7 +51,7 @@ pub use overrides::Overrides;
 pub use run::{train, Metrics, RunRecord, RunRequest};
 pub use run_report::REPORT_FILE;
 pub use scoring::{
-    load_normalized, read_scores, score_samples, score_with_maps, write_scores, CellMap,
-    References, ScoreRow, Scored, REFERENCES_FILE,
+    read_scores, score_samples, score_with_maps, write_scores, CellMap, References, ScoreRow,
+    Scored, REFERENCES_FILE,
 };
 pub use train_log::{LogRow, TRAIN_LOG_FILE};

@@ -56,7 +56,6 @@ pub(crate) fn write(view: &RunView) -> Result<(), TrainError> {
 fn build(view: &RunView) -> Result<Report, TrainError> {
     let rows = &view.scored.rows;
     let m = view.metrics;
-    let cfg = view.config;
     let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
     let labels: Vec<bool> = rows.iter().map(|r| r.label == 1).collect();
     let decision = match (view.threshold, &m.threshold) {
@@ -106,7 +105,7 @@ fn build(view: &RunView) -> Result<Report, TrainError> {
                 lr: r.lr,
             })
             .collect(),
-        gallery: gallery(view, cfg)?,
+        gallery: gallery(view)?,
     })
 }
 
@@ -192,7 +191,7 @@ fn per_class(rows: &[ScoreRow]) -> Vec<ClassAuc> {
 }
 
 /// The images a person should look at, with their heat maps and masks.
-fn gallery(view: &RunView, cfg: &TrainConfig) -> Result<Vec<GallerySection>, TrainError> {
+fn gallery(view: &RunView) -> Result<Vec<GallerySection>, TrainError> {
     let rows = &view.scored.rows;
     let by_score = |label: u8, descending: bool| -> Vec<usize> {
         let mut idx: Vec<usize> = (0..rows.len())
@@ -236,7 +235,7 @@ fn gallery(view: &RunView, cfg: &TrainConfig) -> Result<Vec<GallerySection>, Tra
             let items = picks
                 .iter()
                 .take(GALLERY_SIZE)
-                .map(|&i| item(view, cfg, i, scale))
+                .map(|&i| item(view, i, scale))
                 .collect::<Result<_, _>>()?;
             Ok(GallerySection {
                 title: title.into(),
@@ -256,15 +255,10 @@ fn gallery(view: &RunView, cfg: &TrainConfig) -> Result<Vec<GallerySection>, Tra
 }
 
 /// One test image as the model saw it, its heat map and its mask.
-fn item(
-    view: &RunView,
-    cfg: &TrainConfig,
-    i: usize,
-    scale: Option<f32>,
-) -> Result<GalleryItem, TrainError> {
+fn item(view: &RunView, i: usize, scale: Option<f32>) -> Result<GalleryItem, TrainError> {
     let sample = &view.test[i];
     let row = &view.scored.rows[i];
-    let size = cfg.image_size;
+    let size = view.config.image_size;
     let original = sample.image().load_rgb()?;
     let image = dra_data::transform::resize_bilinear(&original, size, size);
     let overlay = match (view.scored.maps.as_deref(), scale) {

@@ -131,15 +131,9 @@ impl References {
     }
 }
 
-/// Decodes, resizes (PIL bilinear) and normalises image files in parallel, one after another
-/// in a single `N × 3 × H × W` buffer.
-pub fn load_normalized(paths: &[PathBuf], image_size: u32) -> Result<Vec<f32>, TrainError> {
-    let images: Vec<ImageRef> = paths.iter().cloned().map(ImageRef::from).collect();
-    load_normalized_images(&images, image_size)
-}
-
-/// [`load_normalized`] for images that may be rectangles of files (tiles); the rectangles of
-/// one file are cut from a single decode.
+/// Decodes, resizes (PIL bilinear) and normalises images (files or rectangles of them, the
+/// rectangles of one file cut from a single decode) in parallel, one after another in a single
+/// `N × 3 × H × W` buffer.
 pub fn load_normalized_images(
     images: &[ImageRef],
     image_size: u32,

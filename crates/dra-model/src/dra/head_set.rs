@@ -32,11 +32,6 @@ impl HeadSet {
         self.0[index]
     }
 
-    /// The set as its four flags, in head order.
-    pub fn flags(self) -> [bool; 4] {
-        self.0
-    }
-
     /// The sum of the seen, pseudo and residual heads' tensors that are in the set, added in
     /// that order (so that with all heads it is `(seen + pseudo) + residual`, bit for bit).
     pub fn sum_abnormal(self, [seen, pseudo, residual]: [&Tensor; 3]) -> Result<Tensor> {

@@ -322,8 +322,8 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn forward_shapes_and_score() -> Result<()> {
+    /// A DRA with two references and its variables.
+    fn small_model() -> Result<(VarMap, Dra)> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let config = DraConfig {
@@ -331,6 +331,12 @@ mod tests {
             ..Default::default()
         };
         let model = Dra::new(config, vb)?;
+        Ok((varmap, model))
+    }
+
+    #[test]
+    fn forward_shapes_and_score() -> Result<()> {
+        let (_, model) = small_model()?;
         let x = Tensor::randn(0f32, 1., (5, 3, 64, 64), &Device::Cpu)?;
         let s = model.forward_t(&x, true)?;
         assert_eq!(s.normal.dims(), [3]);
@@ -347,13 +353,7 @@ mod tests {
 
     #[test]
     fn maps_come_with_the_same_scores_in_one_pass() -> Result<()> {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let config = DraConfig {
-            n_ref: 2,
-            ..Default::default()
-        };
-        let model = Dra::new(config, vb)?;
+        let (varmap, model) = small_model()?;
         crate::reset_parameters(&varmap, 3)?;
         let x = Tensor::randn(0f32, 1., (5, 3, 64, 64), &Device::Cpu)?;
         let alone = model.forward_t(&x, false)?;
@@ -382,15 +382,7 @@ mod tests {
 
     #[test]
     fn heads_on_stored_features_score_as_the_model() -> Result<()> {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = Dra::new(
-            DraConfig {
-                n_ref: 2,
-                ..Default::default()
-            },
-            vb,
-        )?;
+        let (varmap, model) = small_model()?;
         crate::reset_parameters(&varmap, 5)?;
         let x = Tensor::randn(0f32, 1., (5, 3, 64, 64), &Device::Cpu)?;
         let levels = model.forward_scales(&x, false)?;
