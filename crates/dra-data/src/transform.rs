@@ -309,6 +309,23 @@ impl CutMix {
 
     /// [`CutMix::apply`], and the rectangle `(x, y, w, h)` the patch was pasted into.
     pub fn paste<R: Rng>(&self, img: &RgbImage, rng: &mut R) -> (RgbImage, (u32, u32, u32, u32)) {
+        self.paste_from(img, img, rng)
+    }
+
+    /// [`CutMix::paste`] with the patch cut from `source` (an image of `img`'s size) rather
+    /// than from `img` itself: the cross-image CutMix that AHL uses as one of its generators.
+    /// With `source` = `img` it is `paste`, draw for draw.
+    pub fn paste_from<R: Rng>(
+        &self,
+        img: &RgbImage,
+        source: &RgbImage,
+        rng: &mut R,
+    ) -> (RgbImage, (u32, u32, u32, u32)) {
+        assert_eq!(
+            img.dimensions(),
+            source.dimensions(),
+            "CutMix cuts its patch from an image of the same size"
+        );
         let (w, h) = (img.width() as f64, img.height() as f64);
         let area = rng.random_range(self.area_ratio.0..=self.area_ratio.1) * w * h;
         let (lo, hi) = (self.aspect_ratio.ln(), (1.0 / self.aspect_ratio).ln());
@@ -318,7 +335,7 @@ impl CutMix {
         let cut_h = ((area / aspect).sqrt().round_ties_even() as u32).clamp(1, img.height());
         let mut pick = |limit: u32, size: u32| rng.random_range(0.0..=(limit - size) as f64) as u32;
         let (from_x, from_y) = (pick(img.width(), cut_w), pick(img.height(), cut_h));
-        let mut patch = image::imageops::crop_imm(img, from_x, from_y, cut_w, cut_h).to_image();
+        let mut patch = image::imageops::crop_imm(source, from_x, from_y, cut_w, cut_h).to_image();
         self.jitter.apply(&mut patch, rng);
         let (to_x, to_y) = (
             rng.random_range(0.0..=(img.width() - cut_w) as f64) as u32,
@@ -625,6 +642,33 @@ mod tests {
             (50..=70).contains(&covered),
             "{covered} pixels for a 60-pixel patch"
         );
+    }
+
+    /// Cross-image CutMix pastes a patch of the other image, inside its rectangle only; from
+    /// the image itself it is `paste`, draw for draw.
+    #[test]
+    fn cutmix_from_another_image_pastes_that_image_inside_the_patch() {
+        let img = pattern(48, 40);
+        // A flat source: every pasted pixel is a jittered copy of this one colour.
+        let source = RgbImage::from_pixel(48, 40, Rgb([200, 20, 20]));
+        for seed in 0..20 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let (out, rect) = CutMix::default().paste_from(&img, &source, &mut rng);
+            assert!(rect.0 + rect.2 <= 48 && rect.1 + rect.3 <= 40, "{rect:?}");
+            assert!(changed(&img, &out).iter().all(|&p| within(p, rect)));
+            let first = *out.get_pixel(rect.0, rect.1);
+            for y in rect.1..rect.1 + rect.3 {
+                for x in rect.0..rect.0 + rect.2 {
+                    assert_eq!(*out.get_pixel(x, y), first, "seed {seed}: ({x}, {y})");
+                }
+            }
+            let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut b = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            assert_eq!(
+                CutMix::default().paste(&img, &mut a),
+                CutMix::default().paste_from(&img, &img, &mut b)
+            );
+        }
     }
 
     #[test]

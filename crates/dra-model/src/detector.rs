@@ -64,18 +64,20 @@ pub struct DetectorScores {
 impl Detector {
     /// Builds `method`'s model from `vb`. `config` gives the backbone, the top-K rate, the
     /// pyramid (DRA and DevNet) and the references (DRA only).
+    /// AHL builds its base's model (DRA or DevNet): that is what it trains and saves.
     pub fn new(method: Method, config: &DraConfig, vb: VarBuilder) -> Result<Self> {
-        Ok(match method {
+        Ok(match method.base() {
             Method::Dra => Self::Dra(Box::new(Dra::new(config.clone(), vb)?)),
             Method::DevNet => Self::DevNet(DevNet::new(config, vb)?),
             Method::DeepSad => Self::DeepSad(DeepSad::new(config, vb)?),
             Method::Minns => Self::Minns(Minns::new(config, vb)?),
             Method::Flos => Self::Flos(Flos::new(config, vb)?),
             Method::Saoe => Self::Saoe(Saoe::new(config, vb)?),
+            Method::Ahl | Method::AhlDevNet => unreachable!("AHL's base is DRA or DevNet"),
         })
     }
 
-    /// The [`Method`] this detector implements.
+    /// The [`Method`] this detector implements (for an AHL model, its base).
     pub fn method(&self) -> Method {
         match self {
             Self::Dra(_) => Method::Dra,
@@ -97,6 +99,17 @@ impl Detector {
         match self {
             Self::Dra(m) => m.config().n_ref,
             _ => 0,
+        }
+    }
+
+    /// The backbone's eval-mode feature maps of `images` (no references) at pyramid level `s`,
+    /// for the methods whose heads score feature maps level by level (DRA and DevNet): what
+    /// AHL trains its heads on. An error for the other methods.
+    pub fn level_features(&self, images: &Tensor, s: usize) -> Result<Tensor> {
+        match self {
+            Self::Dra(m) => m.features_t(images, s, false),
+            Self::DevNet(m) => m.features_t(images, s, false),
+            _ => candle_core::bail!("{} has no per-level heads", self.method()),
         }
     }
 

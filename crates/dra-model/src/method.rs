@@ -21,17 +21,27 @@ pub enum Method {
     Flos,
     /// SAOE: a binary classifier with synthetic (CutMix) and outlier-exposure anomalies.
     Saoe,
+    /// AHL (Zhu, Ding, Tian & Pang, CVPR 2024) on DRA: DRA's heads retrained over episodes of
+    /// heterogeneous anomaly distributions on a trained DRA's features. The model it saves and
+    /// scores with is a DRA.
+    Ahl,
+    /// AHL on DevNet (`--method ahl --ahl-base devnet`): DevNet's head retrained as AHL trains
+    /// DRA's; the model is a DevNet.
+    #[serde(rename = "ahl-devnet")]
+    AhlDevNet,
 }
 
 impl Method {
     /// Every method, DRA first.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 8] = [
         Method::Dra,
         Method::DevNet,
         Method::DeepSad,
         Method::Minns,
         Method::Flos,
         Method::Saoe,
+        Method::Ahl,
+        Method::AhlDevNet,
     ];
 
     /// The method's name on the command line, in `config.json` and in tables.
@@ -43,31 +53,48 @@ impl Method {
             Self::Minns => "minns",
             Self::Flos => "flos",
             Self::Saoe => "saoe",
+            Self::Ahl => "ahl",
+            Self::AhlDevNet => "ahl-devnet",
         }
+    }
+
+    /// The model this method trains and saves: AHL's base (DRA or DevNet), itself otherwise.
+    /// Everything about the model (layers, batches, references) is the base's.
+    pub fn base(self) -> Method {
+        match self {
+            Self::Ahl => Self::Dra,
+            Self::AhlDevNet => Self::DevNet,
+            other => other,
+        }
+    }
+
+    /// Whether the method is AHL, on either base.
+    pub fn is_ahl(self) -> bool {
+        matches!(self, Self::Ahl | Self::AhlDevNet)
     }
 
     /// Whether each batch (training and test) starts with reference images: DRA's residual head
     /// needs them; the baselines never see them.
     pub fn uses_references(self) -> bool {
-        self == Self::Dra
+        self.base() == Self::Dra
     }
 
     /// Whether normal slots of a training batch may become pseudo anomalies (CutMix, or outlier
     /// exposure with `--outlier-root`). The other methods train on normals and labelled
     /// anomalies only, so their batches keep every normal slot normal.
     pub fn uses_pseudo_anomalies(self) -> bool {
-        matches!(self, Self::Dra | Self::Saoe)
+        matches!(self.base(), Self::Dra | Self::Saoe)
     }
 
     /// Whether `--loss` chooses the method's loss (DRA's heads and DevNet's head); the other
     /// methods are defined by their loss.
     pub fn takes_loss_option(self) -> bool {
-        matches!(self, Self::Dra | Self::DevNet)
+        matches!(self.base(), Self::Dra | Self::DevNet)
     }
 
     /// Whether the two-level image pyramid (`--n-scales`) applies, as in the DRA and DevNet code.
     pub fn uses_pyramid(self) -> bool {
-        matches!(self, Self::Dra | Self::DevNet)
+        matches!(self.base(), Self::Dra | Self::DevNet)
     }
 }
 
@@ -101,6 +128,11 @@ mod tests {
             assert_eq!(m.to_string(), m.name());
         }
         let err = "svdd".parse::<Method>().unwrap_err();
-        assert!(err.contains("svdd") && err.contains("dra, devnet, deepsad, minns, flos, saoe"));
+        assert!(
+            err.contains("svdd")
+                && err.contains("dra, devnet, deepsad, minns, flos, saoe, ahl, ahl-devnet")
+        );
+        assert_eq!(Method::AhlDevNet.base(), Method::DevNet);
+        assert!(Method::Ahl.uses_references() && !Method::AhlDevNet.uses_references());
     }
 }

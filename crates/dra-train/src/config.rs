@@ -6,6 +6,7 @@ use dra_data::{BatchConfig, Setting, SplitConfig};
 use dra_model::{BackboneKind, DraConfig, HeadSet, Kernels, LossKind, Method};
 use serde::{Deserialize, Serialize};
 
+use crate::ahl::AhlConfig;
 use crate::error::TrainError;
 
 /// A named set of defaults.
@@ -125,6 +126,10 @@ pub struct TrainConfig {
     /// paper's Table 4). Left out of `config.json` at the default.
     #[serde(default, skip_serializing_if = "PseudoKind::is_default")]
     pub pseudo: PseudoKind,
+    /// AHL's settings (`--method ahl`, `--ahl-*`); `None` means AHL's defaults. A run's
+    /// `config.json` records them in full for AHL and leaves them out for the other methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ahl: Option<AhlConfig>,
 }
 
 /// The default `--target-fpr`: one normal image in twenty rejected.
@@ -178,6 +183,7 @@ impl TrainConfig {
             target_fpr: DEFAULT_TARGET_FPR,
             heads: HeadSet::ALL,
             pseudo: PseudoKind::Cutmix,
+            ahl: None,
         }
     }
 
@@ -277,6 +283,14 @@ impl TrainConfig {
         }
     }
 
+    /// AHL's effective settings: those given, or the profile's (the code's for `paper`, a
+    /// shorter schedule for the CPU profiles).
+    pub fn ahl_config(&self) -> AhlConfig {
+        self.ahl
+            .clone()
+            .unwrap_or_else(|| AhlConfig::for_profile(self.profile))
+    }
+
     /// Whether the backbone starts from random weights (no `--weights`, no `--init-model`).
     pub fn from_random_weights(&self) -> bool {
         self.weights.is_none() && self.init_model.is_none()
@@ -359,7 +373,17 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.pseudo_prob) {
             return bad("--pseudo-prob", "must lie in [0, 1]".into());
         }
-        if !self.heads.is_all() && self.method != Method::Dra {
+        if self.method.is_ahl() {
+            self.ahl_config()
+                .validate()
+                .map_err(|(flag, message)| TrainError::InvalidOption { flag, message })?;
+        } else if self.ahl.is_some() {
+            return bad(
+                "--ahl-epochs",
+                format!("AHL's settings apply to --method ahl, not {}", self.method),
+            );
+        }
+        if !self.heads.is_all() && self.method != Method::Dra && self.method != Method::Ahl {
             return bad(
                 "--heads",
                 format!(

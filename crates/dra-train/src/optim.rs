@@ -73,6 +73,24 @@ impl Adam {
             .iter()
             .map(|s| grads.get(s.var.as_tensor()))
             .collect();
+        self.step_with(&grads, lr)
+    }
+
+    /// The parameters, in the order [`Adam::step_with`] takes their gradients.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.slots.iter().map(|s| &s.var)
+    }
+
+    /// [`Adam::step`] with the gradients given one per parameter, in [`Adam::vars`] order:
+    /// for gradients summed by hand (AHL's outer update adds up those of adapted copies).
+    pub fn step_with(&mut self, grads: &[Option<&Tensor>], lr: f64) -> Result<f64> {
+        if grads.len() != self.slots.len() {
+            candle_core::bail!(
+                "{} gradients for {} parameters",
+                grads.len(),
+                self.slots.len()
+            );
+        }
         let mut sq = 0f64;
         for g in grads.iter().flatten() {
             sq += g
@@ -89,7 +107,7 @@ impl Adam {
         };
         let c = self.config;
         for (slot, grad) in self.slots.iter_mut().zip(grads) {
-            let Some(grad) = grad else { continue };
+            let Some(grad) = *grad else { continue };
             // Detached: a gradient references the step's autograd graph, which the moment
             // estimates must not keep alive from one step to the next.
             let theta = slot.var.as_tensor().detach();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use dra_data::transform::PseudoKind;
 use dra_model::{BackboneKind, HeadSet, LossKind};
 
+use crate::ahl::episodes::{Draws, Members};
 use crate::config::TrainConfig;
 
 /// Every training setting a user may change on top of a profile. The run's own identity
@@ -103,6 +104,22 @@ pub struct Overrides {
     /// between the two per pseudo anomaly), as the paper's Table 4 compares them.
     #[arg(long)]
     pub pseudo: Option<PseudoKind>,
+    /// AHL: outer updates of the unified heads, one per AHL epoch (30).
+    #[arg(long)]
+    pub ahl_epochs: Option<usize>,
+    /// AHL: SGD steps on the support set per episode (41, the code's 1 + 2 × 20).
+    #[arg(long)]
+    pub ahl_inner_steps: Option<usize>,
+    /// AHL: query batches per episode whose loss makes the outer gradient (20).
+    #[arg(long)]
+    pub ahl_query_batches: Option<usize>,
+    /// AHL: which normals make a cluster: kmeans (the paper) or prefix (the code: listing
+    /// prefixes of the clusters' sizes).
+    #[arg(long)]
+    pub ahl_clusters: Option<Members>,
+    /// AHL: how episodes draw their anomalies and generators: paper or official.
+    #[arg(long)]
+    pub ahl_draws: Option<Draws>,
 }
 
 impl Overrides {
@@ -149,6 +166,27 @@ impl Overrides {
         }
         if self.test_threshold.is_some() {
             c.test_threshold = self.test_threshold;
+        }
+        let ahl_given = self.ahl_epochs.is_some()
+            || self.ahl_inner_steps.is_some()
+            || self.ahl_query_batches.is_some()
+            || self.ahl_clusters.is_some()
+            || self.ahl_draws.is_some();
+        if ahl_given {
+            let mut a = c.ahl_config();
+            macro_rules! set_ahl {
+                ($($field:ident <- $arg:expr),* $(,)?) => {
+                    $( if let Some(v) = $arg { a.$field = v; } )*
+                };
+            }
+            set_ahl!(
+                epochs <- self.ahl_epochs,
+                inner_steps <- self.ahl_inner_steps,
+                query_batches <- self.ahl_query_batches,
+                members <- self.ahl_clusters,
+                draws <- self.ahl_draws,
+            );
+            c.ahl = Some(a);
         }
     }
 }

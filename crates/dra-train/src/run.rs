@@ -195,7 +195,11 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let record = RunRecord {
         dataset: req.dataset.clone(),
         dataset_dir: req.category_dir.clone(),
-        config: cfg.clone(),
+        config: TrainConfig {
+            // AHL's settings in full, whether given or the profile's.
+            ahl: cfg.method.is_ahl().then(|| cfg.ahl_config()),
+            ..cfg.clone()
+        },
         train_anomalies: split.train_anomaly.clone(),
         contaminants: split.contaminants.clone(),
         ignored: category
@@ -216,6 +220,11 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     let normals = ImageCache::load(&split.train_normal, cfg.image_size)?;
     let anomaly_images: Vec<ImageRef> = split.train_anomaly.iter().map(Sample::image).collect();
     let anomalies = ImageCache::load(&anomaly_images, cfg.image_size)?;
+    // AHL trains its heads on features of the same resized images after the base training.
+    let ahl_images = cfg
+        .method
+        .is_ahl()
+        .then(|| (normals.clone(), anomalies.clone()));
     let mut source = BatchSource::new(cfg.batch_config(), normals, anomalies, cfg.seed)?;
     if let Some(outliers) = &outliers {
         source = source.with_outliers(ImageCache::load(&outliers.images, cfg.image_size)?);
@@ -243,7 +252,16 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
     )?;
     let mut prior_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0000_05EE_D0FD_E71A);
 
-    let bar = progress_bar(req.progress, cfg.total_steps() as u64, &req.dataset);
+    let ahl_epochs = if cfg.method.is_ahl() {
+        cfg.ahl_config().epochs
+    } else {
+        0
+    };
+    let bar = progress_bar(
+        req.progress,
+        (cfg.total_steps() + ahl_epochs) as u64,
+        &req.dataset,
+    );
     let mut prefetch = Prefetcher::spawn(source, 0..cfg.total_steps() as u64, 2);
     let size = cfg.image_size as usize;
     let mut log = TrainLog::create(&req.out_dir)?;
@@ -297,9 +315,35 @@ pub fn train(req: &RunRequest) -> Result<Metrics, TrainError> {
         }
         final_loss = epoch_loss / cfg.steps_per_epoch as f64;
     }
-    bar.finish_and_clear();
     let data_wait = prefetch.waited().as_secs_f64();
     let source = prefetch.finish();
+    if let Some((normals, anomalies)) = &ahl_images {
+        let ahl = crate::ahl::retrain_heads(
+            &varmap,
+            cfg,
+            normals,
+            anomalies,
+            &req.device,
+            |epoch, record| {
+                let row = LogRow {
+                    epoch: cfg.epochs + epoch,
+                    step: cfg.total_steps() + epoch,
+                    loss: record.query_loss,
+                    heads: None,
+                    lr: record.lr,
+                    seconds: train_start.elapsed().as_secs_f64(),
+                };
+                bar.set_message(format!(
+                    "AHL epoch {epoch}/{ahl_epochs} query loss {:.3}",
+                    record.query_loss
+                ));
+                bar.inc(1);
+                log.push(row)
+            },
+        )?;
+        final_loss = ahl.epochs.last().map_or(final_loss, |r| r.query_loss);
+    }
+    bar.finish_and_clear();
     let train_seconds = start.elapsed().as_secs_f64();
 
     let eval_start = Instant::now();
@@ -424,7 +468,7 @@ pub(crate) fn check_maps_dir(
     dir: &std::path::Path,
     method: dra_model::Method,
 ) -> Result<(), TrainError> {
-    if method != dra_model::Method::Dra {
+    if method.base() != dra_model::Method::Dra {
         return Err(TrainError::InvalidOption {
             flag: "--save-maps",
             message: format!("anomaly maps come from DRA's heads; {method} has none"),

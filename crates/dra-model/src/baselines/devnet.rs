@@ -25,23 +25,32 @@ impl DevNet {
     /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the
     /// backbone, the top-K rate and the pyramid's levels.
     pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
-        let c = config.backbone.out_channels();
         Ok(Self {
             feature_extractor: Backbone::of_model(config, &vb)?,
-            head: PlainHead::with_conv(c, config.topk_rate, config.kernels, vb.pp("conv"))?,
+            head: Self::head(config, &vb)?,
             n_scales: config.n_scales,
         })
+    }
+
+    /// DevNet's head alone (`conv.*` under `vb`), for `config`'s backbone: what AHL retrains on
+    /// stored feature maps. Its `forward` scores one level's features.
+    pub fn head(config: &DraConfig, vb: &VarBuilder) -> Result<PlainHead> {
+        let c = config.backbone.out_channels();
+        PlainHead::with_conv(c, config.topk_rate, config.kernels, vb.pp("conv"))
+    }
+
+    /// The backbone's feature maps of a batch at pyramid level `s` (level 0 is the batch
+    /// itself), in eval or train mode: what the head scores at that level.
+    pub fn features_t(&self, images: &Tensor, s: usize, train: bool) -> Result<Tensor> {
+        self.feature_extractor
+            .forward_t(&downsample_nearest(images, s)?, train)
     }
 
     /// Per-image anomaly scores `(B,)`: each level's top-K mean of |cell score|, averaged over
     /// the pyramid's levels (DevNet's `torch.cat(…).mean(1)`).
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let per_scale = (0..self.n_scales.max(1))
-            .map(|s| {
-                let scaled = downsample_nearest(images, s)?;
-                let features = self.feature_extractor.forward_t(&scaled, train)?;
-                self.head.forward(&features)
-            })
+            .map(|s| self.head.forward(&self.features_t(images, s, train)?))
             .collect::<Result<Vec<_>>>()?;
         pyramid_mean(&per_scale)
     }

@@ -5,19 +5,42 @@
 use rand::seq::index::sample;
 use rand::Rng;
 
-/// How a cluster's normal images are chosen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a cluster's normal images are chosen (`--ahl-clusters`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Members {
     /// The paper: the normals k-means put in the cluster.
     #[default]
+    #[value(name = "kmeans")]
     KMeans,
     /// The official code: the first |cluster| normals of the listing, so that only the
     /// clusters' sizes come from k-means (`mvtecad.py:60-68` of `mala-lab/AHL`).
     Prefix,
 }
 
-/// How an episode's labelled anomalies and generators are drawn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How an episode's labelled anomalies and generators are drawn (`--ahl-draws`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Draws {
     /// The paper: the query's seen anomalies are the support's, and support and query have
     /// different pseudo-anomaly generators.

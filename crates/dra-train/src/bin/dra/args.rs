@@ -277,6 +277,10 @@ pub(crate) struct TrainArgs {
     /// same way (docs/methods.md).
     #[arg(long, value_parser = method_parser(), default_value = "dra")]
     pub(crate) method: Method,
+    /// With `--method ahl`: the model AHL trains on, dra (default) or devnet (the same as
+    /// `--method ahl-devnet`).
+    #[arg(long, value_parser = ["dra", "devnet"])]
+    pub(crate) ahl_base: Option<String>,
     /// Labelled anomalies for training.
     #[arg(long)]
     pub(crate) n_anomaly: Option<usize>,
@@ -297,9 +301,16 @@ pub(crate) struct TrainArgs {
 }
 
 impl TrainArgs {
-    pub(crate) fn config(&self) -> TrainConfig {
+    pub(crate) fn config(&self) -> Result<TrainConfig> {
         let mut c = TrainConfig::for_profile(self.profile);
-        c.method = self.method;
+        c.method = match (self.method, self.ahl_base.as_deref()) {
+            (m, None) => m,
+            (Method::Ahl | Method::AhlDevNet, Some("devnet")) => Method::AhlDevNet,
+            (Method::Ahl | Method::AhlDevNet, Some(_)) => Method::Ahl,
+            (m, Some(_)) => {
+                anyhow::bail!("--ahl-base: chooses AHL's base model; give --method ahl, not {m}")
+            }
+        };
         self.overrides.apply(&mut c);
         if let Some(n) = self.n_anomaly {
             c.n_anomaly = n;
@@ -312,6 +323,6 @@ impl TrainArgs {
                 known_class: known_class.clone(),
             };
         }
-        c
+        Ok(c)
     }
 }

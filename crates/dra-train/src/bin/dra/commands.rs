@@ -62,7 +62,7 @@ fn report_details(m: &Metrics, scored_as: &str) {
 pub(crate) fn train(args: TrainArgs) -> Result<()> {
     let (name, category_dir) = args.data.resolve()?;
     let request = RunRequest {
-        config: args.config(),
+        config: args.config()?,
         dataset: args.data.dataset.clone(),
         category_dir,
         family: name.family(),
