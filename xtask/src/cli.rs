@@ -58,8 +58,8 @@ pub struct SweepArgs {
     /// Results folder; default `results/<sweep>`.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Comma-separated methods: dra, devnet, deepsad, minns, flos, saoe (docs/methods.md); one
-    /// column each in the tables.
+    /// Comma-separated methods: dra, devnet, deepsad, minns, flos, saoe, ahl (AHL on DRA),
+    /// ahl-devnet (AHL on DevNet) (docs/methods.md); one column each in the tables.
     #[arg(long, value_delimiter = ',', default_value = "dra")]
     pub methods: Vec<Method>,
     /// Run only the I-th of N slices of the grid (`cargo xtask merge` unites the slices).

@@ -83,6 +83,8 @@ fn method_title(method: &str) -> String {
         "minns" => "MINNS".into(),
         "flos" => "FLOS".into(),
         "saoe" => "SAOE".into(),
+        "ahl" => "AHL(DRA)".into(),
+        "ahl-devnet" => "AHL(DevNet)".into(),
         other => other.to_string(),
     }
 }

@@ -44,11 +44,13 @@ impl AhlHeads {
             .map(|(n, t)| Ok((n.clone(), Var::from_tensor(&t.detach().copy()?)?)))
             .collect::<Result<_>>()?;
         vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let dtype = vars.first().map_or(DType::F32, |(_, v)| v.dtype());
         let map = vars
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        let vb = VarBuilder::from_tensors(map, DType::F32, device);
+        // In the tensors' own type: a conversion would cut the heads off the variables.
+        let vb = VarBuilder::from_tensors(map, dtype, device);
         Ok((Self::new(base, config, &vb)?, vars))
     }
 
