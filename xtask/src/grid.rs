@@ -268,6 +268,17 @@ mod tests {
         let seeds: Vec<u64> = flos.iter().map(|c| c.seed).collect();
         assert_eq!(seeds, [0, 1, 0, 1]);
 
+        // AHL runs in a sweep like any method; its AHL settings are the profile's.
+        let a = args(&["--methods", "dra,ahl,ahl-devnet"]);
+        let spec = SweepSpec::new(SweepKind::General, &a, vec![LossKind::Deviation], None).unwrap();
+        let methods: Vec<Method> = spec
+            .units()
+            .iter()
+            .flatten()
+            .map(|j| job_config(j, &spec, &a.overrides, out).method)
+            .collect();
+        assert!(methods.contains(&Method::Ahl) && methods.contains(&Method::AhlDevNet));
+
         let err = SweepSpec::new(SweepKind::Loss, &args(&["--methods", "flos"]), vec![], None)
             .unwrap_err()
             .to_string();

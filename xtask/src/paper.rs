@@ -221,6 +221,15 @@ mod tests {
             .get(PaperTable::CrossDomain, "mvtec/grid", "carpet", "dra", 10)
             .unwrap();
         assert_eq!(v.to_string(), "0.983");
+        // AHL's paper: the three headline numbers.
+        let ahl = |d: &str, shots| p.get(PaperTable::General, d, "", "ahl", shots).unwrap();
+        assert_eq!(ahl("mvtec", 10).to_string(), "0.970±0.002");
+        assert_eq!(ahl("aitex", 10).mean, 0.925);
+        assert_eq!(ahl("mvtec", 1).mean, 0.901);
+        let v = p
+            .get(PaperTable::Hard, "elpv", "mean", "ahl-devnet", 1)
+            .unwrap();
+        assert_eq!(v.mean, 0.678);
         assert!(p
             .get(PaperTable::General, "synthetic/weave", "", "dra", 10)
             .is_none());

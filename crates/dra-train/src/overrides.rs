@@ -7,6 +7,7 @@ use dra_data::transform::PseudoKind;
 use dra_model::{BackboneKind, HeadSet, LossKind};
 
 use crate::ahl::episodes::{Draws, Members};
+use crate::ahl::HeadInit;
 use crate::config::TrainConfig;
 
 /// Every training setting a user may change on top of a profile. The run's own identity
@@ -120,6 +121,13 @@ pub struct Overrides {
     /// AHL: how episodes draw their anomalies and generators: paper or official.
     #[arg(long)]
     pub ahl_draws: Option<Draws>,
+    /// AHL: Adam's learning rate for the unified heads (0.002, the code's, for fresh heads).
+    #[arg(long)]
+    pub ahl_lr: Option<f64>,
+    /// AHL: where the unified heads start: base (the trained base model's heads) or fresh (the
+    /// released code).
+    #[arg(long)]
+    pub ahl_init: Option<HeadInit>,
 }
 
 impl Overrides {
@@ -171,7 +179,9 @@ impl Overrides {
             || self.ahl_inner_steps.is_some()
             || self.ahl_query_batches.is_some()
             || self.ahl_clusters.is_some()
-            || self.ahl_draws.is_some();
+            || self.ahl_draws.is_some()
+            || self.ahl_init.is_some()
+            || self.ahl_lr.is_some();
         if ahl_given {
             let mut a = c.ahl_config();
             macro_rules! set_ahl {
@@ -185,6 +195,8 @@ impl Overrides {
                 query_batches <- self.ahl_query_batches,
                 members <- self.ahl_clusters,
                 draws <- self.ahl_draws,
+                init <- self.ahl_init,
+                lr <- self.ahl_lr,
             );
             c.ahl = Some(a);
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use dra_data::datasets::Family;
 use dra_data::synthetic::{self, SyntheticSpec};
-use dra_train::ahl::AhlConfig;
+use dra_train::ahl::{AhlConfig, HeadInit};
 use dra_train::{
     evaluate, LoadedModel, Method, Metrics, ReferenceChoice, RunRecord, RunRequest, TrainConfig,
 };
@@ -60,9 +60,10 @@ fn values(t: &candle_core::Tensor) -> Vec<f32> {
 }
 
 /// Two seeds of DRA and of AHL(DRA) with DRA's budget plus an AHL phase of about its cost
-/// (measured here: DRA 20 s, AHL 35–38 s a run on two cores). AHL's run trains the same base
-/// as DRA's (same seed, same batches), then replaces its heads: the backbone is DRA's bit for
-/// bit and the heads are not. It must at least match DRA (measured: 0.908/0.929 → 0.908/0.952).
+/// (DRA 20 s, AHL 35–38 s a run on two cores, measured alone). AHL's run trains the same base as
+/// DRA's (same seed, same batches), then adapts its heads: the backbone and the heads'
+/// BatchNorm statistics are DRA's bit for bit and the heads' parameters are not. It must at
+/// least match DRA (measured: DRA 0.908/0.929, AHL 0.913/0.929).
 #[test]
 fn ahl_learns_as_well_as_dra_is_deterministic_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,11 +80,10 @@ fn ahl_learns_as_well_as_dra_is_deterministic_and_reloads() {
         assert_eq!(d.len(), a.len(), "AHL saves a DRA model");
         for (name, t) in &d {
             let same = values(t) == values(&a[name]);
-            let backbone = name.starts_with("feature_extractor.");
-            assert_eq!(
-                same, backbone,
-                "{name}: the backbone is DRA's, the heads AHL's"
-            );
+            // The backbone and, for heads that start from DRA's, the BatchNorm statistics.
+            let kept =
+                name.starts_with("feature_extractor.") || dra_model::weights::is_buffer(name);
+            assert_eq!(same, kept, "{name}: the backbone is DRA's, the heads AHL's");
         }
         assert!(
             ahl.auc_roc > 0.8,
@@ -146,14 +146,21 @@ fn ahl_learns_as_well_as_dra_is_deterministic_and_reloads() {
     assert_eq!(eval("e1"), eval("e2"));
 }
 
-/// AHL on DevNet: DevNet's head retrained; the run saves and reloads as a DevNet model.
+/// AHL on DevNet from fresh heads: DevNet's head trained anew; the run saves and reloads as a
+/// DevNet model.
 #[test]
 fn ahl_on_devnet_trains_and_reloads_as_devnet() {
     let dir = tempfile::tempdir().unwrap();
     synthetic::ensure(dir.path(), &SyntheticSpec::default()).unwrap();
     let category = dir.path().join("washer");
     let run = dir.path().join("run");
-    let metrics = train(base_config(Method::AhlDevNet, 3), &category, run.clone());
+    // Fresh heads, as the released code trains them.
+    let mut config = base_config(Method::AhlDevNet, 3);
+    config.ahl = Some(AhlConfig {
+        init: HeadInit::Fresh,
+        ..small_ahl()
+    });
+    let metrics = train(config, &category, run.clone());
     assert!(
         metrics.auc_roc > 0.7,
         "AHL(DevNet): AUC-ROC {}",

@@ -5,6 +5,18 @@ use serde::{Deserialize, Serialize};
 
 use super::episodes::{Draws, Members};
 
+/// Where AHL's unified heads θ start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadInit {
+    /// The trained base model's heads: AHL adapts the base's heads, as the paper describes it.
+    #[default]
+    Base,
+    /// Fresh heads (PyTorch's default initialisation), as the released code trains them (its
+    /// `--pretrain_dir` loading never reaches the heads).
+    Fresh,
+}
+
 /// Every setting of AHL's phase: the episodes, the inner (per-episode) adaptation, the outer
 /// update of the unified heads and the sequence model ψ that weighs the episodes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +56,9 @@ pub struct AhlConfig {
     pub psi_lr: f64,
     /// Adam's coupled L2 weight decay for ψ (1e-3).
     pub psi_weight_decay: f64,
+    /// Where θ starts: the base model's trained heads, or fresh ones (the code).
+    #[serde(default)]
+    pub init: HeadInit,
 }
 
 impl Default for AhlConfig {
@@ -64,6 +79,7 @@ impl Default for AhlConfig {
             window: 5,
             psi_lr: 0.002,
             psi_weight_decay: 1e-3,
+            init: HeadInit::Base,
         }
     }
 }

@@ -14,17 +14,22 @@ pub mod kmeans;
 pub mod psi;
 pub mod train;
 
-pub use config::AhlConfig;
+pub use config::{AhlConfig, HeadInit};
 pub use features::FeatureCache;
 pub use train::{train_heads, AhlOutcome, AhlSetup, EpochRecord};
 
-use candle_core::Device;
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use dra_data::ImageCache;
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::model::detached_model;
+
+/// Where the backbone's tensors live in every base model; the rest are the heads.
+const BACKBONE_PREFIX: &str = "feature_extractor.";
 
 /// AHL's phase of a run: the trained base model in `varmap` gives the features of the
 /// training images (resized, as the base trained on them), AHL trains fresh heads on them,
@@ -57,11 +62,23 @@ pub(crate) fn retrain_heads(
         loss: cfg.loss,
         seed: cfg.seed,
     };
-    let outcome = train_heads(&cache, anomalies.images.len(), &setup, device, progress)?;
     let data = varmap
         .data()
         .lock()
         .expect("the var map lock is not poisoned");
+    let base_heads: HashMap<String, Tensor> = data
+        .iter()
+        .filter(|(name, _)| !name.starts_with(BACKBONE_PREFIX))
+        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+        .collect();
+    let outcome = train_heads(
+        &cache,
+        anomalies.images.len(),
+        &base_heads,
+        &setup,
+        device,
+        progress,
+    )?;
     for (name, tensor) in &outcome.heads {
         let var = data
             .get(name)
