@@ -2,7 +2,7 @@
 //! stride 32), the lightweight backbone the paper advises for small data sets (appendix D).
 //! Tensor names are torchvision's (`features.N.…`).
 
-use candle_core::{DType, Module, ModuleT, Result, Tensor};
+use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::ops::{BatchNorm2d, Conv2d, Kernels};
@@ -59,17 +59,8 @@ impl ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
         if self.relu6 {
-            // ReLU fused into BatchNorm's pass (one tensor fewer kept for the backward), then
-            // the cap at 6, as one op of ours where our kernels run.
-            let relu = self.bn.forward_relu_t(&y, train)?;
-            let ours = self.conv.kernels().custom()
-                && relu.device().is_cpu()
-                && matches!(relu.dtype(), DType::F32 | DType::F64);
-            if ours {
-                crate::ops::cap::cap6(&relu)
-            } else {
-                relu.minimum(6f32)
-            }
+            // ReLU6 fused into BatchNorm's pass and its backward: no tensor or pass of its own.
+            self.bn.forward_relu6_t(&y, train)
         } else {
             self.bn.forward_t(&y, train)
         }

@@ -14,7 +14,6 @@
 //! devices and dtypes the layers use candle's own ops.
 
 pub(crate) mod batchnorm;
-pub(crate) mod cap;
 pub(crate) mod conv;
 pub(crate) mod cpu;
 mod element;

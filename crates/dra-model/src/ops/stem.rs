@@ -110,7 +110,12 @@ impl Stem {
                 || (vec![T::zero(); h * wd], vec![T::zero(); h * ow]),
                 |(act, rows), (i, (dst, plane))| {
                     // SAFETY: `apply_plane` writes initialised values only.
-                    batchnorm::apply_plane(unsafe { as_uninit(act) }, plane, maps[i % c], true);
+                    batchnorm::apply_plane(
+                        unsafe { as_uninit(act) },
+                        plane,
+                        maps[i % c],
+                        batchnorm::Act::Relu,
+                    );
                     pool.pool_plane(act, (h, wd), rows, dst);
                 },
             );
@@ -265,11 +270,22 @@ impl Gradient {
                 || vec![T::zero(); h * w],
                 |act, (i, ((dp, plane), (pp, gp)))| {
                     // SAFETY: `apply_plane` writes initialised values only.
-                    batchnorm::apply_plane(unsafe { as_uninit(act) }, plane, maps[i % c], true);
+                    batchnorm::apply_plane(
+                        unsafe { as_uninit(act) },
+                        plane,
+                        maps[i % c],
+                        batchnorm::Act::Relu,
+                    );
                     self.pool.unpool_plane(act, (h, w), pp, gp, dp);
                 },
             );
-        batchnorm::gradient_in_place(y, &params, (n, c, h * w), (self.eps, true), &mut out);
+        batchnorm::gradient_in_place(
+            y,
+            &params,
+            (n, c, h * w),
+            (self.eps, batchnorm::Act::Relu),
+            &mut out,
+        );
         let len = out.len();
         Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
     }

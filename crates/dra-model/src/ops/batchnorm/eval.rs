@@ -4,17 +4,17 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 
-use super::{affine, nchw};
+use super::{affine, nchw, Act};
 use crate::ops::cpu::{dispatch, multiversion, par_written, slice};
 use crate::ops::Element;
 
 /// Eval-mode BatchNorm in one pass: y = x·scale + shift per channel from the running
-/// statistics, then `+ residual` (as [`CustomOp3`]) and ReLU when asked. It has no backward:
+/// statistics, then `+ residual` (as [`CustomOp3`]) and the activation. It has no backward:
 /// it serves only forwards that record no graph (scoring), where candle's ops would take up
 /// to five passes and as many buffers of the activation's size.
 pub(super) struct EvalApply {
     pub(super) eps: f64,
-    pub(super) relu: bool,
+    pub(super) act: Act,
 }
 
 impl EvalApply {
@@ -37,12 +37,12 @@ impl EvalApply {
                 (T::from_f64(scale), T::from_f64(shift))
             })
             .collect();
-        let relu = self.relu;
+        let act = self.act;
         let fill = |i: usize, yp: &mut [MaybeUninit<T>]| {
             let (scale, shift) = coefficients[i % c];
             let r = i * plane..(i + 1) * plane;
             let res = residual.map(|v| &v[r.clone()]);
-            eval_plane(yp, &x[r], res, scale, shift, relu);
+            eval_plane(yp, &x[r], res, scale, shift, act);
         };
         // SAFETY: `eval_plane` writes each whole plane.
         let y = unsafe { par_written(x.len(), plane, fill) };
@@ -51,17 +51,17 @@ impl EvalApply {
 }
 
 multiversion! {
-/// One plane of [`EvalApply`]. The ReLU is PyTorch's (`max(v, 0)` with NaN kept).
+/// One plane of [`EvalApply`]. The activations are PyTorch's (NaN kept).
 fn eval_plane<T: Element>(
     y: &mut [MaybeUninit<T>],
     x: &[T],
     residual: Option<&[T]>,
     scale: T,
     shift: T,
-    relu: bool,
+    act: Act,
 ) {
     assert_eq!(y.len(), x.len());
-    let relu_of = |v: T| if relu && v < T::zero() { T::zero() } else { v };
+    let relu_of = |v: T| act.apply(v);
     match residual {
         Some(r) => {
             assert_eq!(r.len(), x.len());

@@ -7,6 +7,7 @@ use candle_nn::{Init, VarBuilder};
 use super::eval::EvalApply;
 use super::stats::Stats;
 use super::train::{AddRelu, Apply};
+use super::Act;
 use crate::ops::Kernels;
 
 /// PyTorch's `BatchNorm2d` (eps 1e-5, momentum 0.1, affine): batch statistics and running
@@ -44,12 +45,19 @@ impl BatchNorm2d {
     /// Normalises an `(n, c, h, w)` input per channel: with the batch statistics (updating the
     /// running ones) when `train`, with the running statistics otherwise.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward(x, train, false)
+        self.forward(x, train, Act::None)
     }
 
     /// `relu(forward_t(x))`, fused into the normalisation's pass in training mode on the CPU.
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward(x, train, true)
+        self.forward(x, train, Act::Relu)
+    }
+
+    /// `min(relu(forward_t(x)), 6)` (MobileNetV2's ReLU6), fused into the normalisation's pass
+    /// and its backward on the CPU: no tensor of its own, no mask; its gradient passes where the
+    /// pre-activation lies strictly between 0 and 6, as PyTorch's. Elsewhere candle's ops.
+    pub fn forward_relu6_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(x, train, Act::Relu6)
     }
 
     /// `relu(forward_t(x) + residual)`, the end of a ResNet basic block. In training mode on
@@ -63,14 +71,14 @@ impl BatchNorm2d {
         if !train && self.eval_fused(&[x, residual]) {
             let op = EvalApply {
                 eps: self.eps,
-                relu: true,
+                act: Act::Relu,
             };
             return x
                 .contiguous()?
                 .apply_op3(&residual.contiguous()?, &self.eval_params()?, op);
         }
         if !(train && self.fused(x)) {
-            return (self.forward(x, train, false)? + residual)?.relu();
+            return (self.forward(x, train, Act::None)? + residual)?.relu();
         }
         let x = x.contiguous()?;
         let stats = self.batch_stats(&x)?;
@@ -116,12 +124,9 @@ impl BatchNorm2d {
         .contiguous()
     }
 
-    fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         if !train && self.eval_fused(&[x]) {
-            let op = EvalApply {
-                eps: self.eps,
-                relu,
-            };
+            let op = EvalApply { eps: self.eps, act };
             return x.contiguous()?.apply_op2(&self.eval_params()?, op);
         }
         if !train {
@@ -138,23 +143,15 @@ impl BatchNorm2d {
             let y = x
                 .broadcast_mul(&scale.reshape(shape)?)?
                 .broadcast_add(&shift.reshape(shape)?)?;
-            return if relu { y.relu() } else { Ok(y) };
+            return stock_act(y, act);
         }
         if !self.fused(x) {
-            let y = self.forward_train_stock(x)?;
-            return if relu { y.relu() } else { Ok(y) };
+            return stock_act(self.forward_train_stock(x)?, act);
         }
         let x = x.contiguous()?;
         let stats = self.batch_stats(&x)?;
         let gb = Tensor::stack(&[&self.weight, &self.bias], 0)?;
-        x.apply_op3(
-            &stats,
-            &gb,
-            Apply {
-                eps: self.eps,
-                relu,
-            },
-        )
+        x.apply_op3(&stats, &gb, Apply { eps: self.eps, act })
     }
 
     /// The batch mean and biased variance of a contiguous `x` as `(2, C)`, without gradient,
@@ -194,6 +191,15 @@ impl BatchNorm2d {
     }
 }
 
+/// The activation by candle's ops, where the fused kernels do not serve.
+fn stock_act(y: Tensor, act: Act) -> Result<Tensor> {
+    match act {
+        Act::None => Ok(y),
+        Act::Relu => y.relu(),
+        Act::Relu6 => y.relu()?.minimum(6.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,25 +234,36 @@ mod tests {
     #[test]
     fn fused_matches_elementwise() -> Result<()> {
         let cases = [[4usize, 3, 5, 7], [2, 6, 1, 1], [3, 2, 4, 4]];
-        for (shape, relu) in cases.into_iter().flat_map(|s| [(s, false), (s, true)]) {
-            let build = || seeded(shape[1], DType::F64);
+        let acts = [Act::None, Act::Relu, Act::Relu6];
+        for (shape, relu) in cases.into_iter().flat_map(|s| acts.map(|a| (s, a))) {
+            let build = || {
+                let (varmap, bn) = seeded(shape[1], DType::F64);
+                if relu == Act::Relu6 {
+                    // γ about 5, so that outputs reach past 6 and the cap is exercised.
+                    let w = &varmap.data().lock().unwrap()["weight"];
+                    w.set(&(w.as_tensor() * 5.0).unwrap()).unwrap();
+                }
+                (varmap, bn)
+            };
             let x = Var::from_tensor(&(ramp(&shape, 1) * 2.0)?)?;
             let r = ramp(&shape, 2);
             let (va, a) = build();
             let (vb, b) = build();
             let ya = a.forward(x.as_tensor(), true, relu)?;
-            let yb = b.forward_train_stock(x.as_tensor())?;
-            let yb = if relu { yb.relu()? } else { yb };
-            if relu {
+            let yb = stock_act(b.forward_train_stock(x.as_tensor())?, relu)?;
+            let count = |t: &Tensor| -> Result<f64> {
+                t.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()
+            };
+            if relu != Act::None {
                 // The ramp must leave units on both sides of the ReLU for the test to mean much.
-                let zeros = ya
-                    .eq(0.0)?
-                    .to_dtype(DType::F64)?
-                    .sum_all()?
-                    .to_scalar::<f64>()?;
+                let zeros = count(&ya.eq(0.0)?)?;
                 assert!(zeros > 0.0 && zeros < ya.elem_count() as f64, "{shape:?}");
             }
-            assert!(diff(&ya, &yb) < 1e-12, "{shape:?} relu {relu}: forward");
+            if relu == Act::Relu6 && shape[2] * shape[3] > 1 {
+                let capped = count(&ya.eq(6.0)?)?;
+                assert!(capped > 0.0, "{shape:?}: nothing reached the cap");
+            }
+            assert!(diff(&ya, &yb) < 1e-12, "{shape:?} {relu:?}: forward");
             let ga = (&ya * &r)?.sum_all()?.backward()?;
             let gb = (&yb * &r)?.sum_all()?.backward()?;
             assert!(
@@ -254,12 +271,12 @@ mod tests {
                     ga.get(x.as_tensor()).unwrap(),
                     gb.get(x.as_tensor()).unwrap()
                 ) < 1e-10,
-                "{shape:?} relu {relu}: dx"
+                "{shape:?} {relu:?}: dx"
             );
             for (p, q) in [(&a.weight, &b.weight), (&a.bias, &b.bias)] {
                 assert!(
                     diff(ga.get(p).unwrap(), gb.get(q).unwrap()) < 1e-10,
-                    "{shape:?} relu {relu}: dγ/dβ"
+                    "{shape:?} {relu:?}: dγ/dβ"
                 );
             }
             let (da, db) = (va.data().lock().unwrap(), vb.data().lock().unwrap());
@@ -383,6 +400,10 @@ mod tests {
                     (plain.forward_t(&x, false)?, norm.clone()),
                     (plain.forward_relu_t(&x, false)?, norm.relu()?),
                     (
+                        plain.forward_relu6_t(&x, false)?,
+                        norm.relu()?.minimum(6.0)?,
+                    ),
+                    (
                         plain.forward_add_relu_t(&x, &r, false)?,
                         (&norm + &r)?.relu()?,
                     ),
@@ -394,7 +415,7 @@ mod tests {
                 // γ tracked: the composition, which has a gradient.
                 assert!(!bn.eval_fused(&[&x]));
                 let y = bn.forward_add_relu_t(&x, &r, false)?;
-                assert!(diff(&y, &cases[2].1) < tol);
+                assert!(diff(&y, &cases[3].1) < tol);
                 assert!(y.sum_all()?.backward()?.get(&bn.weight).is_some());
             }
         }

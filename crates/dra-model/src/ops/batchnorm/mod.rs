@@ -13,6 +13,50 @@ mod stats;
 mod train;
 
 pub use layer::BatchNorm2d;
+
+/// The activation fused after the normalisation: none, ReLU (ResNet), or ReLU6 (MobileNetV2:
+/// `min(max(v, 0), 6)`, whose gradient passes where 0 < v < 6, as PyTorch's `hardtanh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Act {
+    /// The normalisation alone.
+    None,
+    /// ReLU.
+    Relu,
+    /// ReLU6.
+    Relu6,
+}
+
+impl Act {
+    /// Whether the backward masks the gradient (ReLU or ReLU6).
+    fn masks(self) -> bool {
+        self != Act::None
+    }
+
+    /// The activation of a pre-activation `n`, PyTorch's: NaN propagates.
+    #[inline(always)]
+    fn apply<T: Element>(self, n: T) -> T {
+        match self {
+            Act::None => n,
+            Act::Relu => {
+                if n <= T::zero() {
+                    T::zero()
+                } else {
+                    n
+                }
+            }
+            Act::Relu6 => {
+                let six = T::from_f64(6.0);
+                if n <= T::zero() {
+                    T::zero()
+                } else if n > six {
+                    six
+                } else {
+                    n
+                }
+            }
+        }
+    }
+}
 pub(crate) use stats::batch_stats;
 pub(crate) use train::{apply_plane, gradient_in_place};
 
@@ -59,6 +103,21 @@ pub(crate) fn affine_t<T: Element>(mean: f64, var: f64, gamma: f64, beta: f64, e
 fn relu_gated<T: Element>(map: (T, T)) -> impl Fn(T, T) -> T {
     move |d: T, v: T| {
         if normalise(v, map) <= T::zero() {
+            T::zero()
+        } else {
+            d
+        }
+    }
+}
+
+/// [`relu_gated`] for ReLU6: zero also where the pre-activation reached 6 (PyTorch's
+/// `hardtanh_backward` passes the gradient strictly between the bounds).
+#[inline(always)]
+fn relu6_gated<T: Element>(map: (T, T)) -> impl Fn(T, T) -> T {
+    let six = T::from_f64(6.0);
+    move |d: T, v: T| {
+        let n = normalise(v, map);
+        if n <= T::zero() || n >= six {
             T::zero()
         } else {
             d

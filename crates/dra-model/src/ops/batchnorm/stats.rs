@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::{nchw, relu_gated};
+use super::{nchw, relu6_gated, relu_gated, Act};
 use crate::ops::cpu::{dispatch, slice};
 use crate::ops::Element;
 
@@ -125,24 +125,39 @@ fn plane_squares<T: Element>(x: &[T], centre: T) -> f64 {
     .0
 }
 
-/// `(Σ g, Σ g·(v − μ))` over one plane of the masked gradient `g` (see [`relu_gated`]) and
-/// the input `v`. Centred on the batch mean μ, the second sum does not cancel against
+/// `(Σ g, Σ g·(v − μ))` over one plane of the gradient `g`, masked by `act` at the forward's
+/// map `mask` (see [`relu_gated`], [`relu6_gated`]), and the input `v`. Centred on the batch mean μ, the second sum does not cancel against
 /// μ·Σ g, as Σ g·v would.
-pub(super) fn grad_sums<T: Element>(dy: &[T], x: &[T], mu: T, mask: Option<(T, T)>) -> (f64, f64) {
+pub(super) fn grad_sums<T: Element>(
+    dy: &[T],
+    x: &[T],
+    mu: T,
+    mask: Option<(T, T)>,
+    act: Act,
+) -> (f64, f64) {
+    let mask = mask.filter(|_| act != Act::None);
     #[cfg(target_arch = "x86_64")]
     if let (Some(dy), Some(x)) = (avx2_f32(dy), avx2_f32(x)) {
         let f32_of = |v: T| v.to_f64() as f32;
         let term = avx2::Term::Grad {
             mu: f32_of(mu),
             relu: mask.map(|(scale, shift)| (f32_of(scale), f32_of(shift))),
+            cap6: act == Act::Relu6,
         };
         // SAFETY: `avx2_f32` checked the CPU's features.
         return unsafe { avx2::sums(dy, x, term) };
     }
-    match mask {
-        None => blocked_sums(dy, x, |d, v| (d, d * (v - mu))),
-        Some(map) => {
+    match (mask, act) {
+        (None, _) | (_, Act::None) => blocked_sums(dy, x, |d, v| (d, d * (v - mu))),
+        (Some(map), Act::Relu) => {
             let g = relu_gated(map);
+            blocked_sums(dy, x, |d, v| {
+                let d = g(d, v);
+                (d, d * (v - mu))
+            })
+        }
+        (Some(map), Act::Relu6) => {
+            let g = relu6_gated(map);
             blocked_sums(dy, x, |d, v| {
                 let d = g(d, v);
                 (d, d * (v - mu))
@@ -168,8 +183,12 @@ mod avx2 {
         /// `(g, g·(q − μ))` of the gradient `p` and the input `q`, where the gradient `g` is
         /// `p`, or with a ReLU map `(scale, shift)` zero where `q·scale + shift ≤ 0` (the
         /// forward's pre-activation, rounded as [`super::normalise`] rounds it: a product,
-        /// then a sum, never fused).
-        Grad { mu: f32, relu: Option<(f32, f32)> },
+        /// then a sum, never fused); with `cap6` (ReLU6) also zero where it is ≥ 6.
+        Grad {
+            mu: f32,
+            relu: Option<(f32, f32)>,
+            cap6: bool,
+        },
     }
 
     /// # Safety
@@ -198,7 +217,7 @@ mod avx2 {
                         let d = _mm256_sub_ps(p, _mm256_set1_ps(c));
                         a = _mm256_fmadd_ps(d, d, a);
                     }
-                    Term::Grad { mu, relu } => {
+                    Term::Grad { mu, relu, cap6 } => {
                         let g = match relu {
                             None => p,
                             Some((scale, shift)) => {
@@ -206,7 +225,14 @@ mod avx2 {
                                     _mm256_mul_ps(q, _mm256_set1_ps(scale)),
                                     _mm256_set1_ps(shift),
                                 );
-                                _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(n, zero), p)
+                                let mut off = _mm256_cmp_ps::<_CMP_LE_OQ>(n, zero);
+                                if cap6 {
+                                    off = _mm256_or_ps(
+                                        off,
+                                        _mm256_cmp_ps::<_CMP_GE_OQ>(n, _mm256_set1_ps(6.0)),
+                                    );
+                                }
+                                _mm256_andnot_ps(off, p)
                             }
                         };
                         a = _mm256_add_ps(a, g);
@@ -233,8 +259,11 @@ mod avx2 {
                 let d = (p - c) as f64;
                 (d * d, 0.0)
             }
-            Term::Grad { mu, relu } => {
-                let masked = relu.is_some_and(|(scale, shift)| q * scale + shift <= 0.0);
+            Term::Grad { mu, relu, cap6 } => {
+                let masked = relu.is_some_and(|(scale, shift)| {
+                    let n = q * scale + shift;
+                    n <= 0.0 || (cap6 && n >= 6.0)
+                });
                 let g = if masked { 0.0 } else { p };
                 (g as f64, g as f64 * (q - mu) as f64)
             }
@@ -280,10 +309,18 @@ mod tests {
             let c = 0.25f32;
             let squares: f64 = xd.iter().map(|v| (v - c as f64).powi(2)).sum();
             assert!(close(plane_squares(&x, c), squares), "{len}: Σ (v − c)²");
-            let (mu, map) = (0.1f32, (1.5f32, -0.2f32));
-            for mask in [None, Some(map)] {
+            let mu = 0.1f32;
+            // ReLU6's map reaches past 6 on this input (|x| ≤ 1.8).
+            for (act, mask) in [
+                (Act::None, None),
+                (Act::Relu, Some((1.5f32, -0.2f32))),
+                (Act::Relu6, Some((4.5f32, -0.2f32))),
+            ] {
                 let g = |i: usize| {
-                    let off = mask.is_some_and(|(s, t)| x[i] * s + t <= 0.0);
+                    let off = mask.is_some_and(|(s, t)| {
+                        let n = x[i] * s + t;
+                        n <= 0.0 || (act == Act::Relu6 && n >= 6.0)
+                    });
                     if off {
                         0.0
                     } else {
@@ -292,10 +329,10 @@ mod tests {
                 };
                 let a: f64 = (0..len).map(g).sum();
                 let b: f64 = (0..len).map(|i| g(i) * (xd[i] - mu as f64)).sum();
-                let (sa, sb) = grad_sums(&dy, &x, mu, mask);
+                let (sa, sb) = grad_sums(&dy, &x, mu, mask, act);
                 assert!(
                     close(sa, a) && close(sb, b),
-                    "{len} {mask:?}: {sa} {sb} vs {a} {b}"
+                    "{len} {act:?}: {sa} {sb} vs {a} {b}"
                 );
                 let masked = (0..len).filter(|&i| g(i) == 0.0).count();
                 if mask.is_some() && len > 100 {
@@ -318,7 +355,7 @@ mod tests {
         assert_eq!((s[1], s[3]), (2.5, 1.25));
     }
 
-    /// The sums' ReLU mask is exactly the forward's: with a unit gradient, Σ g counts the
+    /// The sums' ReLU and ReLU6 masks are exactly the forward's: with a unit gradient, Σ g counts the
     /// units kept, which must equal the count by [`relu_gated`] (the rule of the forward and of
     /// the portable sums) on pre-activations of exactly zero, their neighbours either side, and
     /// NaN (kept, as PyTorch's ReLU passes NaN).
@@ -341,10 +378,31 @@ mod tests {
         let ones = vec![1.0f32; x.len()];
         let g = relu_gated((scale, shift));
         let kept = x.iter().filter(|&&v| g(1.0, v) == 1.0).count();
-        let (sum, _) = grad_sums(&ones, &x, 0.0, Some((scale, shift)));
+        let (sum, _) = grad_sums(&ones, &x, 0.0, Some((scale, shift)), Act::Relu);
         assert_eq!(sum, kept as f64);
         let portable = blocked_sums(&ones, &x, |d, v| (g(d, v), 0.0)).0;
         assert_eq!(portable, kept as f64);
         assert!(kept > x.len() / 3 && kept < x.len(), "{kept}");
+
+        // ReLU6's mask at its upper bound: pre-activations of exactly 6 and either side.
+        let top = 3.5f32;
+        assert_eq!(top * scale + shift, 6.0);
+        for i in 0..60 {
+            x.push(match i % 3 {
+                0 => top,
+                1 => f32::from_bits(top.to_bits() + 1),
+                _ => f32::from_bits(top.to_bits() - 1),
+            });
+        }
+        let ones = vec![1.0f32; x.len()];
+        let g6 = relu6_gated((scale, shift));
+        let kept6 = x.iter().filter(|&&v| g6(1.0, v) == 1.0).count();
+        let (sum, _) = grad_sums(&ones, &x, 0.0, Some((scale, shift)), Act::Relu6);
+        assert_eq!(sum, kept6 as f64);
+        assert_eq!(
+            blocked_sums(&ones, &x, |d, v| (g6(d, v), 0.0)).0,
+            kept6 as f64
+        );
+        assert!(kept6 + 40 <= x.iter().filter(|&&v| g(1.0, v) == 1.0).count());
     }
 }

@@ -8,28 +8,38 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::stats::grad_sums;
-use super::{affine_t, nchw, normalise, relu_gated};
+use super::{affine_t, nchw, normalise, relu6_gated, relu_gated, Act};
 use crate::ops::cpu::{dispatch, multiversion, par_written, slice};
 use crate::ops::Element;
 
 /// y = (x − mean) / √(var + eps) · γ + β from `x`, the batch `stats` and `gb = [γ; β]`,
-/// followed by ReLU when `relu` (the ResNet's BN → ReLU pairs, one pass instead of two).
-/// Its backward treats the statistics as functions of `x` (training-mode BatchNorm).
+/// followed by the activation `act` (ResNet's BN → ReLU pairs, MobileNetV2's BN → ReLU6: one
+/// pass instead of two or three). Its backward treats the statistics as functions of `x`
+/// (training-mode BatchNorm).
 pub(super) struct Apply {
     pub(super) eps: f64,
-    pub(super) relu: bool,
+    pub(super) act: Act,
 }
 
 multiversion! {
-/// One plane of [`Apply`]'s forward: `normalise`, then ReLU when `relu`. Writes every
-/// element of `y` (as long as `x`).
-pub(crate) fn apply_plane<T: Element>(y: &mut [MaybeUninit<T>], x: &[T], map: (T, T), relu: bool) {
+/// One plane of [`Apply`]'s forward: `normalise`, then the activation. Writes every element
+/// of `y` (as long as `x`).
+pub(crate) fn apply_plane<T: Element>(y: &mut [MaybeUninit<T>], x: &[T], map: (T, T), act: Act) {
     assert_eq!(y.len(), x.len());
-    for (o, &v) in y.iter_mut().zip(x) {
-        let n = normalise(v, map);
-        o.write(if relu && n <= T::zero() { T::zero() } else { n });
+    match act {
+        Act::None => apply_with(y, x, map, |n| n),
+        Act::Relu => apply_with(y, x, map, |n| Act::Relu.apply(n)),
+        Act::Relu6 => apply_with(y, x, map, |n| Act::Relu6.apply(n)),
     }
 }
+}
+
+/// [`apply_plane`]'s loop, instantiated once per activation so that each vectorises.
+#[inline(always)]
+fn apply_with<T: Element>(y: &mut [MaybeUninit<T>], x: &[T], map: (T, T), f: impl Fn(T) -> T) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        o.write(f(normalise(v, map)));
+    }
 }
 
 multiversion! {
@@ -74,7 +84,7 @@ impl CustomOp3 for Apply {
             &Tensor::cat(&[stats, gb], 0)?,
             &Gradient {
                 eps: self.eps,
-                relu: self.relu,
+                act: self.act,
             },
         )?;
         let numel = x.elem_count();
@@ -108,7 +118,7 @@ impl Apply {
                 gb[c + ch].to_f64(),
                 self.eps,
             );
-            apply_plane(yp, &x[i * plane..(i + 1) * plane], map, self.relu);
+            apply_plane(yp, &x[i * plane..(i + 1) * plane], map, self.act);
         };
         // SAFETY: `apply_plane` writes each whole plane.
         let y = unsafe { par_written(x.len(), plane, fill) };
@@ -117,11 +127,11 @@ impl Apply {
 }
 
 /// Backward of [`Apply`]: `[dx (flattened); dγ; dβ]` from `x`, `dy` and `[mean; var; γ; β]`.
-/// With `relu`, `dy` is first masked where the forward output was zero (PyTorch's ReLU
-/// backward passes the gradient where the output is positive).
+/// With an activation, `dy` is first masked where the activation's gradient is zero (PyTorch's
+/// ReLU passes it where the output is positive, ReLU6 where it lies strictly inside (0, 6)).
 struct Gradient {
     eps: f64,
-    relu: bool,
+    act: Act,
 }
 
 impl CustomOp3 for Gradient {
@@ -165,21 +175,21 @@ impl Gradient {
                 xl.shape()
             );
         }
-        let out = gradient(x, dy, p, dims, (self.eps, self.relu));
+        let out = gradient(x, dy, p, dims, (self.eps, self.act));
         let len = out.len();
         Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
     }
 }
 
 /// [`Gradient`]'s arithmetic: `[dx; dγ; dβ]` (`x.len() + 2·C`) from the input `x`
-/// (`(n, c, plane)`), the output's gradient `dy` and `p = [mean; var; γ; β]`. With `relu`, the
-/// gradient is first masked where the forward's ReLU output was zero.
+/// (`(n, c, plane)`), the output's gradient `dy` and `p = [mean; var; γ; β]`. With an
+/// activation, the gradient is first masked where the activation's gradient is zero.
 fn gradient<T: Element>(
     x: &[T],
     dy: &[T],
     p: &[T],
     dims: (usize, usize, usize),
-    flags: (f64, bool),
+    flags: (f64, Act),
 ) -> Vec<T> {
     let (_, c, plane) = dims;
     let per = Channels::new(x, dy, p, dims, flags);
@@ -188,7 +198,7 @@ fn gradient<T: Element>(
         if i < planes {
             let (coefficients, mask) = per.plane(i);
             let r = i * plane..(i + 1) * plane;
-            grad_input(chunk, &dy[r.clone()], &x[r], mask, coefficients);
+            grad_input(chunk, &dy[r.clone()], &x[r], mask, per.act, coefficients);
         } else {
             // The tail, in chunks of `width`: [dγ; dβ].
             let start = (i - planes) * width;
@@ -211,7 +221,7 @@ pub(crate) fn gradient_in_place<T: Element>(
     x: &[T],
     p: &[T],
     dims: (usize, usize, usize),
-    flags: (f64, bool),
+    flags: (f64, Act),
     out: &mut [T],
 ) {
     let (_, c, plane) = dims;
@@ -221,7 +231,13 @@ pub(crate) fn gradient_in_place<T: Element>(
         .enumerate()
         .for_each(|(i, dxp)| {
             let (coefficients, mask) = per.plane(i);
-            grad_input_in_place(dxp, &x[i * plane..(i + 1) * plane], mask, coefficients);
+            grad_input_in_place(
+                dxp,
+                &x[i * plane..(i + 1) * plane],
+                mask,
+                per.act,
+                coefficients,
+            );
         });
     for (ch, (sdy, sdyx)) in per.sums.iter().enumerate() {
         dgb[ch] = T::from_f64(*sdyx);
@@ -236,7 +252,7 @@ struct Channels<'a, T> {
     c: usize,
     m: f64,
     eps: f64,
-    relu: bool,
+    act: Act,
     /// `(Σ dy, Σ dy·x̂)` per channel.
     sums: Vec<(f64, f64)>,
 }
@@ -247,14 +263,14 @@ impl<'a, T: Element> Channels<'a, T> {
         dy: &[T],
         p: &'a [T],
         (n, c, plane): (usize, usize, usize),
-        (eps, relu): (f64, bool),
+        (eps, act): (f64, Act),
     ) -> Self {
         let mut per = Self {
             p,
             c,
             m: (n * plane) as f64,
             eps,
-            relu,
+            act,
             sums: Vec::new(),
         };
         // Σ dy and Σ dy·(x − μ), so Σ dy·x̂ follows.
@@ -265,7 +281,7 @@ impl<'a, T: Element> Channels<'a, T> {
                 let (mut sdy, mut sdyc) = (0.0, 0.0);
                 for i in 0..n {
                     let r = (i * c + ch) * plane..(i * c + ch + 1) * plane;
-                    let (a, b) = grad_sums(&dy[r.clone()], &x[r], p[ch], mask);
+                    let (a, b) = grad_sums(&dy[r.clone()], &x[r], p[ch], mask, act);
                     sdy += a;
                     sdyc += b;
                 }
@@ -275,8 +291,8 @@ impl<'a, T: Element> Channels<'a, T> {
         per
     }
 
-    /// The channel's mean, 1/√(var + eps) and ReLU mask (the forward's affine map, to
-    /// recompute the mask exactly).
+    /// The channel's mean, 1/√(var + eps) and, with an activation, the forward's affine map
+    /// (to recompute the activation's mask exactly).
     fn channel(&self, ch: usize) -> (f64, f64, Option<(T, T)>) {
         let (p, c) = (self.p, self.c);
         let (mu, var) = (p[ch].to_f64(), p[c + ch].to_f64());
@@ -287,7 +303,11 @@ impl<'a, T: Element> Channels<'a, T> {
             p[3 * c + ch].to_f64(),
             self.eps,
         );
-        (mu, 1.0 / (var + self.eps).sqrt(), self.relu.then_some(map))
+        (
+            mu,
+            1.0 / (var + self.eps).sqrt(),
+            self.act.masks().then_some(map),
+        )
     }
 
     /// Plane `i`'s coefficients `[p, q, μ, r]` of dx = p·dy + q·(v − μ) + r, from
@@ -344,11 +364,13 @@ fn grad_input<T: Element>(
     dy: &[T],
     x: &[T],
     mask: Option<(T, T)>,
+    act: Act,
     coefficients: [T; 4],
 ) {
-    match mask {
-        None => affine_plane(dx, dy, x, coefficients, |d: T, _: T| d),
-        Some(map) => affine_plane(dx, dy, x, coefficients, relu_gated(map)),
+    match (mask, act) {
+        (None, _) | (_, Act::None) => affine_plane(dx, dy, x, coefficients, |d: T, _: T| d),
+        (Some(map), Act::Relu) => affine_plane(dx, dy, x, coefficients, relu_gated(map)),
+        (Some(map), Act::Relu6) => affine_plane(dx, dy, x, coefficients, relu6_gated(map)),
     }
 }
 }
@@ -359,11 +381,13 @@ fn grad_input_in_place<T: Element>(
     dx: &mut [T],
     x: &[T],
     mask: Option<(T, T)>,
+    act: Act,
     coefficients: [T; 4],
 ) {
-    match mask {
-        None => affine_plane_in_place(dx, x, coefficients, |d: T, _: T| d),
-        Some(map) => affine_plane_in_place(dx, x, coefficients, relu_gated(map)),
+    match (mask, act) {
+        (None, _) | (_, Act::None) => affine_plane_in_place(dx, x, coefficients, |d: T, _: T| d),
+        (Some(map), Act::Relu) => affine_plane_in_place(dx, x, coefficients, relu_gated(map)),
+        (Some(map), Act::Relu6) => affine_plane_in_place(dx, x, coefficients, relu6_gated(map)),
     }
 }
 }
@@ -413,7 +437,7 @@ impl CustomOp3 for AddRelu {
             params,
             &Gradient {
                 eps: self.eps,
-                relu: false,
+                act: Act::None,
             },
         )?;
         let numel = x.elem_count();
