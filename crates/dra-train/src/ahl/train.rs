@@ -133,6 +133,12 @@ impl EpisodeSet {
             label: 1,
             normal: None,
         }));
+        Self::of(items)
+    }
+
+    /// The set of `items`, one cycle per class present, in label order: normals, when present,
+    /// come first and take a batch's remainder.
+    fn of(items: Vec<Item>) -> Self {
         let classes = (0..3u8)
             .map(|label| Cycle {
                 members: (0..items.len())
@@ -142,8 +148,7 @@ impl EpisodeSet {
                 pos: 0,
             })
             .filter(|c| !c.members.is_empty())
-            .collect::<Vec<_>>();
-        // In label order: normals, when present, come first and take the remainder.
+            .collect();
         Self { items, classes }
     }
 
@@ -379,17 +384,7 @@ impl EpisodeSet {
             .collect();
         items.sort_by_key(|i| (i.row, i.label));
         items.dedup();
-        let classes = (0..3u8)
-            .map(|label| Cycle {
-                members: (0..items.len())
-                    .filter(|&i| items[i].label == label)
-                    .collect(),
-                order: Vec::new(),
-                pos: 0,
-            })
-            .filter(|c| !c.members.is_empty())
-            .collect();
-        Self { items, classes }
+        Self::of(items)
     }
 }
 
