@@ -63,24 +63,33 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// A vector of `len` zeros, written by all threads. `vec![0; len]` zeroes on the calling
-/// thread alone (the allocator's pages are reused, so `calloc` must clear them), while the
-/// other core waits: 2 % of a DRA step at 128 px ran in such single-threaded clears.
+/// A vector of `len` zeros, written by all threads, every page of it written before it is
+/// returned.
+///
+/// Not `vec![0; len]`, for two reasons. It zeroes on the calling thread alone while the other
+/// core waits (2 % of a DRA step at 128 px ran in such clears). And where `calloc` takes fresh
+/// pages from the kernel it does not write them at all: they stay mapped to the kernel's shared
+/// zero page until first written. An accumulator that a GEMM reads before it writes (the
+/// weight gradients sum image after image) then takes a copy-on-write fault per page, and on a
+/// two-core VM each such fault flushes the other core's TLB by interrupt: 15 % of MobileNetV2's
+/// DRA step at 128 px went to those flushes.
 pub(crate) fn zeroed<T: WithDType>(len: usize) -> Vec<T> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 15;
-    if len < 2 * CHUNK {
-        return vec![T::zero(); len];
-    }
     let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(CHUNK)
-        .for_each(|c| {
-            for x in c {
-                x.write(T::zero());
-            }
-        });
-    // SAFETY: the loop above wrote all `len` elements, within the capacity reserved.
+    let clear = |c: &mut [MaybeUninit<T>]| {
+        for x in c {
+            x.write(T::zero());
+        }
+    };
+    if len < 2 * CHUNK {
+        clear(&mut v.spare_capacity_mut()[..len]);
+    } else {
+        v.spare_capacity_mut()[..len]
+            .par_chunks_mut(CHUNK)
+            .for_each(clear);
+    }
+    // SAFETY: `clear` wrote all `len` elements, within the capacity reserved.
     unsafe { v.set_len(len) };
     v
 }

@@ -61,7 +61,8 @@ pub(super) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T>
     let partials: Vec<Vec<T>> = (0..n_chunks)
         .into_par_iter()
         .map(|chunk| {
-            let mut acc = vec![T::zero(); o * k];
+            // Written zeros, not `calloc`'s: the GEMMs below read it first (see `zeroed`).
+            let mut acc = zeroed::<T>(o * k);
             for i in chunk * n / n_chunks..(chunk + 1) * n / n_chunks {
                 let xn = &x[i * c * h * w..(i + 1) * c * h * w];
                 let dyn_ = Mat {

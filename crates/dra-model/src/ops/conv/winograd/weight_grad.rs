@@ -1,6 +1,8 @@
 //! The kernel gradient: `dU[ξ] = Σ_tiles Ṁ[ξ] · V[ξ]ᵀ` from the forward's input tiles and the
 //! output gradient's tiles, then `dW = Gᵀ dU G`.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -9,9 +11,9 @@ use super::transforms::{
     grad_tiles, grad_tiles4, input_tiles, input_tiles4, kernel_grads, kernel_grads4, STEP4,
 };
 use super::{tile_rows, tile_size, Tiling, XI};
-use crate::ops::conv::gemm::{matmul, Mat};
+use crate::ops::conv::gemm::{matmul, matmul_uninit, Mat};
 use crate::ops::conv::Geometry;
-use crate::ops::cpu::zeroed;
+use crate::ops::cpu::{par_written, zeroed};
 use crate::ops::{Element, Winograd};
 
 /// d(weight) from the input `x` and d(output) `dy`: `O×C×3×3`, with the forward's tiles.
@@ -29,7 +31,12 @@ pub(in crate::ops::conv) fn weight_grad<T: Element>(
         g.w,
         g.padding,
     );
-    let whole = t.points() * t.rows() * t.tw * (g.c + g.o) <= WHOLE;
+    // Every tile at once when that is small, or no larger than the blocked path's per-thread
+    // partial sums of dU would be: the composite head's 1280-channel convolution on 4×4 maps
+    // (212 tiles) needs 35 MB of tiles whole, against two partial dU of 105 MB each.
+    let tiles = t.points() * t.rows() * t.tw * (g.c + g.o);
+    let partials = rayon::current_num_threads().min(t.rows()) * t.points() * g.o * g.c;
+    let whole = tiles <= WHOLE.max(partials);
     match (t.m, whole) {
         (2, true) => weight_grad_whole::<T, XI>(x, dy, g, &t),
         (2, false) => weight_grad_blocked::<T, XI>(x, dy, g, &t, t.rows_per_block(g.c.max(g.o))),
@@ -118,23 +125,30 @@ fn weight_gemm<T: Element>(
     (o, c, tiles): (usize, usize, usize),
     accumulate: bool,
 ) {
-    matmul(
-        du,
-        Mat {
-            data: m,
-            rs: 1,
-            cs: o,
-        },
-        Mat {
-            data: v,
-            rs: c,
-            cs: 1,
-        },
-        (o, c, tiles),
-        accumulate,
-        Parallelism::None,
-    );
+    let dims = (o, c, tiles);
+    matmul(du, point_grad(m, o), point_tiles(v, c), dims, accumulate, SERIAL);
 }
+
+/// One point's `Ṁ` (stored `[tile][o]`) as the O×T operand.
+fn point_grad<T>(m: &[T], o: usize) -> Mat<'_, T> {
+    Mat {
+        data: m,
+        rs: 1,
+        cs: o,
+    }
+}
+
+/// One point's `V` (stored `[tile][c]`) as the T×C operand.
+fn point_tiles<T>(v: &[T], c: usize) -> Mat<'_, T> {
+    Mat {
+        data: v,
+        rs: c,
+        cs: 1,
+    }
+}
+
+/// The point GEMMs run one per thread: the points are the parallelism.
+const SERIAL: Parallelism = Parallelism::None;
 
 /// d(weight) for maps with few tiles: every tile transformed (in parallel over tile rows),
 /// then the `P` GEMMs in parallel, each over all tiles, writing dU once.
@@ -150,8 +164,7 @@ pub(super) fn weight_grad_whole<T: Element, const P: usize>(
         .rows()
         .div_ceil(rayon::current_num_threads().max(1))
         .max(1);
-    let mut du = zeroed::<T>(P * o * c);
-    T::with_scratch(P * (c + o) * tiles, |scratch| {
+    let du = T::with_scratch(P * (c + o) * tiles, |scratch| {
         let (v, m) = scratch.split_at_mut(P * c * tiles);
         let vs = plane_chunks(v, c * tiles, per_task * t.tw * c);
         let ms = plane_chunks(m, o * tiles, per_task * t.tw * o);
@@ -174,10 +187,12 @@ pub(super) fn weight_grad_whole<T: Element, const P: usize>(
                 );
             });
         let (v, m) = (&*v, &*m);
-        du.par_chunks_mut(o * c).enumerate().for_each(|(xi, du)| {
+        let point = |xi: usize, du: &mut [MaybeUninit<T>]| {
             let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
-            weight_gemm(du, m, v, (o, c, tiles), false);
-        });
+            matmul_uninit(du, c, point_grad(m, o), point_tiles(v, c), (o, c, tiles), SERIAL);
+        };
+        // SAFETY: each point's O×C block is written whole by its GEMM.
+        unsafe { par_written(P * o * c, o * c, point) }
     });
     weight_untransform::<T, P>(std::slice::from_ref(&du), o, c)
 }
@@ -199,7 +214,8 @@ pub(super) fn weight_grad_blocked<T: Element, const P: usize>(
     let partials: Vec<Vec<T>> = (0..chunks)
         .into_par_iter()
         .map(|chunk| {
-            let mut du = vec![T::zero(); P * o * c];
+            // Written zeros: the GEMMs accumulate onto it (see `zeroed`).
+            let mut du = zeroed::<T>(P * o * c);
             let mut window = Window::new(t);
             let mut grads = GradRows::new(t, o);
             for b in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
