@@ -53,7 +53,9 @@ pub fn reset_parameters(varmap: &VarMap, seed: u64) -> Result<()> {
             }
             _ => continue,
         };
-        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+        // Drawn in f32 whatever the model's dtype, so that an f64 model starts from the same
+        // values as the f32 one.
+        var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
     }
     Ok(())
 }

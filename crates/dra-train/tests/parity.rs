@@ -2,6 +2,9 @@
 //! computed by `tools/golden/make_golden.py` (torch, run by hand). Weights and inputs are not
 //! stored: both sides derive them from tensor names with the same integer hash.
 //!
+//! The models run on the CPU, or on a GPU with `DRA_TEST_DEVICE=cuda` (see `common::device`):
+//! on a GPU the layers run candle's own ops, so the same fixtures check the GPU path.
+//!
 //! Error measure: for every compared tensor, max |ours − torch| / max |torch| (relative to the
 //! tensor's scale). The model as it runs (float32) is compared on eval-mode scores within
 //! 1e-4. Everything else (training forward, losses, BatchNorm statistics, gradients, the Adam
@@ -10,6 +13,9 @@
 //! differ from its float64 ones by up to ~1e-2 on this fixture, which would hide real errors.
 
 use std::collections::HashMap;
+
+mod common;
+use common::device;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -111,7 +117,7 @@ fn pick(t: &Tensor, rows: &[usize]) -> Vec<f64> {
 
 fn model(dtype: DType) -> Result<(VarMap, Dra)> {
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
+    let vb = VarBuilder::from_varmap(&varmap, dtype, &device());
     let config = DraConfig {
         n_ref: N_REF,
         ..Default::default()
@@ -119,7 +125,7 @@ fn model(dtype: DType) -> Result<(VarMap, Dra)> {
     let dra = Dra::new(config, vb)?;
     for (name, var) in varmap.data().lock().unwrap().iter() {
         let values = golden_values(name, var.dims());
-        var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu)?.to_dtype(dtype)?)?;
+        var.set(&Tensor::from_vec(values, var.dims(), &device())?.to_dtype(dtype)?)?;
     }
     Ok((varmap, dra))
 }
@@ -133,7 +139,7 @@ fn input(golden: &Golden, dtype: DType) -> Result<Tensor> {
         golden.get("input_check"),
         "the hash generators differ"
     );
-    Tensor::from_vec(x, &shape, &Device::Cpu)?.to_dtype(dtype)
+    Tensor::from_vec(x, &shape, &device())?.to_dtype(dtype)
 }
 
 fn head(scores: &HeadScores, i: usize) -> &Tensor {
@@ -172,7 +178,7 @@ fn eval_mode(dtype: DType, prefix: &str, tol: f64) -> Result<()> {
             n_ref: N_REF,
             ..Default::default()
         },
-        VarBuilder::from_tensors(tensors, dtype, &Device::Cpu),
+        VarBuilder::from_tensors(tensors, dtype, &device()),
     )?;
     let x = input(&golden, dtype)?;
     let scales = eval.forward_scales(&x, false)?;
@@ -339,17 +345,17 @@ fn mobilenet_v2_features_match_torchvision() -> Result<()> {
     use candle_core::ModuleT;
     let golden = Golden::load();
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &device());
     let net = dra_model::backbones::MobileNetV2::new(
         dra_model::Kernels::default(),
         vb.pp("feature_extractor").pp("net"),
     )?;
     for (name, var) in varmap.data().lock().unwrap().iter() {
         let values = golden_values(name, var.dims());
-        var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu)?.to_dtype(DType::F64)?)?;
+        var.set(&Tensor::from_vec(values, var.dims(), &device())?.to_dtype(DType::F64)?)?;
     }
     let shape = [3, 3, SIZE, SIZE];
-    let x = Tensor::from_vec(golden_values("mbv2.input", &shape), &shape, &Device::Cpu)?
+    let x = Tensor::from_vec(golden_values("mbv2.input", &shape), &shape, &device())?
         .to_dtype(DType::F64)?;
     check(
         "mobilenet_v2 eval",

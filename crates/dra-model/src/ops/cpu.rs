@@ -32,10 +32,10 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// Defines a kernel function whose body is compiled twice: for AVX2 + FMA, taken where the
-/// CPU has them (std caches the detection), and for the baseline target otherwise. Our
-/// element-wise loops then run 8 lanes wide without the binary requiring AVX2 of every
-/// machine (the workspace builds for the baseline x86-64, which has only SSE2).
+/// Defines a kernel function whose body is compiled three times: for AVX-512, for AVX2 + FMA,
+/// each taken where the CPU has them (std caches the detection), and for the baseline target
+/// otherwise. Our element-wise loops then run 16 or 8 lanes wide without the binary requiring
+/// either of every machine (the workspace builds for the baseline x86-64, which has only SSE2).
 macro_rules! multiversion {
     (
         $(#[$meta:meta])*
@@ -48,6 +48,17 @@ macro_rules! multiversion {
             fn imp<$t: $bound>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512<$t: $bound>($($arg: $ty),*) $(-> $ret)? {
+                    imp::<$t>($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `avx512` is compiled for.
+                    return unsafe { avx512::<$t>($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<$t: $bound>($($arg: $ty),*) $(-> $ret)? {
                     imp::<$t>($($arg),*)

@@ -1,8 +1,27 @@
-//! Running the `dra` program from the integration tests.
+//! What the integration tests share: running the `dra` program, and the device the model
+//! tests run on.
 
 #![allow(dead_code)]
 
 use std::process::Command;
+
+use candle_core::Device;
+
+/// The device the model tests run on: the CPU, or the first GPU with `DRA_TEST_DEVICE=cuda` in
+/// a build with `--features cuda` (`cargo xtask gpu-check` runs the tests so). One device for
+/// the whole process: each `Device::new_cuda` is a device of its own, whose tensors do not mix
+/// with another's.
+pub fn device() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| match std::env::var("DRA_TEST_DEVICE").as_deref() {
+            Err(_) | Ok("" | "cpu") => Device::Cpu,
+            Ok("cuda") => Device::new_cuda(0)
+                .expect("DRA_TEST_DEVICE=cuda: no usable CUDA device (build with --features cuda)"),
+            Ok(other) => panic!("DRA_TEST_DEVICE: unknown device `{other}`; valid: cpu, cuda"),
+        })
+        .clone()
+}
 
 /// Runs `dra` with `args` and returns (success, stdout, stderr); a panic fails the test.
 pub fn run(args: &[&str]) -> (bool, String, String) {

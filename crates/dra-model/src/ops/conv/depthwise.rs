@@ -154,7 +154,10 @@ impl Wide {
 
     /// `grad` (`oh × ow`) widened to `wq` columns, the junk columns zero.
     fn widen<T: Element>(&self, grad: &[T], wide: &mut [T]) {
-        for (src, dst) in grad.chunks_exact(self.ow).zip(wide.chunks_exact_mut(self.wq)) {
+        for (src, dst) in grad
+            .chunks_exact(self.ow)
+            .zip(wide.chunks_exact_mut(self.wq))
+        {
             dst[..self.ow].copy_from_slice(src);
             dst[self.ow..].fill(T::zero());
         }
@@ -162,7 +165,10 @@ impl Wide {
 
     /// The `oh × ow` output of its wide form.
     fn narrow<T: Element>(&self, wide: &[T], out: &mut [MaybeUninit<T>]) {
-        for (src, dst) in wide.chunks_exact(self.wq).zip(out.chunks_exact_mut(self.ow)) {
+        for (src, dst) in wide
+            .chunks_exact(self.wq)
+            .zip(out.chunks_exact_mut(self.ow))
+        {
             for (d, v) in dst.iter_mut().zip(src) {
                 d.write(*v);
             }
@@ -235,7 +241,11 @@ fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
             phases.fill(T::zero());
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
-                    axpy(&mut phases[wide.tap(ky, kx)..], grad, filter[ky * g.kw + kx]);
+                    axpy(
+                        &mut phases[wide.tap(ky, kx)..],
+                        grad,
+                        filter[ky * g.kw + kx],
+                    );
                 }
             }
             wide.merge(phases, dx);
@@ -404,7 +414,7 @@ mod tests {
 
     /// Values and both gradients against candle's grouped convolution, on odd shapes with
     /// strides 1 and 2 (including a stride that skips the last column, a 1-pixel image, and odd
-/// widths whose phases differ in length).
+    /// widths whose phases differ in length).
     #[test]
     fn matches_candles_grouped_convolution() -> Result<()> {
         for (n, c, h, w, k, s, p) in [
@@ -521,15 +531,26 @@ mod tests {
                 for ox in 0..g.ow {
                     let (y, x) = ((2 * oy + ky) as isize - 1, (2 * ox + kx) as isize - 1);
                     let inside = (0..5).contains(&y) && (0..7).contains(&x);
-                    let expected = if inside { plane[(y * 7 + x) as usize] } else { 0.0 };
-                    assert_eq!(run[oy * wide.wq + ox], expected, "tap {ky},{kx} at {oy},{ox}");
+                    let expected = if inside {
+                        plane[(y * 7 + x) as usize]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(
+                        run[oy * wide.wq + ox],
+                        expected,
+                        "tap {ky},{kx} at {oy},{ox}"
+                    );
                 }
             }
         }
         let mut back = vec![MaybeUninit::uninit(); plane.len()];
         wide.merge(&phases, &mut back);
         // SAFETY: `merge` wrote every element.
-        let back: Vec<f64> = back.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+        let back: Vec<f64> = back
+            .into_iter()
+            .map(|v| unsafe { v.assume_init() })
+            .collect();
         assert_eq!(back, plane);
         let bad = Geometry::depthwise((1, 2, 8, 8), (3, 1, 3, 3), 1, 1)
             .unwrap_err()

@@ -126,7 +126,14 @@ fn weight_gemm<T: Element>(
     accumulate: bool,
 ) {
     let dims = (o, c, tiles);
-    matmul(du, point_grad(m, o), point_tiles(v, c), dims, accumulate, SERIAL);
+    matmul(
+        du,
+        point_grad(m, o),
+        point_tiles(v, c),
+        dims,
+        accumulate,
+        SERIAL,
+    );
 }
 
 /// One point's `Ṁ` (stored `[tile][o]`) as the O×T operand.
@@ -189,7 +196,14 @@ pub(super) fn weight_grad_whole<T: Element, const P: usize>(
         let (v, m) = (&*v, &*m);
         let point = |xi: usize, du: &mut [MaybeUninit<T>]| {
             let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
-            matmul_uninit(du, c, point_grad(m, o), point_tiles(v, c), (o, c, tiles), SERIAL);
+            matmul_uninit(
+                du,
+                c,
+                point_grad(m, o),
+                point_tiles(v, c),
+                (o, c, tiles),
+                SERIAL,
+            );
         };
         // SAFETY: each point's O×C block is written whole by its GEMM.
         unsafe { par_written(P * o * c, o * c, point) }
