@@ -3,7 +3,7 @@ Run by hand where torch is installed (CI never runs it):
 
     pip install torch torchvision
     python tools/perf/torch_perf.py --sizes 128,224 [--reps 3] [--device cpu|cuda]
-        [--backbone resnet18|mobilenet_v2]
+        [--backbone resnet18|mobilenet_v2] [--count-flops]
 
 Each (workload, size) runs in a fresh subprocess so that its peak RSS is its own.
 """
@@ -53,7 +53,39 @@ def with_backbone(g, backbone):
     return MobileNetBackbone, dra
 
 
-def worker(workload, size, reps, device, backbone):
+class GpuMemory:
+    """The most device memory `nvidia-smi` sees this process hold (its CUDA context included),
+    polled every 50 ms: the same measure as `cargo xtask perf` takes of dra-rs. In a container
+    whose process ids nvidia-smi does not see, the one process on the GPU (a worker runs alone)."""
+
+    def __init__(self):
+        import threading
+        self.peak, self.done = 0, False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        pid = str(os.getpid())
+        while not self.done:
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                                      "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True).stdout
+                rows = [tuple(x.strip() for x in l.split(",")) for l in out.splitlines() if "," in l]
+                mine = [int(mb) for p, mb in rows if p == pid] or ([int(rows[0][1])] if len(rows) == 1 else [])
+                if mine:
+                    self.peak = max(self.peak, mine[0])
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+
+    def stop(self):
+        self.done = True
+        self.thread.join()
+        return float(self.peak)
+
+
+def worker(workload, size, reps, device, backbone, count_flops=False):
     import torch
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "golden"))
     import make_golden as g
@@ -101,7 +133,18 @@ def worker(workload, size, reps, device, backbone):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-    step()
+    gpu = GpuMemory() if device == "cuda" else None
+    gflop = None
+    if count_flops:
+        # Counted by PyTorch's own counter over one step: convolutions and matrix products as
+        # their direct arithmetic (2 per multiply-add), forward and backward; this step is the
+        # warm-up.
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            step()
+        gflop = counter.get_total_flops() / 1e9
+    else:
+        step()
     sync()
     times = []
     for _ in range(max(reps, 1)):
@@ -112,9 +155,15 @@ def worker(workload, size, reps, device, backbone):
     times.sort()
     median = times[len(times) // 2]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"workload": workload, "size": size, "batch": batch, "img_per_s": batch / median,
-                      "seconds_median": median, "peak_rss_mb": peak, "device": device,
-                      "impl": f"torch {torch.__version__}", "backbone": backbone}))
+    result = {"workload": workload, "size": size, "batch": batch, "img_per_s": batch / median,
+              "seconds_median": median, "peak_rss_mb": peak, "device": device,
+              "impl": f"torch {torch.__version__}", "backbone": backbone}
+    if gflop is not None:
+        result["gflop_per_step"] = gflop
+    if gpu is not None:
+        result["peak_gpu_mb"] = gpu.stop()
+        result["torch_max_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    print(json.dumps(result))
 
 
 def main():
@@ -125,14 +174,18 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backbone", default="resnet18", choices=["resnet18", "mobilenet_v2"])
     ap.add_argument("--worker", nargs=2)
+    ap.add_argument("--count-flops", action="store_true",
+                    help="also count each step's floating-point operations (gflop_per_step)")
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.reps, args.device, args.backbone)
+        worker(args.worker[0], int(args.worker[1]), args.reps, args.device, args.backbone,
+               args.count_flops)
         return
     for size in [int(s) for s in args.sizes.split(",")]:
         for w in args.workloads.split(","):
             out = subprocess.run([sys.executable, __file__, "--worker", w, str(size), "--reps", str(args.reps),
-                                  "--device", args.device, "--backbone", args.backbone],
+                                  "--device", args.device, "--backbone", args.backbone]
+                                 + (["--count-flops"] if args.count_flops else []),
                                  capture_output=True, text=True, check=True)
             print(out.stdout.strip(), flush=True)
 

@@ -2,6 +2,7 @@
 
 mod chart;
 mod cli;
+mod gpu_check;
 mod grid;
 mod merge;
 mod paper;
@@ -48,6 +49,11 @@ enum Task {
     Merge(merge::MergeArgs),
     /// Throughput and peak memory of training and evaluation workloads.
     Perf(perf::PerfArgs),
+    /// The whole check of a GPU: build with `--features cuda`, the parity and device tests on
+    /// the GPU, `perf --device cuda` beside PyTorch's at 128, 224 and 448 px; results and
+    /// summary.md in one folder. `--pack DIR` builds on a machine without a GPU for one without
+    /// Rust.
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// One perf measurement in a process of its own (used by `perf`).
     #[command(hide = true)]
     PerfWorker(perf::WorkerArgs),
@@ -131,6 +137,7 @@ fn main() -> Result<()> {
         }
         Task::Merge(args) => merge::merge(&args),
         Task::Perf(args) => perf::perf(args),
+        Task::GpuCheck(args) => gpu_check::gpu_check(args),
         Task::PerfWorker(args) => perf::worker(args),
     }
 }

@@ -4,6 +4,8 @@
 //! (`VmHWM`) is its own. A warm-up repetition, then `reps` timed ones; the median is reported.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -58,6 +60,10 @@ pub struct Measurement {
     pub img_per_s: f64,
     pub seconds_median: f64,
     pub peak_rss_mb: f64,
+    /// On a GPU: the most device memory `nvidia-smi` saw the worker hold (its CUDA context
+    /// included), polled every 50 ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_gpu_mb: Option<f64>,
     pub device: String,
     /// `dra-rs` (this crate's kernels), `dra-rs-im2col` (without Winograd) or `candle-stock`.
     pub kernels: String,
@@ -111,8 +117,11 @@ pub fn perf(args: PerfArgs) -> Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string(&m)?);
             } else {
+                let gpu = m
+                    .peak_gpu_mb
+                    .map_or(String::new(), |mb| format!(", GPU {mb:.0} MB"));
                 eprintln!(
-                    "{workload} {size} px: {:.2} img/s, peak {:.0} MB",
+                    "{workload} {size} px: {:.2} img/s, peak {:.0} MB{gpu}",
                     m.img_per_s, m.peak_rss_mb
                 );
             }
@@ -120,10 +129,10 @@ pub fn perf(args: PerfArgs) -> Result<()> {
         }
     }
     if !args.json {
-        println!("| workload | backbone | size | batch | kernels | img/s | median s | peak RSS MB |\n|---|---|---|---|---|---|---|---|");
+        println!("| workload | backbone | size | batch | kernels | img/s | median s | peak RSS MB | peak GPU MB |\n|---|---|---|---|---|---|---|---|---|");
         for m in rows {
             println!(
-                "| {} | {} | {} | {} | {} | {:.2} | {:.3} | {:.0} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {:.3} | {:.0} | {} |",
                 m.workload,
                 m.backbone,
                 m.size,
@@ -131,7 +140,8 @@ pub fn perf(args: PerfArgs) -> Result<()> {
                 m.kernels,
                 m.img_per_s,
                 m.seconds_median,
-                m.peak_rss_mb
+                m.peak_rss_mb,
+                m.peak_gpu_mb.map_or("-".into(), |mb| format!("{mb:.0}"))
             );
         }
     }
@@ -169,6 +179,70 @@ fn peak_rss_mb() -> f64 {
             })
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The most device memory this process holds on the GPU, as `nvidia-smi` reports it (the same
+/// measure as `tools/perf/torch_perf.py` takes of PyTorch), polled by a thread of its own.
+struct GpuMemory {
+    peak_mb: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl GpuMemory {
+    fn poll() -> Self {
+        let (peak_mb, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (peak, done) = (peak_mb.clone(), stop.clone());
+        let pid = std::process::id().to_string();
+        let thread = std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(mb) = gpu_memory_of(&pid) {
+                    peak.fetch_max(mb, Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        Self {
+            peak_mb,
+            stop,
+            thread,
+        }
+    }
+
+    fn peak_mb(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        // A poller that panicked has simply stopped polling: its peak so far stands.
+        let _ = self.thread.join();
+        self.peak_mb.load(Ordering::Relaxed) as f64
+    }
+}
+
+/// The device memory (MiB) that process `pid` holds, from `nvidia-smi`; in a container whose
+/// process ids `nvidia-smi` does not see, the one process on the GPU (a worker runs alone).
+fn gpu_memory_of(pid: &str) -> Option<u64> {
+    let out = Command::new("nvidia-smi")
+        .args([
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<(&str, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (p, mb) = l.split_once(',')?;
+            Some((p.trim(), mb.trim().parse().ok()?))
+        })
+        .collect();
+    match rows.iter().find(|(p, _)| *p == pid) {
+        Some(&(_, mb)) => Some(mb),
+        None if rows.len() == 1 => Some(rows[0].1),
+        None => None,
+    }
 }
 
 fn device(name: &str) -> Result<Device> {
@@ -259,11 +333,15 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             bail!("unknown workload `{other}`; valid: backbone_train, backbone_eval, dra_step")
         }
     };
+    // On a GPU the ops are queued on a stream: a step ends when the device has run it.
+    let gpu_memory = (!dev.is_cpu()).then(GpuMemory::poll);
     step()?; // warm-up
+    dev.synchronize()?;
     let mut times = Vec::new();
     for _ in 0..args.reps.max(1) {
         let t = Instant::now();
         step()?;
+        dev.synchronize()?;
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
@@ -275,6 +353,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         img_per_s: batch as f64 / median,
         seconds_median: median,
         peak_rss_mb: peak_rss_mb(),
+        peak_gpu_mb: gpu_memory.map(GpuMemory::peak_mb),
         device: args.device.clone(),
         kernels: match (args.stock, args.no_winograd, args.winograd_f2) {
             (true, _, _) => "candle-stock",

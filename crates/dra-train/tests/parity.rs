@@ -66,12 +66,14 @@ struct Golden {
 
 impl Golden {
     fn load() -> Self {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/golden_dra.safetensors"
+        // At run time first: `gpu-check --bundle` runs this binary from another checkout.
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
         );
+        let path = crate_dir.join("tests/fixtures/golden_dra.safetensors");
         Self {
-            tensors: candle_core::safetensors::load(path, &Device::Cpu).expect("golden fixture"),
+            tensors: candle_core::safetensors::load(&path, &Device::Cpu).expect("golden fixture"),
         }
     }
     fn get(&self, name: &str) -> Vec<f64> {

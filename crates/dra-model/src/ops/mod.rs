@@ -7,7 +7,8 @@
 //!   or with the residual and ReLU, closed-form backward) and one-pass eval mode (`batchnorm`);
 //! - max-pooling with padding and PyTorch's gradient (`maxpool`);
 //! - ResNet's stem (convolution, BatchNorm, ReLU, max-pool) in training as one op (`stem`);
-//! - MobileNetV2's cap at 6 after ReLU, with ReLU6's gradient (`cap`).
+//! - MobileNetV2's depthwise convolutions (`conv/depthwise`), and its ReLU6 inside BatchNorm's
+//!   kernels.
 //!
 //! Every kernel is tested beside it against candle's stock op or a direct definition, values
 //! and gradients. They share one element type (`element`) and the plumbing of `cpu`; on other
