@@ -121,45 +121,35 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
         .collect::<Vec<_>>()
         .join(",");
     let torch_ready = !args.no_torch && torch_sees_a_gpu();
+    let reps = args.reps.to_string();
     for backbone in BACKBONES {
-        let log = args.out.join(format!("perf-dra-rs-{backbone}.log"));
-        let mut cmd = Command::new(&bins.xtask);
-        cmd.current_dir(&root).args([
-            "perf",
+        let options = [
             "--device",
             "cuda",
-            "--json",
             "--sizes",
             &sizes,
             "--reps",
-            &args.reps.to_string(),
+            &reps,
             "--backbone",
             backbone,
-        ]);
-        let (ok, text) = logged(&mut cmd, &log)?;
-        if !ok {
-            failed.push(format!("perf {backbone}"));
-        }
-        ours.extend(measurements(&text));
+        ];
+        let mut cmd = Command::new(&bins.xtask);
+        cmd.args(["perf", "--json"]).args(options);
+        let log = args.out.join(format!("perf-dra-rs-{backbone}.log"));
+        let side = perf_side(
+            &mut cmd,
+            &root,
+            &log,
+            format!("perf {backbone}"),
+            &mut failed,
+        )?;
+        ours.extend(side);
         if torch_ready {
-            let log = args.out.join(format!("perf-torch-{backbone}.log"));
             let mut cmd = Command::new("python3");
-            cmd.current_dir(&root).args([
-                "tools/perf/torch_perf.py",
-                "--device",
-                "cuda",
-                "--sizes",
-                &sizes,
-                "--reps",
-                &args.reps.to_string(),
-                "--backbone",
-                backbone,
-            ]);
-            let (ok, text) = logged(&mut cmd, &log)?;
-            if !ok {
-                failed.push(format!("torch perf {backbone}"));
-            }
-            torch.extend(measurements(&text));
+            cmd.arg("tools/perf/torch_perf.py").args(options);
+            let log = args.out.join(format!("perf-torch-{backbone}.log"));
+            let what = format!("torch perf {backbone}");
+            torch.extend(perf_side(&mut cmd, &root, &log, what, &mut failed)?);
         }
     }
     let jsonl = |rows: &[Measurement]| -> Result<String> {
@@ -221,6 +211,22 @@ fn perf_table(ours: &[Measurement], torch: &[Measurement], torch_ran: bool) -> S
         t.push_str("\nPyTorch's counterpart did not run (--no-torch, or torch sees no GPU).\n");
     }
     t
+}
+
+/// Runs one side's perf command from `root`, logged to `log`: its measurements, with `what`
+/// added to `failed` when it failed.
+fn perf_side(
+    cmd: &mut Command,
+    root: &Path,
+    log: &Path,
+    what: String,
+    failed: &mut Vec<String>,
+) -> Result<Vec<Measurement>> {
+    let (ok, text) = logged(cmd.current_dir(root), log)?;
+    if !ok {
+        failed.push(what);
+    }
+    Ok(measurements(&text))
 }
 
 /// The JSON lines of a perf run's output.
