@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::perf::Measurement;
+use crate::perf::{nvidia_smi, Measurement};
 
 #[derive(Args)]
 pub struct GpuCheckArgs {
@@ -82,14 +82,14 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
         .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
     let mut summary = format!("# gpu-check\n\nGPU: {}\n\n", gpu.trim());
 
-    let bins = match &args.bundle {
-        Some(dir) => bundled(dir)?,
-        None => build(&root, &args.out.join("build.log"))?,
+    let (bins, origin) = match &args.bundle {
+        Some(dir) => (bundled(dir)?, "packed by `gpu-check --pack`"),
+        None => (
+            build(&root, &args.out.join("build.log"))?,
+            "built with `--features cuda` into the target folder's `cuda/`",
+        ),
     };
-    summary.push_str(match &args.bundle {
-        Some(_) => "Binaries: packed by `gpu-check --pack`\n\n",
-        None => "Binaries: built with `--features cuda` into `target/cuda`\n\n",
-    });
+    summary.push_str(&format!("Binaries: {origin}\n\n"));
 
     summary.push_str("## Tests on the GPU\n\n| test | result |\n|---|---|\n");
     let mut failed = Vec::new();
@@ -253,14 +253,6 @@ fn logged(cmd: &mut Command, log: &Path) -> Result<(bool, String)> {
     Ok((out.status.success(), stdout.into_owned()))
 }
 
-fn nvidia_smi(args: &[&str]) -> Result<String> {
-    let out = Command::new("nvidia-smi").args(args).output()?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn torch_sees_a_gpu() -> bool {
     Command::new("python3")
         .args([
@@ -296,7 +288,7 @@ fn build(root: &Path, log: &Path) -> Result<Binaries> {
         fs::write(log, &text)?;
         if !out.status.success() {
             bail!(
-                "gpu-check: the CUDA build failed (docs/performance.md, section CUDA, says what it needs): {}",
+                "gpu-check: the CUDA build failed (docs/cuda.md says what it needs): {}",
                 log.display()
             );
         }

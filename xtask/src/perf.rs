@@ -223,14 +223,11 @@ impl GpuMemory {
 /// The device memory (MiB) that process `pid` holds, from `nvidia-smi`; in a container whose
 /// process ids `nvidia-smi` does not see, the one process on the GPU (a worker runs alone).
 fn gpu_memory_of(pid: &str) -> Option<u64> {
-    let out = Command::new("nvidia-smi")
-        .args([
-            "--query-compute-apps=pid,used_memory",
-            "--format=csv,noheader,nounits",
-        ])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = nvidia_smi(&[
+        "--query-compute-apps=pid,used_memory",
+        "--format=csv,noheader,nounits",
+    ])
+    .ok()?;
     let rows: Vec<(&str, u64)> = text
         .lines()
         .filter_map(|l| {
@@ -243,6 +240,15 @@ fn gpu_memory_of(pid: &str) -> Option<u64> {
         None if rows.len() == 1 => Some(rows[0].1),
         None => None,
     }
+}
+
+/// What `nvidia-smi` prints for `args`, or its error.
+pub(crate) fn nvidia_smi(args: &[&str]) -> Result<String> {
+    let out = Command::new("nvidia-smi").args(args).output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn device(name: &str) -> Result<Device> {

@@ -74,8 +74,8 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// A vector of `len` zeros, written by all threads, every page of it written before it is
-/// returned.
+/// A vector of `len` zeros, every page of it written before it is returned (by all threads
+/// when it is large).
 ///
 /// Not `vec![0; len]`, for two reasons. It zeroes on the calling thread alone while the other
 /// core waits (2 % of a DRA step at 128 px ran in such clears). And where `calloc` takes fresh

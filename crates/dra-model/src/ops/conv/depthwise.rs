@@ -1,8 +1,8 @@
 //! Depthwise convolution (one `k × k` filter per channel, `groups == channels`): MobileNetV2's
 //! 3×3 layers, stride 1 and 2. candle runs a grouped convolution as one convolution per group,
 //! which for 960 channels of one pixel each is slow; here every (image, channel) plane is one
-//! task, and the inner loops run over the columns a kernel tap reaches, without bounds checks
-//! per pixel. Forward, d(input) and d(weight), f32 and f64.
+//! task, and each kernel tap is one vector loop over the whole plane, laid out as [`Wide`]
+//! describes. Forward, d(input) and d(weight), f32 and f64.
 
 use std::mem::MaybeUninit;
 

@@ -34,9 +34,9 @@ pub(in crate::ops::conv) fn weight_grad<T: Element>(
     // Every tile at once when that is small, or no larger than the blocked path's per-thread
     // partial sums of dU would be: the composite head's 1280-channel convolution on 4×4 maps
     // (212 tiles) needs 35 MB of tiles whole, against two partial dU of 105 MB each.
-    let tiles = t.points() * t.rows() * t.tw * (g.c + g.o);
-    let partials = rayon::current_num_threads().min(t.rows()) * t.points() * g.o * g.c;
-    let whole = tiles <= WHOLE.max(partials);
+    let tiles_len = t.points() * t.rows() * t.tw * (g.c + g.o);
+    let partials_len = rayon::current_num_threads().min(t.rows()) * t.points() * g.o * g.c;
+    let whole = tiles_len <= WHOLE.max(partials_len);
     match (t.m, whole) {
         (2, true) => weight_grad_whole::<T, XI>(x, dy, g, &t),
         (2, false) => weight_grad_blocked::<T, XI>(x, dy, g, &t, t.rows_per_block(g.c.max(g.o))),
@@ -116,24 +116,11 @@ fn transform_rows<T: Element>(
     }
 }
 
-/// `dU[ξ] (O×C) (+)= Ṁ[ξ] (O×T) · Vᵀ[ξ] (T×C)` for one point, both operands stored
+/// `dU[ξ] (O×C) += Ṁ[ξ] (O×T) · Vᵀ[ξ] (T×C)` for one point, both operands stored
 /// `[tile][channel]`.
-fn weight_gemm<T: Element>(
-    du: &mut [T],
-    m: &[T],
-    v: &[T],
-    (o, c, tiles): (usize, usize, usize),
-    accumulate: bool,
-) {
-    let dims = (o, c, tiles);
-    matmul(
-        du,
-        point_grad(m, o),
-        point_tiles(v, c),
-        dims,
-        accumulate,
-        SERIAL,
-    );
+fn weight_gemm<T: Element>(du: &mut [T], m: &[T], v: &[T], (o, c, tiles): (usize, usize, usize)) {
+    let (m, v) = (point_grad(m, o), point_tiles(v, c));
+    matmul(du, m, v, (o, c, tiles), true, SERIAL);
 }
 
 /// One point's `Ṁ` (stored `[tile][o]`) as the O×T operand.
@@ -253,7 +240,7 @@ pub(super) fn weight_grad_blocked<T: Element, const P: usize>(
                     for xi in 0..P {
                         let du = &mut du[xi * o * c..(xi + 1) * o * c];
                         let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
-                        weight_gemm(du, m, v, (o, c, tiles), true);
+                        weight_gemm(du, m, v, (o, c, tiles));
                     }
                 });
             }
