@@ -1,7 +1,9 @@
 //! The im2col convolution, for every kernel that Winograd does not serve: im2col into a reused
 //! per-thread buffer (none at all for 1×1 stride-1 kernels), one GEMM per chunk of output rows
-//! straight into the output, images in parallel; and a backward that computes d(weight) and
-//! d(input) by GEMM as well (candle's stock d(input) is a naive transposed-convolution loop).
+//! straight into the output, images in parallel, or, where an image has few output cells (the
+//! strided convolutions of layer3 and layer4), one GEMM per block of images side by side; and a
+//! backward that computes d(weight) and d(input) by GEMM as well (candle's stock d(input) is a
+//! naive transposed-convolution loop).
 
 use std::mem::MaybeUninit;
 
@@ -21,6 +23,35 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
         rs: k,
         cs: 1,
     };
+    let images = images_per_gemm(g);
+    if images > 1 {
+        let block = |b: usize, y: &mut [MaybeUninit<T>]| {
+            let m = y.len() / (g.o * p);
+            let cols = m * p;
+            T::with_scratch((k + g.o) * cols, |buf| {
+                let (col, prod) = buf.split_at_mut(k * cols);
+                gather_cols(x, g, b * images..b * images + m, col);
+                let cm = Mat {
+                    data: col,
+                    rs: cols,
+                    cs: 1,
+                };
+                matmul(prod, wm, cm, (g.o, cols, k), false, par);
+                // `prod` is O × (image, cell); the output is (image, O, cell).
+                for (j, yj) in y.chunks_exact_mut(g.o * p).enumerate() {
+                    for (oi, dst) in yj.chunks_exact_mut(p).enumerate() {
+                        let src = &prod[oi * cols + j * p..][..p];
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            d.write(*s);
+                        }
+                    }
+                }
+            });
+        };
+        // SAFETY: each block of images has its O×P outputs written whole, every image's plane
+        // of every output channel copied from the block's product.
+        return unsafe { par_written(g.n * g.o * p, images * g.o * p, block) };
+    }
     let image = |i: usize, y: &mut [MaybeUninit<T>]| {
         let xn = &x[i * g.c * g.h * g.w..(i + 1) * g.c * g.h * g.w];
         if g.pointwise() {
@@ -35,7 +66,7 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
         // Chunk by chunk of output rows, into those columns of the output.
         by_row_chunks(g, |rows, col| {
             let (r0, pc) = (rows.start, rows.len() * g.ow);
-            im2col(xn, g, rows, col);
+            im2col(xn, g, rows, col, pc);
             let cols = Mat {
                 data: col,
                 rs: pc,
@@ -47,6 +78,46 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     // SAFETY: each image's O×P output block is written whole: by one GEMM, or by those of
     // its chunks of rows, which cover all of 0..oh.
     unsafe { par_written(g.n * g.o * p, g.o * p, image) }
+}
+
+/// Columns of a GEMM below which images are multiplied together: the GEMM of one image has
+/// as many columns as output cells, 16 for layer4 of a 128-px image (4 for its 64-px copy),
+/// where gemm spent its time packing the kernels (up to 512 × 2304 of them, again for every
+/// image) and running part-empty register tiles.
+const MIN_COLUMNS: usize = 256;
+
+/// Images per GEMM: as many as make [`MIN_COLUMNS`] columns where one image has fewer, but
+/// no more than leave every thread a block.
+fn images_per_gemm(g: &Geometry) -> usize {
+    let p = g.p().max(1);
+    if p >= MIN_COLUMNS {
+        return 1;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    MIN_COLUMNS
+        .div_ceil(p)
+        .min(g.n.div_ceil(threads))
+        .max(1)
+}
+
+/// The im2col matrices of `images` side by side: K rows of (image, cell) columns.
+fn gather_cols<T: Element>(x: &[T], g: &Geometry, images: std::ops::Range<usize>, col: &mut [T]) {
+    let (p, plane) = (g.p(), g.c * g.h * g.w);
+    let ld = images.len() * p;
+    for (j, i) in images.enumerate() {
+        im2col(&x[i * plane..(i + 1) * plane], g, 0..g.oh, &mut col[j * p..], ld);
+    }
+}
+
+/// `images`' planes of `dy` (each O × P) side by side: O rows of (image, cell) columns.
+fn gather_grads<T: Element>(dy: &[T], g: &Geometry, images: std::ops::Range<usize>, out: &mut [T]) {
+    let p = g.p();
+    let ld = images.len() * p;
+    for (j, i) in images.enumerate() {
+        for (oi, src) in dy[i * g.o * p..(i + 1) * g.o * p].chunks_exact(p).enumerate() {
+            out[oi * ld + j * p..][..p].copy_from_slice(src);
+        }
+    }
 }
 
 /// d(weight) = Σₙ dYₙ[O×P] · colₙᵀ[P×K] from the input `x` and the output's gradient `dy`.
@@ -63,7 +134,33 @@ pub(super) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T>
         .map(|chunk| {
             // Written zeros, not `calloc`'s: the GEMMs below read it first (see `zeroed`).
             let mut acc = zeroed::<T>(o * k);
-            for i in chunk * n / n_chunks..(chunk + 1) * n / n_chunks {
+            let (first, end) = (chunk * n / n_chunks, (chunk + 1) * n / n_chunks);
+            let images = images_per_gemm(g);
+            if images > 1 {
+                // Σ over blocks of images of dY[O × (image, cell)] · colᵀ[(image, cell) × K].
+                for i0 in (first..end).step_by(images) {
+                    let block = i0..(i0 + images).min(end);
+                    let cols = block.len() * p;
+                    T::with_scratch((k + o) * cols, |buf| {
+                        let (col, dyb) = buf.split_at_mut(k * cols);
+                        gather_cols(x, g, block.clone(), col);
+                        gather_grads(dy, g, block.clone(), dyb);
+                        let dym = Mat {
+                            data: dyb,
+                            rs: cols,
+                            cs: 1,
+                        };
+                        let cols_t = Mat {
+                            data: col,
+                            rs: 1,
+                            cs: cols,
+                        };
+                        matmul(&mut acc, dym, cols_t, (o, k, cols), true, par);
+                    });
+                }
+                return acc;
+            }
+            for i in first..end {
                 let xn = &x[i * c * h * w..(i + 1) * c * h * w];
                 let dyn_ = Mat {
                     data: &dy[i * o * p..(i + 1) * o * p],
@@ -82,7 +179,7 @@ pub(super) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T>
                 // Chunk by chunk of output rows: Σ dYₙ[:, chunk] · col[chunk]ᵀ.
                 by_row_chunks(g, |rows, col| {
                     let (r0, pc) = (rows.start, rows.len() * g.ow);
-                    im2col(xn, g, rows, col);
+                    im2col(xn, g, rows, col, pc);
                     let dyc = Mat {
                         data: &dyn_.data[r0 * g.ow..],
                         ..dyn_
@@ -117,6 +214,31 @@ pub(super) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
         cs: k,
     };
     let mut dx = zeroed::<T>(n * g.c * g.h * g.w);
+    let images = images_per_gemm(g);
+    if images > 1 {
+        // dcol[K × (image, cell)] = Wᵀ · dY[O × (image, cell)], then col2im image by image.
+        let plane = g.c * g.h * g.w;
+        dx.par_chunks_mut(images * plane)
+            .enumerate()
+            .for_each(|(b, dxb)| {
+                let block = b * images..b * images + dxb.len() / plane;
+                let cols = block.len() * p;
+                T::with_scratch((k + g.o) * cols, |buf| {
+                    let (dcol, dyb) = buf.split_at_mut(k * cols);
+                    gather_grads(dy, g, block, dyb);
+                    let d = Mat {
+                        data: dyb,
+                        rs: cols,
+                        cs: 1,
+                    };
+                    matmul(dcol, wt, d, (k, cols, g.o), false, par);
+                    for (j, dxn) in dxb.chunks_exact_mut(plane).enumerate() {
+                        col2im(&dcol[j * p..], g, 0..g.oh, dxn, cols);
+                    }
+                });
+            });
+        return dx;
+    }
     dx.par_chunks_mut(g.c * g.h * g.w)
         .zip(dy.par_chunks(g.o * p))
         .for_each(|(dxn, dyn_)| {
@@ -137,7 +259,7 @@ pub(super) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
                     ..d
                 };
                 matmul(col, wt, dc, (k, pc, g.o), false, par);
-                col2im(col, g, rows, dxn);
+                col2im(col, g, rows, dxn, pc);
             });
         });
     dx
@@ -166,10 +288,16 @@ fn columns(g: &Geometry, j: usize) -> (usize, usize, usize) {
     (lo, hi, (lo * s + j).saturating_sub(p).min(g.w))
 }
 
-/// im2col of output rows `rows` of one image: row (c, i, j) holds input pixel
-/// (c, oy·s − p + i, ox·s − p + j) for every output cell (oy, ox) of those rows, zero outside
-/// the image.
-fn im2col<T: Element>(x: &[T], g: &Geometry, rows: std::ops::Range<usize>, col: &mut [T]) {
+/// im2col of output rows `rows` of one image: row (c, i, j), `ld` elements after the one
+/// before, holds input pixel (c, oy·s − p + i, ox·s − p + j) for every output cell (oy, ox)
+/// of those rows, zero outside the image.
+fn im2col<T: Element>(
+    x: &[T],
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    col: &mut [T],
+    ld: usize,
+) {
     let p = rows.len() * g.ow;
     let mut row = 0;
     for c in 0..g.c {
@@ -177,7 +305,7 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, rows: std::ops::Range<usize>, col: 
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let (lo, hi, x0) = columns(g, j);
-                let dst = &mut col[row * p..(row + 1) * p];
+                let dst = &mut col[row * ld..row * ld + p];
                 for (r, oy) in rows.clone().enumerate() {
                     let y = (oy * g.stride + i) as isize - g.padding as isize;
                     let out = &mut dst[r * g.ow..(r + 1) * g.ow];
@@ -264,9 +392,15 @@ unsafe fn every_other_avx2(dst: *mut f32, n: usize, src: *const f32, src_len: us
     }
 }
 
-/// The adjoint of [`im2col`]: adds each column entry of output rows `rows` onto its input
-/// pixel in `dx`.
-fn col2im<T: Element>(col: &[T], g: &Geometry, rows: std::ops::Range<usize>, dx: &mut [T]) {
+/// The adjoint of [`im2col`]: adds each column entry of output rows `rows` (rows of `col`
+/// `ld` apart) onto its input pixel in `dx`.
+fn col2im<T: Element>(
+    col: &[T],
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    dx: &mut [T],
+    ld: usize,
+) {
     let p = rows.len() * g.ow;
     let mut row = 0;
     for c in 0..g.c {
@@ -274,7 +408,7 @@ fn col2im<T: Element>(col: &[T], g: &Geometry, rows: std::ops::Range<usize>, dx:
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let (lo, hi, x0) = columns(g, j);
-                let src = &col[row * p..(row + 1) * p];
+                let src = &col[row * ld..row * ld + p];
                 for (r, oy) in rows.clone().enumerate() {
                     let y = (oy * g.stride + i) as isize - g.padding as isize;
                     if y < 0 || y >= g.h as isize {

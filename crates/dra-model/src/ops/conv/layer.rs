@@ -156,6 +156,10 @@ mod tests {
             (1, 3, 71, 61, 4, 7, 2, 3),
             // A stride wider than the image: kernel columns that reach no input column.
             (1, 2, 5, 2, 3, 3, 4, 1),
+            // Small outputs of many images: GEMMs over blocks of images, the last one shorter.
+            (9, 3, 5, 6, 4, 3, 2, 1),
+            (7, 4, 3, 3, 5, 1, 1, 0),
+            (11, 6, 4, 4, 7, 1, 2, 0),
         ] {
             let x = Var::from_tensor(&ramp((n, c, h, w), 1))?;
             let wt = Var::from_tensor(&ramp((o, c, k, k), 2))?;
