@@ -4,11 +4,11 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::layout::{plane_chunks, points_mut, transpose, Window};
+use super::layout::{plane_chunks, transpose, Window};
 use super::transforms::{
     input_tiles, input_tiles4, kernel_points, kernel_points4, output_tiles, output_tiles4, STEP4,
 };
-use super::{tile_rows, tile_size, Tiling, XI};
+use super::{tile_rows, tile_size, Tiling, WHOLE, XI};
 use crate::ops::conv::gemm::{matmul, Mat};
 use crate::ops::conv::Geometry;
 use crate::ops::cpu::zeroed;
@@ -42,7 +42,7 @@ pub(in crate::ops::conv) fn forward<T: Element>(
         adjoint: false,
         swap: false,
     };
-    let y = convolve(x, &t, &kernels, t.rows_per_block(g.c.max(g.o)));
+    let y = convolve(x, &t, &kernels, Plan::new(&t, g.c, g.o));
     (
         y,
         (t.m == 2 && tile_size(g.h, g.w, winograd) == 2).then_some(u),
@@ -91,7 +91,7 @@ pub(in crate::ops::conv) fn input_grad<T: Element>(
         adjoint: true,
         swap: t.m == 2,
     };
-    convolve(dy, &t, &kernels, t.rows_per_block(g.c.max(g.o)))
+    convolve(dy, &t, &kernels, Plan::new(&t, g.o, g.c))
 }
 
 /// Kernels per parallel task of the kernel transforms.
@@ -206,104 +206,229 @@ impl<'a, T: Element> Transformed<'a, T> {
     }
 }
 
-/// A pointer to the output that blocks write through: each block makes slices of only the
-/// output rows of its own tile rows, so the slices of different blocks never overlap.
+/// A pointer to the output (and its capacity) that tasks write through: each task makes
+/// slices of only the output rows of its own tile rows, so the slices of different tasks never
+/// overlap.
 #[derive(Clone, Copy)]
-struct SharedOut<T>(*mut T);
+struct SharedOut<T>(*mut T, usize);
 // SAFETY: see the type's doc: blocks write disjoint elements.
 unsafe impl<T: Send> Send for SharedOut<T> {}
 // SAFETY: as for `Send`: shared between blocks, it is only written through at disjoint rows.
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
+/// How [`convolve`] goes through the tiles.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Plan {
+    /// Every tile at once ([`convolve_whole`]).
+    Whole,
+    /// Blocks of this many tile rows ([`convolve_blocked`]).
+    Blocks(usize),
+}
+
+impl Plan {
+    /// Every tile at once where the transformed tiles and products of all of them take at most
+    /// [`WHOLE`] entries, else blocks of [`Tiling::rows_per_block`].
+    fn new(t: &Tiling, c: usize, o: usize) -> Self {
+        if t.points() * t.rows() * t.tw * (c + o) <= WHOLE {
+            Plan::Whole
+        } else {
+            Plan::Blocks(t.rows_per_block(c.max(o)))
+        }
+    }
+}
+
 /// The convolution of `x` (`t.n × t.c × h × w`) with the transformed kernels `k`:
 /// `t.n × k.rows() × oh × ow`.
-pub(super) fn convolve<T: Element>(
+pub(super) fn convolve<T: Element>(x: &[T], t: &Tiling, k: &Transformed<T>, plan: Plan) -> Vec<T> {
+    let (c, o) = (k.cols(), k.rows());
+    debug_assert_eq!(c, t.c);
+    // Not zeroed: the tasks write every element (below).
+    let len = t.n * o * t.oh * t.ow;
+    let mut out = Vec::<T>::with_capacity(len);
+    let shared = SharedOut(out.as_mut_ptr(), len);
+    match plan {
+        Plan::Whole => convolve_whole(x, t, k, shared),
+        Plan::Blocks(rows) => convolve_blocked(x, t, k, rows, shared),
+    }
+    // SAFETY: both paths cover every (image, tile row), and write its output rows
+    // m·ty..min(m·ty + m, oh) whole for every output channel: together all rows of every plane.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Block by block of tile rows, in parallel over blocks: each block's tiles transformed, its
+/// GEMMs (one per point) and its output tiles.
+fn convolve_blocked<T: Element>(
     x: &[T],
     t: &Tiling,
     k: &Transformed<T>,
     rows_per_block: usize,
-) -> Vec<T> {
+    shared: SharedOut<T>,
+) {
     let (c, o) = (k.cols(), k.rows());
-    debug_assert_eq!(c, t.c);
-    // Not zeroed: the blocks write every element (below).
-    let len = t.n * o * t.oh * t.ow;
-    let mut out = Vec::<T>::with_capacity(len);
-    let shared = SharedOut(out.as_mut_ptr());
     let blocks = t.rows().div_ceil(rows_per_block);
     (0..blocks).into_par_iter().for_each(|b| {
         // Rebound so that the closure captures the whole `SharedOut` (which is `Sync`), not
         // its raw-pointer field alone (which is not).
         #[allow(clippy::redundant_locals)]
         let shared = shared;
-        let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
-        let tiles = (r1 - r0) * t.tw;
-        let (points, width) = (t.points(), t.m * t.tw * o);
-        let mut window = Window::new(t);
-        // A tile row's m output rows, channels-last and then channels-first.
-        let mut last = vec![T::zero(); t.m * width];
-        let mut first = vec![T::zero(); o * t.m * t.ow];
-        // The intermediate rows of F(4×4)'s separable transforms.
-        let mut tmp4 = vec![T::zero(); if t.m == 4 { 36 * STEP4 } else { 0 }];
-        T::with_scratch(points * (c + o) * tiles, |scratch| {
-            let (v, m) = scratch.split_at_mut(points * c * tiles);
-            for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
-                let rows = window.rows(x, t, n, ty);
-                if t.m == 2 {
-                    let mut planes = points_mut::<T, XI>(v, 0, c * tiles, c * tiles);
-                    let rows = [rows[0], rows[1], rows[2], rows[3]];
-                    input_tiles(rows, c, t.tw, &mut planes, i * t.tw);
-                } else {
-                    let mut planes = points_mut::<T, 36>(v, 0, c * tiles, c * tiles);
-                    input_tiles4(rows, c, t.tw, &mut planes, i * t.tw, &mut tmp4);
-                }
+        let rows = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
+        let tiles = (rows.1 - rows.0) * t.tw;
+        let points = t.points();
+        let mut scratch = RowScratch::new(t, o);
+        T::with_scratch(points * (c + o) * tiles, |buf| {
+            let (v, m) = buf.split_at_mut(points * c * tiles);
+            let mut planes: Vec<&mut [T]> = v.chunks_exact_mut(c * tiles).collect();
+            transform_rows(x, t, rows, &mut planes, &mut scratch);
+            for (xi, mx) in m.chunks_exact_mut(o * tiles).enumerate() {
+                point_product(mx, &v[xi * c * tiles..], k, xi, tiles);
             }
-            for xi in 0..points {
-                // Mᵀ[ξ] (T×O) = Vᵀ[ξ] (T×C) · Kᵀ[ξ] (C×O), stored [tile][o].
-                let kt = k.at(xi);
-                matmul(
-                    &mut m[xi * o * tiles..(xi + 1) * o * tiles],
-                    Mat {
-                        data: &v[xi * c * tiles..],
-                        rs: c,
-                        cs: 1,
-                    },
-                    Mat {
-                        data: kt.data,
-                        rs: kt.cs,
-                        cs: kt.rs,
-                    },
-                    (tiles, o, c),
-                    false,
-                    Parallelism::None,
-                );
-            }
-            for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
-                if t.m == 2 {
-                    output_tiles(m, o, t.tw, i * t.tw, o * tiles, &mut last);
-                } else {
-                    output_tiles4(m, o, t.tw, i * t.tw, o * tiles, &mut last, &mut tmp4);
-                }
-                // The output rows of this tile row: m·ty up to m of them, inside the output.
-                let (y0, y1) = (t.m * ty, (t.m * ty + t.m).min(t.oh));
-                let span = (y1 - y0) * t.ow;
-                for (r, row) in last.chunks_exact(width).take(y1 - y0).enumerate() {
-                    transpose(row, o, &mut first[r * t.ow..], span, t.ow, o);
-                }
-                for (oi, src) in first.chunks_exact(span).take(o).enumerate() {
-                    let start = ((n * o + oi) * t.oh + y0) * t.ow;
-                    assert!(start + span <= len);
-                    // SAFETY: these rows lie inside `out`'s capacity (asserted), which outlives
-                    // the blocks, and belong to this block's tile row alone (see
-                    // `SharedOut`); nothing reads `out` until every block is done.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(src.as_ptr(), shared.0.add(start), span)
-                    };
-                }
-            }
+            untransform_rows(m, 0, o * tiles, t, o, rows, &mut scratch, shared);
         });
     });
-    // SAFETY: the blocks cover every (image, tile row), and each wrote its output rows
-    // m·ty..min(m·ty + m, oh) whole for every output channel: together all rows of every plane.
-    unsafe { out.set_len(len) };
-    out
+}
+
+/// Every tile at once, for maps with few tiles (layer3 and layer4 of small images): all tiles
+/// transformed (in parallel over tile rows), then one GEMM per point over all of them (in
+/// parallel over points), then the output tiles (over tile rows). Block by block, each block
+/// packed every point's kernels for its GEMMs again: at 512 × 512 kernels per point for about
+/// a hundred tiles, that packing took as long as the products (ResNet-18's evaluation at
+/// 128 px: 12 % of its samples against 18 % in gemm's microkernel).
+fn convolve_whole<T: Element>(x: &[T], t: &Tiling, k: &Transformed<T>, shared: SharedOut<T>) {
+    let (c, o) = (k.cols(), k.rows());
+    let (points, tiles) = (t.points(), t.rows() * t.tw);
+    let per_task = t
+        .rows()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1);
+    let tasks = t.rows().div_ceil(per_task);
+    let task_rows = |j: usize| (j * per_task, ((j + 1) * per_task).min(t.rows()));
+    T::with_scratch(points * (c + o) * tiles, |buf| {
+        let (v, m) = buf.split_at_mut(points * c * tiles);
+        plane_chunks(v, c * tiles, per_task * t.tw * c)
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(j, mut planes)| {
+                let mut scratch = RowScratch::new(t, o);
+                transform_rows(x, t, task_rows(j), &mut planes, &mut scratch);
+            });
+        let v = &*v;
+        m.par_chunks_mut(o * tiles)
+            .enumerate()
+            .for_each(|(xi, mx)| point_product(mx, &v[xi * c * tiles..], k, xi, tiles));
+        let m = &*m;
+        (0..tasks).into_par_iter().for_each(|j| {
+            #[allow(clippy::redundant_locals)]
+            let shared = shared;
+            let rows = task_rows(j);
+            let mut scratch = RowScratch::new(t, o);
+            untransform_rows(m, rows.0 * t.tw, o * tiles, t, o, rows, &mut scratch, shared);
+        });
+    });
+}
+
+/// The per-task buffers of the transforms: the sliding window of input rows, a tile row's m
+/// output rows channels-last (`last`) and channels-first (`first`), and the intermediate rows
+/// of F(4×4)'s separable transforms.
+struct RowScratch<T> {
+    window: Window<T>,
+    last: Vec<T>,
+    first: Vec<T>,
+    tmp4: Vec<T>,
+}
+
+impl<T: Element> RowScratch<T> {
+    fn new(t: &Tiling, o: usize) -> Self {
+        Self {
+            window: Window::new(t),
+            last: vec![T::zero(); t.m * t.m * t.tw * o],
+            first: vec![T::zero(); o * t.m * t.ow],
+            tmp4: vec![T::zero(); if t.m == 4 { 36 * STEP4 } else { 0 }],
+        }
+    }
+}
+
+/// `V` of the tile rows `r0..r1` of `x`, written from tile 0 on into `planes` (one per point).
+fn transform_rows<T: Element>(
+    x: &[T],
+    t: &Tiling,
+    (r0, r1): (usize, usize),
+    planes: &mut [&mut [T]],
+    scratch: &mut RowScratch<T>,
+) {
+    let c = t.c;
+    for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+        let rows = scratch.window.rows(x, t, n, ty);
+        if let Ok(planes) = <&mut [&mut [T]; XI]>::try_from(&mut *planes) {
+            let rows = [rows[0], rows[1], rows[2], rows[3]];
+            input_tiles(rows, c, t.tw, planes, i * t.tw);
+        } else if let Ok(planes) = <&mut [&mut [T]; 36]>::try_from(&mut *planes) {
+            input_tiles4(rows, c, t.tw, planes, i * t.tw, &mut scratch.tmp4);
+        } else {
+            unreachable!("a tiling has 16 or 36 points")
+        }
+    }
+}
+
+/// `Mᵀ[ξ] (T×O) = Vᵀ[ξ] (T×C) · Kᵀ[ξ] (C×O)` of one point, stored `[tile][o]`, from its
+/// tiles `v` (stored `[tile][c]`).
+fn point_product<T: Element>(m: &mut [T], v: &[T], k: &Transformed<T>, xi: usize, tiles: usize) {
+    let kt = k.at(xi);
+    matmul(
+        m,
+        Mat {
+            data: v,
+            rs: k.cols(),
+            cs: 1,
+        },
+        Mat {
+            data: kt.data,
+            rs: kt.cs,
+            cs: kt.rs,
+        },
+        (tiles, k.rows(), k.cols()),
+        false,
+        Parallelism::None,
+    );
+}
+
+/// The output rows of the tile rows `r0..r1` from their products in `m` (points `stride`
+/// apart, the first row's tiles from tile `m_first` on), written into the output.
+#[allow(clippy::too_many_arguments)]
+fn untransform_rows<T: Element>(
+    m: &[T],
+    m_first: usize,
+    stride: usize,
+    t: &Tiling,
+    o: usize,
+    (r0, r1): (usize, usize),
+    scratch: &mut RowScratch<T>,
+    out: SharedOut<T>,
+) {
+    let width = t.m * t.tw * o;
+    let RowScratch {
+        last, first, tmp4, ..
+    } = scratch;
+    for (i, (n, ty)) in tile_rows(t, r0, r1).enumerate() {
+        let at = m_first + i * t.tw;
+        if t.m == 2 {
+            output_tiles(m, o, t.tw, at, stride, last);
+        } else {
+            output_tiles4(m, o, t.tw, at, stride, last, tmp4);
+        }
+        // The output rows of this tile row: m·ty up to m of them, inside the output.
+        let (y0, y1) = (t.m * ty, (t.m * ty + t.m).min(t.oh));
+        let span = (y1 - y0) * t.ow;
+        for (r, row) in last.chunks_exact(width).take(y1 - y0).enumerate() {
+            transpose(row, o, &mut first[r * t.ow..], span, t.ow, o);
+        }
+        for (oi, src) in first.chunks_exact(span).take(o).enumerate() {
+            let start = ((n * o + oi) * t.oh + y0) * t.ow;
+            assert!(start + span <= out.1);
+            // SAFETY: these rows lie inside the output's capacity (asserted), which outlives
+            // the tasks, and belong to this tile row alone (see `SharedOut`); nothing reads
+            // the output until every task is done.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.0.add(start), span) };
+        }
+    }
 }

@@ -43,6 +43,13 @@ use crate::ops::Winograd;
 /// Points of the 4×4 transform domain.
 const XI: usize = 16;
 
+/// Transformed tiles and products (in f32 entries, 16 MB) up to which a pass transforms every
+/// tile at once and then runs its GEMMs (one per point) in parallel, each over all tiles,
+/// instead of going block by block. Small feature maps (layer4 of a 64-px image has 53 tiles)
+/// would otherwise spend d(weight)'s time on the O×C partial sums of blocks, and the forward's
+/// and d(input)'s on packing every point's kernels again for each block.
+const WHOLE: usize = 1 << 22;
+
 /// Lanes per step of the channel loops: one AVX2 register of f32.
 const LANES: usize = 8;
 
@@ -138,7 +145,7 @@ fn tile_size(oh: usize, ow: usize, winograd: Winograd) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::forward::{convolve, weight_transform, Transformed};
+    use super::forward::{convolve, weight_transform, Plan, Transformed};
     use super::weight_grad::{weight_grad_blocked, weight_grad_whole};
     use super::*;
 
@@ -243,7 +250,8 @@ mod tests {
                         Some(weight_transform::<f64, 36>(&wt, o, c, true)),
                     )
                 };
-                for rows in [1, 2, 3, t.rows()] {
+                let plans = [1, 2, 3, t.rows()].map(Plan::Blocks);
+                for plan in plans.into_iter().chain([Plan::Whole]) {
                     let k = Transformed {
                         u: &u,
                         o,
@@ -251,17 +259,20 @@ mod tests {
                         adjoint: false,
                         swap: false,
                     };
-                    let got = convolve(&x, &t, &k, rows);
-                    assert_close(&got, &y, &format!("y F{m} {label} {rows}"));
+                    let got = convolve(&x, &t, &k, plan);
+                    assert_close(&got, &y, &format!("y F{m} {label} {plan:?}"));
                     let k = Transformed {
                         u: ur.as_deref().unwrap_or(&u),
                         adjoint: true,
                         swap: m == 2,
                         ..k
                     };
-                    let rows = rows.min(td.rows());
-                    let got = convolve(&dy, &td, &k, rows);
-                    assert_close(&got, &dx, &format!("dx F{m} {label} {rows}"));
+                    let plan = match plan {
+                        Plan::Blocks(rows) => Plan::Blocks(rows.min(td.rows())),
+                        whole => whole,
+                    };
+                    let got = convolve(&dy, &td, &k, plan);
+                    assert_close(&got, &dx, &format!("dx F{m} {label} {plan:?}"));
                 }
             }
             for rows in [1, 2, 3, t.rows()] {

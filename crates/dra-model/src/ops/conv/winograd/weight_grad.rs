@@ -10,7 +10,7 @@ use super::layout::{plane_chunks, points, points_mut, transpose, Window};
 use super::transforms::{
     grad_tiles, grad_tiles4, input_tiles, input_tiles4, kernel_grads, kernel_grads4, STEP4,
 };
-use super::{tile_rows, tile_size, Tiling, XI};
+use super::{tile_rows, tile_size, Tiling, WHOLE, XI};
 use crate::ops::conv::gemm::{matmul, matmul_uninit, Mat};
 use crate::ops::conv::Geometry;
 use crate::ops::cpu::{par_written, zeroed};
@@ -44,12 +44,6 @@ pub(in crate::ops::conv) fn weight_grad<T: Element>(
         (_, false) => weight_grad_blocked::<T, 36>(x, dy, g, &t, t.rows_per_block(g.c.max(g.o))),
     }
 }
-
-/// Transformed tiles (in f32 entries, 16 MB) up to which d(weight) transforms every tile at
-/// once and then runs its GEMMs (one per point) in parallel, each over all tiles. Small
-/// feature maps (layer4 of a 64-px image has 53 tiles) would otherwise spend their time on the
-/// O×C partial sums of blocks, not on the GEMMs.
-const WHOLE: usize = 1 << 22;
 
 /// Scratch of a tile row's transforms for d(weight): the row's m rows of d(output),
 /// channels-last (columns from `ow` on stay zero: nothing writes them), `zero` for a row below
