@@ -94,10 +94,7 @@ fn images_per_gemm(g: &Geometry) -> usize {
         return 1;
     }
     let threads = rayon::current_num_threads().max(1);
-    MIN_COLUMNS
-        .div_ceil(p)
-        .min(g.n.div_ceil(threads))
-        .max(1)
+    MIN_COLUMNS.div_ceil(p).min(g.n.div_ceil(threads)).max(1)
 }
 
 /// The im2col matrices of `images` side by side: K rows of (image, cell) columns.
@@ -105,7 +102,13 @@ fn gather_cols<T: Element>(x: &[T], g: &Geometry, images: std::ops::Range<usize>
     let (p, plane) = (g.p(), g.c * g.h * g.w);
     let ld = images.len() * p;
     for (j, i) in images.enumerate() {
-        im2col(&x[i * plane..(i + 1) * plane], g, 0..g.oh, &mut col[j * p..], ld);
+        im2col(
+            &x[i * plane..(i + 1) * plane],
+            g,
+            0..g.oh,
+            &mut col[j * p..],
+            ld,
+        );
     }
 }
 
@@ -114,7 +117,10 @@ fn gather_grads<T: Element>(dy: &[T], g: &Geometry, images: std::ops::Range<usiz
     let p = g.p();
     let ld = images.len() * p;
     for (j, i) in images.enumerate() {
-        for (oi, src) in dy[i * g.o * p..(i + 1) * g.o * p].chunks_exact(p).enumerate() {
+        for (oi, src) in dy[i * g.o * p..(i + 1) * g.o * p]
+            .chunks_exact(p)
+            .enumerate()
+        {
             out[oi * ld + j * p..][..p].copy_from_slice(src);
         }
     }

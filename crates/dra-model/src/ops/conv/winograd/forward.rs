@@ -322,7 +322,16 @@ fn convolve_whole<T: Element>(x: &[T], t: &Tiling, k: &Transformed<T>, shared: S
             let shared = shared;
             let rows = task_rows(j);
             let mut scratch = RowScratch::new(t, o);
-            untransform_rows(m, rows.0 * t.tw, o * tiles, t, o, rows, &mut scratch, shared);
+            untransform_rows(
+                m,
+                rows.0 * t.tw,
+                o * tiles,
+                t,
+                o,
+                rows,
+                &mut scratch,
+                shared,
+            );
         });
     });
 }
