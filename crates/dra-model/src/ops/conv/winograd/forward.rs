@@ -42,7 +42,7 @@ pub(in crate::ops::conv) fn forward<T: Element>(
         adjoint: false,
         swap: false,
     };
-    let y = convolve(x, &t, &kernels, Plan::new(&t, g.c, g.o));
+    let y = convolve(x, &t, &kernels, Plan::new(&t, g.o));
     (
         y,
         (t.m == 2 && tile_size(g.h, g.w, winograd) == 2).then_some(u),
@@ -91,7 +91,7 @@ pub(in crate::ops::conv) fn input_grad<T: Element>(
         adjoint: true,
         swap: t.m == 2,
     };
-    convolve(dy, &t, &kernels, Plan::new(&t, g.o, g.c))
+    convolve(dy, &t, &kernels, Plan::new(&t, g.c))
 }
 
 /// Kernels per parallel task of the kernel transforms.
@@ -226,13 +226,14 @@ pub(super) enum Plan {
 }
 
 impl Plan {
-    /// Every tile at once where the transformed tiles and products of all of them take at most
-    /// [`WHOLE`] entries, else blocks of [`Tiling::rows_per_block`].
-    fn new(t: &Tiling, c: usize, o: usize) -> Self {
-        if t.points() * t.rows() * t.tw * (c + o) <= WHOLE {
+    /// For a pass to `o` output channels: every tile at once where the transformed tiles and
+    /// products of all of them take at most [`WHOLE`] entries, else blocks of
+    /// [`Tiling::rows_per_block`].
+    fn new(t: &Tiling, o: usize) -> Self {
+        if t.whole_len(o) <= WHOLE {
             Plan::Whole
         } else {
-            Plan::Blocks(t.rows_per_block(c.max(o)))
+            Plan::Blocks(t.rows_per_block(t.c.max(o)))
         }
     }
 }
@@ -297,42 +298,35 @@ fn convolve_blocked<T: Element>(
 fn convolve_whole<T: Element>(x: &[T], t: &Tiling, k: &Transformed<T>, shared: SharedOut<T>) {
     let (c, o) = (k.cols(), k.rows());
     let (points, tiles) = (t.points(), t.rows() * t.tw);
-    let per_task = t
-        .rows()
-        .div_ceil(rayon::current_num_threads().max(1))
-        .max(1);
-    let tasks = t.rows().div_ceil(per_task);
+    let per_task = t.rows_per_task();
     let task_rows = |j: usize| (j * per_task, ((j + 1) * per_task).min(t.rows()));
+    // One set of buffers per task, for both of its transform phases.
+    let mut scratches: Vec<RowScratch<T>> = (0..t.rows().div_ceil(per_task))
+        .map(|_| RowScratch::new(t, o))
+        .collect();
     T::with_scratch(points * (c + o) * tiles, |buf| {
         let (v, m) = buf.split_at_mut(points * c * tiles);
         plane_chunks(v, c * tiles, per_task * t.tw * c)
             .into_par_iter()
+            .zip(&mut scratches)
             .enumerate()
-            .for_each(|(j, mut planes)| {
-                let mut scratch = RowScratch::new(t, o);
-                transform_rows(x, t, task_rows(j), &mut planes, &mut scratch);
+            .for_each(|(j, (mut planes, scratch))| {
+                transform_rows(x, t, task_rows(j), &mut planes, scratch);
             });
         let v = &*v;
         m.par_chunks_mut(o * tiles)
             .enumerate()
             .for_each(|(xi, mx)| point_product(mx, &v[xi * c * tiles..], k, xi, tiles));
         let m = &*m;
-        (0..tasks).into_par_iter().for_each(|j| {
-            #[allow(clippy::redundant_locals)]
-            let shared = shared;
-            let rows = task_rows(j);
-            let mut scratch = RowScratch::new(t, o);
-            untransform_rows(
-                m,
-                rows.0 * t.tw,
-                o * tiles,
-                t,
-                o,
-                rows,
-                &mut scratch,
-                shared,
-            );
-        });
+        scratches
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(j, scratch)| {
+                #[allow(clippy::redundant_locals)]
+                let shared = shared;
+                let rows = task_rows(j);
+                untransform_rows(m, rows.0 * t.tw, o * tiles, t, o, rows, scratch, shared);
+            });
     });
 }
 

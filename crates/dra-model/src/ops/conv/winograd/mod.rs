@@ -120,6 +120,19 @@ impl Tiling {
         let blocks = self.rows().div_ceil(by_size).next_multiple_of(threads);
         self.rows().div_ceil(blocks).max(1)
     }
+
+    /// Entries of the transformed tiles of every tile at once, with their products (or
+    /// gradients) of `other` channels: what a whole-map pass holds, against [`WHOLE`].
+    fn whole_len(&self, other: usize) -> usize {
+        self.points() * self.rows() * self.tw * (self.c + other)
+    }
+
+    /// Tile rows per task of a whole-map pass: the rows split evenly over the threads.
+    fn rows_per_task(&self) -> usize {
+        self.rows()
+            .div_ceil(rayon::current_num_threads().max(1))
+            .max(1)
+    }
 }
 
 /// The rows `r0..r1` of a block as (image, tile row) pairs.

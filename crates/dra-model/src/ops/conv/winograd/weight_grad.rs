@@ -34,7 +34,7 @@ pub(in crate::ops::conv) fn weight_grad<T: Element>(
     // Every tile at once when that is small, or no larger than the blocked path's per-thread
     // partial sums of dU would be: the composite head's 1280-channel convolution on 4×4 maps
     // (212 tiles) needs 35 MB of tiles whole, against two partial dU of 105 MB each.
-    let tiles_len = t.points() * t.rows() * t.tw * (g.c + g.o);
+    let tiles_len = t.whole_len(g.o);
     let partials_len = rayon::current_num_threads().min(t.rows()) * t.points() * g.o * g.c;
     let whole = tiles_len <= WHOLE.max(partials_len);
     match (t.m, whole) {
@@ -148,10 +148,7 @@ pub(super) fn weight_grad_whole<T: Element, const P: usize>(
 ) -> Vec<T> {
     let (c, o) = (g.c, g.o);
     let tiles = t.rows() * t.tw;
-    let per_task = t
-        .rows()
-        .div_ceil(rayon::current_num_threads().max(1))
-        .max(1);
+    let per_task = t.rows_per_task();
     let du = T::with_scratch(P * (c + o) * tiles, |scratch| {
         let (v, m) = scratch.split_at_mut(P * c * tiles);
         let vs = plane_chunks(v, c * tiles, per_task * t.tw * c);
