@@ -342,6 +342,60 @@ mod tests {
         (varmap, conv, bn)
     }
 
+    /// The gradients of the kernel, γ and β (the image gets none) against central finite
+    /// differences in f64, at strides 1 and 2, with γ < 0 on one channel.
+    #[test]
+    fn gradients_match_finite_differences() {
+        use crate::testutil::assert_gradients_match_finite_differences;
+        for (n, c, h, w, o, k, stride, padding, pool) in [
+            (2, 3, 13, 11, 4, 7, 2, 3, (3, 2, 1)),
+            (2, 2, 9, 10, 3, 3, 1, 1, (3, 2, 1)),
+        ] {
+            let case = format!("{n}×{c}×{h}×{w} → {o}, k {k}, stride {stride}");
+            let config = Conv2dConfig {
+                stride,
+                padding,
+                ..Default::default()
+            };
+            let x = (ramp(&[n, c, h, w], 7) * 2.0).unwrap();
+            let gamma = ((ramp(&[o], 3) * 0.3).unwrap() + 1.0).unwrap();
+            let gamma =
+                (gamma * Tensor::new(&[-1.0, 1.0, 1.0, 1.0][..o], &Device::Cpu).unwrap()).unwrap();
+            let inputs = [
+                ramp(&[o, c, k, k], 2),
+                gamma,
+                (ramp(&[o], 4) * 0.3).unwrap(),
+            ];
+            let r = {
+                let (oh, ow) = (
+                    (h + 2 * padding - k) / stride + 1,
+                    (w + 2 * padding - k) / stride + 1,
+                );
+                let g = pooling(pool).geometry((oh, ow)).unwrap();
+                ramp(&[n, o, g.out_size(oh), g.out_size(ow)], 5)
+            };
+            assert_gradients_match_finite_differences(&case, &inputs, 2, |t| {
+                let stats = [("bn.running_mean", 0.0), ("bn.running_var", 1.0)]
+                    .map(|(n, v)| (n.to_string(), Tensor::full(v, o, &Device::Cpu).unwrap()));
+                let tensors = [
+                    ("conv.weight", &t[0]),
+                    ("bn.weight", &t[1]),
+                    ("bn.bias", &t[2]),
+                ]
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .into_iter()
+                .chain(stats)
+                .collect();
+                let vb = VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu);
+                let conv = Conv2d::new(c, o, k, config, false, Kernels::default(), vb.pp("conv"))?
+                    .without_input_grad();
+                let bn = BatchNorm2d::new(o, Kernels::default(), vb.pp("bn"))?;
+                let y = forward_train(&conv, &bn, &pooling(pool), &x)?.expect("fused path");
+                (y * &r)?.sum_all()
+            });
+        }
+    }
+
     /// The fused stem against the three layers it replaces (this crate's convolution,
     /// BatchNorm + ReLU and max-pool, each tested against candle's stock ops): the output, the
     /// gradients of the kernel, γ and β, and the running statistics, on odd shapes and in f64

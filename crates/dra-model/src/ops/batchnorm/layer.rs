@@ -229,6 +229,70 @@ mod tests {
         (varmap, bn)
     }
 
+    /// The training-mode kernels' gradients (of x, γ and β, and of the residual where there
+    /// is one) against central finite differences in f64: BatchNorm alone, with ReLU, with
+    /// ReLU6 (γ about 5, so that some outputs pass the cap) and with residual + ReLU.
+    #[test]
+    fn gradients_match_finite_differences() {
+        use crate::testutil::assert_gradients_match_finite_differences;
+        let shape = [3usize, 4, 5, 3];
+        let c = shape[1];
+        let r = ramp(&shape, 2);
+        for (what, gamma) in [
+            ("bn", 1.0),
+            ("bn+relu", 1.0),
+            ("bn+relu6", 5.0),
+            ("bn+add+relu", 1.0),
+        ] {
+            let inputs = [
+                (ramp(&shape, 1) * 2.0).unwrap(),
+                ((ramp(&[c], 7) * 0.2).unwrap() + 1.0)
+                    .unwrap()
+                    .affine(gamma, 0.0)
+                    .unwrap(),
+                (ramp(&[c], 8) * 0.2).unwrap(),
+                ramp(&shape, 9),
+            ];
+            let used = if what == "bn+add+relu" { 4 } else { 3 };
+            let forward = |t: &[Tensor]| -> Result<Tensor> {
+                let stats = [("running_mean", 0.0), ("running_var", 1.0)]
+                    .map(|(n, v)| (n.to_string(), Tensor::full(v, c, &Device::Cpu).unwrap()));
+                let tensors = [("weight", &t[1]), ("bias", &t[2])]
+                    .map(|(n, v)| (n.to_string(), v.clone()))
+                    .into_iter()
+                    .chain(stats)
+                    .collect();
+                let vb = VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu);
+                let bn = BatchNorm2d::new(c, Kernels::default(), vb)?;
+                assert!(bn.fused(&t[0]));
+                let y = match what {
+                    "bn" => bn.forward_t(&t[0], true)?,
+                    "bn+relu" => bn.forward_relu_t(&t[0], true)?,
+                    "bn+relu6" => bn.forward_relu6_t(&t[0], true)?,
+                    _ => bn.forward_add_relu_t(&t[0], &t[3], true)?,
+                };
+                Ok(y)
+            };
+            // Outputs on both sides of the kinks, or the test would not reach them.
+            let y = forward(&inputs)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let at = |v: f64| y.iter().filter(|&&y| y == v).count();
+            if what != "bn" {
+                assert!(at(0.0) > 0 && at(0.0) < y.len(), "{what}: no ReLU cut");
+            }
+            if what == "bn+relu6" {
+                assert!(at(6.0) > 0, "{what}: nothing reached the cap");
+            }
+            assert_gradients_match_finite_differences(what, &inputs[..used], 3, |t| {
+                (forward(t)? * &r)?.sum_all()
+            });
+        }
+    }
+
     /// The fused kernel against candle's element-wise composition: output, gradients of x, γ
     /// and β, and the running statistics, in f64.
     #[test]

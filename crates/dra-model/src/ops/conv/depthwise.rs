@@ -398,7 +398,7 @@ impl CustomOp2 for WeightGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{max_diff, ramp};
+    use crate::testutil::{assert_gradients_match_finite_differences, max_diff, ramp};
     use candle_core::{DType, Var};
 
     fn run(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
@@ -471,47 +471,17 @@ mod tests {
 
     /// Both gradients against central finite differences in f64, strides 1 and 2.
     #[test]
-    fn gradients_match_finite_differences() -> Result<()> {
+    fn gradients_match_finite_differences() {
         for (h, w, s) in [(7, 6, 1), (8, 7, 2)] {
             let (n, c, k, p) = (2, 3, 3, 1);
-            let x = Var::from_tensor(&ramp(&[n, c, h, w], 4))?;
-            let wt = Var::from_tensor(&ramp(&[c, 1, k, k], 5))?;
             let r = ramp(&[n, c, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1], 6);
-            let loss = |x: &Tensor, w: &Tensor| -> Result<f64> {
-                (run(x, w, s, p)? * &r)?.sum_all()?.to_scalar::<f64>()
-            };
-            let grads = (run(x.as_tensor(), wt.as_tensor(), s, p)? * &r)?
-                .sum_all()?
-                .backward()?;
-            for v in [&x, &wt] {
-                let g = grads
-                    .get(v.as_tensor())
-                    .unwrap()
-                    .flatten_all()?
-                    .to_vec1::<f64>()?;
-                let values = v.as_tensor().flatten_all()?.to_vec1::<f64>()?;
-                for i in (0..values.len()).step_by(7) {
-                    let eps = 1e-5;
-                    let at = |d: f64| -> Result<f64> {
-                        let mut moved = values.clone();
-                        moved[i] += d;
-                        let t = Tensor::from_vec(moved, v.dims(), v.device())?;
-                        if std::ptr::eq(v, &x) {
-                            loss(&t, wt.as_tensor())
-                        } else {
-                            loss(x.as_tensor(), &t)
-                        }
-                    };
-                    let numeric = (at(eps)? - at(-eps)?) / (2.0 * eps);
-                    assert!(
-                        (numeric - g[i]).abs() < 1e-6 * numeric.abs().max(1.0),
-                        "{i}: {numeric} vs {}",
-                        g[i]
-                    );
-                }
-            }
+            assert_gradients_match_finite_differences(
+                &format!("depthwise {h}x{w} stride {s}"),
+                &[ramp(&[n, c, h, w], 4), ramp(&[c, 1, k, k], 5)],
+                7,
+                |t| (run(&t[0], &t[1], s, p)? * &r)?.sum_all(),
+            );
         }
-        Ok(())
     }
 
     #[test]

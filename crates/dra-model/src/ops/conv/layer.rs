@@ -216,6 +216,54 @@ mod tests {
         Ok(())
     }
 
+    /// Both gradients of every path (Winograd F(4×4) and F(2×2), im2col + GEMM with one image
+    /// or blocks of images per GEMM, 1×1 and 7×7 kernels, strides 1 and 2) against central
+    /// finite differences, in f64 on odd shapes.
+    #[test]
+    fn gradients_match_finite_differences() {
+        use crate::ops::Winograd;
+        use crate::testutil::assert_gradients_match_finite_differences;
+        for (n, c, h, w, o, k, s, p, winograd) in [
+            // F(4×4, 3×3) on a 9×10 map (tiles cut at both edges), and F(2×2, 3×3) below 8×8.
+            (2, 3, 9, 10, 4, 3, 1, 1, Winograd::F4),
+            (2, 3, 7, 5, 4, 3, 1, 1, Winograd::F4),
+            (2, 3, 9, 10, 4, 3, 1, 1, Winograd::F2),
+            // Padding 0 and 2 on Winograd's path.
+            (1, 2, 10, 9, 3, 3, 1, 0, Winograd::F4),
+            (1, 2, 6, 7, 3, 3, 1, 2, Winograd::F4),
+            // im2col: the same 3×3 convolution, one strided (blocks of images per GEMM).
+            (2, 3, 9, 10, 4, 3, 1, 1, Winograd::Off),
+            (3, 3, 9, 8, 4, 3, 2, 1, Winograd::F4),
+            // 1×1 shortcuts at strides 1 and 2, and a strided 7×7 like ResNet's stem.
+            (3, 4, 5, 6, 3, 1, 1, 0, Winograd::F4),
+            (3, 4, 7, 6, 3, 1, 2, 0, Winograd::F4),
+            (1, 2, 11, 9, 3, 7, 2, 3, Winograd::F4),
+        ] {
+            let case = format!("{:?}", (n, c, h, w, o, k, s, p, winograd));
+            let config = Conv2dConfig {
+                padding: p,
+                stride: s,
+                ..Default::default()
+            };
+            let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let r = crate::testutil::ramp(&[n, o, oh, ow], 3);
+            let x = crate::testutil::ramp(&[n, c, h, w], 1);
+            let wt = crate::testutil::ramp(&[o, c, k, k], 2);
+            let every = (x.elem_count() / 40).max(1);
+            assert_gradients_match_finite_differences(&case, &[x, wt], every, |t| {
+                let conv = Conv2d {
+                    weight: t[1].clone(),
+                    bias: None,
+                    config,
+                    grad_input: true,
+                    kernels: Kernels::Custom { winograd },
+                };
+                assert!(conv.fast_path(&t[0]), "{case}");
+                (conv.forward(&t[0])? * &r)?.sum_all()
+            });
+        }
+    }
+
     #[test]
     fn input_gradient_can_be_skipped() -> Result<()> {
         let x = Var::from_tensor(&ramp((2, 3, 8, 8), 1))?;
