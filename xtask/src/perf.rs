@@ -59,6 +59,9 @@ pub struct Measurement {
     pub batch: usize,
     pub img_per_s: f64,
     pub seconds_median: f64,
+    /// The fastest repetition: steadier than the median on a noisy machine, for A/B runs.
+    #[serde(default)]
+    pub seconds_min: f64,
     pub peak_rss_mb: f64,
     /// On a GPU: the most device memory `nvidia-smi` saw the worker hold (its CUDA context
     /// included), polled every 50 ms.
@@ -358,6 +361,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         batch,
         img_per_s: batch as f64 / median,
         seconds_median: median,
+        seconds_min: times[0],
         peak_rss_mb: peak_rss_mb(),
         peak_gpu_mb: gpu_memory.map(GpuMemory::peak_mb),
         device: args.device.clone(),

@@ -86,15 +86,19 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 /// image) and running part-empty register tiles.
 const MIN_COLUMNS: usize = 256;
 
-/// Images per GEMM: as many as make [`MIN_COLUMNS`] columns where one image has fewer, but
-/// no more than leave every thread a block.
+/// Images per GEMM: about as many as make [`MIN_COLUMNS`] columns where one image has fewer,
+/// no more than leave every thread a block, and evened out over a number of blocks that the
+/// threads share equally: 53 images in blocks of 16 (16, 16, 16, 5) left one of two threads
+/// 32 images and the other 21; blocks of 14 (14, 14, 14, 11) leave them 28 and 25.
 fn images_per_gemm(g: &Geometry) -> usize {
     let p = g.p().max(1);
     if p >= MIN_COLUMNS {
         return 1;
     }
     let threads = rayon::current_num_threads().max(1);
-    MIN_COLUMNS.div_ceil(p).min(g.n.div_ceil(threads)).max(1)
+    let wanted = MIN_COLUMNS.div_ceil(p).min(g.n.div_ceil(threads)).max(1);
+    let blocks = g.n.div_ceil(wanted).next_multiple_of(threads);
+    g.n.div_ceil(blocks).max(1)
 }
 
 /// The im2col matrices of `images` side by side: K rows of (image, cell) columns.
@@ -435,6 +439,28 @@ fn col2im<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blocks of images as even as the threads can share them: layer4 at 128 px (16 output
+    /// cells) on 53 images and two threads, blocks of 14 (14, 14, 14, 11), not of 16.
+    #[test]
+    fn image_blocks_share_evenly() {
+        let per = |n: usize, side: usize, threads: usize| -> usize {
+            let g = Geometry::new((n, 4, 2 * side, 2 * side), (4, 4, 3, 3), 2, 1).unwrap();
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| images_per_gemm(&g))
+        };
+        assert_eq!(per(53, 4, 2), 14);
+        // Blocks of 4 for 8×8 outputs: 14 of them, an even number already.
+        assert_eq!(per(53, 8, 2), 4);
+        assert_eq!(per(27, 2, 2), 14);
+        assert_eq!(per(53, 4, 1), 14);
+        assert_eq!(per(53, 4, 3), 9);
+        // Outputs of 256 cells or more: one image per GEMM.
+        assert_eq!(per(53, 16, 2), 1);
+    }
 
     /// The stride-2 gather (AVX2 in f32) against the plain loop, over lengths around its
     /// vectors of eight and sources of both parities.
