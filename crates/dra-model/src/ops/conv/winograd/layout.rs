@@ -1,4 +1,4 @@
-//! The data layout of the Winograd passes: the loops over eight lanes that every transform runs
+//! The data layout of the Winograd passes: the loops over lanes that every transform runs
 //! on, the views of point-major planes, the 8×8 transposes between NCHW and channels-last rows,
 //! and the window of channels-last input rows that tile rows share.
 
@@ -6,7 +6,7 @@ use super::{Tiling, LANES};
 use crate::ops::cpu::multiversion;
 use crate::ops::Element;
 
-/// `out[k][e] = f([inp[0][e], inp[1][e], …])[k]` for every `e < len`. Eight lanes at a time:
+/// `out[k][e] = f([inp[0][e], inp[1][e], …])[k]` for every `e < len`. [`LANES`] lanes at a time:
 /// every input of a step is read before any output is written, so LLVM vectorises the step
 /// without having to prove that the slices (cut from shared buffers) do not overlap. The
 /// inputs are read in place, not copied into an array first: LLVM turns copies of arrays this

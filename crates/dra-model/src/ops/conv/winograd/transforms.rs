@@ -1,7 +1,7 @@
 //! The transforms of F(2×2, 3×3) and F(4×4, 3×3): of the input tiles (Bᵀ d B), of the output
 //! gradient's tiles (A e Aᵀ), of the products back to output tiles (Aᵀ M A), of the kernels
 //! (G g Gᵀ) and of the kernels' gradients back (Gᵀ dU G), each over the channels of a tile row
-//! eight lanes at a time.
+//! [`super::LANES`] lanes at a time.
 
 use super::layout::{lanes, planes_at, points, points_mut};
 use super::XI;
