@@ -156,7 +156,7 @@ def worker(workload, size, reps, device, backbone, count_flops=False):
     median = times[len(times) // 2]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     result = {"workload": workload, "size": size, "batch": batch, "img_per_s": batch / median,
-              "seconds_median": median, "peak_rss_mb": peak, "device": device,
+              "seconds_median": median, "seconds_min": times[0], "peak_rss_mb": peak, "device": device,
               "impl": f"torch {torch.__version__}", "backbone": backbone}
     if gflop is not None:
         result["gflop_per_step"] = gflop
