@@ -283,14 +283,44 @@ impl Geometry {
         grad: &[T],
         dp: &mut [T],
     ) {
-        let ow = self.out_size(w);
+        let (ow, inner) = (self.out_size(w), self.interior(w));
         let rows = pooled.chunks_exact(ow).zip(grad.chunks_exact(ow));
         for (oy, (yr, gr)) in rows.enumerate() {
             let ys = self.span(oy, h);
+            // ResNet's 3×3 windows wholly inside the plane take the unrolled search.
+            let whole_rows = self.kernel == 3 && ys.len() == 3;
             for (ox, (&max, &gv)) in yr.iter().zip(gr).enumerate() {
-                dp[Self::source(plane, w, ys.clone(), self.span(ox, w), max)] += gv;
+                let at = if whole_rows && inner.contains(&ox) && !is_nan(max) {
+                    Self::source3(
+                        plane,
+                        w,
+                        ys.start * w + ox * self.stride - self.padding,
+                        max,
+                    )
+                } else {
+                    Self::source(plane, w, ys.clone(), self.span(ox, w), max)
+                };
+                dp[at] += gv;
             }
         }
+    }
+
+    /// [`Geometry::source`] for a 3×3 window wholly inside the plane, from its top-left cell
+    /// `corner`, and a maximum that is not NaN: the nine cells compared in a fixed, unrolled
+    /// order (last to first, so the first match in scan order stays), where the general
+    /// search's loops over row and column ranges cost more than the comparisons (2.3 % of a
+    /// DRA step at 128 px went to the stem's backward search).
+    #[inline(always)]
+    fn source3<T: Element>(plane: &[T], w: usize, corner: usize, max: T) -> usize {
+        let offsets = [0, 1, 2, w, w + 1, w + 2, 2 * w, 2 * w + 1, 2 * w + 2];
+        let window = &plane[corner..corner + 2 * w + 3];
+        let mut at = corner;
+        for &o in offsets.iter().rev() {
+            if window[o] == max {
+                at = corner + o;
+            }
+        }
+        at
     }
 }
 
