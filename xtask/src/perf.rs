@@ -58,10 +58,10 @@ pub struct PerfArgs {
     pytorch: bool,
     /// With `--pytorch`: rounds of (PyTorch, dra-rs) per workload and size, the order swapped
     /// every other round.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), requires = "pytorch")]
     rounds: u32,
     /// With `--pytorch`: the Python interpreter that has torch and torchvision.
-    #[arg(long, default_value = "python3")]
+    #[arg(long, default_value = "python3", requires = "pytorch")]
     python: String,
 }
 
@@ -176,9 +176,18 @@ struct TorchMeasurement {
     version: String,
 }
 
+/// The workloads both sides know, checked before any round runs: `torch_perf.py` takes any
+/// other name for `dra_step`.
+const WORKLOADS: [&str; 3] = ["backbone_train", "backbone_eval", "dra_step"];
+
+/// `tools/perf/torch_perf.py`.
+fn torch_script() -> std::path::PathBuf {
+    crate::workspace_root().join("tools/perf/torch_perf.py")
+}
+
 /// One (workload, size) by the official PyTorch model, in a worker process of its own.
 fn measure_torch(args: &PerfArgs, workload: &str, size: usize) -> Result<TorchMeasurement> {
-    let script = crate::workspace_root().join("tools/perf/torch_perf.py");
+    let script = torch_script();
     let out = Command::new(&args.python)
         .arg(&script)
         .args(["--worker", workload, &size.to_string()])
@@ -207,12 +216,15 @@ fn measure_torch(args: &PerfArgs, workload: &str, size: usize) -> Result<TorchMe
         .rev()
         .find(|l| l.starts_with('{'))
         .unwrap_or("");
-    serde_json::from_str(line)
-        .with_context(|| format!("reading {}'s result: `{}`", script.display(), text.trim()))
+    serde_json::from_str(line).with_context(|| {
+        let last = text.lines().last().unwrap_or("").trim();
+        let last: String = last.chars().take(200).collect();
+        format!("reading {}'s result: `{last}`", script.display())
+    })
 }
 
 /// Both sides of one (workload, size) over the rounds.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 struct Comparison {
     workload: String,
     size: usize,
@@ -228,6 +240,20 @@ struct Comparison {
 
 /// `--pytorch`: each (workload, size) by both, alternating round by round.
 fn compare(args: &PerfArgs) -> Result<()> {
+    if let Some(w) = args
+        .workloads
+        .iter()
+        .find(|w| !WORKLOADS.contains(&w.as_str()))
+    {
+        bail!(
+            "--workloads: unknown workload `{w}`; valid: {}",
+            WORKLOADS.join(", ")
+        );
+    }
+    let script = torch_script();
+    if !script.is_file() {
+        bail!("--pytorch: {} is missing", script.display());
+    }
     let mut rows = Vec::new();
     for &size in &args.sizes {
         for workload in &args.workloads {
@@ -301,7 +327,7 @@ fn comparison_table(rows: &[Comparison]) -> String {
         }
     };
     let mut out = String::from(
-        "| workload | backbone | size | dra-rs s | PyTorch s | speed-up per round | median speed-up | peak RSS MB dra-rs / PyTorch |\n|---|---|---|---|---|---|---|---|",
+        "| workload | backbone | size | dra-rs s | PyTorch s | speed-up per round | median of the rounds' speed-ups | peak RSS MB dra-rs / PyTorch |\n|---|---|---|---|---|---|---|---|",
     );
     for r in rows {
         out.push_str(&format!(
@@ -564,11 +590,22 @@ mod tests {
             dra_rs_peak_rss_mb: 816.4,
             pytorch_peak_rss_mb: 1644.0,
         };
-        let table = comparison_table(&[row]);
-        let last = table.lines().last().unwrap();
+        let even = Comparison {
+            speedups: vec![1.5, 1.2],
+            dra_rs_seconds: vec![0.7, 0.8],
+            pytorch_seconds: vec![1.05, 0.96],
+            ..row.clone()
+        };
+        let table = comparison_table(&[row, even]);
+        let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
-            last,
+            lines[2],
             "| dra_step | resnet18 | 128 | 0.750 | 1.050 | 1.25–1.50 | 1.40 | 816 / 1644 |"
+        );
+        // Two rounds: the medians are the means of the middle two.
+        assert_eq!(
+            lines[3],
+            "| dra_step | resnet18 | 128 | 0.750 | 1.005 | 1.20–1.50 | 1.35 | 816 / 1644 |"
         );
     }
 }

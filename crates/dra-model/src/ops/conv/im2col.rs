@@ -92,7 +92,7 @@ const MIN_COLUMNS: usize = 256;
 /// 32 images and the other 21; blocks of 14 (14, 14, 14, 11) leave them 28 and 25.
 fn images_per_gemm(g: &Geometry) -> usize {
     let p = g.p().max(1);
-    if p >= MIN_COLUMNS {
+    if p >= MIN_COLUMNS || g.n == 0 {
         return 1;
     }
     let threads = rayon::current_num_threads().max(1);
@@ -460,6 +460,10 @@ mod tests {
         assert_eq!(per(53, 4, 3), 9);
         // Outputs of 256 cells or more: one image per GEMM.
         assert_eq!(per(53, 16, 2), 1);
+        // Fewer images than threads, and none.
+        assert_eq!(per(1, 4, 2), 1);
+        assert_eq!(per(3, 4, 8), 1);
+        assert_eq!(per(0, 4, 2), 1);
     }
 
     /// The stride-2 gather (AVX2 in f32) against the plain loop, over lengths around its

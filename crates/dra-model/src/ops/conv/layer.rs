@@ -228,11 +228,12 @@ mod tests {
             (2, 3, 9, 10, 4, 3, 1, 1, Winograd::F4),
             (2, 3, 7, 5, 4, 3, 1, 1, Winograd::F4),
             (2, 3, 9, 10, 4, 3, 1, 1, Winograd::F2),
-            // Padding 0 and 2 on Winograd's path.
-            (1, 2, 10, 9, 3, 3, 1, 0, Winograd::F4),
+            // Padding 0 and 2 on Winograd's path (an 8×8 output: F(4×4) forward).
+            (1, 2, 10, 10, 3, 3, 1, 0, Winograd::F4),
             (1, 2, 6, 7, 3, 3, 1, 2, Winograd::F4),
-            // im2col: the same 3×3 convolution, one strided (blocks of images per GEMM).
-            (2, 3, 9, 10, 4, 3, 1, 1, Winograd::Off),
+            // im2col: the same 3×3 convolution (on two threads, blocks of two images per
+            // GEMM), one strided (blocks of two and one).
+            (4, 3, 9, 10, 4, 3, 1, 1, Winograd::Off),
             (3, 3, 9, 8, 4, 3, 2, 1, Winograd::F4),
             // 1×1 shortcuts at strides 1 and 2, and a strided 7×7 like ResNet's stem.
             (3, 4, 5, 6, 3, 1, 1, 0, Winograd::F4),
@@ -250,16 +251,23 @@ mod tests {
             let x = crate::testutil::ramp(&[n, c, h, w], 1);
             let wt = crate::testutil::ramp(&[o, c, k, k], 2);
             let every = (x.elem_count() / 40).max(1);
-            assert_gradients_match_finite_differences(&case, &[x, wt], every, |t| {
-                let conv = Conv2d {
-                    weight: t[1].clone(),
-                    bias: None,
-                    config,
-                    grad_input: true,
-                    kernels: Kernels::Custom { winograd },
-                };
-                assert!(conv.fast_path(&t[0]), "{case}");
-                (conv.forward(&t[0])? * &r)?.sum_all()
+            // Two threads, whatever the machine: the image blocks above depend on the count.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                assert_gradients_match_finite_differences(&case, &[x, wt], every, |t| {
+                    let conv = Conv2d {
+                        weight: t[1].clone(),
+                        bias: None,
+                        config,
+                        grad_input: true,
+                        kernels: Kernels::Custom { winograd },
+                    };
+                    assert!(conv.fast_path(&t[0]), "{case}");
+                    (conv.forward(&t[0])? * &r)?.sum_all()
+                })
             });
         }
     }

@@ -1,5 +1,5 @@
 //! The data layout of the Winograd passes: the loops over lanes that every transform runs
-//! on, the views of point-major planes, the 8×8 transposes between NCHW and channels-last rows,
+//! on, the views of point-major planes, the transposes between NCHW and channels-last rows,
 //! and the window of channels-last input rows that tile rows share.
 
 use super::{Tiling, LANES};
@@ -395,6 +395,9 @@ mod tests {
                 (35, 50),
                 (64, 32),
                 (17, 70),
+                // 8×8 blocks right of and below the 16×16 ones.
+                (16, 24),
+                (40, 40),
             ] {
                 let (src_rs, dst_rs) = (cols + 3, rows + 5);
                 // Exactly as long as the last row needs, as the callers' buffers may be.
@@ -402,11 +405,18 @@ mod tests {
                     .into_iter()
                     .map(cast)
                     .collect();
-                let mut dst = vec![T::zero(); (cols - 1) * dst_rs + rows];
+                // A sentinel in every cell, so that the gaps between rows can be checked.
+                let sentinel = cast(7.5);
+                let mut dst = vec![sentinel; (cols - 1) * dst_rs + rows];
                 transpose(&src, src_rs, &mut dst, dst_rs, rows, cols);
                 for i in 0..rows {
                     for j in 0..cols {
                         assert_eq!(dst[j * dst_rs + i], src[i * src_rs + j], "{rows}×{cols}");
+                    }
+                }
+                for (at, v) in dst.iter().enumerate() {
+                    if at % dst_rs >= rows {
+                        assert_eq!(*v, sentinel, "{rows}×{cols}: gap cell {at} written");
                     }
                 }
             }
