@@ -176,8 +176,8 @@ struct TorchMeasurement {
     version: String,
 }
 
-/// The workloads both sides know, checked before any round runs: `torch_perf.py` takes any
-/// other name for `dra_step`.
+/// The workloads both sides know (`--pytorch` checks them before any round runs:
+/// `torch_perf.py` takes any other name for `dra_step`).
 const WORKLOADS: [&str; 3] = ["backbone_train", "backbone_eval", "dra_step"];
 
 /// `tools/perf/torch_perf.py`.
@@ -534,7 +534,10 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             })
         }
         other => {
-            bail!("unknown workload `{other}`; valid: backbone_train, backbone_eval, dra_step")
+            bail!(
+                "unknown workload `{other}`; valid: {}",
+                WORKLOADS.join(", ")
+            )
         }
     };
     // On a GPU the ops are queued on a stream: a step ends when the device has run it.

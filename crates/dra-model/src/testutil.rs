@@ -28,6 +28,30 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         .unwrap()
 }
 
+/// The four tensors of a BatchNorm2d under `prefix` (`weight` γ, `bias` β, and running
+/// statistics 0 and 1), for building one by `VarBuilder::from_tensors` around given γ and β.
+pub fn batchnorm_tensors(
+    prefix: &str,
+    gamma: &Tensor,
+    beta: &Tensor,
+) -> std::collections::HashMap<String, Tensor> {
+    let c = gamma.elem_count();
+    let full = |v: f64| {
+        Tensor::full(v, c, gamma.device())
+            .and_then(|t| t.to_dtype(gamma.dtype()))
+            .unwrap()
+    };
+    [
+        ("weight", gamma.clone()),
+        ("bias", beta.clone()),
+        ("running_mean", full(0.0)),
+        ("running_var", full(1.0)),
+    ]
+    .into_iter()
+    .map(|(name, t)| (format!("{prefix}{name}"), t))
+    .collect()
+}
+
 /// A DRA model with seeded initialisation, f32 on the CPU.
 pub fn dra_varmap(seed: u64) -> VarMap {
     let varmap = VarMap::new();

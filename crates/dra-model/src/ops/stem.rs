@@ -375,17 +375,8 @@ mod tests {
                 ramp(&[n, o, g.out_size(oh), g.out_size(ow)], 5)
             };
             assert_gradients_match_finite_differences(&case, &inputs, 2, |t| {
-                let stats = [("bn.running_mean", 0.0), ("bn.running_var", 1.0)]
-                    .map(|(n, v)| (n.to_string(), Tensor::full(v, o, &Device::Cpu).unwrap()));
-                let tensors = [
-                    ("conv.weight", &t[0]),
-                    ("bn.weight", &t[1]),
-                    ("bn.bias", &t[2]),
-                ]
-                .map(|(n, v)| (n.to_string(), v.clone()))
-                .into_iter()
-                .chain(stats)
-                .collect();
+                let mut tensors = crate::testutil::batchnorm_tensors("bn.", &t[1], &t[2]);
+                tensors.insert("conv.weight".into(), t[0].clone());
                 let vb = VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu);
                 let conv = Conv2d::new(c, o, k, config, false, Kernels::default(), vb.pp("conv"))?
                     .without_input_grad();

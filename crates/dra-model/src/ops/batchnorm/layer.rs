@@ -255,13 +255,7 @@ mod tests {
             ];
             let used = if what == "bn+add+relu" { 4 } else { 3 };
             let forward = |t: &[Tensor]| -> Result<Tensor> {
-                let stats = [("running_mean", 0.0), ("running_var", 1.0)]
-                    .map(|(n, v)| (n.to_string(), Tensor::full(v, c, &Device::Cpu).unwrap()));
-                let tensors = [("weight", &t[1]), ("bias", &t[2])]
-                    .map(|(n, v)| (n.to_string(), v.clone()))
-                    .into_iter()
-                    .chain(stats)
-                    .collect();
+                let tensors = crate::testutil::batchnorm_tensors("", &t[1], &t[2]);
                 let vb = VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu);
                 let bn = BatchNorm2d::new(c, Kernels::default(), vb)?;
                 assert!(bn.fused(&t[0]));

@@ -139,13 +139,13 @@ pub(super) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T>
     // the same floating-point sum on every run (rayon's fold groups the samples as work
     // stealing happens to split them, which made training differ from run to run).
     let n_chunks = n.min(rayon::current_num_threads()).max(1);
+    let images = images_per_gemm(g);
     let partials: Vec<Vec<T>> = (0..n_chunks)
         .into_par_iter()
         .map(|chunk| {
             // Written zeros, not `calloc`'s: the GEMMs below read it first (see `zeroed`).
             let mut acc = zeroed::<T>(o * k);
             let (first, end) = (chunk * n / n_chunks, (chunk + 1) * n / n_chunks);
-            let images = images_per_gemm(g);
             if images > 1 {
                 // Σ over blocks of images of dY[O × (image, cell)] · colᵀ[(image, cell) × K].
                 for i0 in (first..end).step_by(images) {

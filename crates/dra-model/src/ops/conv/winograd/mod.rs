@@ -16,9 +16,10 @@
 //!   `dW = Gᵀ dU G` (the adjoint of the forward in the kernel), with the forward's tiles.
 //!
 //! The tiles are processed in blocks of whole tile rows, sized so that a block's transformed
-//! tiles stay within a few MB, in parallel over blocks. The transforms work channels-last: the
-//! rows a tile row reads are transposed once into `[column][channel]` rows, and every
-//! transform is then a loop over channels (64–512 in ResNet-18), sixteen lanes at a time,
+//! tiles stay within a few MB, in parallel over blocks; on small maps all at once (up to
+//! [`WHOLE`] entries), with the GEMMs in parallel over points. The transforms work
+//! channels-last: the rows a tile row reads are transposed once into `[column][channel]` rows,
+//! and every transform is then a loop over channels (64–512 in ResNet-18), [`LANES`] at a time,
 //! however small the feature map (layer4 of a 64-px image is 2×2). Transformed tiles and the
 //! GEMMs' products are stored `[ξ][tile][channel]`. F(4×4)'s float32 results differ from a
 //! direct sum by more than F(2×2)'s (its transforms have entries up to 8 and 1/24); the parity
