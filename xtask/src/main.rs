@@ -7,6 +7,7 @@ mod grid;
 mod merge;
 mod paper;
 mod perf;
+mod probe;
 mod render;
 mod runs;
 mod spec;
@@ -54,6 +55,9 @@ enum Task {
     /// summary.md in one folder. `--pack DIR` builds on a machine without a GPU for one without
     /// Rust.
     GpuCheck(gpu_check::GpuCheckArgs),
+    /// A fingerprint of every result (model steps of every method, backbone, dtype and kernel
+    /// setting; whole runs and their files) to show that a refactor changed none of them.
+    Probe(probe::ProbeArgs),
     /// One perf measurement in a process of its own (used by `perf`).
     #[command(hide = true)]
     PerfWorker(perf::WorkerArgs),
@@ -138,6 +142,7 @@ fn main() -> Result<()> {
         Task::Merge(args) => merge::merge(&args),
         Task::Perf(args) => perf::perf(args),
         Task::GpuCheck(args) => gpu_check::gpu_check(args),
+        Task::Probe(args) => probe::probe(&args),
         Task::PerfWorker(args) => perf::worker(args),
     }
 }
