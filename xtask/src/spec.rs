@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use dra_data::pseudo::PseudoKind;
 use dra_data::synthetic;
-use dra_data::transform::PseudoKind;
 use dra_model::{HeadSet, LossKind};
 use dra_train::{DatasetName, Method, Profile};
 use serde::{Deserialize, Serialize};

@@ -16,9 +16,11 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{load_rgb, ImageRef, Label};
+use crate::datasets::decode::load_rgb;
 use crate::error::{DataError, Result};
-use crate::transform::{normalize_into, random_rotation, resize_bilinear, PseudoKind};
+use crate::pseudo::PseudoKind;
+use crate::sample::{ImageRef, Label};
+use crate::transform::{normalize_into, random_rotation, resize_bilinear};
 
 /// The sampling constants of a training step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

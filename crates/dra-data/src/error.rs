@@ -83,7 +83,7 @@ pub enum DataError {
     #[error("{}", unreadable_message(files))]
     Unreadable {
         /// The files, each with the decoder's reason.
-        files: Vec<crate::listing::Unreadable>,
+        files: Vec<crate::sample::Unreadable>,
     },
     /// No normal image is left to train on because every one of them is unreadable (even
     /// with `--skip-unreadable`, a data set needs normals).
@@ -92,7 +92,7 @@ pub enum DataError {
         /// The folder of the normal images (or the data set's folder).
         path: PathBuf,
         /// The unreadable files, each with the decoder's reason.
-        files: Vec<crate::listing::Unreadable>,
+        files: Vec<crate::sample::Unreadable>,
     },
 }
 
@@ -100,7 +100,7 @@ pub enum DataError {
 const NAMED_UNREADABLE: usize = 10;
 
 /// One line: the count, the way out, then up to ten files with the decoder's reason.
-fn unreadable_message(files: &[crate::listing::Unreadable]) -> String {
+fn unreadable_message(files: &[crate::sample::Unreadable]) -> String {
     let n = files.len();
     format!(
         "cannot decode {n} image file{} (--skip-unreadable leaves {} out): {}",
@@ -111,7 +111,7 @@ fn unreadable_message(files: &[crate::listing::Unreadable]) -> String {
 }
 
 /// Up to ten files with the decoder's reason, then a count of the rest.
-fn named_files(files: &[crate::listing::Unreadable]) -> String {
+fn named_files(files: &[crate::sample::Unreadable]) -> String {
     let named: Vec<String> = files
         .iter()
         .take(NAMED_UNREADABLE)

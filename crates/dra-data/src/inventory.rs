@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::dataset::{Category, Ignored};
+use crate::datasets::category::Category;
 use crate::error::Result;
-use crate::listing::OnUnreadable;
+use crate::sample::{Ignored, OnUnreadable};
 
 /// One or more loaded categories (subsets) of a data set and what lay beside them.
 #[derive(Debug)]
@@ -61,11 +61,11 @@ pub struct LeftOutGroup<'a> {
 impl Inventory {
     /// Every category folder of an MVTec AD root (`mvtec_anomaly_detection/`), each a subset.
     pub fn of_mvtec_root(root: &Path, on_unreadable: OnUnreadable) -> Result<Self> {
-        let (folders, beside) = crate::datasets::category_folders(root)?;
+        let (folders, beside) = crate::datasets::mvtec::category_folders(root)?;
         let subsets = folders
             .into_iter()
             .map(|dir| {
-                let name = crate::listing::file_name(&dir);
+                let name = crate::datasets::listing::file_name(&dir);
                 Ok((name, Category::open(&dir, on_unreadable)?))
             })
             .collect::<Result<_>>()?;

@@ -6,6 +6,12 @@
 //! Data flows `Category` (files on disk) → [`Split`] (which files train and test) →
 //! [`BatchSource`] (augmented, normalised tensors in CHW order) → the model.
 //!
+//! The modules import one way: each imports only modules named before it here. `sample` (the
+//! shared types: [`Label`], [`ImageRef`], [`Sample`], …), `error`, `mt19937`, `npy`,
+//! [`datasets`] (decoding, the one listing of a folder, [`Category`], one loader per layout),
+//! `split`, [`transform`] (PIL-exact geometry, colour jitter, normalisation), [`pseudo`]
+//! (CutMix, CutPaste's scar), `batch`, [`inventory`]; [`synthetic`] imports only `error`.
+//!
 //! ```
 //! use dra_data::{Category, OnUnreadable, Split, SplitConfig};
 //!
@@ -28,24 +34,23 @@
 //! ```
 
 mod batch;
-mod dataset;
 pub mod datasets;
 mod error;
 pub mod inventory;
-mod listing;
 mod mt19937;
 mod npy;
+pub mod pseudo;
+mod sample;
 mod split;
 pub mod synthetic;
 pub mod transform;
 
 pub use batch::{load_images, Batch, BatchConfig, BatchSource, ImageCache, Prefetcher};
-pub use dataset::{
-    load_mask, load_rgb, Category, Crop, Ignored, ImageRef, Label, Sample, MAX_DECODED_BYTES,
-    MAX_IMAGE_SIDE,
-};
+pub use datasets::category::Category;
+pub use datasets::decode::{load_mask, load_rgb, MAX_DECODED_BYTES, MAX_IMAGE_SIDE};
+pub use datasets::listing::Listing;
 pub use error::{DataError, Result};
-pub use listing::{Listing, OnUnreadable, Unreadable};
 pub use mt19937::NumpyRandomState;
 pub use npy::write_f32 as write_npy_f32;
+pub use sample::{Crop, Ignored, ImageRef, Label, OnUnreadable, Sample, Unreadable};
 pub use split::{Setting, Split, SplitConfig};

@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Category, ImageRef, Label, Sample};
+use crate::datasets::category::Category;
 use crate::error::{DataError, Result};
 use crate::mt19937::NumpyRandomState;
+use crate::sample::{ImageRef, Label, Sample};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

@@ -1,7 +1,7 @@
 //! The one typed configuration of a training run: every constant of the official protocol,
 //! with the `paper` and `quick` profiles. It is written to the run's `config.json`.
 
-use dra_data::transform::PseudoKind;
+use dra_data::pseudo::PseudoKind;
 use dra_data::{BatchConfig, Setting, SplitConfig};
 use dra_model::{BackboneKind, DraConfig, HeadSet, Kernels, LossKind, Method};
 use serde::{Deserialize, Serialize};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use dra_data::transform::PseudoKind;
+use dra_data::pseudo::PseudoKind;
 use dra_model::{BackboneKind, HeadSet, LossKind};
 
 use crate::ahl::episodes::{Draws, Members};

@@ -19,13 +19,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{
+use super::category::Category;
+use super::common::{
     any_nonzero, classes_in, decoded_label, from_named, missing, stem_before_first_dot,
     unused_entries, Named,
 };
-use crate::dataset::{dimensions, Category, Crop, ImageRef};
+use super::decode::dimensions;
+use super::listing::{file_name, list_images, sorted_entries, LeftOut, HIDDEN};
 use crate::error::{DataError, Result};
-use crate::listing::{file_name, list_images, sorted_entries, LeftOut, HIDDEN};
+use crate::sample::{Crop, ImageRef};
 
 pub(crate) const LAYOUT: &str = "NODefect_images/<fabric>/*.png, Defect_images/[Defect_images/]NNNN_CCC_NN.png and Mask_images/[Mask_images/]NNNN_CCC_NN_mask.png";
 
@@ -296,7 +298,8 @@ mod tests {
             assert_eq!(names, sorted);
         }
         // The split itself follows the converter's listing order: fab-a's tiles come first.
-        let (train, test) = super::super::train_test_split(&(0..48).collect::<Vec<_>>(), 42);
+        let (train, test) =
+            super::super::common::train_test_split(&(0..48).collect::<Vec<_>>(), 42);
         let in_test = |i: usize| -> String {
             let (fabric, image) = if i < 16 {
                 ("fab-a", "0009")
@@ -347,8 +350,8 @@ mod tests {
             "{err}"
         );
         std::fs::write(defects.join("0005_019_00.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
-        let err = super::super::Family::Aitex
-            .load(dir.path(), crate::OnUnreadable::Error)
+        let err = load(dir.path())
+            .and_then(|cat| cat.require(crate::sample::OnUnreadable::Error))
             .unwrap_err()
             .to_string();
         assert!(err.contains("0005_019_00.png"), "{err}");

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use super::{from_normals, images_in, unused_entries};
-use crate::dataset::Category;
+use super::category::Category;
+use super::common::{from_normals, images_in, unused_entries};
+use super::listing::LeftOut;
 use crate::error::Result;
-use crate::listing::LeftOut;
 
 pub(crate) const LAYOUT: &str = "no/ and yes/";
 

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{from_normals, read_labels, unlisted};
-use crate::dataset::{Category, ImageRef};
+use super::category::Category;
+use super::common::{from_normals, read_labels, unlisted};
+use super::listing::{unreadable_among, LeftOut};
 use crate::error::{DataError, Result};
-use crate::listing::{unreadable_among, LeftOut};
+use crate::sample::ImageRef;
 
 pub(crate) const LAYOUT: &str = "labels.csv (path probability type) and images/";
 

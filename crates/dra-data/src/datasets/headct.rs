@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{from_normals, missing, read_labels, unlisted};
-use crate::dataset::{Category, ImageRef};
+use super::category::Category;
+use super::common::{from_normals, missing, read_labels, unlisted};
+use super::listing::{keep_readable, LeftOut};
 use crate::error::{DataError, Result};
-use crate::listing::{keep_readable, LeftOut};
+use crate::sample::ImageRef;
 
 pub(crate) const LAYOUT: &str =
     "labels.csv (id,hemorrhage) and head_ct/<NNN>.png (or head_ct/head_ct/)";

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use super::{classes_in, from_normals, unused_entries};
-use crate::dataset::Category;
+use super::category::Category;
+use super::common::{classes_in, from_normals, unused_entries};
+use super::listing::LeftOut;
 use crate::error::Result;
-use crate::listing::LeftOut;
 
 pub(crate) const LAYOUT: &str = "upper-gi-tract/anatomical-landmarks/<class>/ and upper-gi-tract/pathological-findings/<class>/";
 

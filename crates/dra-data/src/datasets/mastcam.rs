@@ -10,10 +10,10 @@
 
 use std::path::Path;
 
-use super::{classes_in, images_in, unused_entries};
-use crate::dataset::Category;
+use super::category::Category;
+use super::common::{classes_in, images_in, unused_entries};
+use super::listing::LeftOut;
 use crate::error::Result;
-use crate::listing::LeftOut;
 
 pub(crate) const LAYOUT: &str = "train_typical/, test_typical/, test_novel/<class>/";
 
@@ -89,7 +89,7 @@ mod tests {
         let ignored: Vec<(String, &str)> = cat
             .ignored
             .iter()
-            .map(|i| (crate::listing::file_name(&i.image.path), i.reason))
+            .map(|i| (crate::datasets::listing::file_name(&i.image.path), i.reason))
             .collect();
         assert_eq!(
             ignored,

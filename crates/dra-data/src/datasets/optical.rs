@@ -14,10 +14,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{from_named, missing, read_labels, Named};
-use crate::dataset::{Category, ImageRef};
+use super::category::Category;
+use super::common::{from_named, missing, read_labels, Named};
+use super::listing::{file_name, sorted_entries, unreadable_among, LeftOut, HIDDEN};
 use crate::error::{DataError, Result};
-use crate::listing::{file_name, sorted_entries, unreadable_among, LeftOut, HIDDEN};
+use crate::sample::ImageRef;
 
 pub(crate) const LAYOUT: &str =
     "Class<N>/[Class<N>/]{Train,Test}/Label/Labels.txt, with the images in {Train,Test}/";
@@ -211,7 +212,7 @@ mod tests {
         class(dir.path(), 2, 4, 0, true);
         let cat = load(dir.path()).unwrap();
         // Pooled order: Class1 Train 1–4, Class1 Test 1–4, Class2 Train 1–4, Class2 Test 1–4.
-        let (_, test) = super::super::train_test_split(&(0..16).collect::<Vec<_>>(), 42);
+        let (_, test) = super::super::common::train_test_split(&(0..16).collect::<Vec<_>>(), 42);
         let describe = |i: usize| {
             let class = 1 + i / 8;
             let split = if i % 8 < 4 { "Train" } else { "Test" };

@@ -13,12 +13,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use super::{any_nonzero, decoded_label, from_named, missing, stem_before_first_dot, Named};
-use crate::dataset::{dimensions, Category, Crop, ImageRef};
-use crate::error::{DataError, Result};
-use crate::listing::{
-    classify, file_name, sorted_entries, unreadable_among, Kind, LeftOut, Unreadable, HIDDEN,
+use super::category::Category;
+use super::common::{
+    any_nonzero, decoded_label, from_named, missing, stem_before_first_dot, Named,
 };
+use super::decode::dimensions;
+use super::listing::{
+    classify, file_name, sorted_entries, unreadable_among, Kind, LeftOut, HIDDEN,
+};
+use crate::error::{DataError, Result};
+use crate::sample::{Crop, ImageRef, Unreadable};
 use image::DynamicImage;
 
 pub(crate) const LAYOUT: &str =

@@ -3,7 +3,8 @@
 //! generator, at every pyramid level.
 
 use candle_core::{Device, Tensor};
-use dra_data::transform::{normalize_into, CutMix, CutPasteScar};
+use dra_data::pseudo::{CutMix, CutPasteScar};
+use dra_data::transform::normalize_into;
 use dra_data::ImageCache;
 use dra_model::{Detector, ImageBatch};
 use image::RgbImage;

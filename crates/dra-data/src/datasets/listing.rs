@@ -21,38 +21,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use crate::dataset::{load_rgb, Ignored, ImageRef, MVTEC_LAYOUT};
+use super::decode::load_rgb;
 use crate::error::{DataError, Result};
-
-/// What to do with image files that do not decode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnUnreadable {
-    /// Stop with an error naming them (the default: nothing is dropped in silence).
-    #[default]
-    Error,
-    /// Leave them out; the caller reports them (`--skip-unreadable`).
-    Skip,
-}
-
-/// A file that claims to be an image, by its name or its first bytes, but does not decode.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Unreadable {
-    /// The file that does not decode.
-    pub path: PathBuf,
-    /// The decoder's reason, on one line.
-    pub reason: String,
-}
-
-impl Unreadable {
-    pub(crate) fn new(path: impl Into<PathBuf>, reason: impl AsRef<str>) -> Self {
-        Self {
-            path: path.into(),
-            reason: one_line(reason.as_ref()),
-        }
-    }
-}
+use crate::sample::{Ignored, ImageRef, OnUnreadable, Unreadable, MVTEC_LAYOUT};
 
 /// The images of some folders or files, and what was not used, with the reasons.
 #[derive(Clone, Debug, Default)]
@@ -367,12 +339,6 @@ fn decode_error(path: &Path) -> Option<String> {
         Err(DataError::BadImage { reason, .. }) => Some(reason),
         Err(e) => Some(e.to_string()),
     }
-}
-
-/// `text` on one line: error reports and `scores.csv` rows must not be broken by a decoder's
-/// multi-line message.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
