@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use dra_train::{Method, Overrides, Profile};
+use dra_model::Method;
+use dra_train::record::Overrides;
+use dra_train::Profile;
 
 /// `--shard I/N`: the I-th (1-based) of N interleaved slices of the grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

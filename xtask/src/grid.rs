@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use dra_data::Setting;
+use dra_model::Method;
 use dra_model::{HeadSet, LossKind};
-use dra_train::{Method, Overrides, TrainConfig};
+use dra_train::record::Overrides;
+use dra_train::TrainConfig;
 use sha2::{Digest, Sha256};
 
 use crate::runs::run_key;

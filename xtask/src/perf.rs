@@ -16,7 +16,7 @@ use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use dra_model::backbones::{Backbone, BackboneKind};
 use dra_model::{reset_parameters, Dra, DraConfig, DraLoss, Kernels, LossKind, Winograd};
-use dra_train::{trainable, Adam, AdamConfig};
+use dra_train::engine::{trainable, Adam, AdamConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Args)]

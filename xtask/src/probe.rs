@@ -28,7 +28,7 @@ use dra_model::{
     reset_parameters, BackboneKind, Detector, DraConfig, ImageBatch, Kernels, LossKind, Method,
     Target, Winograd,
 };
-use dra_train::{trainable, Adam, AdamConfig};
+use dra_train::engine::{trainable, Adam, AdamConfig};
 use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 
@@ -361,7 +361,7 @@ fn run_config(method: Method, backbone: BackboneKind) -> dra_train::TrainConfig 
     c.calibration_fraction = 0.25;
     c.seed = 9;
     if method.is_ahl() {
-        c.ahl = Some(dra_train::ahl::AhlConfig {
+        c.ahl = Some(dra_train::record::AhlConfig {
             epochs: 3,
             clusters: 2,
             inner_steps: 2,
@@ -393,7 +393,6 @@ fn runs(work: &Path, lines: &mut BTreeMap<String, String>) -> Result<()> {
                 category_dir: category.clone(),
                 family: dra_data::datasets::Family::Mvtec,
                 out_dir: out.clone(),
-                progress: false,
                 device: device.clone(),
                 on_unreadable: dra_data::OnUnreadable::Error,
                 save_maps: has_maps.then(|| maps.clone()),
@@ -452,7 +451,7 @@ fn runs(work: &Path, lines: &mut BTreeMap<String, String>) -> Result<()> {
                 has_maps.then_some(heatmaps.as_path()),
                 &device,
             )?;
-            let csv = dra_train::predictions_csv(&rows, loaded.threshold.as_ref());
+            let csv = dra_train::record::predictions_csv(&rows, loaded.threshold.as_ref());
             lines.insert(format!("{key}/predict"), sha(strip(&csv, work).as_bytes()));
             if has_maps {
                 fingerprint_dir(&heatmaps, work, &format!("{key}/predict-heatmaps"), lines)?;

@@ -9,7 +9,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use dra_train::csv;
 
 /// The columns of `runs.csv`, in order.
 pub const COLUMNS: [&str; 14] = [
@@ -69,8 +68,8 @@ impl RunRow {
         )
     }
 
-    fn to_line(&self) -> String {
-        let fields = [
+    fn fields(&self) -> [String; 14] {
+        [
             self.sweep.clone(),
             self.dataset.clone(),
             self.subset.clone(),
@@ -86,16 +85,10 @@ impl RunRow {
             format!("{:.1}", self.seconds),
             self.config_hash.clone(),
             self.run_dir.to_string_lossy().into_owned(),
-        ];
-        fields
-            .iter()
-            .map(|f| csv::field(f))
-            .collect::<Vec<_>>()
-            .join(",")
+        ]
     }
 
-    fn parse(line: &str) -> std::result::Result<Self, String> {
-        let f = csv::split_record(line);
+    fn parse(f: &csv::StringRecord) -> std::result::Result<Self, String> {
         if f.len() != COLUMNS.len() {
             return Err(format!(
                 "expected {} fields, found {}",
@@ -105,26 +98,26 @@ impl RunRow {
         }
         let num = |i: usize| -> std::result::Result<f64, String> {
             f[i].parse()
-                .map_err(|_| format!("{}: `{}` is not a number", COLUMNS[i], f[i]))
+                .map_err(|_| format!("{}: `{}` is not a number", COLUMNS[i], &f[i]))
         };
         let int = |i: usize| -> std::result::Result<u64, String> {
             f[i].parse()
-                .map_err(|_| format!("{}: `{}` is not an integer", COLUMNS[i], f[i]))
+                .map_err(|_| format!("{}: `{}` is not an integer", COLUMNS[i], &f[i]))
         };
         Ok(Self {
-            sweep: f[0].clone(),
-            dataset: f[1].clone(),
-            subset: f[2].clone(),
-            setting: f[3].clone(),
-            known_class: f[4].clone(),
+            sweep: f[0].into(),
+            dataset: f[1].into(),
+            subset: f[2].into(),
+            setting: f[3].into(),
+            known_class: f[4].into(),
             shots: int(5)? as usize,
-            loss: f[6].clone(),
-            method: f[7].clone(),
+            loss: f[6].into(),
+            method: f[7].into(),
             seed: int(8)?,
             auc_roc: num(9)?,
             auc_pr: num(10)?,
             seconds: num(11)?,
-            config_hash: f[12].clone(),
+            config_hash: f[12].into(),
             run_dir: PathBuf::from(&f[13]),
         })
     }
@@ -154,9 +147,15 @@ pub fn read(path: &Path) -> Result<Vec<RunRow>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| path.display().to_string()),
     };
-    let mut lines = csv::records(&text).into_iter();
-    match lines.next() {
-        Some((_, header)) if header == COLUMNS.join(",") => {}
+    let mut records = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes())
+        .into_records();
+    let line = |r: &csv::StringRecord| r.position().map_or(0, |p| p.line());
+    let bad_csv = |e: csv::Error| anyhow::anyhow!("{}: {e}", path.display());
+    match records.next().transpose().map_err(bad_csv)? {
+        Some(header) if header.iter().eq(COLUMNS) => {}
         None => return Ok(Vec::new()),
         Some(_) => bail!(
             "{}: line 1: not a dra-rs runs.csv header (expected `{}`)",
@@ -164,24 +163,23 @@ pub fn read(path: &Path) -> Result<Vec<RunRow>> {
             COLUMNS.join(",")
         ),
     }
-    lines
-        .filter(|(_, l)| !l.is_empty())
-        .map(|(i, l)| {
-            RunRow::parse(l)
-                .map_err(|why| anyhow::anyhow!("{}: line {}: {why}", path.display(), i + 1))
+    records
+        .map(|record| {
+            let record = record.map_err(bad_csv)?;
+            RunRow::parse(&record)
+                .map_err(|why| anyhow::anyhow!("{}: line {}: {why}", path.display(), line(&record)))
         })
         .collect()
 }
 
-/// Renders rows as `runs.csv` text.
+/// Renders rows as `runs.csv` text (RFC 4180 quoting: any path survives the round trip).
 pub fn to_csv(rows: &[RunRow]) -> String {
-    let mut out = COLUMNS.join(",");
-    out.push('\n');
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(COLUMNS).expect("CSV into memory");
     for r in rows {
-        out += &r.to_line();
-        out.push('\n');
+        w.write_record(r.fields()).expect("CSV into memory");
     }
-    out
+    String::from_utf8(w.into_inner().expect("CSV into memory")).expect("the fields are UTF-8")
 }
 
 /// Adds `row` to `OUT/runs.csv`, replacing a row of the same grid cell (a rerun with another
@@ -239,7 +237,7 @@ impl Drop for Lock {
 
 /// Writes through a temporary file in the same folder, synced, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    Ok(dra_train::write_atomic(path, bytes)?)
+    Ok(dra_train::record::write_atomic(path, bytes)?)
 }
 
 #[cfg(test)]

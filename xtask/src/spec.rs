@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use dra_data::datasets::DatasetName;
 use dra_data::pseudo::PseudoKind;
 use dra_data::synthetic;
+use dra_model::Method;
 use dra_model::{HeadSet, LossKind};
-use dra_train::{DatasetName, Method, Profile};
+use dra_train::Profile;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::SweepArgs;

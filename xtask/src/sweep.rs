@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use dra_data::datasets::DatasetName;
 use dra_model::LossKind;
-use dra_train::{DatasetName, Metrics, RunRecord, RunRequest, TrainConfig};
+use dra_train::record::RunRecord;
+use dra_train::{Metrics, RunRequest, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::SweepArgs;
@@ -131,7 +133,6 @@ pub fn run(
             category_dir: job.dir.clone(),
             family: DatasetName::parse(&job.dataset)?.family(),
             out_dir: dir.clone(),
-            progress: false,
             device: candle_core::Device::Cpu,
             on_unreadable: if args.skip_unreadable {
                 dra_data::OnUnreadable::Skip

@@ -12,8 +12,7 @@ use dra_data::{load_rgb, Category, Listing, OnUnreadable, MAX_DECODED_BYTES};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-mod support;
-use support::bytes::{mutate, npy_v1 as npy};
+use dra_test_support::bytes::{mutate, npy_v1 as npy};
 
 /// The system allocator, recording the largest single request of each thread, so that a test
 /// can show that a header's claims do not reach the allocator. Per thread, because the test

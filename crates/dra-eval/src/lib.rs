@@ -46,8 +46,11 @@
 //! ```
 
 mod decision;
+pub mod html;
 mod localization;
 mod metrics;
+#[cfg(feature = "report")]
+pub mod report;
 mod summary;
 #[cfg(feature = "table")]
 pub mod table;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
+use crate::html::escape_html;
 use crate::summary::MeanStd;
 
 /// Builds a table cell by cell; rows and columns keep their order of first appearance.
@@ -131,39 +132,16 @@ pub fn to_html(df: &DataFrame) -> PolarsResult<String> {
     Ok(out)
 }
 
-/// Text made safe inside HTML elements and attribute values: `&`, `<`, `>`, `"` and `'` become
-/// character references.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out += "&amp;",
-            '<' => out += "&lt;",
-            '>' => out += "&gt;",
-            '"' => out += "&quot;",
-            '\'' => out += "&#39;",
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A complete, self-contained HTML5 page: `title` (escaped here) as its title and first
-/// heading, then `body`, which must already be HTML (e.g. from [`to_html`]). A small inline
-/// style makes the table readable; there is no script and no external resource, so the file
-/// opens the same anywhere, offline.
+/// A complete, self-contained HTML5 page (the shell of [`crate::html::page`]): `title`
+/// (escaped there) as its title and first heading, then `body`, which must already be HTML
+/// (e.g. from [`to_html`]). A small inline style makes the table readable.
 pub fn html_page(title: &str, body: &str) -> String {
-    let title = escape_html(title);
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title}</title>\n<style>\n{PAGE_STYLE}</style>\n</head>\n<body>\n\
-         <h1>{title}</h1>\n{body}</body>\n</html>\n"
-    )
+    let heading = format!("<h1>{}</h1>\n{body}", escape_html(title));
+    crate::html::page(title, PAGE_STYLE, &heading)
 }
 
 /// The page's style: borders, padding, zebra rows and numbers that line up (tabular figures).
-const PAGE_STYLE: &str = "\
+const PAGE_STYLE: &str = "
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.3em; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }

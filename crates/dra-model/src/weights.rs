@@ -42,6 +42,20 @@ pub enum WeightsError {
         /// wrong shape).
         tensors: String,
     },
+    /// A file named as torchvision names its downloads (`<model>-<8 hex digits>.pth`) whose
+    /// SHA-256 does not start with those digits: damaged, or not torchvision's.
+    #[error(
+        "{path}: its SHA-256 is {found}, not {expected}… as torchvision's name says: the file \
+         is damaged or not torchvision's"
+    )]
+    Digest {
+        /// The weights file.
+        path: PathBuf,
+        /// The file's SHA-256, in hex.
+        found: String,
+        /// What its name (or, for [`IMAGENET_RESNET18`], the known digest) says it must be.
+        expected: String,
+    },
     /// A tensor could not be converted to the model's dtype and device or copied into it.
     #[error("{path}: {source}")]
     Model {
@@ -51,6 +65,70 @@ pub enum WeightsError {
         #[source]
         source: candle_core::Error,
     },
+}
+
+/// Torchvision's ImageNet ResNet-18 weights (`IMAGENET1K_V1`), the paper's starting point:
+/// torchvision names the file by the first eight hex digits of its SHA-256 and checks them on
+/// download.
+pub const IMAGENET_RESNET18: &str = "resnet18-f37072fd.pth";
+
+/// The whole SHA-256 of [`IMAGENET_RESNET18`] (46,830,571 bytes), as recorded by several
+/// independent public projects that pin the file; a file of that name must match it.
+pub const IMAGENET_RESNET18_SHA256: &str =
+    "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec";
+
+/// Checks a weights file named as torchvision names its downloads, `<model>-<8 hex digits>.pth`:
+/// the digits are the start of the file's SHA-256, and torchvision refuses a file whose hash
+/// does not start with them. A damaged or substituted `resnet18-f37072fd.pth` is refused here
+/// the same way ([`WeightsError::Digest`]); a file named otherwise is not checked.
+pub fn check_torchvision_digest(path: &Path) -> Result<(), WeightsError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    let Some(prefix) = name
+        .strip_suffix(".pth")
+        .and_then(|stem| stem.rsplit_once('-'))
+        .map(|(_, digits)| digits)
+        .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return Ok(());
+    };
+    let read_err = |e: std::io::Error| WeightsError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    let found: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // The one file whose whole digest we know is checked in full.
+    let expected = if name == IMAGENET_RESNET18 {
+        IMAGENET_RESNET18_SHA256.to_string()
+    } else {
+        prefix.to_ascii_lowercase()
+    };
+    if found.starts_with(&expected) {
+        Ok(())
+    } else {
+        Err(WeightsError::Digest {
+            path: path.to_path_buf(),
+            found,
+            expected,
+        })
+    }
 }
 
 /// Reads every tensor of a `.safetensors` file or a PyTorch `.pth`/`.pt`/`.pkl` state dict
@@ -305,5 +383,22 @@ mod tests {
             err.contains("tiny_state_dict.pth") && err.contains("conv1.weight"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn torchvision_names_are_checked_against_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        // SHA-256("abc") = ba7816bf…
+        let good = dir.path().join("resnet18-ba7816bf.pth");
+        std::fs::write(&good, b"abc").unwrap();
+        check_torchvision_digest(&good).unwrap();
+        let bad = dir.path().join(IMAGENET_RESNET18);
+        std::fs::write(&bad, b"abc").unwrap();
+        let err = check_torchvision_digest(&bad).unwrap_err();
+        assert!(matches!(err, WeightsError::Digest { .. }), "{err}");
+        assert!(err.to_string().contains("ba7816bf"), "{err}");
+        let other = dir.path().join("my-weights.pth");
+        std::fs::write(&other, b"abc").unwrap();
+        check_torchvision_digest(&other).unwrap();
     }
 }

@@ -6,12 +6,9 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use dra_model::read_tensors;
+use dra_test_support::bytes::mutate;
 use proptest::prelude::*;
 use proptest::sample::Index;
-
-#[path = "../../dra-data/tests/support/bytes.rs"]
-mod bytes;
-use bytes::mutate;
 
 fn pth() -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_state_dict.pth");

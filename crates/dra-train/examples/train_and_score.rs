@@ -48,7 +48,6 @@ fn train_and_score(
         category_dir: category.to_path_buf(),
         family: Family::Mvtec,
         out_dir: run.to_path_buf(),
-        progress: false,
         device: Device::Cpu,
         on_unreadable: OnUnreadable::Error,
         save_maps: None,

@@ -1,57 +1,66 @@
-//! Training and evaluation of DRA: the official optimisation (Adam with coupled L2, StepLR,
-//! gradient clipping), run directories, and the `dra` program.
+//! Training and evaluation of DRA and the paper's competing methods: the official optimisation
+//! (Adam with coupled L2, StepLR, gradient clipping), run folders, and the `dra` program.
 //!
-//! [`train`] runs one training end to end from a [`RunRequest`]; [`LoadedModel`] with
-//! [`evaluate`] or [`predict`] scores with a saved model. `examples/train_and_score.rs` is a
-//! whole program on this API. Every setting lives in one typed [`TrainConfig`], checked before
-//! any work:
+//! The crate is three tiers that import downward only (ARCHITECTURE.md):
+//! - [`record`]: what a run folder holds, one type and one file-name constant per file, and
+//!   the one typed configuration ([`TrainConfig`]);
+//! - [`engine`]: scoring with reference sets, anomaly maps, the optimiser ([`engine::Adam`]),
+//!   and the methods whose training is not DRA's loop (Deep SAD, AHL);
+//! - the runs, re-exported here: [`train`] a run from a [`RunRequest`], and with a saved run
+//!   loaded as a [`LoadedModel`], [`evaluate`], [`predict`] and [`calibrate`].
+//!
+//! The `dra` program (feature `cli`, on by default) owns the command line and the terminal.
 //!
 //! ```
-//! use dra_train::{Profile, TrainConfig};
+//! use dra_data::{datasets::Family, synthetic, OnUnreadable};
+//! use dra_train::{LoadedModel, Profile, RunRequest, TrainConfig};
 //!
-//! let mut config = TrainConfig::for_profile(Profile::Paper);
-//! assert_eq!((config.image_size, config.epochs, config.n_anomaly), (448, 30, 10));
-//! config.batch_size = 0;
-//! let err = config.validate().unwrap_err();
-//! assert!(err.to_string().starts_with("--batch-size"));
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A small generated category in the MVTec AD layout.
+//! let dir = tempfile::tempdir()?;
+//! let spec = synthetic::SyntheticSpec { image_size: 64, n_train: 8, n_test_good: 3,
+//!                                       n_per_defect: 2, seed: 1 };
+//! synthetic::ensure(dir.path(), &spec)?;
+//!
+//! // One epoch of two steps from the quick profile; every setting is checked before any work.
+//! let mut config = TrainConfig::for_profile(Profile::Quick);
+//! (config.epochs, config.steps_per_epoch, config.batch_size) = (1, 2, 6);
+//! (config.n_ref, config.n_anomaly) = (2, 2);
+//! let run = dir.path().join("run");
+//! let metrics = dra_train::train(&RunRequest {
+//!     config,
+//!     dataset: "synthetic/weave".into(),
+//!     category_dir: dir.path().join("weave"),
+//!     family: Family::Mvtec,
+//!     out_dir: run.clone(),
+//!     device: candle_core::Device::Cpu,
+//!     on_unreadable: OnUnreadable::Error,
+//!     save_maps: None,
+//! })?;
+//! assert!((0.0..=1.0).contains(&metrics.auc_roc));
+//!
+//! // The saved run scores new images with its stored references: the same score every time.
+//! let model = LoadedModel::load(&run, &TrainConfig::paper(), &candle_core::Device::Cpu)?;
+//! let image = dir.path().join("weave/test/good").read_dir()?.next().unwrap()?.path();
+//! let score = |model: &LoadedModel| -> Result<f64, dra_train::TrainError> {
+//!     let mut references = model.stored_references()?;
+//!     let rows = dra_train::predict(model, &[image.clone()], &mut references, None,
+//!                                   &candle_core::Device::Cpu)?;
+//!     Ok(rows[0].score)
+//! };
+//! assert_eq!(score(&model)?, score(&model)?);
+//! # Ok(())
+//! # }
 //! ```
 
-pub mod advice;
-pub mod ahl;
-mod config;
-pub mod csv;
-mod dataset;
-mod decision;
+pub mod engine;
 mod error;
-mod eval;
-mod files;
-pub mod localization;
-mod methods;
-mod model;
-mod optim;
-mod overrides;
-pub mod report;
+pub mod record;
 mod run;
-mod run_report;
-mod scoring;
-mod train_log;
 
-pub use config::{Profile, TrainConfig, DEFAULT_TARGET_FPR};
-pub use dataset::{
-    default_data_root, load_category, names_help, DatasetName, MVTEC_FOLDER, SYNTHETIC_FOLDER,
-};
-pub use decision::{calibrate, AtThreshold, Threshold, THRESHOLD_FILE};
-pub use dra_model::Method;
 pub use error::TrainError;
-pub use eval::{evaluate, predict, predictions_csv, LoadedModel, ReferenceChoice};
-pub use files::write_atomic;
-pub use model::{detached_model, trainable};
-pub use optim::{Adam, AdamConfig};
-pub use overrides::Overrides;
-pub use run::{train, Metrics, RunRecord, RunRequest};
-pub use run_report::REPORT_FILE;
-pub use scoring::{
-    read_scores, score_samples, score_with_maps, write_scores, CellMap, References, ScoreRow,
-    Scored, REFERENCES_FILE,
+pub use record::{Metrics, Profile, TrainConfig};
+pub use run::{
+    calibrate, evaluate, predict, train, train_with_progress, LoadedModel, Progress,
+    ReferenceChoice, RunRequest,
 };
-pub use train_log::{LogRow, TRAIN_LOG_FILE};

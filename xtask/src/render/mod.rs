@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use dra_eval::table::{escape_html, html_page, to_html, to_markdown, write_csv, TableBuilder};
+use dra_eval::html::escape_html;
+use dra_eval::table::{html_page, to_html, to_markdown, write_csv, TableBuilder};
 use dra_eval::MeanStd;
 use dra_model::LossKind;
 
@@ -313,15 +314,10 @@ fn paragraphs(markdown: &str) -> String {
         .collect()
 }
 
-/// Hand-edited JSON for the property tests, shared with the other crates' tests.
-#[cfg(test)]
-#[path = "../../../crates/dra-data/tests/support/json.rs"]
-mod json;
-
 #[cfg(test)]
 mod tests {
-    use super::json;
     use super::*;
+    use dra_test_support::json;
 
     #[test]
     fn means_use_only_seeds_every_member_has() {

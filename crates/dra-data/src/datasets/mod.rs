@@ -27,11 +27,18 @@ mod elpv;
 mod headct;
 mod hyperkvasir;
 mod mastcam;
+mod name;
 mod optical;
 mod sdd;
 
 pub use common::train_test_split;
 pub use mvtec::outlier_images;
+pub use name::{default_data_root, names_help, DatasetName};
+
+/// The folder under `--data-root` that holds MVTec AD's categories (MVTec's own archive name).
+pub const MVTEC_FOLDER: &str = "mvtec_anomaly_detection";
+/// The folder under `--data-root` that holds the embedded synthetic categories.
+pub const SYNTHETIC_FOLDER: &str = "synthetic";
 
 /// A data set family (`--dataset NAME`; MVTec AD and the synthetic set are `CATEGORY`-named).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +100,7 @@ impl Family {
     /// The folder under `--data-root` that holds this data set.
     pub fn default_folder(self) -> &'static str {
         match self {
-            Self::Mvtec => "mvtec_anomaly_detection",
+            Self::Mvtec => MVTEC_FOLDER,
             Self::Elpv => "elpv-dataset",
             Self::Mastcam => "mastcam",
             Self::BrainMri => "brain_tumor_dataset",

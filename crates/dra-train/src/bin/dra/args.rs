@@ -5,9 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use dra_data::datasets::DatasetName;
 use dra_data::{OnUnreadable, Setting};
 use dra_model::BackboneKind;
-use dra_train::{DatasetName, Method, Overrides, Profile, TrainConfig};
+use dra_model::Method;
+use dra_train::record::{Overrides, Threshold, DEFAULT_TARGET_FPR};
+use dra_train::{Profile, TrainConfig};
 
 /// `--method`: clap lists the valid names in `--help` and in its error.
 pub(crate) fn method_parser() -> impl clap::builder::TypedValueParser<Value = Method> {
@@ -130,7 +133,7 @@ impl DecisionArgs {
     /// Sets the model's threshold when one is given.
     pub(crate) fn apply(&self, loaded: &mut dra_train::LoadedModel) {
         if let Some(value) = self.threshold {
-            loaded.threshold = Some(dra_train::Threshold::given(value));
+            loaded.threshold = Some(Threshold::given(value));
         }
     }
 }
@@ -145,7 +148,7 @@ pub(crate) struct CalibrateArgs {
     #[arg(long, required = true, value_delimiter = ',')]
     pub(crate) normals: Vec<PathBuf>,
     /// Share of these normal images allowed above the threshold.
-    #[arg(long, default_value_t = dra_train::DEFAULT_TARGET_FPR)]
+    #[arg(long, default_value_t = DEFAULT_TARGET_FPR)]
     pub(crate) target_fpr: f64,
     #[command(flatten)]
     pub(crate) unreadable: UnreadableArgs,

@@ -3,10 +3,12 @@
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use dra_data::{Listing, Setting, Unreadable};
-use dra_train::{LoadedModel, ReferenceChoice, References, RunRequest};
+use dra_train::engine::References;
+use dra_train::record::{predictions_csv, REPORT_FILE, THRESHOLD_FILE};
+use dra_train::{LoadedModel, Metrics, ReferenceChoice, RunRequest};
 
 use crate::args::{CalibrateArgs, EvalArgs, PredictArgs, TrainArgs};
-use dra_train::Metrics;
+use crate::progress::Bar;
 
 fn device(name: &str) -> Result<Device> {
     match name {
@@ -44,10 +46,10 @@ fn report_details(m: &Metrics, scored_as: &str) {
                 show(t.recall),
                 show(t.f1),
                 show(t.fpr),
-                t.false_positives,
-                t.false_positives + t.true_negatives,
-                t.false_negatives,
-                t.false_negatives + t.true_positives,
+                t.counts.fp,
+                t.counts.fp + t.counts.tn,
+                t.counts.fn_,
+                t.counts.fn_ + t.counts.tp,
             );
         }
         None => println!(
@@ -67,12 +69,12 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
         category_dir,
         family: name.family(),
         out_dir: args.out.clone(),
-        progress: !args.quiet,
         device: device(&args.device)?,
         on_unreadable: args.data.unreadable.policy(),
         save_maps: args.save_maps.clone(),
     };
-    let m = dra_train::train(&request)?;
+    let mut bar = Bar::new(!args.quiet, &args.data.dataset);
+    let m = dra_train::train_with_progress(&request, &mut |p| bar.show(p))?;
     report_unreadable(&m.unreadable);
     println!(
         "{} on {}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images; trained on {} normal + {} labelled anomalies in {:.0} s)",
@@ -100,7 +102,7 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
     println!(
         "results in {} (open {} in a browser)",
         args.out.display(),
-        args.out.join(dra_train::REPORT_FILE).display()
+        args.out.join(REPORT_FILE).display()
     );
     Ok(())
 }
@@ -183,10 +185,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
         args.out.as_deref(),
         &device,
     )?;
-    print!(
-        "{}",
-        dra_train::predictions_csv(&rows, loaded.threshold.as_ref())
-    );
+    print!("{}", predictions_csv(&rows, loaded.threshold.as_ref()));
     match &loaded.threshold {
         Some(t) => {
             let flagged = rows.iter().filter(|r| t.is_anomalous(r.score)).count();
@@ -226,7 +225,7 @@ pub(crate) fn calibrate(args: CalibrateArgs) -> Result<()> {
         threshold.value,
         args.target_fpr,
         threshold.source,
-        args.model.join(dra_train::THRESHOLD_FILE).display()
+        args.model.join(THRESHOLD_FILE).display()
     );
     if let Some(caution) = threshold.caution() {
         eprintln!("warning: {caution}");

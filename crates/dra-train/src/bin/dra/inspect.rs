@@ -2,8 +2,8 @@
 //! CSV or JSON. The inventory itself is `dra_data::inventory`'s; this module only prints it.
 
 use anyhow::{bail, Result};
+use dra_data::datasets::{DatasetName, MVTEC_FOLDER};
 use dra_data::inventory::{group, Inventory};
-use dra_train::DatasetName;
 
 use crate::args::{Format, InspectArgs};
 
@@ -14,7 +14,7 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
     let inventory = if data.dataset == "mvtec" {
         let root = match (&data.dataset_dir, &data.data_root) {
             (Some(d), _) => d.clone(),
-            (None, Some(r)) => r.join(dra_train::MVTEC_FOLDER),
+            (None, Some(r)) => r.join(MVTEC_FOLDER),
             (None, None) => bail!("--data-root: give --data-root DIR or --dataset-dir DIR"),
         };
         Inventory::of_mvtec_root(&root, policy)?
@@ -24,10 +24,7 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
             DatasetName::Mvtec(c) | DatasetName::Synthetic(c) => c.clone(),
             DatasetName::Family(f) => f.name().to_string(),
         };
-        Inventory::of_category(
-            subset,
-            dra_train::load_category(name.family(), &dir, policy)?,
-        )
+        Inventory::of_category(subset, name.family().load(&dir, policy)?)
     };
     let counts = inventory.counts(&data.dataset);
     // Nothing is skipped in silence: what the loaders left out, and why; with

@@ -1,3 +1,0 @@
-//! Helpers shared by the workspace's property tests; other crates include the files by path.
-
-pub mod bytes;

@@ -1,0 +1,115 @@
+//! Writing a run directory's files so that a reader never sees half a file and a failure names
+//! the path: the output folder checked before any work, every file written through a
+//! temporary file and a rename.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::TrainError;
+
+/// Makes `dir` ready to receive a run's files before any work is done, so that a bad `--out`
+/// fails at once, naming the path: it must be a folder (created if missing) that we can write
+/// to. A `metrics.json` left by an earlier run is removed, since its presence would mark this
+/// run as finished before it is.
+pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), TrainError> {
+    writable_dir(dir, "--out")?;
+    remove_if_exists(&dir.join(super::METRICS_FILE))
+}
+
+/// Creates `dir` if it is missing and checks that a file can be written there, so that a bad
+/// output folder fails before any work, naming `flag` and the path.
+pub(crate) fn writable_dir(dir: &Path, flag: &'static str) -> Result<(), TrainError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(TrainError::InvalidOption {
+            flag,
+            message: format!("{}: exists and is not a folder", dir.display()),
+        });
+    }
+    fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let probe = dir.join(format!(".dra-write-check-{}", std::process::id()));
+    fs::write(&probe, b"").map_err(|e| TrainError::io(dir, e))?;
+    remove_if_exists(&probe)
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), TrainError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so that a reader never sees
+/// half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })()
+    .map_err(|e| TrainError::io(path, e))
+    .and_then(|()| fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e)));
+    if written.is_err() {
+        // A half-written temporary file is of no use to anyone.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes `value` as pretty JSON. A record that JSON cannot hold (a file name that is not
+/// UTF-8 among the recorded paths) is an error naming the file we were writing.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| {
+        TrainError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        )
+    })?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Writes a safetensors file through a temporary file and a rename, like [`write_atomic`]:
+/// `save` writes the temporary file; an error names `path` and leaves no temporary file.
+pub(crate) fn save_safetensors(
+    path: &Path,
+    save: impl FnOnce(&Path) -> candle_core::Result<()>,
+) -> Result<(), TrainError> {
+    let tmp = path.with_extension(format!("tmp-{}.safetensors", std::process::id()));
+    let saved = save(&tmp)
+        .map_err(|e| TrainError::io(path, std::io::Error::other(e.to_string())))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e)));
+    if saved.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    saved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_names_the_file_and_leaves_nothing_half_written() {
+        // The temporary file is where the bytes go; pointed at /dev/full, every write fails
+        // with ENOSPC, as on a full disk.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.json");
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let err = write_atomic(&path, b"{}").unwrap_err().to_string();
+        assert!(
+            err.contains("metrics.json") && err.contains("No space left"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+        assert!(!path.exists());
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "the temporary file is left"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! The bottom tier: what a run folder holds. Each file's name is one constant here, its
+//! contents one type (or one writer) in a module of its own, and every write goes through a
+//! temporary file and a rename ([`write_atomic`]). Nothing here trains or scores; the tiers
+//! above import these records, never the other way.
+//!
+//! | file | type |
+//! |---|---|
+//! | [`CONFIG_FILE`] | [`RunRecord`], holding the [`TrainConfig`] |
+//! | [`MODEL_FILE`] | the weights by name (safetensors) |
+//! | [`REFERENCES_FILE`] | the fixed reference set `dra predict` scores with |
+//! | [`SCORES_FILE`] | [`ScoreRow`]s ([`write_scores`], [`read_scores`]) |
+//! | [`TRAIN_LOG_FILE`] | [`LogRow`]s, written as training goes ([`TrainLog`]) |
+//! | [`THRESHOLD_FILE`] | [`Threshold`] |
+//! | [`METRICS_FILE`] | [`Metrics`]: written last, so that it marks a finished run |
+//! | [`REPORT_FILE`] | the page `dra_eval::report` renders |
+
+mod ahl;
+mod config;
+mod files;
+mod metrics;
+mod overrides;
+mod run_record;
+mod scores;
+mod threshold;
+mod train_log;
+
+pub use ahl::{AhlConfig, Draws, HeadInit, Members};
+pub use config::{Profile, TrainConfig, DEFAULT_TARGET_FPR};
+pub use files::write_atomic;
+pub(crate) use files::{prepare_out_dir, save_safetensors, writable_dir, write_json};
+pub use metrics::{AtThreshold, Metrics};
+pub use overrides::Overrides;
+pub use run_record::RunRecord;
+pub use scores::{predictions_csv, read_scores, write_scores, ScoreRow};
+pub use threshold::Threshold;
+pub use train_log::{LogRow, TrainLog};
+
+/// Every effective setting and the files the split chose ([`RunRecord`]).
+pub const CONFIG_FILE: &str = "config.json";
+/// The weights, under the official model's `state_dict` names.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// The fixed, seeded reference set saved with the model.
+pub const REFERENCES_FILE: &str = "references.safetensors";
+/// One row per test image ([`ScoreRow`]).
+pub const SCORES_FILE: &str = "scores.csv";
+/// One row per optimiser step ([`LogRow`]).
+pub const TRAIN_LOG_FILE: &str = "train_log.csv";
+/// The decision threshold ([`Threshold`]).
+pub const THRESHOLD_FILE: &str = "threshold.json";
+/// The result ([`Metrics`]); its presence marks a finished run.
+pub const METRICS_FILE: &str = "metrics.json";
+/// The self-contained page that shows the run.
+pub const REPORT_FILE: &str = "report.html";

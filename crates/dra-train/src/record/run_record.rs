@@ -1,0 +1,41 @@
+//! `config.json`: every effective setting of a run and the files its split chose, written
+//! before training so that a run that fails still says what it was.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use dra_data::{ImageRef, Sample, Unreadable};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+
+/// `config.json`: every effective setting and the files the split chose.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The data set's name as the user gave it (e.g. `mvtec/carpet`).
+    pub dataset: String,
+    /// The data's folder (for MVTec-layout data: the category folder).
+    pub dataset_dir: PathBuf,
+    /// Every setting of the run, profile and overrides applied.
+    pub config: TrainConfig,
+    /// The labelled anomalies the split chose for training.
+    pub train_anomalies: Vec<Sample>,
+    /// Unlabelled anomalies mixed into the training normals (`--contamination`).
+    #[serde(default)]
+    pub contaminants: Vec<Sample>,
+    /// What the loader left out of the data folder: reason → count (`dra data inspect` lists
+    /// the files).
+    #[serde(default)]
+    pub ignored: BTreeMap<String, usize>,
+    /// Image files that did not decode and were left out (`--skip-unreadable`).
+    #[serde(default)]
+    pub unreadable: Vec<Unreadable>,
+    /// Normal training images, contaminants included.
+    pub n_train_normal: usize,
+    /// The training normals held out of training to calibrate the decision threshold
+    /// (`--calibration-fraction`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration_normals: Vec<ImageRef>,
+    /// Version of the `dra-train` crate that made the run.
+    pub dra_rs_version: String,
+}

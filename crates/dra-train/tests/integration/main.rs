@@ -1,0 +1,15 @@
+//! dra-train's integration tests, in one binary so that candle is linked once: whole runs on
+//! generated data (`train_tiny`, `methods`, `ahl`, `decisions_and_maps`), the run records
+//! (`records`), the model against PyTorch's fixtures and the test device (`parity`, `device`),
+//! and the `dra` program as a user runs it (`cli`, `inputs`).
+
+mod ahl;
+mod cli;
+mod common;
+mod decisions_and_maps;
+mod device;
+mod inputs;
+mod methods;
+mod parity;
+mod records;
+mod train_tiny;
