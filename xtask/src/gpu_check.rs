@@ -3,8 +3,9 @@
 //! 1. the GPU, as `nvidia-smi` names it;
 //! 2. the binaries built with `--features cuda` (into `target/cuda`, so that the CPU build is
 //!    left alone; `$CARGO_TARGET_DIR/cuda` where that is set), or taken from a folder that `--pack` filled on another machine;
-//! 3. the parity tests against PyTorch's fixtures (`parity.rs`) and the whole DRA step of
-//!    both backbones against the CPU kernels (`device.rs`), on the GPU (`DRA_TEST_DEVICE=cuda`);
+//! 3. the parity tests against PyTorch's fixtures (`parity`) and the whole DRA step of both
+//!    backbones against the CPU kernels (`device`), modules of dra-train's integration tests,
+//!    on the GPU (`DRA_TEST_DEVICE=cuda`);
 //! 4. `perf --device cuda` for both backbones at each size, and PyTorch's counterpart
 //!    (`tools/perf/torch_perf.py --device cuda`) where torch sees a GPU;
 //! 5. `summary.md`: all of it, with dra-rs against PyTorch side by side; also printed.
@@ -45,14 +46,17 @@ pub struct GpuCheckArgs {
     no_torch: bool,
 }
 
-/// The test binaries the check runs on the GPU, by target name.
+/// dra-train's integration-test binary (target name), and the modules of it that the check runs
+/// on the GPU.
+const TEST_BINARY: &str = "integration";
 const TESTS: [&str; 2] = ["parity", "device"];
 const BACKBONES: [&str; 2] = ["resnet18", "mobilenet_v2"];
 
 /// The executables of one CUDA build.
 struct Binaries {
     xtask: PathBuf,
-    tests: Vec<(String, PathBuf)>,
+    /// The integration-test binary.
+    tests: PathBuf,
 }
 
 pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
@@ -65,7 +69,7 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
     let root = match &args.bundle {
         // A packed binary was built elsewhere: the repository is where it runs from.
         Some(_) => std::env::current_dir()?,
-        None => crate::workspace_root(),
+        None => crate::workspace::root(),
     };
     if !root.join("crates/dra-train/tests/fixtures").is_dir() {
         bail!(
@@ -93,13 +97,13 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
 
     summary.push_str("## Tests on the GPU\n\n| test | result |\n|---|---|\n");
     let mut failed = Vec::new();
-    for (name, exe) in &bins.tests {
+    for name in TESTS {
         let log = args.out.join(format!("test-{name}.log"));
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(&bins.tests);
         cmd.current_dir(root.join("crates/dra-train"))
             .env("DRA_TEST_DEVICE", "cuda")
             .env("CARGO_MANIFEST_DIR", root.join("crates/dra-train"))
-            .args(["--test-threads", "1"]);
+            .args([format!("{name}::"), "--test-threads".into(), "1".into()]);
         let (ok, text) = logged(&mut cmd, &log)?;
         let result = text
             .lines()
@@ -107,7 +111,7 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
             .unwrap_or("no result line: see the log")
             .to_string();
         if !ok {
-            failed.push(name.clone());
+            failed.push(name.to_string());
         }
         summary.push_str(&format!("| {name} | {result} |\n"));
     }
@@ -306,11 +310,9 @@ fn build(root: &Path, log: &Path) -> Result<Binaries> {
         "--message-format",
         "json",
     ];
-    for t in TESTS {
-        args.extend(["--test", t]);
-    }
+    args.extend(["--test", TEST_BINARY]);
     let messages = run(&args)?;
-    let mut tests = Vec::new();
+    let mut tests = None;
     for line in messages.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -323,18 +325,13 @@ fn build(root: &Path, log: &Path) -> Result<Binaries> {
         ) else {
             continue;
         };
-        if TESTS.contains(&name) {
-            tests.push((name.to_string(), PathBuf::from(exe)));
+        if name == TEST_BINARY {
+            tests = Some(PathBuf::from(exe));
         }
     }
-    tests.sort_by_key(|(n, _)| TESTS.iter().position(|t| t == n));
-    if tests.len() != TESTS.len() {
-        bail!(
-            "gpu-check: cargo built {} of the {} test binaries",
-            tests.len(),
-            TESTS.len()
-        );
-    }
+    let Some(tests) = tests else {
+        bail!("gpu-check: cargo did not build the test binary `{TEST_BINARY}`");
+    };
     Ok(Binaries {
         xtask: target.join("release/xtask"),
         tests,
@@ -343,11 +340,13 @@ fn build(root: &Path, log: &Path) -> Result<Binaries> {
 
 /// Builds the binaries and copies them, stripped, into `dir`.
 fn pack(dir: &Path) -> Result<()> {
-    let root = crate::workspace_root();
+    let root = crate::workspace::root();
     fs::create_dir_all(dir).with_context(|| format!("--pack: cannot create {}", dir.display()))?;
     let bins = build(&root, &dir.join("build.log"))?;
-    let mut copies = vec![("xtask".to_string(), bins.xtask)];
-    copies.extend(bins.tests);
+    let copies = [
+        ("xtask".to_string(), bins.xtask),
+        (TEST_BINARY.to_string(), bins.tests),
+    ];
     for (name, from) in copies {
         let to = dir.join(&name);
         fs::copy(&from, &to)
@@ -384,9 +383,6 @@ fn bundled(dir: &Path) -> Result<Binaries> {
     };
     Ok(Binaries {
         xtask: file("xtask")?,
-        tests: TESTS
-            .iter()
-            .map(|t| Ok((t.to_string(), file(t)?)))
-            .collect::<Result<_>>()?,
+        tests: file(TEST_BINARY)?,
     })
 }

@@ -12,8 +12,8 @@ mod render;
 mod runs;
 mod spec;
 mod sweep;
-
-use std::path::{Path, PathBuf};
+mod tidy;
+mod workspace;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -58,6 +58,10 @@ enum Task {
     /// A fingerprint of every result (model steps of every method, backbone, dtype and kernel
     /// setting; whole runs and their files) to show that a refactor changed none of them.
     Probe(probe::ProbeArgs),
+    /// The checks that keep the map true: no import cycle in any crate, dra-train's tiers
+    /// kept, ARCHITECTURE.md's code map matching the tree, no file over 900 lines (also run by
+    /// `cargo test`).
+    Tidy,
     /// One perf measurement in a process of its own (used by `perf`).
     #[command(hide = true)]
     PerfWorker(perf::WorkerArgs),
@@ -79,13 +83,6 @@ struct CrossArgs {
     /// Epochs of fine-tuning on the target's normal images [default: 10 (paper), 3 (quick)].
     #[arg(long)]
     fine_tune_epochs: Option<usize>,
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
 }
 
 /// The sweep's loss: `--loss` or the paper's deviation loss.
@@ -143,6 +140,7 @@ fn main() -> Result<()> {
         Task::Perf(args) => perf::perf(args),
         Task::GpuCheck(args) => gpu_check::gpu_check(args),
         Task::Probe(args) => probe::probe(&args),
+        Task::Tidy => tidy::tidy(&workspace::root()),
         Task::PerfWorker(args) => perf::worker(args),
     }
 }

@@ -25,7 +25,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::synthetic::{self, SyntheticSpec};
 use dra_model::{
-    reset_parameters, BackboneKind, Detector, DraConfig, ImageBatch, Kernels, LossKind, Method,
+    reset_parameters, BackboneKind, Detector, ImageBatch, Kernels, LossKind, Method, ModelConfig,
     Target, Winograd,
 };
 use dra_train::engine::{trainable, Adam, AdamConfig};
@@ -264,7 +264,7 @@ fn step(
 ) -> Result<()> {
     let device = Device::Cpu;
     let n_ref = if method.uses_references() { 2 } else { 0 };
-    let config = DraConfig {
+    let config = ModelConfig {
         n_ref: n_ref.max(1),
         backbone,
         kernels,

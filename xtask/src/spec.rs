@@ -214,7 +214,7 @@ impl SweepSpec {
         } else {
             PAPER_GENERAL.iter().map(|d| d.to_string()).collect()
         };
-        let default_root = crate::workspace_root().join("data");
+        let default_root = crate::workspace::root().join("data");
         let mut entries: Vec<Entry> = Vec::new();
         for name in requested {
             let (name, class) = match name.split_once(':') {

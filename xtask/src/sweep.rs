@@ -33,7 +33,7 @@ pub fn run(
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| crate::workspace_root().join("results").join(kind.name()));
+        .unwrap_or_else(|| crate::workspace::root().join("results").join(kind.name()));
     std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
     write_spec(&out, &spec)?;
 

@@ -6,8 +6,10 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::baselines::{DeepSad, DevNet, Flos, Minns, Saoe};
-use crate::batch::{ImageBatch, Target};
-use crate::dra::{Dra, DraConfig, DraLoss, HeadScores, HeadSet, LossKind};
+use crate::dra::{Dra, DraLoss, HeadScores, LossKind};
+use crate::head_set::HeadSet;
+use crate::image_batch::{ImageBatch, Target};
+use crate::model_config::ModelConfig;
 use crate::Method;
 
 /// A trainable anomaly detector of any [`Method`].
@@ -65,7 +67,7 @@ impl Detector {
     /// Builds `method`'s model from `vb`. `config` gives the backbone, the top-K rate, the
     /// pyramid (DRA and DevNet) and the references (DRA only).
     /// AHL builds its base's model (DRA or DevNet): that is what it trains and saves.
-    pub fn new(method: Method, config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(method: Method, config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         Ok(match method.base() {
             Method::Dra => Self::Dra(Box::new(Dra::new(config.clone(), vb)?)),
             Method::DevNet => Self::DevNet(DevNet::new(config, vb)?),
@@ -232,7 +234,7 @@ mod tests {
     fn every_baseline_builds_scores_and_trains() -> Result<()> {
         let dev = Device::Cpu;
         // Two pyramid levels: DevNet uses them (64 and 32 px), the others ignore them.
-        let config = DraConfig::default();
+        let config = ModelConfig::default();
         let x = ImageBatch::queries(Tensor::randn(0f32, 1., (4, 3, 64, 64), &dev)?)?;
         let labels = [
             Target::Normal,
@@ -279,7 +281,7 @@ mod tests {
     fn a_head_subset_trains_and_scores_with_its_heads_only() -> Result<()> {
         let dev = Device::Cpu;
         let heads: HeadSet = "seen,pseudo".parse().expect("valid heads");
-        let config = DraConfig {
+        let config = ModelConfig {
             n_ref: 2,
             heads,
             ..Default::default()

@@ -10,7 +10,7 @@
 //!
 //! # Use
 //!
-//! Build a [`Detector`] from a [`Method`] and a [`DraConfig`] (backbone, top-K rate, pyramid,
+//! Build a [`Detector`] from a [`Method`] and a [`ModelConfig`] (backbone, top-K rate, pyramid,
 //! reference images, and the [`Kernels`] its layers run); initialise it with
 //! [`reset_parameters`] or load trained tensors with [`load_into`]; train it on
 //! [`Detector::loss`]; score images with [`Detector::scores`]. A model's tensors are saved by
@@ -20,13 +20,13 @@
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{Optimizer, VarBuilder, VarMap, SGD};
-//! use dra_model::{load_into, reset_parameters, weights, Detector, DraConfig, ImageBatch};
+//! use dra_model::{load_into, reset_parameters, weights, Detector, ModelConfig, ImageBatch};
 //! use dra_model::{LossKind, Method, Scope, Target};
 //! use rand::SeedableRng;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // DRA on ResNet-18 with two reference images per batch, seeded weights.
-//! let config = DraConfig { n_ref: 2, ..Default::default() };
+//! let config = ModelConfig { n_ref: 2, ..Default::default() };
 //! let varmap = VarMap::new();
 //! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
 //! let model = Detector::new(Method::Dra, &config, vb)?;
@@ -75,11 +75,13 @@
 
 pub mod backbones;
 pub mod baselines;
-mod batch;
 mod detector;
 pub mod dra;
+mod head_set;
+mod image_batch;
 mod init;
 mod method;
+mod model_config;
 pub mod ops;
 mod runtime;
 #[cfg(test)]
@@ -87,11 +89,13 @@ mod testutil;
 pub mod weights;
 
 pub use backbones::BackboneKind;
-pub use batch::{ImageBatch, Target};
 pub use detector::{Detector, DetectorScores, LossTerms};
-pub use dra::{Dra, DraConfig, DraHeads, DraLoss, HeadScores, HeadSet, LossKind, LossParts, Prior};
+pub use dra::{Dra, DraHeads, DraLoss, HeadScores, LossKind, LossParts, Prior};
+pub use head_set::{HeadSet, HEAD_NAMES};
+pub use image_batch::{ImageBatch, Target};
 pub use init::reset_parameters;
 pub use method::Method;
+pub use model_config::ModelConfig;
 pub use ops::{Kernels, Winograd};
 pub use runtime::{configure_cpu_runtime, RuntimeError};
 pub use weights::{load_into, read_tensors, Scope, WeightsError};

@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::{reset_parameters, Dra, DraConfig};
+use crate::{reset_parameters, Dra, ModelConfig};
 
 /// Deterministic values in [−1, 1) from a multiplicative hash of the index, as f64, shaped.
 pub fn ramp(shape: &[usize], seed: u32) -> Tensor {
@@ -56,7 +56,7 @@ pub fn batchnorm_tensors(
 pub fn dra_varmap(seed: u64) -> VarMap {
     let varmap = VarMap::new();
     Dra::new(
-        DraConfig::default(),
+        ModelConfig::default(),
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .unwrap();

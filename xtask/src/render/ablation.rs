@@ -2,7 +2,7 @@
 //! set, then the mean over each group of categories (the paper prints MVTec AD's mean only).
 
 use super::general::GROUPS;
-use super::{mean_over, Column, Row, Seeds, SeedsOf};
+use super::rows::{mean_over, Column, Row, Seeds, SeedsOf};
 use crate::grid::variant_name;
 use crate::spec::SweepSpec;
 

@@ -1,7 +1,7 @@
 //! `bench-general`: a row per data set, and after each group of categories (MVTec AD, the
 //! synthetic data) the row of their mean, as the paper's "MVTec AD" row (Table 1).
 
-use super::{mean_over, Column, Row, Seeds, SeedsOf};
+use super::rows::{mean_over, Column, Row, Seeds, SeedsOf};
 use crate::spec::SweepSpec;
 
 /// Groups of categories whose mean is a row of its own: (name prefix, paper key, title).

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use dra_eval::MeanStd;
 
-use super::{mean_over, Column, Row, Seeds, SeedsOf};
+use super::rows::{mean_over, Column, Row, Seeds, SeedsOf};
 use crate::spec::SweepSpec;
 
 /// The table's rows, each with the per-seed results of every column.

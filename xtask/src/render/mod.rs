@@ -8,6 +8,7 @@ mod cross_domain;
 mod general;
 mod hard;
 mod pseudo;
+mod rows;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,41 +17,11 @@ use anyhow::{Context, Result};
 use dra_eval::html::escape_html;
 use dra_eval::table::{html_page, to_html, to_markdown, write_csv, TableBuilder};
 use dra_eval::MeanStd;
-use dra_model::LossKind;
 
 use crate::paper::{PaperResults, PaperTable, PaperValue};
 use crate::runs::{self, run_key, RunRow};
 use crate::spec::{read_spec, SweepKind, SweepSpec};
-
-/// AUC-ROC per seed of one table cell.
-type Seeds = BTreeMap<u64, f64>;
-
-/// The per-seed results of a (data set, subset) in a column.
-type SeedsOf<'a> = &'a dyn Fn(&str, &str, &Column) -> Seeds;
-
-/// One row of a table: its label, its paper key, and the per-seed results of each column.
-struct Row {
-    label: String,
-    /// (`dataset`, `subset`) in `data/paper/results.csv`.
-    paper_key: (String, String),
-    /// No data: the folder was missing.
-    absent: bool,
-    /// For a row of other data than the paper's (the embedded synthetic sets): the paper keys
-    /// whose mean is printed beside it for reference, with no difference taken.
-    reference: Vec<(String, String)>,
-}
-
-impl Row {
-    /// A row whose paper number, if any, is under `paper_key`.
-    fn new(label: String, paper_key: (String, String), absent: bool) -> Self {
-        Self {
-            label,
-            paper_key,
-            absent,
-            reference: Vec::new(),
-        }
-    }
-}
+use rows::{Column, Row, Seeds};
 
 /// Renders `OUT/table.md`, `OUT/table.html` and `OUT/table.csv` (and prints the Markdown).
 pub fn render_dir(out: &Path) -> Result<()> {
@@ -69,13 +40,6 @@ fn results_by_key(rows: &[RunRow]) -> BTreeMap<String, f64> {
     rows.iter().map(|r| (r.key(), r.auc_roc)).collect()
 }
 
-/// The cells of a table column: (method, loss, shots).
-struct Column {
-    method: String,
-    loss: LossKind,
-    shots: usize,
-}
-
 fn method_title(method: &str) -> String {
     match method {
         "dra" => "DRA".into(),
@@ -88,21 +52,6 @@ fn method_title(method: &str) -> String {
         "ahl-devnet" => "AHL(DevNet)".into(),
         other => other.to_string(),
     }
-}
-
-/// Per-seed means over members, over the seeds every member has.
-fn mean_over(members: &[Seeds]) -> Seeds {
-    let Some(first) = members.first() else {
-        return Seeds::new();
-    };
-    first
-        .keys()
-        .filter(|s| members.iter().all(|m| m.contains_key(s)))
-        .map(|s| {
-            let sum: f64 = members.iter().map(|m| m[s]).sum();
-            (*s, sum / members.len() as f64)
-        })
-        .collect()
 }
 
 fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
@@ -275,7 +224,7 @@ fn rows_table(
 /// Writes `table.md` (title, table, notes), the same as a standalone page `table.html`, and
 /// `table.csv`; returns the Markdown.
 fn write_table(spec: &SweepSpec, table: TableBuilder, notes: String, out: &Path) -> Result<String> {
-    let mut df = table.build()?;
+    let df = table.build()?;
     let heading = format!(
         "{}: AUC-ROC, mean±std over {} run(s) (seeds 0–{}), profile {}",
         spec.sweep.name(),
@@ -298,7 +247,7 @@ fn write_table(spec: &SweepSpec, table: TableBuilder, notes: String, out: &Path)
     runs::write_atomic(&out.join("table.html"), html.as_bytes())?;
     let csv_path = out.join("table.csv");
     let tmp = out.join("table.csv.tmp");
-    write_csv(&mut df, &tmp).with_context(|| tmp.display().to_string())?;
+    write_csv(&df, &tmp).with_context(|| tmp.display().to_string())?;
     std::fs::rename(&tmp, &csv_path).with_context(|| csv_path.display().to_string())?;
     Ok(markdown)
 }
@@ -318,14 +267,6 @@ fn paragraphs(markdown: &str) -> String {
 mod tests {
     use super::*;
     use dra_test_support::json;
-
-    #[test]
-    fn means_use_only_seeds_every_member_has() {
-        let a: Seeds = [(0, 0.8), (1, 0.9)].into();
-        let b: Seeds = [(0, 1.0)].into();
-        assert_eq!(mean_over(&[a, b]), [(0, 0.9)].into());
-        assert!(mean_over(&[]).is_empty());
-    }
 
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config {

@@ -2,7 +2,7 @@
 //! CutMix, outlier exposure): one row per data set, the mean over its known-class subsets, as
 //! the paper prints them.
 
-use super::{mean_over, Column, Row, Seeds, SeedsOf};
+use super::rows::{mean_over, Column, Row, Seeds, SeedsOf};
 use crate::paper::PSEUDO_DATASETS;
 use crate::spec::SweepSpec;
 

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use super::*;
+use super::content::*;
+use super::format::*;
+use crate::html::escape_html;
 
 /// The picture sections: each item's image, anomaly map and mask side by side.
 pub(super) fn gallery(page: &mut String, sections: &[GallerySection]) {

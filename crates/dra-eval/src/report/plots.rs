@@ -1,10 +1,13 @@
 //! The report's plots: ROC and precision-recall curves, score histograms per anomaly class,
 //! and the training loss, as inline SVG with HTML legends.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
+use super::content::*;
+use super::format::*;
 use super::svg::{Chart, Ticks};
-use super::*;
+use crate::html::escape_html;
 
 /// A legend under a plot, in HTML rather than in the SVG so that it wraps instead of
 /// covering the data: a swatch and a label per entry.

@@ -1,6 +1,9 @@
 //! What the page shows, checked without a browser.
 
+use super::format::png_uri;
+use super::plots::{bin_edges, histogram};
 use super::*;
+use crate::Confusion;
 
 /// A tiny PNG of one colour, as the gallery holds.
 fn png(shade: u8) -> Vec<u8> {

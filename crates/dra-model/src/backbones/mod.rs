@@ -13,7 +13,6 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::ops::Kernels;
-use crate::DraConfig;
 
 /// The feature extractor (`--backbone`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,15 +69,11 @@ pub enum Backbone {
 }
 
 impl Backbone {
-    /// The backbone of `config` (its kind and kernels) for a model whose tensors `vb` holds,
-    /// under the official model's prefix (`feature_extractor.net.`, [`crate::weights::BACKBONE_PREFIX`])
+    /// The backbone `kind` on `kernels` for a model whose tensors `vb` holds, under the
+    /// official model's prefix (`feature_extractor.net.`, [`crate::weights::BACKBONE_PREFIX`])
     /// shared by DRA and every baseline.
-    pub(crate) fn of_model(config: &DraConfig, vb: &VarBuilder) -> Result<Self> {
-        Self::new(
-            config.backbone,
-            config.kernels,
-            vb.pp("feature_extractor").pp("net"),
-        )
+    pub(crate) fn of_model(kind: BackboneKind, kernels: Kernels, vb: &VarBuilder) -> Result<Self> {
+        Self::new(kind, kernels, vb.pp("feature_extractor").pp("net"))
     }
 
     /// Builds `kind` on `kernels` under `vb`, whose prefix is the torchvision model's root.

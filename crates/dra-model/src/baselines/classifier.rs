@@ -5,7 +5,8 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
 use crate::backbones::Backbone;
-use crate::dra::{global_pool, DraConfig, LossKind, Prior};
+use crate::dra::{global_pool, LossKind, Prior};
+use crate::model_config::ModelConfig;
 
 /// Backbone → global average pooling → `fc`: one logit per image (the anomaly score).
 #[derive(Debug, Clone)]
@@ -15,9 +16,9 @@ struct PooledLogit {
 }
 
 impl PooledLogit {
-    fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            feature_extractor: Backbone::of_model(config, &vb)?,
+            feature_extractor: Backbone::of_model(config.backbone, config.kernels, &vb)?,
             fc: linear(config.backbone.out_channels(), 1, vb.pp("fc"))?,
         })
     }
@@ -47,7 +48,7 @@ pub struct Flos(PooledLogit);
 
 impl Flos {
     /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the backbone.
-    pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self(PooledLogit::new(config, vb)?))
     }
 
@@ -72,7 +73,7 @@ pub struct Saoe(PooledLogit);
 
 impl Saoe {
     /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the backbone.
-    pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self(PooledLogit::new(config, vb)?))
     }
 

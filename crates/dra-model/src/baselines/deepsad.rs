@@ -6,7 +6,8 @@ use candle_core::{ModuleT, Result, Tensor, D};
 use candle_nn::{linear_no_bias, Init, Linear, Module, VarBuilder};
 
 use crate::backbones::Backbone;
-use crate::dra::{global_pool, DraConfig};
+use crate::dra::global_pool;
+use crate::model_config::ModelConfig;
 
 /// Backbone → global average pooling → bias-free linear map to a `REP_DIM`-dimensional
 /// embedding φ(x). Score ‖φ(x) − c‖². Tensors: `feature_extractor.net.*`, `projection.weight`
@@ -34,10 +35,10 @@ impl DeepSad {
 
     /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the backbone.
     /// The centre starts at zero (or as `vb` holds it) until the trainer sets it.
-    pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::of_model(config, &vb)?,
+            feature_extractor: Backbone::of_model(config.backbone, config.kernels, &vb)?,
             projection: linear_no_bias(c, Self::REP_DIM, vb.pp("projection"))?,
             center: vb
                 .pp("deepsad")

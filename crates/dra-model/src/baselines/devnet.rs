@@ -7,7 +7,8 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::backbones::Backbone;
-use crate::dra::{downsample_nearest, pyramid_mean, DraConfig, LossKind, PlainHead, Prior};
+use crate::dra::{downsample_nearest, pyramid_mean, LossKind, PlainHead, Prior};
+use crate::model_config::ModelConfig;
 
 /// Backbone → 1×1 convolution scoring every cell → |·| → top-K mean (DRA's [`PlainHead`]),
 /// averaged over the image pyramid as DRA averages its heads; trained with the deviation loss
@@ -24,9 +25,9 @@ pub struct DevNet {
 impl DevNet {
     /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the
     /// backbone, the top-K rate and the pyramid's levels.
-    pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            feature_extractor: Backbone::of_model(config, &vb)?,
+            feature_extractor: Backbone::of_model(config.backbone, config.kernels, &vb)?,
             head: Self::head(config, &vb)?,
             n_scales: config.n_scales,
         })
@@ -34,7 +35,7 @@ impl DevNet {
 
     /// DevNet's head alone (`conv.*` under `vb`), for `config`'s backbone: what AHL retrains on
     /// stored feature maps. Its `forward` scores one level's features.
-    pub fn head(config: &DraConfig, vb: &VarBuilder) -> Result<PlainHead> {
+    pub fn head(config: &ModelConfig, vb: &VarBuilder) -> Result<PlainHead> {
         let c = config.backbone.out_channels();
         PlainHead::with_conv(c, config.topk_rate, config.kernels, vb.pp("conv"))
     }

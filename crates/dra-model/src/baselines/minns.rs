@@ -6,7 +6,8 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::backbones::Backbone;
-use crate::dra::{top_k_mean, DraConfig, LossKind, Prior};
+use crate::dra::{top_k_mean, LossKind, Prior};
+use crate::model_config::ModelConfig;
 use crate::ops::Conv2d;
 
 /// Backbone → 1×1 convolution giving each cell an anomaly logit → the bag's logit is the mean
@@ -23,10 +24,10 @@ pub struct Minns {
 impl Minns {
     /// Builds the model from `vb`, whose prefix is the model's root; `config` gives the backbone
     /// and the top-K rate (its pyramid setting is ignored).
-    pub fn new(config: &DraConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.backbone.out_channels();
         Ok(Self {
-            feature_extractor: Backbone::of_model(config, &vb)?,
+            feature_extractor: Backbone::of_model(config.backbone, config.kernels, &vb)?,
             scoring: Conv2d::new(
                 c,
                 1,

@@ -6,7 +6,8 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use super::{HeadScores, HeadSet};
+use super::HeadScores;
+use crate::head_set::HeadSet;
 
 /// The per-head loss (`--criterion`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,16 +1,14 @@
 //! DRA (Ding, Pang & Shen, CVPR 2022): the model ([`Dra`]: a backbone and four heads on a
-//! two-level image pyramid, its constants in [`DraConfig`]), the heads (`modeling/net.py` of
+//! two-level image pyramid, its constants in [`ModelConfig`]), the heads (`modeling/net.py` of
 //! the official code, one struct each) and the training loss.
 
-mod head_set;
 mod heads;
 mod loss;
 mod model;
 
-pub use head_set::{HeadSet, HEAD_NAMES};
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
-pub use model::{Dra, DraConfig, DraHeads, HeadScores};
+pub use model::{Dra, DraHeads, HeadScores};
 
 pub(crate) use heads::global_pool;
 pub(crate) use model::{downsample_nearest, pyramid_mean};

@@ -2,47 +2,11 @@
 
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
-use serde::{Deserialize, Serialize};
 
 use super::heads::{CompositeHead, HolisticHead, PlainHead};
-use super::HeadSet;
-use crate::backbones::{Backbone, BackboneKind};
-use crate::ops::Kernels;
-
-/// The model's constants (official defaults in `Default`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DraConfig {
-    /// Fraction of feature-map cells averaged by the top-K heads (`--topk`, 0.1).
-    pub topk_rate: f64,
-    /// Reference images that lead each forward batch (`--nRef`, 5).
-    pub n_ref: usize,
-    /// Levels of the image pyramid (`--n_scales`, 2): full size, then halved each level.
-    pub n_scales: usize,
-    /// The feature extractor (`--backbone`, ResNet-18); a `config.json` without the field
-    /// reads as ResNet-18.
-    #[serde(default)]
-    pub backbone: BackboneKind,
-    /// The implementation every layer runs (this crate's CPU kernels by default). A choice of
-    /// the process, not a property of the model: never serialised, read back as the default.
-    #[serde(skip)]
-    pub kernels: Kernels,
-    /// The heads that train and score (`--heads`; all four unless an ablation says otherwise).
-    #[serde(default, skip_serializing_if = "HeadSet::is_all")]
-    pub heads: HeadSet,
-}
-
-impl Default for DraConfig {
-    fn default() -> Self {
-        Self {
-            topk_rate: 0.1,
-            n_ref: 5,
-            n_scales: 2,
-            backbone: BackboneKind::Resnet18,
-            kernels: Kernels::default(),
-            heads: HeadSet::ALL,
-        }
-    }
-}
+use crate::backbones::Backbone;
+use crate::head_set::HeadSet;
+use crate::model_config::ModelConfig;
 
 /// Per-image scores of the four heads, each `(B,)` and averaged over the pyramid's scales.
 #[derive(Debug, Clone)]
@@ -96,7 +60,7 @@ impl HeadScores {
 pub struct Dra {
     feature_extractor: Backbone,
     heads: DraHeads,
-    config: DraConfig,
+    config: ModelConfig,
 }
 
 /// DRA's four heads on one level's feature maps: everything of [`Dra`] after the backbone.
@@ -115,7 +79,7 @@ pub struct DraHeads {
 impl DraHeads {
     /// The heads for `config`'s backbone, under `vb` with the official names (`holistic_head`,
     /// `seen_head`, `pseudo_head`, `composite_head`).
-    pub fn new(config: &DraConfig, vb: &VarBuilder) -> Result<Self> {
+    pub fn new(config: &ModelConfig, vb: &VarBuilder) -> Result<Self> {
         let (c, rate, kernels) = (
             config.backbone.out_channels(),
             config.topk_rate,
@@ -171,8 +135,8 @@ impl DraHeads {
 impl Dra {
     /// Builds the model from `vb`, whose prefix is the model's root (tensors under
     /// `feature_extractor.net`, `holistic_head`, …).
-    pub fn new(config: DraConfig, vb: VarBuilder) -> Result<Self> {
-        let feature_extractor = Backbone::of_model(&config, &vb)?;
+    pub fn new(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let feature_extractor = Backbone::of_model(config.backbone, config.kernels, &vb)?;
         Ok(Self {
             feature_extractor,
             heads: DraHeads::new(&config, &vb)?,
@@ -193,7 +157,7 @@ impl Dra {
     }
 
     /// The constants the model was built with.
-    pub fn config(&self) -> &DraConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -295,7 +259,7 @@ mod tests {
     fn parameter_names_follow_the_official_state_dict() -> Result<()> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        Dra::new(DraConfig::default(), vb)?;
+        Dra::new(ModelConfig::default(), vb)?;
         let data = varmap.data().lock().unwrap();
         for name in [
             "feature_extractor.net.conv1.weight",
@@ -326,7 +290,7 @@ mod tests {
     fn small_model() -> Result<(VarMap, Dra)> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let config = DraConfig {
+        let config = ModelConfig {
             n_ref: 2,
             ..Default::default()
         };

@@ -27,7 +27,7 @@ pub(crate) use element::Element;
 pub use maxpool::MaxPool2d;
 
 /// Which implementation the layers run, given to each layer at construction (for a whole model,
-/// through [`crate::DraConfig::kernels`]). The default is this crate's kernels with Winograd
+/// through [`crate::ModelConfig::kernels`]). The default is this crate's kernels with Winograd
 /// F(4×4, 3×3) where it fits. Whatever it says, other devices and dtypes (and grouped
 /// convolutions) run candle's own ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -14,25 +14,27 @@
 //! | [`METRICS_FILE`] | [`Metrics`]: written last, so that it marks a finished run |
 //! | [`REPORT_FILE`] | the page `dra_eval::report` renders |
 
-mod ahl;
-mod config;
+mod ahl_config;
 mod files;
 mod metrics;
 mod overrides;
+mod profile;
 mod run_record;
 mod scores;
 mod threshold;
+mod train_config;
 mod train_log;
 
-pub use ahl::{AhlConfig, Draws, HeadInit, Members};
-pub use config::{Profile, TrainConfig, DEFAULT_TARGET_FPR};
+pub use ahl_config::{AhlConfig, Draws, HeadInit, Members};
 pub use files::write_atomic;
 pub(crate) use files::{prepare_out_dir, save_safetensors, writable_dir, write_json};
 pub use metrics::{AtThreshold, Metrics};
 pub use overrides::Overrides;
+pub use profile::Profile;
 pub use run_record::RunRecord;
 pub use scores::{predictions_csv, read_scores, write_scores, ScoreRow};
 pub use threshold::Threshold;
+pub use train_config::{TrainConfig, DEFAULT_TARGET_FPR};
 pub use train_log::{LogRow, TrainLog};
 
 /// Every effective setting and the files the split chose ([`RunRecord`]).

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use dra_data::pseudo::PseudoKind;
 use dra_model::{BackboneKind, HeadSet, LossKind};
 
-use super::ahl::{Draws, HeadInit, Members};
-use super::config::TrainConfig;
+use super::ahl_config::{Draws, HeadInit, Members};
+use super::train_config::TrainConfig;
 
 /// Every training setting a user may change on top of a profile. The run's own identity
 /// (`--n-anomaly`, `--known-class`, `--seed`) is not here: a sweep sets those per run.

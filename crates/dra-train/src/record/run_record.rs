@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use dra_data::{ImageRef, Sample, Unreadable};
 use serde::{Deserialize, Serialize};
 
-use super::config::TrainConfig;
+use super::train_config::TrainConfig;
 
 /// `config.json`: every effective setting and the files the split chose.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -11,7 +11,9 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dra_model::backbones::BackboneKind;
-use dra_model::{reset_parameters, Dra, DraConfig, DraLoss, HeadScores, Kernels, LossKind, Prior};
+use dra_model::{
+    reset_parameters, Dra, DraLoss, HeadScores, Kernels, LossKind, ModelConfig, Prior,
+};
 use dra_train::engine::{trainable, Adam, AdamConfig};
 
 /// f64 on both sides: what differs is the order of additions, about 1e-15 of a value.
@@ -41,7 +43,7 @@ fn values(t: &Tensor) -> Vec<f64> {
 fn step(backbone: BackboneKind, kernels: Kernels, device: &Device) -> Result<Step> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, device);
-    let config = DraConfig {
+    let config = ModelConfig {
         n_ref: N_REF,
         backbone,
         kernels,

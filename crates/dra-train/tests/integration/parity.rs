@@ -18,7 +18,7 @@ use crate::common::device;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use dra_model::{Dra, DraConfig, DraLoss, HeadScores, LossKind, Prior};
+use dra_model::{Dra, DraLoss, HeadScores, LossKind, ModelConfig, Prior};
 use dra_train::engine::{trainable, Adam, AdamConfig};
 
 const TOL_F32: f64 = 1e-4;
@@ -119,7 +119,7 @@ fn pick(t: &Tensor, rows: &[usize]) -> Vec<f64> {
 fn model(dtype: DType) -> Result<(VarMap, Dra)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, dtype, &device());
-    let config = DraConfig {
+    let config = ModelConfig {
         n_ref: N_REF,
         ..Default::default()
     };
@@ -175,7 +175,7 @@ fn eval_mode(dtype: DType, prefix: &str, tol: f64) -> Result<()> {
         .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
         .collect();
     let eval = Dra::new(
-        DraConfig {
+        ModelConfig {
             n_ref: N_REF,
             ..Default::default()
         },

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::Geometry;
+use super::geometry::Geometry;
 use crate::ops::cpu::{dispatch, multiversion, par_written, slice};
 use crate::ops::Element;
 

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::gemm::{matmul, matmul_uninit, Mat};
-use super::Geometry;
+use super::geometry::Geometry;
 use crate::ops::cpu::{par_written, zeroed};
 use crate::ops::Element;
 

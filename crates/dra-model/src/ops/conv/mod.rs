@@ -4,10 +4,9 @@
 //! f64 on the CPU; depthwise convolutions (MobileNetV2's) by a kernel of their own
 //! ([`depthwise`]); other devices and dtypes, and other grouped convolutions, use candle's op.
 //!
-//! This module holds what both algorithms share: the [`Geometry`] of a convolution and the
-//! custom ops that choose between them.
+//! This module holds the custom ops that choose between the algorithms; what both share, the
+//! [`Geometry`] of a convolution, is in `geometry`.
 
-use ::gemm::Parallelism;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use candle_nn::Conv2dConfig;
 
@@ -16,85 +15,14 @@ use crate::ops::{Element, Winograd};
 
 mod depthwise;
 mod gemm;
+mod geometry;
 mod im2col;
 mod layer;
 mod winograd;
 
 pub use layer::Conv2d;
 
-/// Geometry of one convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    padding: usize,
-    oh: usize,
-    ow: usize,
-}
-
-impl Geometry {
-    fn new(
-        x: (usize, usize, usize, usize),
-        k: (usize, usize, usize, usize),
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self> {
-        let (n, c, h, w) = x;
-        let (o, kc, kh, kw) = k;
-        if kc != c {
-            candle_core::bail!("conv2d: input has {c} channels, the kernel expects {kc}");
-        }
-        if h + 2 * padding < kh || w + 2 * padding < kw {
-            candle_core::bail!("conv2d: input {h}×{w} is smaller than the kernel {kh}×{kw}");
-        }
-        Ok(Self {
-            n,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-            stride,
-            padding,
-            oh: (h + 2 * padding - kh) / stride + 1,
-            ow: (w + 2 * padding - kw) / stride + 1,
-        })
-    }
-    /// Rows of the im2col matrix.
-    fn k(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-    /// Output cells per channel.
-    fn p(&self) -> usize {
-        self.oh * self.ow
-    }
-    /// Output rows per im2col chunk: about 2¹⁶ / K columns, so that a chunk of the im2col
-    /// matrix (256 KB in f32) stays in L2 between being written and being multiplied. Whole
-    /// (the stem at 128 px, 147 × 4096 per image) it went through memory twice, and its GEMM
-    /// ran at half of gemm's speed.
-    fn chunk_rows(&self) -> usize {
-        ((1usize << 16) / self.k().max(1) / self.ow.max(1)).clamp(1, self.oh.max(1))
-    }
-    /// A 1×1, stride-1, unpadded kernel reads the input as the im2col matrix itself.
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
-    }
-    /// GEMMs run single-threaded when images alone keep every thread busy.
-    fn parallelism(&self) -> Parallelism {
-        if self.n >= rayon::current_num_threads() {
-            Parallelism::None
-        } else {
-            Parallelism::Rayon(0)
-        }
-    }
-}
+use geometry::Geometry;
 
 /// The forward op: `(x: N×C×H×W, w: O×C×kh×kw) → N×O×OH×OW`.
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use dra_model::dra::PlainHead;
 use dra_model::{
-    baselines::DevNet, DraConfig, DraHeads, DraLoss, HeadScores, LossKind, Method, Prior,
+    baselines::DevNet, DraHeads, DraLoss, HeadScores, LossKind, Method, ModelConfig, Prior,
 };
 use rand::Rng;
 
@@ -23,7 +23,7 @@ pub enum AhlHeads {
 
 impl AhlHeads {
     /// The heads of `base` (DRA or DevNet) under `vb`, with the base model's names.
-    pub fn new(base: Method, config: &DraConfig, vb: &VarBuilder) -> Result<Self> {
+    pub fn new(base: Method, config: &ModelConfig, vb: &VarBuilder) -> Result<Self> {
         match base {
             Method::Dra => Ok(Self::Dra(Box::new(DraHeads::new(config, vb)?))),
             Method::DevNet => Ok(Self::DevNet(DevNet::head(config, vb)?)),
@@ -35,7 +35,7 @@ impl AhlHeads {
     /// episode's adapted weights φ, which SGD updates in place while θ stays as it is.
     pub fn over_copies(
         base: Method,
-        config: &DraConfig,
+        config: &ModelConfig,
         tensors: &HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<(Self, Vec<(String, Var)>)> {
@@ -120,7 +120,7 @@ impl AhlHeads {
 /// start from PyTorch's default initialisation as DRA's heads do.
 pub fn fresh_heads(
     base: Method,
-    config: &DraConfig,
+    config: &ModelConfig,
     seed: u64,
     device: &Device,
 ) -> Result<(AhlHeads, VarMap)> {

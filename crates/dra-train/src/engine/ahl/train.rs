@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
-use dra_model::{DraConfig, HeadSet, LossKind, Method};
+use dra_model::{HeadSet, LossKind, Method, ModelConfig};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +32,7 @@ pub struct AhlSetup {
     /// DRA or DevNet.
     pub base: Method,
     /// The base model's settings (heads, top-K rate, references).
-    pub model: DraConfig,
+    pub model: ModelConfig,
     /// AHL's own settings.
     pub ahl: AhlConfig,
     /// Items per head batch, references not counted (the code's 48).
@@ -576,13 +576,13 @@ mod tests {
         names: Vec<String>,
         support: Vec<(Vec<Tensor>, Vec<u8>)>,
         query: (Vec<Tensor>, Vec<u8>),
-        config: DraConfig,
+        config: ModelConfig,
     }
 
     impl Tiny {
         fn new() -> candle_core::Result<Self> {
             let dev = Device::Cpu;
-            let config = DraConfig {
+            let config = ModelConfig {
                 n_ref: 2,
                 n_scales: 1,
                 backbone: BackboneKind::Resnet18,

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::load::{Batches, Loaded};
-use super::{Progress, RunRequest};
+use super::request::{Progress, RunRequest};
 use crate::engine::optim::{trainable, Adam, AdamConfig};
 use crate::engine::{ahl, deepsad};
 use crate::error::TrainError;

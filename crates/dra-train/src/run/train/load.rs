@@ -3,7 +3,7 @@
 
 use dra_data::{BatchSource, Category, ImageCache, ImageRef, Sample, Split, Unreadable};
 
-use super::RunRequest;
+use super::request::RunRequest;
 use crate::engine::maps::check_maps_dir;
 use crate::error::TrainError;
 use crate::record::{prepare_out_dir, write_json, RunRecord, TrainConfig, CONFIG_FILE};

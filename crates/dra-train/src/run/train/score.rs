@@ -8,7 +8,7 @@ use dra_data::BatchSource;
 
 use super::fit::Fitted;
 use super::load::Loaded;
-use super::RunRequest;
+use super::request::RunRequest;
 use crate::engine::maps::{pixel_metrics, Localization};
 use crate::engine::scoring::{
     detached_model, normal_samples, score_samples, score_with_maps, References, Scored,

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use super::fit::Fitted;
 use super::load::Loaded;
+use super::request::RunRequest;
 use super::score::Scores;
-use super::RunRequest;
 use crate::engine::maps::save_maps;
 use crate::error::TrainError;
 use crate::record::{

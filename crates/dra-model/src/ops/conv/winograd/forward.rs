@@ -10,7 +10,7 @@ use super::transforms::{
 };
 use super::{tile_rows, tile_size, Tiling, WHOLE, XI};
 use crate::ops::conv::gemm::{matmul, Mat};
-use crate::ops::conv::Geometry;
+use crate::ops::conv::geometry::Geometry;
 use crate::ops::cpu::zeroed;
 use crate::ops::{Element, Winograd};
 

@@ -38,7 +38,7 @@ mod weight_grad;
 pub(super) use forward::{forward, input_grad, kernels_len};
 pub(super) use weight_grad::weight_grad;
 
-use super::Geometry;
+use super::geometry::Geometry;
 use crate::ops::Winograd;
 
 /// Points of the 4×4 transform domain.

@@ -12,7 +12,7 @@ use super::transforms::{
 };
 use super::{tile_rows, tile_size, Tiling, WHOLE, XI};
 use crate::ops::conv::gemm::{matmul, matmul_uninit, Mat};
-use crate::ops::conv::Geometry;
+use crate::ops::conv::geometry::Geometry;
 use crate::ops::cpu::{par_written, zeroed};
 use crate::ops::{Element, Winograd};
 

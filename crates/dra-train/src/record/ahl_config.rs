@@ -115,10 +115,10 @@ impl AhlConfig {
     /// The defaults of a profile: the code's for `paper`; for the CPU profiles a schedule of
     /// about the base training's cost (fewer epochs, inner steps and query batches, a shorter
     /// window for ψ).
-    pub fn for_profile(profile: super::config::Profile) -> Self {
+    pub fn for_profile(profile: super::profile::Profile) -> Self {
         match profile {
-            super::config::Profile::Paper => Self::default(),
-            super::config::Profile::Quick => Self {
+            super::profile::Profile::Paper => Self::default(),
+            super::profile::Profile::Quick => Self {
                 epochs: 8,
                 inner_steps: 10,
                 query_batches: 5,
@@ -126,7 +126,7 @@ impl AhlConfig {
                 window: 3,
                 ..Self::default()
             },
-            super::config::Profile::OwnData => Self {
+            super::profile::Profile::OwnData => Self {
                 epochs: 10,
                 inner_steps: 20,
                 query_batches: 10,

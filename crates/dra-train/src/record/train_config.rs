@@ -3,39 +3,12 @@
 
 use dra_data::pseudo::PseudoKind;
 use dra_data::{BatchConfig, Setting, SplitConfig};
-use dra_model::{BackboneKind, DraConfig, HeadSet, Kernels, LossKind, Method};
+use dra_model::{BackboneKind, HeadSet, Kernels, LossKind, Method, ModelConfig};
 use serde::{Deserialize, Serialize};
 
-use super::ahl::AhlConfig;
+use super::ahl_config::AhlConfig;
+use super::profile::Profile;
 use crate::error::TrainError;
-
-/// A named set of defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// Exactly the official code: 448 px, batch 48 + 5 references, 30 epochs × 20 steps.
-    Paper,
-    /// A CPU-sized schedule that still learns: small images, shorter training, a larger step.
-    /// A pipeline check on real images from random weights, not a detector.
-    Quick,
-    /// For a detector on one's own images on a CPU: 128 px, 100 steps of 48 at the official
-    /// learning rate, and a tenth of the training normals held out to calibrate the decision
-    /// threshold.
-    #[cfg_attr(feature = "cli", value(name = "own-data"))]
-    #[serde(rename = "own-data")]
-    OwnData,
-}
-
-impl std::fmt::Display for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Paper => "paper",
-            Self::Quick => "quick",
-            Self::OwnData => "own-data",
-        })
-    }
-}
 
 /// Every setting of a run. Field docs give the official value (the `paper` profile).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -261,8 +234,8 @@ impl TrainConfig {
     }
 
     /// The model's settings: top-K rate, references, pyramid levels and backbone.
-    pub fn model_config(&self) -> DraConfig {
-        DraConfig {
+    pub fn model_config(&self) -> ModelConfig {
+        ModelConfig {
             topk_rate: self.topk_rate,
             n_ref: self.n_ref,
             n_scales: self.n_scales,
