@@ -88,7 +88,7 @@ impl RunRow {
         ]
     }
 
-    fn parse(f: &csv::StringRecord) -> std::result::Result<Self, String> {
+    fn parse(f: &[String]) -> std::result::Result<Self, String> {
         if f.len() != COLUMNS.len() {
             return Err(format!(
                 "expected {} fields, found {}",
@@ -105,19 +105,19 @@ impl RunRow {
                 .map_err(|_| format!("{}: `{}` is not an integer", COLUMNS[i], &f[i]))
         };
         Ok(Self {
-            sweep: f[0].into(),
-            dataset: f[1].into(),
-            subset: f[2].into(),
-            setting: f[3].into(),
-            known_class: f[4].into(),
+            sweep: f[0].clone(),
+            dataset: f[1].clone(),
+            subset: f[2].clone(),
+            setting: f[3].clone(),
+            known_class: f[4].clone(),
             shots: int(5)? as usize,
-            loss: f[6].into(),
-            method: f[7].into(),
+            loss: f[6].clone(),
+            method: f[7].clone(),
             seed: int(8)?,
             auc_roc: num(9)?,
             auc_pr: num(10)?,
             seconds: num(11)?,
-            config_hash: f[12].into(),
+            config_hash: f[12].clone(),
             run_dir: PathBuf::from(&f[13]),
         })
     }
@@ -147,15 +147,11 @@ pub fn read(path: &Path) -> Result<Vec<RunRow>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| path.display().to_string()),
     };
-    let mut records = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes())
-        .into_records();
-    let line = |r: &csv::StringRecord| r.position().map_or(0, |p| p.line());
-    let bad_csv = |e: csv::Error| anyhow::anyhow!("{}: {e}", path.display());
-    match records.next().transpose().map_err(bad_csv)? {
-        Some(header) if header.iter().eq(COLUMNS) => {}
+    let rows = dra_train::record::csv_rows(&text)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+    let mut rows = rows.into_iter();
+    match rows.next() {
+        Some((_, header)) if header.iter().eq(COLUMNS) => {}
         None => return Ok(Vec::new()),
         Some(_) => bail!(
             "{}: line 1: not a dra-rs runs.csv header (expected `{}`)",
@@ -163,13 +159,11 @@ pub fn read(path: &Path) -> Result<Vec<RunRow>> {
             COLUMNS.join(",")
         ),
     }
-    records
-        .map(|record| {
-            let record = record.map_err(bad_csv)?;
-            RunRow::parse(&record)
-                .map_err(|why| anyhow::anyhow!("{}: line {}: {why}", path.display(), line(&record)))
-        })
-        .collect()
+    rows.map(|(line, fields)| {
+        RunRow::parse(&fields)
+            .map_err(|why| anyhow::anyhow!("{}: line {line}: {why}", path.display()))
+    })
+    .collect()
 }
 
 /// Renders rows as `runs.csv` text (RFC 4180 quoting: any path survives the round trip).

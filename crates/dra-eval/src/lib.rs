@@ -1,7 +1,8 @@
 //! Evaluation for DRA: AUC-ROC and AUC-PR as sklearn computes them, thresholds and the
 //! confusion matrix they give, ROC and precision–recall curves, pixel-level AUROC and AUPRO of
-//! anomaly maps, mean ± std over runs, and (with the `table` feature) paper-style tables
-//! rendered through polars.
+//! anomaly maps, mean ± std over runs; and what presents them: the one HTML page shell and
+//! escaper ([`html`]), paper-style tables rendered through polars (feature `table`) and a run's
+//! self-contained `report.html` (feature `report`).
 //!
 //! ```
 //! use dra_eval::{auc_pr, auc_roc, MeanStd};

@@ -56,6 +56,15 @@ pub enum WeightsError {
         /// What its name (or, for [`IMAGENET_RESNET18`], the known digest) says it must be.
         expected: String,
     },
+    /// A file could not be read (while checking its digest): the operating system's error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The weights file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A tensor could not be converted to the model's dtype and device or copied into it.
     #[error("{path}: {source}")]
     Model {
@@ -95,9 +104,9 @@ pub fn check_torchvision_digest(path: &Path) -> Result<(), WeightsError> {
     else {
         return Ok(());
     };
-    let read_err = |e: std::io::Error| WeightsError::Read {
+    let read_err = |source: std::io::Error| WeightsError::Io {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     };
     let mut file = std::fs::File::open(path).map_err(read_err)?;
     let mut hasher = Sha256::new();

@@ -10,7 +10,7 @@ pub(super) const ORANGE: &str = "#D55E00";
 pub(super) const GREY: &str = "#8a929c";
 pub(super) const DARK: &str = "#1d232b";
 pub(super) const AMBER: &str = "#C77C00";
-/// The heads of [`LossPoint::heads`], in order, with their plot colours.
+/// The heads of [`LossPoint::heads`](super::content::LossPoint::heads), in order, with their plot colours.
 pub(super) const HEADS: [(&str, &str); 4] = [
     ("normal head", BLUE),
     ("seen head", ORANGE),

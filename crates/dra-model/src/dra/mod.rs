@@ -1,6 +1,6 @@
 //! DRA (Ding, Pang & Shen, CVPR 2022): the model ([`Dra`]: a backbone and four heads on a
-//! two-level image pyramid, its constants in [`ModelConfig`]), the heads (`modeling/net.py` of
-//! the official code, one struct each) and the training loss.
+//! two-level image pyramid, its constants in [`ModelConfig`](crate::ModelConfig)), the heads
+//! (`modeling/net.py` of the official code: one struct per kind of head) and the training loss.
 
 mod heads;
 mod loss;

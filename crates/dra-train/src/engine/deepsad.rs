@@ -1,4 +1,5 @@
-//! What a method needs between its initialisation and its first training step.
+//! Deep SAD's centre: what the method needs between its initialisation and its first training
+//! step (the one baseline that needs anything there).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;

@@ -1,5 +1,6 @@
-//! AHL's constants (`mala-lab/AHL`'s `main.py` defaults, where the paper and the code agree),
-//! recorded in a run's `config.json` as `ahl`.
+//! AHL's settings, recorded in a run's `config.json` as `ahl`: its constants (`mala-lab/AHL`'s
+//! `main.py` defaults, where the paper and the code agree) and the choices between the paper
+//! and the code (which normals make a cluster, how episodes draw, where the heads start).
 
 use serde::{Deserialize, Serialize};
 

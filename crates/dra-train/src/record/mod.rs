@@ -1,7 +1,8 @@
 //! The bottom tier: what a run folder holds. Each file's name is one constant here, its
-//! contents one type (or one writer) in a module of its own, and every write goes through a
-//! temporary file and a rename ([`write_atomic`]). Nothing here trains or scores; the tiers
-//! above import these records, never the other way.
+//! contents one type (or one writer) in a module of its own; every file written whole goes
+//! through a temporary file and a rename ([`write_atomic`]), and `train_log.csv` is appended
+//! to as training goes. Nothing here trains or scores; the tiers above import these records,
+//! never the other way.
 //!
 //! | file | type |
 //! |---|---|
@@ -9,7 +10,7 @@
 //! | [`MODEL_FILE`] | the weights by name (safetensors) |
 //! | [`REFERENCES_FILE`] | the fixed reference set `dra predict` scores with |
 //! | [`SCORES_FILE`] | [`ScoreRow`]s ([`write_scores`], [`read_scores`]) |
-//! | [`TRAIN_LOG_FILE`] | [`LogRow`]s, written as training goes ([`TrainLog`]) |
+//! | [`TRAIN_LOG_FILE`] | [`LogRow`]s, appended as training goes |
 //! | [`THRESHOLD_FILE`] | [`Threshold`] |
 //! | [`METRICS_FILE`] | [`Metrics`]: written last, so that it marks a finished run |
 //! | [`REPORT_FILE`] | the page `dra_eval::report` renders |
@@ -32,10 +33,11 @@ pub use metrics::{AtThreshold, Metrics};
 pub use overrides::Overrides;
 pub use profile::Profile;
 pub use run_record::RunRecord;
-pub use scores::{predictions_csv, read_scores, write_scores, ScoreRow};
+pub use scores::{csv_rows, predictions_csv, read_scores, write_scores, ScoreRow};
 pub use threshold::Threshold;
 pub use train_config::{TrainConfig, DEFAULT_TARGET_FPR};
-pub use train_log::{LogRow, TrainLog};
+pub use train_log::LogRow;
+pub(crate) use train_log::TrainLog;
 
 /// Every effective setting and the files the split chose ([`RunRecord`]).
 pub const CONFIG_FILE: &str = "config.json";

@@ -63,37 +63,50 @@ pub fn write_scores(path: &Path, rows: &[ScoreRow]) -> Result<(), TrainError> {
 
 /// Reads `scores.csv` back (labels and scores), e.g. to recompute the metrics.
 pub fn read_scores(path: &Path) -> Result<Vec<(u8, f64)>, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
     let bad = |line: u64, why: &str| TrainError::InvalidOption {
         flag: "scores.csv",
         message: format!("{}: line {line}: {why}", path.display()),
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| csv_error(path, e))?;
-        let line = record.position().map_or(0, |p| p.line());
-        if record.len() != 8 {
+    let rows = csv_rows(&text).map_err(|why| TrainError::InvalidOption {
+        flag: "scores.csv",
+        message: format!("{}: {why}", path.display()),
+    })?;
+    let mut out = Vec::new();
+    for (line, fields) in rows.into_iter().skip(1) {
+        if fields.len() != 8 {
             return Err(bad(line, "expected 8 fields"));
         }
-        let label = record[1].parse().map_err(|_| bad(line, "bad label"))?;
-        let score = record[3].parse().map_err(|_| bad(line, "bad score"))?;
-        rows.push((label, score));
+        let label = fields[1].parse().map_err(|_| bad(line, "bad label"))?;
+        let score = fields[3].parse().map_err(|_| bad(line, "bad score"))?;
+        out.push((label, score));
     }
-    Ok(rows)
+    Ok(out)
 }
 
-/// A CSV reader's error as ours: the file's own error when it could not be read.
-fn csv_error(path: &Path, e: csv::Error) -> TrainError {
-    match e.into_kind() {
-        csv::ErrorKind::Io(e) => TrainError::io(path, e),
-        other => TrainError::InvalidOption {
-            flag: "scores.csv",
-            message: format!("{}: {other:?}", path.display()),
-        },
+/// The records of a CSV text (RFC 4180 quoting undone, blank lines skipped), each with the
+/// line it starts on, counted from 1, for errors that name it; `runs.csv` is read the same way.
+pub fn csv_rows(text: &str) -> Result<Vec<(u64, Vec<String>)>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        // The reader's position is where it began to look for the record: before any blank
+        // lines it skipped.
+        let (start, line) = record
+            .position()
+            .map_or((0, 1), |p| (p.byte() as usize, p.line()));
+        let blank = text.as_bytes()[start.min(text.len())..]
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        rows.push((line + blank, record.iter().map(String::from).collect()));
     }
+    Ok(rows)
 }
 
 /// The CSV that `dra predict` prints: `path,score,decision,g_n,g_s,g_p,g_r`. The decision is
@@ -152,14 +165,24 @@ mod tests {
         let path = dir.path().join("scores.csv");
         std::fs::write(
             &path,
-            "path,label,class,score,g_n,g_s,g_p,g_r\na,0,good,1,1,1,1,1\nb,1\n",
+            "path,label,class,score,g_n,g_s,g_p,g_r\na,0,good,1,1,1,1,1\n\n\r\nb,1\n",
         )
         .unwrap();
         let e = read_scores(&path).unwrap_err().to_string();
         assert!(
-            e.starts_with("scores.csv: ") && e.ends_with("line 3: expected 8 fields"),
+            e.starts_with("scores.csv: ") && e.ends_with("line 5: expected 8 fields"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn rows_name_the_line_they_start_on() {
+        let text = "h,i\n\"two\nlines\",1\n\n\nx,2\r\ny\n";
+        let rows = csv_rows(text).unwrap();
+        let lines: Vec<u64> = rows.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [1, 2, 6, 7]);
+        assert_eq!(rows[1].1, ["two\nlines", "1"]);
+        assert_eq!(rows[3].1, ["y"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The one typed configuration of a training run: every constant of the official protocol,
-//! with the `paper` and `quick` profiles. It is written to the run's `config.json`.
+//! The one typed configuration of a training run: every constant of the official protocol, and
+//! the defaults of each [`Profile`] (`paper`, `quick`, `own-data`). It is written to the run's
+//! `config.json`.
 
 use dra_data::pseudo::PseudoKind;
 use dra_data::{BatchConfig, Setting, SplitConfig};

@@ -106,6 +106,35 @@ fn impossible_option_names_the_flag() {
 }
 
 #[test]
+fn a_damaged_torchvision_weights_file_is_refused_naming_the_flag_and_the_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    toy(dir.path());
+    // Named as torchvision names ImageNet's ResNet-18, holding "abc" (SHA-256 ba7816bf…).
+    let weights = dir.path().join("resnet18-f37072fd.pth");
+    std::fs::write(&weights, b"abc").unwrap();
+    let line = train_error(
+        dir.path(),
+        &["--n-anomaly", "1", "--weights", weights.to_str().unwrap()],
+    );
+    assert!(
+        line.starts_with("error: --weights: ")
+            && line.contains("resnet18-f37072fd.pth: its SHA-256 is ba7816bf"),
+        "{line}"
+    );
+    // One that cannot be read at all: the operating system's reason, naming the file.
+    std::fs::remove_file(&weights).unwrap();
+    std::fs::create_dir(&weights).unwrap();
+    let line = train_error(
+        dir.path(),
+        &["--n-anomaly", "1", "--weights", weights.to_str().unwrap()],
+    );
+    assert!(
+        line.starts_with(&format!("error: {}: ", weights.display())),
+        "{line}"
+    );
+}
+
+#[test]
 fn data_inspect_counts_raw_and_mvtec_layouts() {
     let dir = tempfile::tempdir().unwrap();
     toy(dir.path());
