@@ -3,18 +3,20 @@
 //!
 //! Two parts, each a list of `key sha256` lines:
 //! - **steps**: one training step of every method's model on each backbone, in f32 and f64, with
-//!   every kernel setting (candle's stock ops, the custom kernels with Winograd off, F(2×2) and
-//!   F(4×4)): the loss and its terms, every gradient, every tensor after clipped Adam, and the
-//!   eval-mode scores and maps of the updated model;
+//!   every kernel setting (candle's stock ops, the custom kernels with Winograd off, F(2×2),
+//!   F(4×4), and F(4×4) with the portable arithmetic): the loss and its terms, every gradient,
+//!   every tensor after clipped Adam, and the eval-mode scores and maps of the updated model;
 //! - **runs**: `dra train` end to end on a small generated data set for every method (AHL on
 //!   both bases) and both backbones, with a calibration slice and maps, then `evaluate` (random
 //!   and stored references), `predict` with heat maps and `calibrate` on the result: every file
 //!   written, with what is not a result (seconds, the folder the probe ran in) taken out.
 //!
-//! The hashes depend on the machine's kernel tier and on the number of threads (issue #29), so
-//! the header records both and `--against` refuses a file made under other conditions. The use:
-//! `cargo xtask probe --out before.txt` on the old commit, `cargo xtask probe --against
-//! before.txt` on the new one.
+//! The hashes depend on the CPU's vector units (gemm's kernel tier; the `f4-portable` setting
+//! excepted), which the header records, and `--against` refuses a file made on other ones.
+//! They must not depend on the number of threads: `--threads N` runs everything on a pool of
+//! N, and the files for 1, 2 and 3 threads must be the same (the thread count is on a header
+//! line of its own that `--against` does not read). The use: `cargo xtask probe --out
+//! before.txt` on the old commit, `cargo xtask probe --against before.txt` on the new one.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dra_data::synthetic::{self, SyntheticSpec};
+use dra_model::ops::{Arithmetic, KernelTier};
 use dra_model::{
     reset_parameters, BackboneKind, Detector, ImageBatch, Kernels, LossKind, Method, ModelConfig,
     Target, Winograd,
@@ -48,9 +51,24 @@ pub struct ProbeArgs {
     /// Where the runs' data and folders go [default: a new temporary folder].
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Run everything on a pool of this many threads [default: rayon's, one per core]: the
+    /// hashes must not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 pub fn probe(args: &ProbeArgs) -> Result<()> {
+    match args.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .context("--threads: cannot start the pool")?
+            .install(|| fingerprint(args)),
+        None => fingerprint(args),
+    }
+}
+
+fn fingerprint(args: &ProbeArgs) -> Result<()> {
     let mut lines = BTreeMap::new();
     steps(&mut lines)?;
     if !args.steps_only {
@@ -84,28 +102,13 @@ pub fn probe(args: &ProbeArgs) -> Result<()> {
     Ok(())
 }
 
-/// What the hashes depend on besides the code: the kernel tier and the threads.
+/// What the hashes depend on besides the code: the kernel tier this process runs (the CPU's,
+/// or `DRA_KERNEL_TIER`'s cap). The thread count is recorded on a line of its own, which
+/// `compare` does not read: no result may depend on it.
 fn header() -> String {
-    let mut tier = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            tier.push("avx512f");
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            tier.push("avx2");
-        }
-        if std::arch::is_x86_feature_detected!("fma") {
-            tier.push("fma");
-        }
-    }
     format!(
-        "# dra-rs probe; cpu: {}; threads: {}",
-        if tier.is_empty() {
-            "baseline".to_string()
-        } else {
-            tier.join("+")
-        },
+        "# dra-rs probe; cpu: {}\n# threads: {}",
+        KernelTier::allowed(),
         rayon::current_num_threads()
     )
 }
@@ -124,6 +127,7 @@ fn compare(old: &str, new: &str, old_path: &Path) -> Result<()> {
         let mut lines = text.lines();
         let header = lines.next().unwrap_or_default().to_string();
         let map = lines
+            .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split_once(' '))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
@@ -134,7 +138,7 @@ fn compare(old: &str, new: &str, old_path: &Path) -> Result<()> {
     if old_header != new_header {
         bail!(
             "{}: made under other conditions ({old_header:?}, here {new_header:?}); the hashes \
-             depend on the kernel tier and the thread count",
+             depend on the CPU's vector units",
             old_path.display()
         );
     }
@@ -225,18 +229,28 @@ fn steps(lines: &mut BTreeMap<String, String>) -> Result<()> {
             "off",
             Kernels::Custom {
                 winograd: Winograd::Off,
+                arithmetic: Arithmetic::Native,
             },
         ),
         (
             "f2",
             Kernels::Custom {
                 winograd: Winograd::F2,
+                arithmetic: Arithmetic::Native,
             },
         ),
         (
             "f4",
             Kernels::Custom {
                 winograd: Winograd::F4,
+                arithmetic: Arithmetic::Native,
+            },
+        ),
+        (
+            "f4-portable",
+            Kernels::Custom {
+                winograd: Winograd::F4,
+                arithmetic: Arithmetic::Portable,
             },
         ),
     ];

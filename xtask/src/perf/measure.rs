@@ -37,6 +37,10 @@ pub struct PerfArgs {
     /// Run every Winograd convolution with F(2×2, 3×3) tiles, none with F(4×4, 3×3).
     #[arg(long)]
     winograd_f2: bool,
+    /// Compute the GEMMs portably, as `dra train --reproducible` does (AVX2 + FMA, fixed depth
+    /// blocks): its cost.
+    #[arg(long)]
+    reproducible: bool,
     /// The feature extractor measured (and DRA's, in dra_step): resnet18 or mobilenet_v2.
     #[arg(long, default_value = "resnet18")]
     pub(super) backbone: BackboneKind,
@@ -106,6 +110,7 @@ pub(super) fn measure(args: &PerfArgs, workload: &str, size: usize) -> Result<Me
         .args(args.stock.then_some("--stock"))
         .args(args.no_winograd.then_some("--no-winograd"))
         .args(args.winograd_f2.then_some("--winograd-f2"))
+        .args(args.reproducible.then_some("--reproducible"))
         .output()
         .context("running the perf worker")?;
     if !out.status.success() {

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use dra_model::backbones::{Backbone, BackboneKind};
+use dra_model::ops::Arithmetic;
 use dra_model::{reset_parameters, Dra, DraLoss, Kernels, LossKind, ModelConfig, Winograd};
 use dra_train::engine::{trainable, Adam, AdamConfig};
 
@@ -29,6 +30,8 @@ pub struct WorkerArgs {
     pub(super) no_winograd: bool,
     #[arg(long)]
     winograd_f2: bool,
+    #[arg(long)]
+    reproducible: bool,
     #[arg(long, default_value = "resnet18")]
     pub(super) backbone: BackboneKind,
 }
@@ -60,11 +63,18 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         (true, _, _) => Kernels::Stock,
         (false, true, _) => Kernels::Custom {
             winograd: Winograd::Off,
+            arithmetic: Arithmetic::Native,
         },
         (false, false, true) => Kernels::Custom {
             winograd: Winograd::F2,
+            arithmetic: Arithmetic::Native,
         },
         (false, false, false) => Kernels::default(),
+    };
+    let kernels = if args.reproducible {
+        kernels.with_arithmetic(Arithmetic::Portable)
+    } else {
+        kernels
     };
     let size = args.size;
     let batch = batch_for(&args.workload, size);
@@ -160,13 +170,16 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         peak_rss_mb: peak_rss_mb(),
         peak_gpu_mb: gpu_memory.map(GpuMemory::peak_mb),
         device: args.device.clone(),
-        kernels: match (args.stock, args.no_winograd, args.winograd_f2) {
-            (true, _, _) => "candle-stock",
-            (false, true, _) => "dra-rs-im2col",
-            (false, false, true) => "dra-rs-f2",
-            (false, false, false) => "dra-rs",
-        }
-        .into(),
+        kernels: format!(
+            "{}{}",
+            match (args.stock, args.no_winograd, args.winograd_f2) {
+                (true, _, _) => "candle-stock",
+                (false, true, _) => "dra-rs-im2col",
+                (false, false, true) => "dra-rs-f2",
+                (false, false, false) => "dra-rs",
+            },
+            if args.reproducible { "-portable" } else { "" }
+        ),
         backbone: args.backbone.to_string(),
     };
     println!("{}", serde_json::to_string(&m)?);

@@ -2,11 +2,12 @@
 //! loss and in what they count as the anomaly class.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::backbones::Backbone;
 use crate::dra::{global_pool, LossKind, Prior};
 use crate::model_config::ModelConfig;
+use crate::ops::Linear;
 
 /// Backbone → global average pooling → `fc`: one logit per image (the anomaly score).
 #[derive(Debug, Clone)]
@@ -19,7 +20,13 @@ impl PooledLogit {
     fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             feature_extractor: Backbone::of_model(config.backbone, config.kernels, &vb)?,
-            fc: linear(config.backbone.out_channels(), 1, vb.pp("fc"))?,
+            fc: Linear::new(
+                config.backbone.out_channels(),
+                1,
+                true,
+                config.kernels,
+                vb.pp("fc"),
+            )?,
         })
     }
 

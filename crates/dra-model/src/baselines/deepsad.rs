@@ -3,11 +3,12 @@
 //! labelled anomalies pushed out by an inverse-distance term.
 
 use candle_core::{ModuleT, Result, Tensor, D};
-use candle_nn::{linear_no_bias, Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 
 use crate::backbones::Backbone;
 use crate::dra::global_pool;
 use crate::model_config::ModelConfig;
+use crate::ops::Linear;
 
 /// Backbone → global average pooling → bias-free linear map to a `REP_DIM`-dimensional
 /// embedding φ(x). Score ‖φ(x) − c‖². Tensors: `feature_extractor.net.*`, `projection.weight`
@@ -39,7 +40,7 @@ impl DeepSad {
         let c = config.backbone.out_channels();
         Ok(Self {
             feature_extractor: Backbone::of_model(config.backbone, config.kernels, &vb)?,
-            projection: linear_no_bias(c, Self::REP_DIM, vb.pp("projection"))?,
+            projection: Linear::new(c, Self::REP_DIM, false, config.kernels, vb.pp("projection"))?,
             center: vb
                 .pp("deepsad")
                 .get_with_hints(Self::REP_DIM, "center", Init::Const(0.0))?,

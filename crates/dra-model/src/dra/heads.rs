@@ -1,9 +1,9 @@
 //! The four DRA heads (`modeling/net.py` of the official code), one struct each.
 
 use candle_core::{Module, ModuleT, Result, Tensor, D};
-use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::ops::{BatchNorm2d, Conv2d, Kernels};
+use crate::ops::{BatchNorm2d, Conv2d, Kernels, Linear};
 
 /// Mean of the `K = max(⌊rate·h·w⌋, 1)` largest values of each row of `(B, N)` scores.
 /// Gradients reach exactly the selected cells (sort → gather).
@@ -151,10 +151,10 @@ pub struct HolisticHead {
 
 impl HolisticHead {
     /// A head on `in_channels`-channel feature maps; tensors `fc1.*` and `fc2.*` under `vb`.
-    pub fn new(in_channels: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(in_channels: usize, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: linear(in_channels, 256, vb.pp("fc1"))?,
-            fc2: linear(256, 1, vb.pp("fc2"))?,
+            fc1: Linear::new(in_channels, 256, true, kernels, vb.pp("fc1"))?,
+            fc2: Linear::new(256, 1, true, kernels, vb.pp("fc2"))?,
         })
     }
 

@@ -86,7 +86,7 @@ impl DraHeads {
             config.kernels,
         );
         Ok(Self {
-            holistic_head: HolisticHead::new(c, vb.pp("holistic_head"))?,
+            holistic_head: HolisticHead::new(c, kernels, vb.pp("holistic_head"))?,
             seen_head: PlainHead::new(c, rate, kernels, vb.pp("seen_head"))?,
             pseudo_head: PlainHead::new(c, rate, kernels, vb.pp("pseudo_head"))?,
             composite_head: CompositeHead::new(c, rate, kernels, vb.pp("composite_head"))?,

@@ -14,16 +14,22 @@
 //! and gradients. They share one element type (`element`) and the plumbing of `cpu`; on other
 //! devices and dtypes the layers use candle's own ops.
 
+mod arithmetic;
 pub(crate) mod batchnorm;
 pub(crate) mod conv;
 pub(crate) mod cpu;
 mod element;
+pub(crate) mod gemm;
+mod linear;
 pub(crate) mod maxpool;
 pub(crate) mod stem;
+
+pub use arithmetic::{Arithmetic, KernelTier, PORTABLE_DEPTH};
 
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub(crate) use element::Element;
+pub use linear::Linear;
 pub use maxpool::MaxPool2d;
 
 /// Which implementation the layers run, given to each layer at construction (for a whole model,
@@ -32,10 +38,14 @@ pub use maxpool::MaxPool2d;
 /// convolutions) run candle's own ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernels {
-    /// This crate's CPU kernels, with the stride-1 3×3 convolutions as `winograd` says.
+    /// This crate's CPU kernels, with the stride-1 3×3 convolutions as `winograd` says and
+    /// the products computed as `arithmetic` says.
     Custom {
         /// Whether and with which tiles the stride-1 3×3 convolutions run by Winograd.
         winograd: Winograd,
+        /// How the GEMMs of convolutions and linear layers compute: natively (the fastest
+        /// the CPU has) or portably (`--reproducible`).
+        arithmetic: Arithmetic,
     },
     /// candle's stock convolution, BatchNorm and max-pool: for benchmarks
     /// (`cargo xtask perf --stock`) and diagnosis.
@@ -46,6 +56,7 @@ impl Default for Kernels {
     fn default() -> Self {
         Self::Custom {
             winograd: Winograd::default(),
+            arithmetic: Arithmetic::default(),
         }
     }
 }
@@ -59,8 +70,28 @@ impl Kernels {
     /// The Winograd setting of the custom convolutions ([`Winograd::Off`] with stock ops).
     pub(crate) fn winograd(self) -> Winograd {
         match self {
-            Self::Custom { winograd } => winograd,
+            Self::Custom { winograd, .. } => winograd,
             Self::Stock => Winograd::Off,
+        }
+    }
+
+    /// The arithmetic of the custom GEMMs ([`Arithmetic::Native`] with stock ops, which are
+    /// candle's).
+    pub fn arithmetic(self) -> Arithmetic {
+        match self {
+            Self::Custom { arithmetic, .. } => arithmetic,
+            Self::Stock => Arithmetic::Native,
+        }
+    }
+
+    /// These kernels with their GEMMs computed by `arithmetic` (stock ops stay as they are).
+    pub fn with_arithmetic(self, arithmetic: Arithmetic) -> Self {
+        match self {
+            Self::Custom { winograd, .. } => Self::Custom {
+                winograd,
+                arithmetic,
+            },
+            Self::Stock => Self::Stock,
         }
     }
 }

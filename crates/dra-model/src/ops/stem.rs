@@ -40,7 +40,7 @@ pub(crate) fn forward_train(
     let (gb, eps) = bn.affine_params()?;
     let saved = Arc::new(Mutex::new(None));
     let op = Stem {
-        conv: Conv::without_backward(config, conv.kernels().winograd()),
+        conv: Conv::without_backward(config, conv.kernels()),
         pool: *pool,
         eps,
         saved: Arc::clone(&saved),

@@ -32,7 +32,7 @@ pub(crate) use files::{prepare_out_dir, save_safetensors, writable_dir, write_js
 pub use metrics::{AtThreshold, Metrics};
 pub use overrides::Overrides;
 pub use profile::Profile;
-pub use run_record::RunRecord;
+pub use run_record::{ArithmeticRecord, RunRecord};
 pub use scores::{csv_rows, predictions_csv, read_scores, write_scores, ScoreRow};
 pub use threshold::Threshold;
 pub use train_config::{TrainConfig, DEFAULT_TARGET_FPR};

@@ -128,6 +128,12 @@ pub struct Overrides {
     /// released code).
     #[cfg_attr(feature = "cli", arg(long))]
     pub ahl_init: Option<HeadInit>,
+    /// The same bytes on any x86-64 CPU with AVX2 and FMA: every GEMM runs gemm's AVX2 + FMA
+    /// kernels in depth blocks of 512, whatever the CPU's vector units and caches
+    /// (docs/fidelity.md; the cost in docs/performance.md). Evaluations of the run compute so
+    /// too.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub reproducible: bool,
 }
 
 impl Overrides {
@@ -174,6 +180,9 @@ impl Overrides {
         }
         if self.test_threshold.is_some() {
             c.test_threshold = self.test_threshold;
+        }
+        if self.reproducible {
+            c.reproducible = true;
         }
         let ahl_given = self.ahl_epochs.is_some()
             || self.ahl_inner_steps.is_some()

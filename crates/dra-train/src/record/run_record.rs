@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use dra_data::{ImageRef, Sample, Unreadable};
 use serde::{Deserialize, Serialize};
 
+use dra_model::ops::KernelTier;
+
 use super::train_config::TrainConfig;
 
 /// `config.json`: every effective setting and the files the split chose.
@@ -38,4 +40,36 @@ pub struct RunRecord {
     pub calibration_normals: Vec<ImageRef>,
     /// Version of the `dra-train` crate that made the run.
     pub dra_rs_version: String,
+    /// What the run's numbers depend on besides its settings, data and version: the CPU
+    /// arithmetic. Absent from runs made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arithmetic: Option<ArithmeticRecord>,
+}
+
+/// The arithmetic a run computed with (docs/fidelity.md, "What a result depends on"). Not the
+/// number of threads: every kernel cuts its sums into pieces fixed by the problem, so any count
+/// gives the same bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArithmeticRecord {
+    /// The device the model ran on (`cpu`, `cuda`).
+    pub device: String,
+    /// On the CPU, the vector instructions its GEMMs ran with (`avx512`, `avx2+fma`,
+    /// `baseline`): where it differs, results differ in their last bits, and after training in
+    /// more, unless both runs were `reproducible`.
+    pub kernel_tier: Option<KernelTier>,
+    /// Whether the portable arithmetic ran (`--reproducible`): then the same bytes on every
+    /// CPU of the tier `avx2+fma` or above.
+    pub reproducible: bool,
+}
+
+impl ArithmeticRecord {
+    /// The arithmetic of a model configured by `config`, run on `device`.
+    pub fn of(config: &TrainConfig, device: &candle_core::Device) -> Self {
+        let cpu = device.is_cpu();
+        Self {
+            device: if cpu { "cpu" } else { "cuda" }.into(),
+            kernel_tier: cpu.then(|| config.arithmetic().tier()),
+            reproducible: config.reproducible,
+        }
+    }
 }

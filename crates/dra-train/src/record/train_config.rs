@@ -4,6 +4,7 @@
 
 use dra_data::pseudo::PseudoKind;
 use dra_data::{BatchConfig, Setting, SplitConfig};
+use dra_model::ops::Arithmetic;
 use dra_model::{BackboneKind, HeadSet, Kernels, LossKind, Method, ModelConfig};
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +106,12 @@ pub struct TrainConfig {
     /// `config.json` records them in full for AHL and leaves them out for the other methods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ahl: Option<AhlConfig>,
+    /// The portable arithmetic (`--reproducible`): the same bytes on any x86-64 CPU with AVX2
+    /// and FMA, for some speed (docs/fidelity.md, "What a result depends on"). A run's
+    /// evaluations and predictions compute as it was trained. Left out of `config.json` when
+    /// off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reproducible: bool,
 }
 
 /// The default `--target-fpr`: one normal image in twenty rejected.
@@ -116,6 +123,10 @@ fn default_target_fpr() -> f64 {
 
 fn is_default_target_fpr(v: &f64) -> bool {
     *v == DEFAULT_TARGET_FPR
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -159,6 +170,7 @@ impl TrainConfig {
             heads: HeadSet::ALL,
             pseudo: PseudoKind::Cutmix,
             ahl: None,
+            reproducible: false,
         }
     }
 
@@ -234,6 +246,15 @@ impl TrainConfig {
         }
     }
 
+    /// How the model's GEMMs compute: portably with [`reproducible`](Self::reproducible).
+    pub fn arithmetic(&self) -> Arithmetic {
+        if self.reproducible {
+            Arithmetic::Portable
+        } else {
+            Arithmetic::Native
+        }
+    }
+
     /// The model's settings: top-K rate, references, pyramid levels and backbone.
     pub fn model_config(&self) -> ModelConfig {
         ModelConfig {
@@ -241,7 +262,7 @@ impl TrainConfig {
             n_ref: self.n_ref,
             n_scales: self.n_scales,
             backbone: self.backbone,
-            kernels: Kernels::default(),
+            kernels: Kernels::default().with_arithmetic(self.arithmetic()),
             heads: self.heads,
         }
     }

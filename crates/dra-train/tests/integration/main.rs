@@ -1,5 +1,5 @@
 //! dra-train's integration tests, in one binary so that candle is linked once: whole runs on
-//! generated data (`train_tiny`, `methods`, `ahl`, `decisions_and_maps`), the run records
+//! generated data (`train_tiny`, `methods`, `ahl`, `decisions_and_maps`, `threads`), the run records
 //! (`records`), the model against PyTorch's fixtures and the test device (`parity`, `device`),
 //! and the `dra` program as a user runs it (`cli`, `inputs`).
 
@@ -12,4 +12,5 @@ mod inputs;
 mod methods;
 mod parity;
 mod records;
+mod threads;
 mod train_tiny;

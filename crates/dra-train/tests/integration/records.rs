@@ -38,6 +38,7 @@ fn run_dir(dir: &Path) -> serde_json::Value {
         n_train_normal: 4,
         calibration_normals: Vec::new(),
         dra_rs_version: "0.1.0".into(),
+        arithmetic: None,
     };
     serde_json::to_value(&record).unwrap()
 }

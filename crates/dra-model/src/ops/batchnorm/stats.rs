@@ -85,14 +85,13 @@ fn blocked_sums<T: Element>(ps: &[T], qs: &[T], term: impl Fn(T, T) -> (T, T)) -
     (sa, sb)
 }
 
-/// `xs` as f32, when `T` is f32 and the CPU has AVX2 and FMA: the sums then take the
+/// `xs` as f32, when `T` is f32 and the CPU has AVX2 and FMA (and `DRA_KERNEL_TIER` allows them): the sums then take the
 /// [`avx2`] kernels, as LLVM compiled the masked sums of [`blocked_sums`] to a branch per
 /// lane (6 % of a DRA step at 128 px).
 fn avx2_f32<T: Element>(xs: &[T]) -> Option<&[f32]> {
     #[cfg(target_arch = "x86_64")]
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
+        && crate::ops::KernelTier::allowed() >= crate::ops::KernelTier::Avx2Fma
     {
         // SAFETY: `T` is `f32`: same layout and length.
         return Some(unsafe { std::slice::from_raw_parts(xs.as_ptr().cast(), xs.len()) });

@@ -1,7 +1,9 @@
 //! The geometry of one convolution: what im2col and Winograd both read.
 
-use ::gemm::Parallelism;
 use candle_core::Result;
+
+use crate::ops::gemm::Run;
+use crate::ops::Arithmetic;
 
 /// Geometry of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub(super) struct Geometry {
     pub(super) padding: usize,
     pub(super) oh: usize,
     pub(super) ow: usize,
+    /// How its GEMMs compute ([`Arithmetic::Native`] unless [`with_arithmetic`](Self::with_arithmetic)).
+    pub(super) arithmetic: Arithmetic,
 }
 
 impl Geometry {
@@ -46,7 +50,12 @@ impl Geometry {
             padding,
             oh: (h + 2 * padding - kh) / stride + 1,
             ow: (w + 2 * padding - kw) / stride + 1,
+            arithmetic: Arithmetic::Native,
         })
+    }
+    /// The same convolution with its GEMMs computed by `arithmetic`.
+    pub(super) fn with_arithmetic(self, arithmetic: Arithmetic) -> Self {
+        Self { arithmetic, ..self }
     }
     /// Rows of the im2col matrix.
     pub(super) fn k(&self) -> usize {
@@ -68,11 +77,11 @@ impl Geometry {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
     }
     /// GEMMs run single-threaded when images alone keep every thread busy.
-    pub(super) fn parallelism(&self) -> Parallelism {
+    pub(super) fn run(&self) -> Run {
         if self.n >= rayon::current_num_threads() {
-            Parallelism::None
+            Run::serial(self.arithmetic)
         } else {
-            Parallelism::Rayon(0)
+            Run::parallel(self.arithmetic)
         }
     }
 }

@@ -9,15 +9,15 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, matmul_uninit, Mat};
 use super::geometry::Geometry;
-use crate::ops::cpu::{par_written, zeroed};
+use crate::ops::cpu::{ordered_sum, par_written, zeroed, PIECES};
+use crate::ops::gemm::{matmul, matmul_uninit, Mat, Run};
 use crate::ops::Element;
 
 /// The output of `x` (N×C×H×W) convolved with `w` (O×C×kh×kw): `N×O×OH×OW`.
 pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
-    let par = g.parallelism();
+    let run = g.run();
     let wm = Mat {
         data: w,
         rs: k,
@@ -36,7 +36,7 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
                     rs: cols,
                     cs: 1,
                 };
-                matmul(prod, wm, cm, (g.o, cols, k), false, par);
+                matmul(prod, wm, cm, (g.o, cols, k), false, run);
                 // `prod` is O × (image, cell); the output is (image, O, cell).
                 for (j, yj) in y.chunks_exact_mut(g.o * p).enumerate() {
                     for (oi, dst) in yj.chunks_exact_mut(p).enumerate() {
@@ -60,7 +60,7 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
                 rs: p,
                 cs: 1,
             };
-            matmul_uninit(y, p, wm, cols, (g.o, p, k), par);
+            matmul_uninit(y, p, wm, cols, (g.o, p, k), run);
             return;
         }
         // Chunk by chunk of output rows, into those columns of the output.
@@ -72,7 +72,7 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
                 rs: pc,
                 cs: 1,
             };
-            matmul_uninit(&mut y[r0 * g.ow..], p, wm, cols, (g.o, pc, k), par);
+            matmul_uninit(&mut y[r0 * g.ow..], p, wm, cols, (g.o, pc, k), run);
         });
     };
     // SAFETY: each image's O×P output block is written whole: by one GEMM, or by those of
@@ -87,17 +87,19 @@ pub(super) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 const MIN_COLUMNS: usize = 256;
 
 /// Images per GEMM: about as many as make [`MIN_COLUMNS`] columns where one image has fewer,
-/// no more than leave every thread a block, and evened out over a number of blocks that the
-/// threads share equally: 53 images in blocks of 16 (16, 16, 16, 5) left one of two threads
-/// 32 images and the other 21; blocks of 14 (14, 14, 14, 11) leave them 28 and 25.
+/// no more than leave each of [`PIECES`] threads a block, and evened out over a multiple of
+/// [`PIECES`] blocks: 53 images of 16 cells go in blocks of 7 (seven of them and one of 4), not
+/// of 16 (16, 16, 16, 5), which threads could not share evenly.
+///
+/// A function of the shape alone, not of the threads: the blocks are GEMMs, whose shape
+/// decides gemm's depth blocking and so the rounding (see [`PIECES`]).
 fn images_per_gemm(g: &Geometry) -> usize {
     let p = g.p().max(1);
     if p >= MIN_COLUMNS || g.n == 0 {
         return 1;
     }
-    let threads = rayon::current_num_threads().max(1);
-    let wanted = MIN_COLUMNS.div_ceil(p).min(g.n.div_ceil(threads)).max(1);
-    let blocks = g.n.div_ceil(wanted).next_multiple_of(threads);
+    let wanted = MIN_COLUMNS.div_ceil(p).min(g.n.div_ceil(PIECES)).max(1);
+    let blocks = g.n.div_ceil(wanted).next_multiple_of(PIECES);
     g.n.div_ceil(blocks).max(1)
 }
 
@@ -134,90 +136,86 @@ fn gather_grads<T: Element>(dy: &[T], g: &Geometry, images: std::ops::Range<usiz
 pub(super) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
     let (n, c, h, w, o) = (g.n, g.c, g.h, g.w, g.o);
     let (k, p) = (g.k(), g.p());
-    let par = g.parallelism();
-    // Σ over the batch in fixed contiguous chunks, one per thread, summed in chunk order:
-    // the same floating-point sum on every run (rayon's fold groups the samples as work
-    // stealing happens to split them, which made training differ from run to run).
-    let n_chunks = n.min(rayon::current_num_threads()).max(1);
+    // Σ over the batch in [`PIECES`] contiguous pieces fixed by the batch's size, added in
+    // their order (`ordered_sum`): the same floating-point sum for any number of threads.
+    // Where the pieces are fewer than the threads, their GEMMs share out the rest (gemm splits
+    // the output between threads, never a sum).
+    let pieces = n.clamp(1, PIECES);
+    let run = if pieces >= rayon::current_num_threads() {
+        Run::serial(g.arithmetic)
+    } else {
+        Run::parallel(g.arithmetic)
+    };
     let images = images_per_gemm(g);
-    let partials: Vec<Vec<T>> = (0..n_chunks)
-        .into_par_iter()
-        .map(|chunk| {
-            // Written zeros, not `calloc`'s: the GEMMs below read it first (see `zeroed`).
-            let mut acc = zeroed::<T>(o * k);
-            let (first, end) = (chunk * n / n_chunks, (chunk + 1) * n / n_chunks);
-            if images > 1 {
-                // Σ over blocks of images of dY[O × (image, cell)] · colᵀ[(image, cell) × K].
-                for i0 in (first..end).step_by(images) {
-                    let block = i0..(i0 + images).min(end);
-                    let cols = block.len() * p;
-                    T::with_scratch((k + o) * cols, |buf| {
-                        let (col, dyb) = buf.split_at_mut(k * cols);
-                        gather_cols(x, g, block.clone(), col);
-                        gather_grads(dy, g, block.clone(), dyb);
-                        let dym = Mat {
-                            data: dyb,
-                            rs: cols,
-                            cs: 1,
-                        };
-                        let cols_t = Mat {
-                            data: col,
-                            rs: 1,
-                            cs: cols,
-                        };
-                        matmul(&mut acc, dym, cols_t, (o, k, cols), true, par);
-                    });
-                }
-                return acc;
-            }
-            for i in first..end {
-                let xn = &x[i * c * h * w..(i + 1) * c * h * w];
-                let dyn_ = Mat {
-                    data: &dy[i * o * p..(i + 1) * o * p],
-                    rs: p,
-                    cs: 1,
-                };
-                if g.pointwise() {
-                    let cols_t = Mat {
-                        data: xn,
-                        rs: 1,
-                        cs: p,
-                    };
-                    matmul(&mut acc, dyn_, cols_t, (o, k, p), true, par);
-                    continue;
-                }
-                // Chunk by chunk of output rows: Σ dYₙ[:, chunk] · col[chunk]ᵀ.
-                by_row_chunks(g, |rows, col| {
-                    let (r0, pc) = (rows.start, rows.len() * g.ow);
-                    im2col(xn, g, rows, col, pc);
-                    let dyc = Mat {
-                        data: &dyn_.data[r0 * g.ow..],
-                        ..dyn_
+    ordered_sum(pieces, |piece| {
+        // Written zeros, not `calloc`'s: the GEMMs below read it first (see `zeroed`).
+        let mut acc = zeroed::<T>(o * k);
+        let (first, end) = (piece * n / pieces, (piece + 1) * n / pieces);
+        if images > 1 {
+            // Σ over blocks of images of dY[O × (image, cell)] · colᵀ[(image, cell) × K].
+            for i0 in (first..end).step_by(images) {
+                let block = i0..(i0 + images).min(end);
+                let cols = block.len() * p;
+                T::with_scratch((k + o) * cols, |buf| {
+                    let (col, dyb) = buf.split_at_mut(k * cols);
+                    gather_cols(x, g, block.clone(), col);
+                    gather_grads(dy, g, block.clone(), dyb);
+                    let dym = Mat {
+                        data: dyb,
+                        rs: cols,
+                        cs: 1,
                     };
                     let cols_t = Mat {
                         data: col,
                         rs: 1,
-                        cs: pc,
+                        cs: cols,
                     };
-                    matmul(&mut acc, dyc, cols_t, (o, k, pc), true, par);
+                    matmul(&mut acc, dym, cols_t, (o, k, cols), true, run);
                 });
             }
-            acc
-        })
-        .collect();
-    let mut partials = partials.into_iter();
-    let mut dw = partials.next().expect("at least one chunk");
-    for part in partials {
-        dw.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
-    }
-    dw
+            return acc;
+        }
+        for i in first..end {
+            let xn = &x[i * c * h * w..(i + 1) * c * h * w];
+            let dyn_ = Mat {
+                data: &dy[i * o * p..(i + 1) * o * p],
+                rs: p,
+                cs: 1,
+            };
+            if g.pointwise() {
+                let cols_t = Mat {
+                    data: xn,
+                    rs: 1,
+                    cs: p,
+                };
+                matmul(&mut acc, dyn_, cols_t, (o, k, p), true, run);
+                continue;
+            }
+            // Chunk by chunk of output rows: Σ dYₙ[:, chunk] · col[chunk]ᵀ.
+            by_row_chunks(g, |rows, col| {
+                let (r0, pc) = (rows.start, rows.len() * g.ow);
+                im2col(xn, g, rows, col, pc);
+                let dyc = Mat {
+                    data: &dyn_.data[r0 * g.ow..],
+                    ..dyn_
+                };
+                let cols_t = Mat {
+                    data: col,
+                    rs: 1,
+                    cs: pc,
+                };
+                matmul(&mut acc, dyc, cols_t, (o, k, pc), true, run);
+            });
+        }
+        acc
+    })
 }
 
 /// d(input)ₙ = col2im(Wᵀ[K×O] · dYₙ[O×P]) from the output's gradient `dy` and the kernel `w`.
 pub(super) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let n = g.n;
     let (k, p) = (g.k(), g.p());
-    let par = g.parallelism();
+    let run = g.run();
     let wt = Mat {
         data: w,
         rs: 1,
@@ -241,7 +239,7 @@ pub(super) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
                         rs: cols,
                         cs: 1,
                     };
-                    matmul(dcol, wt, d, (k, cols, g.o), false, par);
+                    matmul(dcol, wt, d, (k, cols, g.o), false, run);
                     for (j, dxn) in dxb.chunks_exact_mut(plane).enumerate() {
                         col2im(&dcol[j * p..], g, 0..g.oh, dxn, cols);
                     }
@@ -258,7 +256,7 @@ pub(super) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
                 cs: 1,
             };
             if g.pointwise() {
-                matmul(dxn, wt, d, (k, p, g.o), false, par);
+                matmul(dxn, wt, d, (k, p, g.o), false, run);
                 return;
             }
             // Chunk by chunk of output rows, added onto `dxn` (zero from `zeroed`).
@@ -268,7 +266,7 @@ pub(super) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
                     data: &d.data[r0 * g.ow..],
                     ..d
                 };
-                matmul(col, wt, dc, (k, pc, g.o), false, par);
+                matmul(col, wt, dc, (k, pc, g.o), false, run);
                 col2im(col, g, rows, dxn, pc);
             });
         });
@@ -440,8 +438,8 @@ fn col2im<T: Element>(
 mod tests {
     use super::*;
 
-    /// Blocks of images as even as the threads can share them: layer4 at 128 px (16 output
-    /// cells) on 53 images and two threads, blocks of 14 (14, 14, 14, 11), not of 16.
+    /// Blocks of images as even as [`PIECES`] threads can share them, the same on any number
+    /// of threads: layer4 at 128 px (16 output cells) on 53 images in blocks of 7, not of 16.
     #[test]
     fn image_blocks_share_evenly() {
         let per = |n: usize, side: usize, threads: usize| -> usize {
@@ -452,18 +450,19 @@ mod tests {
                 .unwrap()
                 .install(|| images_per_gemm(&g))
         };
-        assert_eq!(per(53, 4, 2), 14);
-        // Blocks of 4 for 8×8 outputs: 14 of them, an even number already.
-        assert_eq!(per(53, 8, 2), 4);
-        assert_eq!(per(27, 2, 2), 14);
-        assert_eq!(per(53, 4, 1), 14);
-        assert_eq!(per(53, 4, 3), 9);
-        // Outputs of 256 cells or more: one image per GEMM.
-        assert_eq!(per(53, 16, 2), 1);
-        // Fewer images than threads, and none.
-        assert_eq!(per(1, 4, 2), 1);
-        assert_eq!(per(3, 4, 8), 1);
-        assert_eq!(per(0, 4, 2), 1);
+        for threads in [1, 2, 3] {
+            assert_eq!(per(53, 4, threads), 7);
+            // 8×8 outputs: blocks of 4, fourteen of them, evened over sixteen to 4 still.
+            assert_eq!(per(53, 8, threads), 4);
+            assert_eq!(per(48, 4, threads), 6);
+            assert_eq!(per(27, 2, threads), 4);
+            // Outputs of 256 cells or more: one image per GEMM.
+            assert_eq!(per(53, 16, threads), 1);
+            // Fewer images than pieces, and none.
+            assert_eq!(per(1, 4, threads), 1);
+            assert_eq!(per(3, 4, threads), 1);
+            assert_eq!(per(0, 4, threads), 1);
+        }
     }
 
     /// The stride-2 gather (AVX2 in f32) against the plain loop, over lengths around its

@@ -106,6 +106,7 @@ impl Module for Conv2d {
                 padding: c.padding,
                 grad_input: self.grad_input,
                 winograd: self.kernels.winograd(),
+                arithmetic: self.kernels.arithmetic(),
                 transformed: (self.grad_input && backward).then(KernelCache::default),
             };
             x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)?
@@ -231,10 +232,11 @@ mod tests {
             // Padding 0 and 2 on Winograd's path (an 8×8 output: F(4×4) forward).
             (1, 2, 10, 10, 3, 3, 1, 0, Winograd::F4),
             (1, 2, 6, 7, 3, 3, 1, 2, Winograd::F4),
-            // im2col: the same 3×3 convolution (on two threads, blocks of two images per
-            // GEMM), one strided (blocks of two and one).
-            (4, 3, 9, 10, 4, 3, 1, 1, Winograd::Off),
-            (3, 3, 9, 8, 4, 3, 2, 1, Winograd::F4),
+            // im2col: a 3×3 convolution on 4×4 maps (blocks of two images per GEMM), one
+            // strided (blocks of three, the last of two), and the 9×10 map (one image).
+            (16, 2, 4, 4, 3, 3, 1, 1, Winograd::Off),
+            (17, 2, 7, 6, 3, 3, 2, 1, Winograd::F4),
+            (2, 3, 9, 10, 4, 3, 1, 1, Winograd::Off),
             // 1×1 shortcuts at strides 1 and 2, and a strided 7×7 like ResNet's stem.
             (3, 4, 5, 6, 3, 1, 1, 0, Winograd::F4),
             (3, 4, 7, 6, 3, 1, 2, 0, Winograd::F4),
@@ -251,7 +253,7 @@ mod tests {
             let x = crate::testutil::ramp(&[n, c, h, w], 1);
             let wt = crate::testutil::ramp(&[o, c, k, k], 2);
             let every = (x.elem_count() / 40).max(1);
-            // Two threads, whatever the machine: the image blocks above depend on the count.
+            // Two threads, whatever the machine (the pieces of the sums are the same on any).
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(2)
                 .build()
@@ -263,13 +265,86 @@ mod tests {
                         bias: None,
                         config,
                         grad_input: true,
-                        kernels: Kernels::Custom { winograd },
+                        kernels: Kernels::Custom {
+                            winograd,
+                            arithmetic: crate::ops::Arithmetic::Native,
+                        },
                     };
                     assert!(conv.fast_path(&t[0]), "{case}");
                     (conv.forward(&t[0])? * &r)?.sum_all()
                 })
             });
         }
+    }
+
+    /// The output and both gradients of every path are the same bit for bit on 1, 2 and 3
+    /// threads: Winograd's whole-map and blocked passes (64×64 maps of 64 channels exceed
+    /// `WHOLE`), im2col with one image and with blocks of images per GEMM, a 1×1 kernel and a
+    /// stem-like 7×7 (issue #29: the weight gradients once summed one partial per thread).
+    #[test]
+    fn results_do_not_depend_on_the_threads() -> Result<()> {
+        use crate::ops::Winograd;
+        for (n, c, h, w, o, k, s, p, winograd) in [
+            (4, 64, 64, 64, 64, 3, 1, 1, Winograd::F4),
+            (4, 64, 64, 64, 64, 3, 1, 1, Winograd::F2),
+            (12, 8, 9, 10, 8, 3, 1, 1, Winograd::F4),
+            (12, 8, 9, 10, 8, 3, 1, 1, Winograd::Off),
+            (13, 16, 8, 8, 32, 3, 2, 1, Winograd::F4),
+            (11, 16, 6, 6, 24, 1, 1, 0, Winograd::F4),
+            (5, 3, 40, 36, 16, 7, 2, 3, Winograd::F4),
+        ] {
+            let run = |threads: usize| -> Result<Vec<Vec<f32>>> {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let x = Var::from_tensor(&ramp((n, c, h, w), 1))?;
+                    let wt = Var::from_tensor(&ramp((o, c, k, k), 2))?;
+                    let conv = Conv2d {
+                        weight: wt.as_tensor().clone(),
+                        bias: None,
+                        config: Conv2dConfig {
+                            padding: p,
+                            stride: s,
+                            ..Default::default()
+                        },
+                        grad_input: true,
+                        kernels: Kernels::Custom {
+                            winograd,
+                            arithmetic: crate::ops::Arithmetic::Native,
+                        },
+                    };
+                    let y = conv.forward(x.as_tensor())?;
+                    let r = ramp(y.dims4()?, 3);
+                    let g = (&y * &r)?.sum_all()?.backward()?;
+                    [
+                        &y,
+                        g.get(x.as_tensor()).unwrap(),
+                        g.get(wt.as_tensor()).unwrap(),
+                    ]
+                    .iter()
+                    .map(|t| t.flatten_all()?.to_vec1::<f32>())
+                    .collect()
+                })
+            };
+            let one = run(1)?;
+            for threads in [2, 3] {
+                let got = run(threads)?;
+                for (i, what) in ["output", "d(input)", "d(weight)"].iter().enumerate() {
+                    let same = one[i]
+                        .iter()
+                        .zip(&got[i])
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{what} of {:?} differs on {threads} threads",
+                        (n, c, h, w, o, k, s, p, winograd)
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]

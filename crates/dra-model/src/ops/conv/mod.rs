@@ -11,10 +11,9 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use candle_nn::Conv2dConfig;
 
 use crate::ops::cpu::{dispatch, slice};
-use crate::ops::{Element, Winograd};
+use crate::ops::{Arithmetic, Element, Kernels, Winograd};
 
 mod depthwise;
-mod gemm;
 mod geometry;
 mod im2col;
 mod layer;
@@ -32,6 +31,8 @@ pub(crate) struct Conv {
     grad_input: bool,
     /// Whether and with which tiles the stride-1 3×3 kernels run by Winograd.
     winograd: Winograd,
+    /// How its GEMMs compute.
+    arithmetic: Arithmetic,
     /// Where a Winograd forward leaves its transformed kernels for the input gradient, when a
     /// backward pass can follow. They are the forward's own (the input gradient belongs to the
     /// weights the forward used), and for ResNet-18's 512-channel layers they cost 4 ms each
@@ -88,12 +89,13 @@ impl CustomOp2 for Conv {
 impl Conv {
     /// The forward of a convolution that never needs the input's gradient and keeps no
     /// transformed kernels: for ops that run a convolution inside their own kernel.
-    pub(crate) fn without_backward(config: &Conv2dConfig, winograd: Winograd) -> Self {
+    pub(crate) fn without_backward(config: &Conv2dConfig, kernels: Kernels) -> Self {
         Self {
             stride: config.stride,
             padding: config.padding,
             grad_input: false,
-            winograd,
+            winograd: kernels.winograd(),
+            arithmetic: kernels.arithmetic(),
             transformed: None,
         }
     }
@@ -126,7 +128,8 @@ impl Conv {
             w_shape.dims4()?,
             self.stride,
             self.padding,
-        )?;
+        )?
+        .with_arithmetic(self.arithmetic);
         let shape = Shape::from((g.n, g.o, g.oh, g.ow));
         if winograd::applies(&g, self.winograd) {
             let (out, kernels) = winograd::forward(x, w, &g, self.winograd);
@@ -203,7 +206,8 @@ impl WeightGrad {
             (o, c, kh, kw),
             self.conv.stride,
             self.conv.padding,
-        )?;
+        )?
+        .with_arithmetic(self.conv.arithmetic);
         if (g.oh, g.ow) != (oh, ow) {
             candle_core::bail!(
                 "dra-conv2d-dw: output gradient is {oh}×{ow}, expected {}×{}",
@@ -263,7 +267,8 @@ impl InputGrad {
             kdims,
             self.conv.stride,
             self.conv.padding,
-        )?;
+        )?
+        .with_arithmetic(self.conv.arithmetic);
         let dx = if winograd::applies(&g, self.conv.winograd) {
             // The forward's transformed kernels, taken (so freed once used) when it left them.
             let cached = self

@@ -6,7 +6,9 @@ use dra_data::{BatchSource, Category, ImageCache, ImageRef, Sample, Split, Unrea
 use super::request::RunRequest;
 use crate::engine::maps::check_maps_dir;
 use crate::error::TrainError;
-use crate::record::{prepare_out_dir, write_json, RunRecord, TrainConfig, CONFIG_FILE};
+use crate::record::{
+    prepare_out_dir, write_json, ArithmeticRecord, RunRecord, TrainConfig, CONFIG_FILE,
+};
 
 /// What the data folder gave the run.
 pub(super) struct Loaded {
@@ -72,6 +74,7 @@ pub(super) fn load(req: &RunRequest) -> Result<(Loaded, Batches), TrainError> {
         n_train_normal: split.train_normal.len(),
         calibration_normals: calibration.clone(),
         dra_rs_version: env!("CARGO_PKG_VERSION").into(),
+        arithmetic: Some(ArithmeticRecord::of(cfg, &req.device)),
     };
     write_json(&req.out_dir.join(CONFIG_FILE), &record)?;
 

@@ -1,7 +1,6 @@
 //! The forward convolution and the input gradient, both a convolution of transformed tiles with
 //! transformed kernels, and the kernels' transform.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::layout::{plane_chunks, transpose, Window};
@@ -9,9 +8,9 @@ use super::transforms::{
     input_tiles, input_tiles4, kernel_points, kernel_points4, output_tiles, output_tiles4, STEP4,
 };
 use super::{tile_rows, tile_size, Tiling, WHOLE, XI};
-use crate::ops::conv::gemm::{matmul, Mat};
 use crate::ops::conv::geometry::Geometry;
 use crate::ops::cpu::zeroed;
+use crate::ops::gemm::{matmul, Mat, Run};
 use crate::ops::{Element, Winograd};
 
 /// The forward convolution: `x` (`N×C×H×W`), `w` (`O×C×3×3`) → `N×O×OH×OW`, and for F(2×2)
@@ -41,6 +40,7 @@ pub(in crate::ops::conv) fn forward<T: Element>(
         c: g.c,
         adjoint: false,
         swap: false,
+        arithmetic: g.arithmetic,
     };
     let y = convolve(x, &t, &kernels, Plan::new(&t, g.o));
     (
@@ -90,6 +90,7 @@ pub(in crate::ops::conv) fn input_grad<T: Element>(
         c: g.c,
         adjoint: true,
         swap: t.m == 2,
+        arithmetic: g.arithmetic,
     };
     convolve(dy, &t, &kernels, Plan::new(&t, g.c))
 }
@@ -160,6 +161,8 @@ pub(super) struct Transformed<'a, T> {
     /// serves. F(4×4)'s points (0, ±1, ±2, ∞) are not closed under t ↦ 1/t, so its input
     /// gradient transforms the rotated kernels instead.
     pub(super) swap: bool,
+    /// How the point GEMMs compute.
+    pub(super) arithmetic: crate::ops::Arithmetic,
 }
 
 impl<'a, T: Element> Transformed<'a, T> {
@@ -391,7 +394,7 @@ fn point_product<T: Element>(m: &mut [T], v: &[T], k: &Transformed<T>, xi: usize
         },
         (tiles, k.rows(), k.cols()),
         false,
-        Parallelism::None,
+        Run::serial(k.arithmetic),
     );
 }
 

@@ -39,6 +39,7 @@ pub(super) use forward::{forward, input_grad, kernels_len};
 pub(super) use weight_grad::weight_grad;
 
 use super::geometry::Geometry;
+use crate::ops::cpu::PIECES;
 use crate::ops::Winograd;
 
 /// Points of the 4×4 transform domain.
@@ -115,13 +116,13 @@ impl Tiling {
 
     /// Tile rows per block: about 2²⁰ / (`points` · `channels`) tiles (so a block's
     /// transformed tiles take about 4 MB in f32), at least one row, in a number of blocks that
-    /// is a multiple of the threads and of near-equal sizes, so that no thread waits on
-    /// another's last block.
+    /// is a multiple of [`PIECES`] and of near-equal sizes, so that no thread waits on
+    /// another's last block. A block is a GEMM: its size follows from the shape alone, never
+    /// from the threads (see [`PIECES`]).
     fn rows_per_block(&self, channels: usize) -> usize {
         let tiles = (1usize << 20) / (self.points() * channels.max(1));
         let by_size = (tiles / self.tw).max(1);
-        let threads = rayon::current_num_threads().max(1);
-        let blocks = self.rows().div_ceil(by_size).next_multiple_of(threads);
+        let blocks = self.rows().div_ceil(by_size).next_multiple_of(PIECES);
         self.rows().div_ceil(blocks).max(1)
     }
 
@@ -131,7 +132,8 @@ impl Tiling {
         self.points() * self.rows() * self.tw * (self.c + other)
     }
 
-    /// Tile rows per task of a whole-map pass: the rows split evenly over the threads.
+    /// Tile rows per task of a whole-map pass: the rows split evenly over the threads. Only
+    /// the transforms, which treat each tile on its own, are split so; the GEMMs span all tiles.
     fn rows_per_task(&self) -> usize {
         self.rows()
             .div_ceil(rayon::current_num_threads().max(1))
@@ -275,6 +277,7 @@ mod tests {
                         c,
                         adjoint: false,
                         swap: false,
+                        arithmetic: crate::ops::Arithmetic::Native,
                     };
                     let got = convolve(&x, &t, &k, plan);
                     assert_close(&got, &y, &format!("y F{m} {label} {plan:?}"));

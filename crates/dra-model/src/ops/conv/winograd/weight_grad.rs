@@ -3,7 +3,6 @@
 
 use std::mem::MaybeUninit;
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::layout::{plane_chunks, points, points_mut, transpose, Window};
@@ -11,9 +10,9 @@ use super::transforms::{
     grad_tiles, grad_tiles4, input_tiles, input_tiles4, kernel_grads, kernel_grads4, STEP4,
 };
 use super::{tile_rows, tile_size, Tiling, WHOLE, XI};
-use crate::ops::conv::gemm::{matmul, matmul_uninit, Mat};
 use crate::ops::conv::geometry::Geometry;
-use crate::ops::cpu::{par_written, zeroed};
+use crate::ops::cpu::{ordered_sum, par_written, zeroed, PIECES};
+use crate::ops::gemm::{matmul, matmul_uninit, Mat, Run};
 use crate::ops::{Element, Winograd};
 
 /// d(weight) from the input `x` and d(output) `dy`: `O×C×3×3`, with the forward's tiles.
@@ -31,11 +30,12 @@ pub(in crate::ops::conv) fn weight_grad<T: Element>(
         g.w,
         g.padding,
     );
-    // Every tile at once when that is small, or no larger than the blocked path's per-thread
-    // partial sums of dU would be: the composite head's 1280-channel convolution on 4×4 maps
-    // (212 tiles) needs 35 MB of tiles whole, against two partial dU of 105 MB each.
+    // Every tile at once when that is small, or no larger than the two sums of dU that the
+    // blocked path holds at least (its total and a partial): the composite head's 1280-channel
+    // convolution on 4×4 maps (212 tiles) needs 35 MB of tiles whole, against 105 MB per dU.
+    // The choice depends on the shape alone, never on the threads (see `PIECES`).
     let tiles_len = t.whole_len(g.o);
-    let partials_len = rayon::current_num_threads().min(t.rows()) * t.points() * g.o * g.c;
+    let partials_len = 2.min(t.rows()) * t.points() * g.o * g.c;
     let whole = tiles_len <= WHOLE.max(partials_len);
     match (t.m, whole) {
         (2, true) => weight_grad_whole::<T, XI>(x, dy, g, &t),
@@ -112,9 +112,15 @@ fn transform_rows<T: Element>(
 
 /// `dU[ξ] (O×C) += Ṁ[ξ] (O×T) · Vᵀ[ξ] (T×C)` for one point, both operands stored
 /// `[tile][channel]`.
-fn weight_gemm<T: Element>(du: &mut [T], m: &[T], v: &[T], (o, c, tiles): (usize, usize, usize)) {
+fn weight_gemm<T: Element>(
+    du: &mut [T],
+    m: &[T],
+    v: &[T],
+    (o, c, tiles): (usize, usize, usize),
+    run: Run,
+) {
     let (m, v) = (point_grad(m, o), point_tiles(v, c));
-    matmul(du, m, v, (o, c, tiles), true, SERIAL);
+    matmul(du, m, v, (o, c, tiles), true, run);
 }
 
 /// One point's `Ṁ` (stored `[tile][o]`) as the O×T operand.
@@ -134,9 +140,6 @@ fn point_tiles<T>(v: &[T], c: usize) -> Mat<'_, T> {
         cs: 1,
     }
 }
-
-/// The point GEMMs run one per thread: the points are the parallelism.
-const SERIAL: Parallelism = Parallelism::None;
 
 /// d(weight) for maps with few tiles: every tile transformed (in parallel over tile rows),
 /// then the `P` GEMMs in parallel, each over all tiles, writing dU once.
@@ -180,17 +183,19 @@ pub(super) fn weight_grad_whole<T: Element, const P: usize>(
                 point_grad(m, o),
                 point_tiles(v, c),
                 (o, c, tiles),
-                SERIAL,
+                // Serial: the points are the parallelism.
+                Run::serial(g.arithmetic),
             );
         };
         // SAFETY: each point's O×C block is written whole by its GEMM.
         unsafe { par_written(P * o * c, o * c, point) }
     });
-    weight_untransform::<T, P>(std::slice::from_ref(&du), o, c)
+    weight_untransform::<T, P>(&du, o, c)
 }
 
-/// d(weight) block by block: each thread sums dU over its share of the blocks, and the
-/// shares are added in a fixed order.
+/// d(weight) block by block: the blocks fall into [`PIECES`] contiguous pieces, each summing
+/// dU over its blocks, and the pieces are added in their order (`ordered_sum`), so that every
+/// run adds in the same order whatever the threads.
 pub(super) fn weight_grad_blocked<T: Element, const P: usize>(
     x: &[T],
     dy: &[T],
@@ -200,81 +205,55 @@ pub(super) fn weight_grad_blocked<T: Element, const P: usize>(
 ) -> Vec<T> {
     let (c, o) = (g.c, g.o);
     let blocks = t.rows().div_ceil(rows_per_block);
-    // Σ over the blocks in fixed contiguous chunks, one per thread, summed in chunk order, so
-    // that every run adds in the same order (see `WeightGrad`).
-    let chunks = blocks.min(rayon::current_num_threads()).max(1);
-    let partials: Vec<Vec<T>> = (0..chunks)
-        .into_par_iter()
-        .map(|chunk| {
-            // Written zeros: the GEMMs accumulate onto it (see `zeroed`).
-            let mut du = zeroed::<T>(P * o * c);
-            let mut window = Window::new(t);
-            let mut grads = GradRows::new(t, o);
-            for b in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
-                let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
-                let tiles = (r1 - r0) * t.tw;
-                T::with_scratch(P * (c + o) * tiles, |scratch| {
-                    let (v, m) = scratch.split_at_mut(P * c * tiles);
-                    let mut vp = points_mut::<T, P>(v, 0, c * tiles, c * tiles);
-                    let mut mp = points_mut::<T, P>(m, 0, o * tiles, o * tiles);
-                    let rows = (r0, r1);
-                    transform_rows(
-                        (x, dy),
-                        t,
-                        o,
-                        rows,
-                        &mut window,
-                        &mut grads,
-                        &mut vp,
-                        &mut mp,
-                    );
-                    for xi in 0..P {
-                        let du = &mut du[xi * o * c..(xi + 1) * o * c];
-                        let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
-                        weight_gemm(du, m, v, (o, c, tiles));
-                    }
-                });
-            }
-            du
-        })
-        .collect();
-    weight_untransform::<T, P>(&partials, o, c)
+    let pieces = blocks.clamp(1, PIECES);
+    let du = ordered_sum(pieces, |piece| {
+        // Written zeros: the GEMMs accumulate onto it (see `zeroed`).
+        let mut du = zeroed::<T>(P * o * c);
+        let mut window = Window::new(t);
+        let mut grads = GradRows::new(t, o);
+        for b in piece * blocks / pieces..(piece + 1) * blocks / pieces {
+            let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(t.rows()));
+            let tiles = (r1 - r0) * t.tw;
+            T::with_scratch(P * (c + o) * tiles, |scratch| {
+                let (v, m) = scratch.split_at_mut(P * c * tiles);
+                let mut vp = points_mut::<T, P>(v, 0, c * tiles, c * tiles);
+                let mut mp = points_mut::<T, P>(m, 0, o * tiles, o * tiles);
+                let rows = (r0, r1);
+                transform_rows(
+                    (x, dy),
+                    t,
+                    o,
+                    rows,
+                    &mut window,
+                    &mut grads,
+                    &mut vp,
+                    &mut mp,
+                );
+                for xi in 0..P {
+                    let du = &mut du[xi * o * c..(xi + 1) * o * c];
+                    let (m, v) = (&m[xi * o * tiles..], &v[xi * c * tiles..]);
+                    // Serial: the pieces are the parallelism.
+                    weight_gemm(du, m, v, (o, c, tiles), Run::serial(g.arithmetic));
+                }
+            });
+        }
+        du
+    });
+    weight_untransform::<T, P>(&du, o, c)
 }
 
-/// `dW = Gᵀ dU G` for every kernel, where `dU[ξ][o][c]` is the sum of `partials`, to
-/// `O×C×3×3`, in parallel over the output channels (the partial sums are added there too, not
-/// in a serial pass of their own).
-fn weight_untransform<T: Element, const P: usize>(
-    partials: &[Vec<T>],
-    o: usize,
-    c: usize,
-) -> Vec<T> {
+/// `dW = Gᵀ dU G` for every kernel, where `du` is `dU[ξ][o][c]`, to `O×C×3×3`, in parallel
+/// over the output channels.
+fn weight_untransform<T: Element, const P: usize>(du: &[T], o: usize, c: usize) -> Vec<T> {
     let mut dw = zeroed::<T>(o * c * 9);
     dw.par_chunks_mut(c * 9).enumerate().for_each_init(
         || {
             let tmp = if P == XI { 0 } else { 18 * c };
-            (
-                vec![T::zero(); P * c],
-                vec![T::zero(); 9 * c],
-                vec![T::zero(); tmp],
-            )
+            (vec![T::zero(); 9 * c], vec![T::zero(); tmp])
         },
-        |(du, entries, tmp), (oi, dw)| {
-            // Row `oi` of every point's dU, summed over the partials in their order.
-            let du = if let [only] = partials {
-                points::<T, P>(only, oi * c, o * c, c)
-            } else {
-                for (xi, row) in du.chunks_exact_mut(c).enumerate() {
-                    let at = (xi * o + oi) * c;
-                    row.copy_from_slice(&partials[0][at..at + c]);
-                    for part in &partials[1..] {
-                        row.iter_mut()
-                            .zip(&part[at..at + c])
-                            .for_each(|(a, b)| *a += *b);
-                    }
-                }
-                points::<T, P>(du, 0, c, c)
-            };
+        |(entries, tmp), (oi, dw)| {
+            // Row `oi` of every point's dU.
+            let du = points::<T, P>(du, oi * c, o * c, c);
             let mut out = points_mut::<T, 9>(entries, 0, c, c);
             // `P` is one of the two sizes; the casts only restate it to the compiler.
             if let Ok(du) = <&[&[T]; XI]>::try_from(&du[..]) {
