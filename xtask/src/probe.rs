@@ -410,6 +410,7 @@ fn runs(work: &Path, lines: &mut BTreeMap<String, String>) -> Result<()> {
                 device: device.clone(),
                 on_unreadable: dra_data::OnUnreadable::Error,
                 save_maps: has_maps.then(|| maps.clone()),
+                overwrite: false,
             })
             .with_context(|| key.clone())?;
             fingerprint_dir(&out, work, &format!("{key}/train"), lines)?;

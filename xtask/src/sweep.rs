@@ -140,6 +140,7 @@ pub fn run(
                 dra_data::OnUnreadable::Error
             },
             save_maps: None,
+            overwrite: true,
         };
         match dra_train::train(&request) {
             Ok(m) => {

@@ -51,6 +51,7 @@ fn train_and_score(
         device: Device::Cpu,
         on_unreadable: OnUnreadable::Error,
         save_maps: None,
+        overwrite: false,
     })?;
     eprintln!("test set: AUC-ROC {:.3}", metrics.auc_roc);
 

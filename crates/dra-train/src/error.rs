@@ -32,6 +32,30 @@ pub enum TrainError {
         /// What is wrong and, where it helps, the valid values.
         message: String,
     },
+    /// The output folder holds another run's files, and `--overwrite` was not given.
+    #[error(
+        "{flag} {}: holds a run already ({}); give another folder, or --overwrite to replace it",
+        dir.display(),
+        files.join(", ")
+    )]
+    OutputExists {
+        /// The flag that named the folder.
+        flag: &'static str,
+        /// The folder.
+        dir: PathBuf,
+        /// The run's files found there.
+        files: Vec<String>,
+    },
+    /// Another process is writing the output folder (it holds the folder's lock).
+    #[error(
+        "{}: another dra process is writing to this folder; wait for it to end, or choose \
+         another folder",
+        dir.display()
+    )]
+    Busy {
+        /// The folder.
+        dir: PathBuf,
+    },
     /// The training loss became NaN or infinite; the run stops there.
     #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}")]
     Diverged {

@@ -36,6 +36,7 @@
 //!     device: candle_core::Device::Cpu,
 //!     on_unreadable: OnUnreadable::Error,
 //!     save_maps: None,
+//!     overwrite: false,
 //! })?;
 //! assert!((0.0..=1.0).contains(&metrics.auc_roc));
 //!

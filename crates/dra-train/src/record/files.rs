@@ -19,6 +19,66 @@ pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), TrainError> {
     remove_if_exists(&dir.join(super::METRICS_FILE))
 }
 
+/// A folder held for writing: an advisory lock on its [`LOCK_FILE`](super::LOCK_FILE), released when this is
+/// dropped, and by the operating system when the process ends, a crash included.
+#[derive(Debug)]
+pub struct OutputLock {
+    _file: fs::File,
+}
+
+/// Locks `dir` for this process, or fails at once, naming it, where another process holds it.
+pub(crate) fn lock_dir(dir: &Path) -> Result<OutputLock, TrainError> {
+    let path = dir.join(super::LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| TrainError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(OutputLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(TrainError::Busy {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(TrainError::io(&path, e)),
+    }
+}
+
+/// Claims `dir` (`flag`'s folder) for a run: a writable folder, locked, that holds no results
+/// of an earlier run (any of `results`) unless `overwrite`. The files of `clear` that are there
+/// (results, or what a run that failed early left) are removed first, in their order, so that
+/// nothing of an earlier run mixes with this one: put the file that marks a finished run first,
+/// so that a removal that fails leaves no folder that looks finished.
+pub(crate) fn claim_dir(
+    dir: &Path,
+    flag: &'static str,
+    results: &[&str],
+    clear: &[&str],
+    overwrite: bool,
+) -> Result<OutputLock, TrainError> {
+    writable_dir(dir, flag)?;
+    let lock = lock_dir(dir)?;
+    let present = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|f| dir.join(f).is_file())
+            .map(|f| f.to_string())
+            .collect()
+    };
+    let found = present(results);
+    if !found.is_empty() && !overwrite {
+        return Err(TrainError::OutputExists {
+            flag,
+            dir: dir.to_path_buf(),
+            files: found,
+        });
+    }
+    for f in present(clear) {
+        remove_if_exists(&dir.join(f))?;
+    }
+    Ok(lock)
+}
+
 /// Creates `dir` if it is missing and checks that a file can be written there, so that a bad
 /// output folder fails before any work, naming `flag` and the path.
 pub(crate) fn writable_dir(dir: &Path, flag: &'static str) -> Result<(), TrainError> {

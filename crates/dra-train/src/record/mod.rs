@@ -28,7 +28,8 @@ mod train_log;
 
 pub use ahl_config::{AhlConfig, Draws, HeadInit, Members};
 pub use files::write_atomic;
-pub(crate) use files::{prepare_out_dir, save_safetensors, writable_dir, write_json};
+pub use files::OutputLock;
+pub(crate) use files::{claim_dir, prepare_out_dir, save_safetensors, writable_dir, write_json};
 pub use metrics::{AtThreshold, Metrics};
 pub use overrides::Overrides;
 pub use profile::Profile;
@@ -55,3 +56,23 @@ pub const THRESHOLD_FILE: &str = "threshold.json";
 pub const METRICS_FILE: &str = "metrics.json";
 /// The self-contained page that shows the run.
 pub const REPORT_FILE: &str = "report.html";
+/// The advisory lock a process holds on a folder while it writes there.
+pub const LOCK_FILE: &str = ".dra.lock";
+
+/// Every file a training run writes into its folder, removed before a new run starts there:
+/// [`METRICS_FILE`] first, which marks a finished run.
+pub const RUN_FILES: [&str; 8] = [
+    METRICS_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    REFERENCES_FILE,
+    SCORES_FILE,
+    TRAIN_LOG_FILE,
+    THRESHOLD_FILE,
+    REPORT_FILE,
+];
+
+/// The files that make a folder hold a trained run, which `dra train` replaces only with
+/// `--overwrite` (a `config.json` or `train_log.csv` alone is what a run that failed or was
+/// stopped before its end left, and is replaced).
+pub const RESULT_FILES: [&str; 3] = [METRICS_FILE, MODEL_FILE, SCORES_FILE];

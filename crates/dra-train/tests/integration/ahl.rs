@@ -48,6 +48,7 @@ fn train(config: TrainConfig, category: &Path, out: PathBuf) -> Metrics {
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: None,
+        overwrite: false,
     })
     .unwrap()
 }

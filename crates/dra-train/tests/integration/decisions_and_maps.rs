@@ -44,6 +44,7 @@ fn run(dir: &Path) -> (PathBuf, PathBuf, Metrics, TrainConfig) {
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: Some(maps.clone()),
+        overwrite: false,
     })
     .unwrap();
     (out, maps, metrics, config)

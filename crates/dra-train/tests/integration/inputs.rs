@@ -361,13 +361,14 @@ fn failed_writes_name_the_path_and_leave_no_finished_run() {
     assert!(one_line(&err).contains(s(&under)), "{err}");
 
     // A write that fails after training (here scores.csv is taken by a folder) names the file,
-    // and the metrics.json of an earlier run is gone, so the run does not look finished.
+    // and the metrics.json of the run replaced (--overwrite) is gone, so the folder does not
+    // look finished.
     let run = root.join("run");
     let (ok, _, err) = train(root, &run, &[]);
     assert!(ok, "{err}");
     std::fs::remove_file(run.join("scores.csv")).unwrap();
     std::fs::create_dir_all(run.join("scores.csv/taken")).unwrap();
-    let (ok, _, err) = train(root, &run, &[]);
+    let (ok, _, err) = train(root, &run, &["--overwrite"]);
     assert!(!ok);
     assert!(one_line(&err).contains(s(&run.join("scores.csv"))), "{err}");
     assert!(!run.join("metrics.json").exists());

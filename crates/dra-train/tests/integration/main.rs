@@ -1,7 +1,7 @@
 //! dra-train's integration tests, in one binary so that candle is linked once: whole runs on
 //! generated data (`train_tiny`, `methods`, `ahl`, `decisions_and_maps`, `threads`), the run records
 //! (`records`), the model against PyTorch's fixtures and the test device (`parity`, `device`),
-//! and the `dra` program as a user runs it (`cli`, `inputs`).
+//! and the `dra` program as a user runs it (`cli`, `inputs`, `outputs`).
 
 mod ahl;
 mod cli;
@@ -10,6 +10,7 @@ mod decisions_and_maps;
 mod device;
 mod inputs;
 mod methods;
+mod outputs;
 mod parity;
 mod records;
 mod threads;

@@ -55,6 +55,7 @@ fn every_baseline_trains_saves_and_reloads() {
             device: Device::Cpu,
             on_unreadable: dra_data::OnUnreadable::Error,
             save_maps: None,
+            overwrite: false,
         })
         .unwrap_or_else(|e| panic!("{method}: {e}"));
         report.push((method, metrics.auc_roc));
@@ -166,6 +167,7 @@ fn default_category_run(
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: None,
+        overwrite: false,
     })
     .unwrap_or_else(|e| panic!("{method}: {e}"))
     .auc_roc

@@ -38,6 +38,7 @@ fn tiny_model_trains_and_writes_a_consistent_run() {
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: None,
+        overwrite: false,
     };
     let metrics = dra_train::train(&request).unwrap();
     assert!(
@@ -102,6 +103,7 @@ fn same_seed_same_run_bit_for_bit() {
             device: Device::Cpu,
             on_unreadable: dra_data::OnUnreadable::Error,
             save_maps: None,
+            overwrite: false,
         })
         .unwrap();
         (
@@ -133,6 +135,7 @@ fn saved_model_scores_the_same_way_every_time() {
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: None,
+        overwrite: false,
     })
     .unwrap();
 

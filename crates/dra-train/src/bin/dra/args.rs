@@ -272,6 +272,10 @@ pub(crate) struct TrainArgs {
     /// DIR/test/<class>/<name>.npy (DRA only).
     #[arg(long)]
     pub(crate) save_maps: Option<PathBuf>,
+    /// Replace the run that --out holds already (its files are removed first). Without it,
+    /// a folder that holds a run is refused.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
     /// Defaults: `paper` is the official protocol; `own-data` a detector on one's own images
     /// on a CPU (128 px, 100 steps, a held-out calibration slice); `quick` a pipeline check.
     #[arg(long, value_enum, default_value_t = Profile::Paper)]

@@ -72,6 +72,7 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
         device: device(&args.device)?,
         on_unreadable: args.data.unreadable.policy(),
         save_maps: args.save_maps.clone(),
+        overwrite: args.overwrite,
     };
     let mut bar = Bar::new(!args.quiet, &args.data.dataset);
     let m = dra_train::train_with_progress(&request, &mut |p| bar.show(p))?;

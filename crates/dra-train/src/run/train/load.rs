@@ -7,7 +7,8 @@ use super::request::RunRequest;
 use crate::engine::maps::check_maps_dir;
 use crate::error::TrainError;
 use crate::record::{
-    prepare_out_dir, write_json, ArithmeticRecord, RunRecord, TrainConfig, CONFIG_FILE,
+    claim_dir, write_json, ArithmeticRecord, OutputLock, RunRecord, TrainConfig, CONFIG_FILE,
+    RESULT_FILES, RUN_FILES,
 };
 
 /// What the data folder gave the run.
@@ -20,6 +21,8 @@ pub(super) struct Loaded {
     pub calibration: Vec<ImageRef>,
     /// Every file left out for not decoding, the outlier images' too.
     pub unreadable: Vec<Unreadable>,
+    /// The run folder's lock, held until the run ends.
+    pub _lock: OutputLock,
 }
 
 /// The training images, decoded and resized once.
@@ -36,7 +39,13 @@ pub(super) struct Batches {
 pub(super) fn load(req: &RunRequest) -> Result<(Loaded, Batches), TrainError> {
     let cfg = &req.config;
     cfg.validate()?;
-    prepare_out_dir(&req.out_dir)?;
+    let lock = claim_dir(
+        &req.out_dir,
+        "--out",
+        &RESULT_FILES,
+        &RUN_FILES,
+        req.overwrite,
+    )?;
     if let Some(dir) = &req.save_maps {
         check_maps_dir(dir, cfg.method)?;
     }
@@ -96,6 +105,7 @@ pub(super) fn load(req: &RunRequest) -> Result<(Loaded, Batches), TrainError> {
             split,
             calibration,
             unreadable,
+            _lock: lock,
         },
         Batches { source, ahl_images },
     ))

@@ -28,6 +28,9 @@ pub struct RunRequest {
     pub on_unreadable: OnUnreadable,
     /// Write each test image's anomaly map here as `test/<class>/<name>.npy` (DRA only).
     pub save_maps: Option<PathBuf>,
+    /// Replace a run that `out_dir` holds already (its files are removed first); without it
+    /// such a folder is refused, so that nothing trained is lost (`--overwrite`).
+    pub overwrite: bool,
 }
 
 /// What [`train_with_progress`](super::train_with_progress) reports as the run goes: the `dra`
