@@ -65,6 +65,12 @@ enum Task {
     /// One perf measurement in a process of its own (used by `perf`).
     #[command(hide = true)]
     PerfWorker(perf::WorkerArgs),
+    /// Peak memory and step time of training runs on generated data sets of N images, with
+    /// the default image cache and with others (docs/performance.md, "Memory and data size").
+    PerfData(perf::DataArgs),
+    /// One `perf-data` run in a process of its own.
+    #[command(hide = true)]
+    PerfDataWorker(perf::DataWorkerArgs),
 }
 
 #[derive(Args)]
@@ -142,5 +148,7 @@ fn main() -> Result<()> {
         Task::Probe(args) => probe::probe(&args),
         Task::Tidy => tidy::tidy(&workspace::root()),
         Task::PerfWorker(args) => perf::worker(args),
+        Task::PerfData(args) => perf::perf_data(args),
+        Task::PerfDataWorker(args) => perf::perf_data_worker(args),
     }
 }

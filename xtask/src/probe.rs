@@ -410,7 +410,10 @@ fn runs(work: &Path, lines: &mut BTreeMap<String, String>) -> Result<()> {
                 device: device.clone(),
                 on_unreadable: dra_data::OnUnreadable::Error,
                 save_maps: has_maps.then(|| maps.clone()),
-                overwrite: false,
+                control: dra_train::RunControl {
+                    overwrite: false,
+                    ..Default::default()
+                },
             })
             .with_context(|| key.clone())?;
             fingerprint_dir(&out, work, &format!("{key}/train"), lines)?;
@@ -435,6 +438,7 @@ fn runs(work: &Path, lines: &mut BTreeMap<String, String>) -> Result<()> {
                     &choice,
                     &eval_out,
                     has_maps.then_some(eval_maps.as_path()),
+                    false,
                     &device,
                 )
                 .with_context(|| format!("{key}/{name}"))?;
@@ -464,6 +468,7 @@ fn runs(work: &Path, lines: &mut BTreeMap<String, String>) -> Result<()> {
                 &images,
                 &mut refs,
                 has_maps.then_some(heatmaps.as_path()),
+                false,
                 &device,
             )?;
             let csv = dra_train::record::predictions_csv(&rows, loaded.threshold.as_ref());

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dra_data::datasets::DatasetName;
 use dra_model::LossKind;
-use dra_train::record::RunRecord;
-use dra_train::{Metrics, RunRequest, TrainConfig};
+use dra_train::record::{RunRecord, CHECKPOINT_FILE, METRICS_FILE};
+use dra_train::{Metrics, RunControl, RunRequest, StopSignal, TrainConfig, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::SweepArgs;
@@ -111,6 +111,9 @@ pub fn run(
         println!("{done} run(s) already done, {} to run", pending.len());
     }
 
+    // SIGINT/SIGTERM stop the run under way at a step boundary, with a checkpoint that the
+    // next invocation goes on from; a second signal ends the process at once.
+    let stop = StopSignal::on_termination().context("setting up the stop on SIGINT/SIGTERM")?;
     let bar = progress_bar(pending.len() as u64);
     let started = Instant::now();
     let mut failures = Vec::new();
@@ -140,8 +143,18 @@ pub fn run(
                 dra_data::OnUnreadable::Error
             },
             save_maps: None,
-            overwrite: true,
+            // A stopped run of this configuration goes on; anything else in the folder (an
+            // unfinished run of another configuration) is replaced.
+            control: RunControl {
+                resume: resumable(dir, &job.dataset, config),
+                overwrite: true,
+                stop: Some(stop.clone()),
+                ..Default::default()
+            },
         };
+        if request.control.resume {
+            bar.suspend(|| println!("{}: goes on from its checkpoint", job.describe()));
+        }
         match dra_train::train(&request) {
             Ok(m) => {
                 runs::upsert(&out, row_for(kind, job, &m, hash.clone(), dir.clone()))?;
@@ -164,6 +177,14 @@ pub fn run(
                         clock(started.elapsed())
                     )
                 });
+            }
+            Err(e @ TrainError::Stopped { .. }) => {
+                bar.finish_and_clear();
+                println!("{}: {e}", job.describe());
+                println!(
+                    "stopped; the same command goes on (finished runs are kept, this one resumes from its checkpoint)"
+                );
+                std::process::exit(130);
             }
             Err(e) => {
                 bar.suspend(|| {
@@ -209,14 +230,33 @@ fn clock(d: Duration) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// Whether `dir` holds a run (finished or not) of exactly this configuration: its
+/// `config.json` records it, with AHL's settings in full as a run records them.
+fn same_run(dir: &Path, dataset: &str, config: &TrainConfig) -> bool {
+    let Ok(record) = RunRecord::read(dir, "--out") else {
+        return false;
+    };
+    let effective = TrainConfig {
+        ahl: config.method.is_ahl().then(|| config.ahl_config()),
+        ..config.clone()
+    };
+    record.config == effective && record.dataset == dataset
+}
+
 /// The recorded metrics when `dir` holds a finished run of exactly this configuration.
 fn finished(dir: &Path, dataset: &str, config: &TrainConfig) -> Option<Metrics> {
-    let record: RunRecord =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
-    if &record.config != config || record.dataset != dataset {
+    if !same_run(dir, dataset, config) {
         return None;
     }
-    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).ok()?).ok()
+    serde_json::from_str(&std::fs::read_to_string(dir.join(METRICS_FILE)).ok()?).ok()
+}
+
+/// Whether `dir` holds a stopped run of exactly this configuration, which goes on from its
+/// checkpoint rather than from step 0.
+fn resumable(dir: &Path, dataset: &str, config: &TrainConfig) -> bool {
+    dir.join(CHECKPOINT_FILE).is_file()
+        && !dir.join(METRICS_FILE).exists()
+        && same_run(dir, dataset, config)
 }
 
 fn row_for(

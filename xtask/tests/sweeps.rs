@@ -1,6 +1,6 @@
 //! The sweeps' promises, through the `xtask` binary on tiny runs of the embedded data: reruns
-//! resume, a `kill -9` loses no finished run and redoes none, shards merge into the unsharded
-//! table.
+//! resume, a `kill -9` loses no finished run and redoes none, a run stopped by SIGTERM goes on
+//! from its checkpoint, shards merge into the unsharded table.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -89,6 +89,17 @@ fn reruns_resume_and_shards_merge_into_the_unsharded_table() {
             &[],
         ));
         assert_eq!(data_lines(&Path::new(out).join("runs.csv")).len(), 1);
+        // A shard's table says that it is a part, and which run each cell holds, not a
+        // spread of ±0.000 over "2 runs".
+        let table = std::fs::read_to_string(Path::new(out).join("table.md")).unwrap();
+        assert!(
+            table.contains("a part of the sweep, 1 of its 2 runs"),
+            "{table}"
+        );
+        assert!(
+            table.contains("only)") && !table.contains("±0.000"),
+            "{table}"
+        );
     }
     ok(Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["merge", &sh1, &sh2, "--out", &merged])
@@ -165,6 +176,74 @@ fn a_killed_sweep_loses_no_finished_run_and_redoes_none() {
     let table = std::fs::read_to_string(Path::new(&out).join("table.md")).unwrap();
     assert!(table.contains("synthetic/weave / hole"), "{table}");
     assert!(table.contains("synthetic/weave / Mean"), "{table}");
+}
+
+#[test]
+fn a_sweep_stopped_mid_run_goes_on_from_the_runs_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One run of six steps (two epochs of three), so that a stop falls inside it.
+    let sweep = |out: &str| -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(["bench-general", "--runs", "1", "--out", out]);
+        c.args([
+            "--datasets",
+            "synthetic/weave",
+            "--shots",
+            "1",
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "3",
+            "--n-scales",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "6",
+        ]);
+        c
+    };
+    let whole = tmp.path().join("whole").to_string_lossy().into_owned();
+    ok(sweep(&whole).output().unwrap());
+
+    let out = tmp.path().join("stopped").to_string_lossy().into_owned();
+    let child = sweep(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs_dir = Path::new(&out).join("runs");
+    let log = || -> Option<std::path::PathBuf> {
+        let run = std::fs::read_dir(&runs_dir).ok()?.next()?.ok()?.path();
+        Some(run.join("train_log.csv"))
+    };
+    let start = Instant::now();
+    while log().is_none_or(|l| data_lines(&l).len() < 2) {
+        assert!(start.elapsed() < Duration::from_secs(300), "no step 2");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's id, which it keeps until we wait for it.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopped = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&stopped.stdout);
+    assert_eq!(stopped.status.code(), Some(130), "{said}");
+    assert!(said.contains("stopped after step"), "{said}");
+    let run = log().unwrap().parent().unwrap().to_path_buf();
+    assert!(run.join("checkpoint.safetensors").is_file());
+    assert!(data_lines(&Path::new(&out).join("runs.csv")).is_empty());
+
+    let again = ok(sweep(&out).output().unwrap());
+    assert!(again.contains("goes on from its checkpoint"), "{again}");
+    let whole_run = Path::new(&whole)
+        .join("runs")
+        .join(run.file_name().unwrap());
+    for file in ["model.safetensors", "scores.csv"] {
+        assert!(
+            std::fs::read(run.join(file)).unwrap() == std::fs::read(whole_run.join(file)).unwrap(),
+            "{file}: the resumed run differs from the run never stopped"
+        );
+    }
+    assert_eq!(data_lines(&Path::new(&out).join("runs.csv")).len(), 1);
 }
 
 #[test]

@@ -3,8 +3,6 @@
 //! Every random choice of a step is drawn from generators derived from `(seed, step, slot)`, so a
 //! batch does not depend on how many threads built it: the same seed gives the same batches.
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,11 +14,11 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::datasets::decode::load_rgb;
 use crate::error::{DataError, Result};
+use crate::image_cache::ImageCache;
 use crate::pseudo::PseudoKind;
-use crate::sample::{ImageRef, Label};
-use crate::transform::{normalize_into, random_rotation, resize_bilinear};
+use crate::sample::Label;
+use crate::transform::{normalize_into, random_rotation};
 
 /// The sampling constants of a training step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,63 +73,6 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Decoded images resized once to the training size and kept in memory. The official pipeline
-/// resizes first and augments after, so caching the resized image changes nothing.
-#[derive(Clone, Debug)]
-pub struct ImageCache {
-    /// The resized images, in the order they were given.
-    pub images: Vec<RgbImage>,
-}
-
-impl ImageCache {
-    /// Decodes, cuts and resizes `images` in parallel; the first unreadable file is the error.
-    pub fn load(images: &[ImageRef], size: u32) -> Result<Self> {
-        let images = load_images(images, |img| resize_bilinear(&img, size, size))?;
-        Ok(Self { images })
-    }
-}
-
-/// Reads `images` in parallel and maps each through `f`, in order. The rectangles of one file
-/// (AITEX's sixteen tiles, SDD's thirds) are cut from a single decode of it; only `f`'s results
-/// are kept, so whole files never pile up in memory.
-pub fn load_images<T, F>(images: &[ImageRef], f: F) -> Result<Vec<T>>
-where
-    T: Send,
-    F: Fn(RgbImage) -> T + Sync,
-{
-    // Group positions by file, in order of first appearance.
-    let mut groups: Vec<(&Path, Vec<usize>)> = Vec::new();
-    let mut group_of: HashMap<&Path, usize> = HashMap::new();
-    for (i, image) in images.iter().enumerate() {
-        let g = *group_of.entry(&image.path).or_insert_with(|| {
-            groups.push((&image.path, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push(i);
-    }
-    let done = groups
-        .par_iter()
-        .map(|(path, positions)| -> Result<Vec<(usize, T)>> {
-            if let [i] = positions[..] {
-                return Ok(vec![(i, f(images[i].load_rgb()?))]);
-            }
-            let whole = load_rgb(path)?;
-            positions
-                .iter()
-                .map(|&i| Ok((i, f(images[i].cut(&whole)?))))
-                .collect()
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut out: Vec<Option<T>> = (0..images.len()).map(|_| None).collect();
-    for (i, value) in done.into_iter().flatten() {
-        out[i] = Some(value);
-    }
-    Ok(out
-        .into_iter()
-        .map(|v| v.expect("every position belongs to one group"))
-        .collect())
 }
 
 /// An endless stream of fresh random permutations of `0..n`, as the official sampler.
@@ -207,7 +148,7 @@ impl BatchSource {
         anomalies: ImageCache,
         seed: u64,
     ) -> Result<Self> {
-        if normals.images.is_empty() {
+        if normals.is_empty() {
             return Err(DataError::InvalidOption {
                 flag: "--dataset",
                 message: "the training set has no normal images".into(),
@@ -219,7 +160,7 @@ impl BatchSource {
                 message: "must be at least 1".into(),
             });
         }
-        if !anomalies.images.is_empty() && config.batch_size < 3 {
+        if !anomalies.is_empty() && config.batch_size < 3 {
             return Err(DataError::InvalidOption {
                 flag: "--batch-size",
                 message: "must be at least 3 to hold normal and anomaly slots".into(),
@@ -227,15 +168,15 @@ impl BatchSource {
         }
         Ok(Self {
             normal_stream: PermutationStream::new(
-                normals.images.len(),
+                normals.len(),
                 derive_seed(seed, STREAM_NORMAL, 0, 0),
             ),
             anomaly_stream: PermutationStream::new(
-                anomalies.images.len(),
+                anomalies.len(),
                 derive_seed(seed, STREAM_ANOMALY, 0, 0),
             ),
             reference_stream: PermutationStream::new(
-                normals.images.len(),
+                normals.len(),
                 derive_seed(seed, STREAM_REFERENCE, 0, 0),
             ),
             reference_draws: 0,
@@ -250,7 +191,7 @@ impl BatchSource {
     /// Pseudo anomalies from these images (through the plain training transform) instead of
     /// CutMix: the official `--outlier_root` outlier exposure. An empty set keeps CutMix.
     pub fn with_outliers(mut self, outliers: ImageCache) -> Self {
-        self.outliers = (!outliers.images.is_empty()).then_some(outliers);
+        self.outliers = (!outliers.is_empty()).then_some(outliers);
         self
     }
 
@@ -263,7 +204,7 @@ impl BatchSource {
     /// anomalies exist (official `BalancedBatchSampler`), else all normals.
     pub fn slot_counts(&self) -> (usize, usize) {
         let b = self.config.batch_size;
-        if self.anomalies.images.is_empty() {
+        if self.anomalies.is_empty() {
             (b, 0)
         } else {
             let n = 2 * b / 3;
@@ -271,8 +212,31 @@ impl BatchSource {
         }
     }
 
-    /// The next training step: references first, then the balanced batch.
-    pub fn next_batch(&mut self, step: u64) -> Batch {
+    /// The next training step: references first, then the balanced batch. Fails only where
+    /// an image file not held in memory no longer decodes (changed since it was loaded).
+    pub fn next_batch(&mut self, step: u64) -> Result<Batch> {
+        let slots = self.next_slots();
+        let (images, labels) = self.render(&slots, STREAM_AUGMENT, step)?;
+        Ok(Batch {
+            images,
+            labels: labels[self.config.n_ref..].to_vec(),
+            n_ref: self.config.n_ref,
+            image_size: self.config.image_size,
+        })
+    }
+
+    /// Moves past `steps` training steps without building their batches: the source is then
+    /// where it would be after as many [`BatchSource::next_batch`] calls, which is all a
+    /// resumed run needs (each batch's augmentation is drawn from its step alone). Cheap: only
+    /// the sampling order is drawn.
+    pub fn skip(&mut self, steps: u64) {
+        for _ in 0..steps {
+            self.next_slots();
+        }
+    }
+
+    /// Which images the next step takes: references, then normals, then anomalies.
+    fn next_slots(&mut self) -> Vec<Slot> {
         let (n_normal, n_anomaly) = self.slot_counts();
         let mut slots = Vec::with_capacity(self.config.n_ref + n_normal + n_anomaly);
         for _ in 0..self.config.n_ref {
@@ -284,28 +248,23 @@ impl BatchSource {
         for _ in 0..n_anomaly {
             slots.push(Slot::Anomaly(self.anomaly_stream.next()));
         }
-        let (images, labels) = self.render(&slots, STREAM_AUGMENT, step);
-        Batch {
-            images,
-            labels: labels[self.config.n_ref..].to_vec(),
-            n_ref: self.config.n_ref,
-            image_size: self.config.image_size,
-        }
+        slots
     }
 
     /// A fresh reference set (training transform, as the official reference loader), for a test
     /// batch. Returns the `n_ref × 3 × H × W` buffer.
-    pub fn next_references(&mut self) -> Vec<f32> {
+    pub fn next_references(&mut self) -> Result<Vec<f32>> {
         let slots: Vec<Slot> = (0..self.config.n_ref)
             .map(|_| Slot::Normal(self.reference_stream.next()))
             .collect();
         self.reference_draws += 1;
-        self.render(&slots, STREAM_REFERENCE_AUGMENT, self.reference_draws)
-            .0
+        Ok(self
+            .render(&slots, STREAM_REFERENCE_AUGMENT, self.reference_draws)?
+            .0)
     }
 
     /// Augments and normalises the slots in parallel.
-    fn render(&self, slots: &[Slot], stream: u64, step: u64) -> (Vec<f32>, Vec<Label>) {
+    fn render(&self, slots: &[Slot], stream: u64, step: u64) -> Result<(Vec<f32>, Vec<Label>)> {
         let size = self.config.image_size as usize;
         let per_image = 3 * size * size;
         let mut images = vec![0f32; slots.len() * per_image];
@@ -316,52 +275,52 @@ impl BatchSource {
             .map(|(i, (out, slot))| {
                 let mut rng =
                     ChaCha8Rng::seed_from_u64(derive_seed(self.seed, stream, step, i as u64));
-                let (img, label) = self.augment(*slot, &mut rng);
+                let (img, label) = self.augment(*slot, &mut rng)?;
                 normalize_into(&img, out);
-                label
+                Ok(label)
             })
-            .collect();
-        (images, labels)
+            .collect::<Result<_>>()?;
+        Ok((images, labels))
     }
 
     /// The official `__getitem__`: a normal slot becomes, with probability `pseudo_prob`, a
     /// pseudo anomaly (CutMix, or the `pseudo` generator chosen) made from a uniformly drawn
     /// normal image; every training image is then randomly rotated.
-    fn augment(&self, slot: Slot, rng: &mut ChaCha8Rng) -> (RgbImage, Label) {
+    fn augment(&self, slot: Slot, rng: &mut ChaCha8Rng) -> Result<(RgbImage, Label)> {
         let degrees = self.config.rotation_degrees;
-        match slot {
+        Ok(match slot {
             Slot::Normal(i) => {
                 if rng.random_bool(self.config.pseudo_prob) {
                     let pseudo = match &self.outliers {
                         Some(outliers) => {
-                            let j = rng.random_range(0..outliers.images.len());
-                            outliers.images[j].clone()
+                            let j = rng.random_range(0..outliers.len());
+                            outliers.get(j)?.as_ref().clone()
                         }
                         None => {
-                            let j = rng.random_range(0..self.normals.images.len());
-                            self.config.pseudo.apply(&self.normals.images[j], rng)
+                            let j = rng.random_range(0..self.normals.len());
+                            self.config.pseudo.apply(&*self.normals.get(j)?, rng)
                         }
                     };
                     (random_rotation(&pseudo, degrees, rng), Label::Pseudo)
                 } else {
                     (
-                        random_rotation(&self.normals.images[i], degrees, rng),
+                        random_rotation(&*self.normals.get(i)?, degrees, rng),
                         Label::Normal,
                     )
                 }
             }
             Slot::Anomaly(i) => (
-                random_rotation(&self.anomalies.images[i], degrees, rng),
+                random_rotation(&*self.anomalies.get(i)?, degrees, rng),
                 Label::Anomaly,
             ),
-        }
+        })
     }
 }
 
 /// Builds batches on a background thread, `depth` steps ahead of the consumer, so that data
 /// preparation overlaps the model's work.
 pub struct Prefetcher {
-    rx: Receiver<Batch>,
+    rx: Receiver<Result<Batch>>,
     handle: Option<JoinHandle<BatchSource>>,
     waited: Duration,
 }
@@ -375,7 +334,9 @@ impl Prefetcher {
             .name("dra-batches".into())
             .spawn(move || {
                 for step in steps {
-                    if tx.send(source.next_batch(step)).is_err() {
+                    let batch = source.next_batch(step);
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
                         break;
                     }
                 }
@@ -389,8 +350,8 @@ impl Prefetcher {
         }
     }
 
-    /// The next batch, or `None` when the range of steps is exhausted.
-    pub fn recv(&mut self) -> Option<Batch> {
+    /// The next batch, or `None` when the range of steps is exhausted (or an error ended it).
+    pub fn recv(&mut self) -> Option<Result<Batch>> {
         let start = Instant::now();
         let batch = self.rx.recv().ok();
         self.waited += start.elapsed();
@@ -418,11 +379,11 @@ mod tests {
     use super::*;
 
     fn cache(n: usize, size: u32, base: u8) -> ImageCache {
-        ImageCache {
-            images: (0..n)
+        ImageCache::from_images(
+            (0..n)
                 .map(|i| RgbImage::from_pixel(size, size, image::Rgb([base, i as u8 * 10, 7])))
                 .collect(),
-        }
+        )
     }
 
     fn source(seed: u64) -> BatchSource {
@@ -446,17 +407,17 @@ mod tests {
                 pseudo,
                 ..Default::default()
             };
-            let normals = ImageCache {
-                images: (0..6)
+            let normals = ImageCache::from_images(
+                (0..6)
                     .map(|i| {
                         RgbImage::from_fn(32, 32, |x, y| {
                             image::Rgb([(x * 8) as u8, (y * 8) as u8, i as u8 * 40])
                         })
                     })
                     .collect(),
-            };
+            );
             let mut s = BatchSource::new(config, normals.clone(), cache(3, 32, 200), 4).unwrap();
-            let b = s.next_batch(0);
+            let b = s.next_batch(0).unwrap();
             let per = 3 * 32 * 32;
             let pseudo: Vec<usize> = (0..b.labels.len())
                 .filter(|&i| b.labels[i] == Label::Pseudo)
@@ -464,7 +425,8 @@ mod tests {
             assert!(!pseudo.is_empty(), "{pseudo:?}");
             // A pseudo anomaly is no training normal as it is (the patch changed it).
             let plain: Vec<Vec<f32>> = normals
-                .images
+                .all()
+                .unwrap()
                 .iter()
                 .map(|img| {
                     let mut v = vec![0f32; per];
@@ -487,7 +449,7 @@ mod tests {
     fn balanced_layout_and_labels() {
         let mut s = source(1);
         assert_eq!(s.slot_counts(), (8, 4));
-        let b = s.next_batch(0);
+        let b = s.next_batch(0).unwrap();
         assert_eq!(b.len(), 14);
         assert_eq!(b.images.len(), 14 * 3 * 16 * 16);
         assert!(b.labels[..8].iter().all(|l| *l != Label::Anomaly));
@@ -499,7 +461,7 @@ mod tests {
         let mut s = source(2);
         let (mut pseudo, mut normal) = (0, 0);
         for step in 0..50 {
-            for l in s.next_batch(step).labels {
+            for l in s.next_batch(step).unwrap().labels {
                 match l {
                     Label::Pseudo => pseudo += 1,
                     Label::Normal => normal += 1,
@@ -515,7 +477,7 @@ mod tests {
     fn outlier_exposure_replaces_cutmix() {
         // Outliers are a distinct colour: every pseudo anomaly must be one of them.
         let mut s = source(4).with_outliers(cache(2, 16, 123));
-        let b = s.next_batch(0);
+        let b = s.next_batch(0).unwrap();
         let plane = 3 * 16 * 16;
         let red = (123.0 / 255.0 - crate::transform::IMAGENET_MEAN[0])
             / crate::transform::IMAGENET_STD[0];
@@ -537,27 +499,91 @@ mod tests {
 
     #[test]
     fn same_seed_same_batches_whatever_the_threads() {
-        let a = source(7).next_batch(3);
+        let a = source(7).next_batch(3).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .unwrap();
-        let b = pool.install(|| source(7).next_batch(3));
+        let b = pool.install(|| source(7).next_batch(3).unwrap());
         assert_eq!(a.images, b.images);
         assert_eq!(a.labels, b.labels);
-        let c = source(8).next_batch(3);
+        let c = source(8).next_batch(3).unwrap();
         assert_ne!(a.images, c.images);
     }
 
     #[test]
     fn prefetcher_yields_every_step_in_order() {
         let mut direct = source(5);
-        let expected: Vec<_> = (0..4).map(|s| direct.next_batch(s).images).collect();
+        let expected: Vec<_> = (0..4)
+            .map(|s| direct.next_batch(s).unwrap().images)
+            .collect();
         let mut p = Prefetcher::spawn(source(5), 0..4, 2);
         for e in &expected {
-            assert_eq!(&p.recv().unwrap().images, e);
+            assert_eq!(&p.recv().unwrap().unwrap().images, e);
         }
         assert!(p.recv().is_none());
         p.finish();
+    }
+
+    #[test]
+    fn a_source_that_skips_steps_goes_on_as_one_that_built_them() {
+        // Over several passes of the sampling orders (9 normals: 2 references and 8 normal
+        // slots a step; 3 anomalies: 4 slots a step).
+        let mut built = source(9);
+        for step in 0..7 {
+            built.next_batch(step).unwrap();
+        }
+        let mut skipped = source(9);
+        skipped.skip(7);
+        let (a, b) = (built.next_batch(7).unwrap(), skipped.next_batch(7).unwrap());
+        assert_eq!(a.images, b.images);
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(
+            built.next_references().unwrap(),
+            skipped.next_references().unwrap()
+        );
+        // A source that skips too few is elsewhere.
+        let mut short = source(9);
+        short.skip(6);
+        assert_ne!(short.next_batch(7).unwrap().images, a.images);
+    }
+
+    #[test]
+    fn the_batches_do_not_depend_on_the_image_cache_budget() {
+        // 12 normals of 40 px read at 16 px, in a cache of all of them and in one of 2.
+        let dir = tempfile::tempdir().unwrap();
+        let refs: Vec<crate::ImageRef> = (0..12)
+            .map(|i| {
+                let path = dir.path().join(format!("{i:02}.png"));
+                RgbImage::from_fn(40, 40, |x, y| {
+                    image::Rgb([(x * 6) as u8, (y * 6) as u8, i as u8 * 20])
+                })
+                .save(&path)
+                .unwrap();
+                crate::ImageRef::file(path)
+            })
+            .collect();
+        let config = BatchConfig {
+            image_size: 16,
+            batch_size: 12,
+            n_ref: 2,
+            ..Default::default()
+        };
+        let make = |budget: usize| {
+            let normals = ImageCache::load_within(&refs, 16, budget).unwrap();
+            BatchSource::new(config.clone(), normals, cache(3, 16, 200), 4).unwrap()
+        };
+        let (mut all, mut two) = (make(usize::MAX), make(2 * crate::image_bytes(16)));
+        for step in 0..6 {
+            let (a, b) = (all.next_batch(step).unwrap(), two.next_batch(step).unwrap());
+            assert_eq!(a.images, b.images, "step {step}");
+            assert_eq!(a.labels, b.labels, "step {step}");
+        }
+        assert_eq!(
+            all.next_references().unwrap(),
+            two.next_references().unwrap()
+        );
+        assert_eq!(two.normals.capacity(), 2);
+        assert!(two.normals.misses() > 0);
     }
 }

@@ -36,6 +36,7 @@
 mod batch;
 pub mod datasets;
 mod error;
+mod image_cache;
 pub mod inventory;
 mod mt19937;
 mod npy;
@@ -45,11 +46,12 @@ mod split;
 pub mod synthetic;
 pub mod transform;
 
-pub use batch::{load_images, Batch, BatchConfig, BatchSource, ImageCache, Prefetcher};
+pub use batch::{Batch, BatchConfig, BatchSource, Prefetcher};
 pub use datasets::category::Category;
 pub use datasets::decode::{load_mask, load_rgb, MAX_DECODED_BYTES, MAX_IMAGE_SIDE};
 pub use datasets::listing::Listing;
 pub use error::{DataError, Result};
+pub use image_cache::{image_bytes, load_images, ImageCache};
 pub use mt19937::NumpyRandomState;
 pub use npy::write_f32 as write_npy_f32;
 pub use sample::{Crop, Ignored, ImageRef, Label, OnUnreadable, Sample, Unreadable};

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::error::{DataError, Result};
 
@@ -58,38 +59,53 @@ pub fn category_names() -> Vec<&'static str> {
 /// Generates the categories under `root` unless each is already there. A category is written to
 /// a temporary folder and renamed into place, so an interrupted run never leaves half of one.
 pub fn ensure(root: &Path, spec: &SyntheticSpec) -> Result<Vec<PathBuf>> {
+    CATEGORIES
+        .iter()
+        .map(|(name, _)| ensure_category(root, name, spec))
+        .collect()
+}
+
+/// [`ensure`] for one category (`name`, one of [`category_names`]): for data sets of one large
+/// category (the memory benchmark's 50,000 training images).
+pub fn ensure_category(root: &Path, name: &str, spec: &SyntheticSpec) -> Result<PathBuf> {
+    let Some(index) = CATEGORIES.iter().position(|(n, _)| *n == name) else {
+        return Err(DataError::InvalidOption {
+            flag: "--dataset",
+            message: format!(
+                "unknown synthetic category `{name}`; valid: {}",
+                category_names().join(", ")
+            ),
+        });
+    };
+    let defects = CATEGORIES[index].1;
     fs::create_dir_all(root).map_err(|e| DataError::io(root, e))?;
-    let mut out = Vec::new();
-    for (index, (name, defects)) in CATEGORIES.iter().enumerate() {
-        let dir = root.join(name);
-        if !dir.is_dir() {
-            // A folder of this writer's own (process and thread), so that concurrent writers
-            // (parallel tests, two sweeps) never touch each other's half-written category.
-            static WRITER: AtomicU64 = AtomicU64::new(0);
-            let tmp = root.join(format!(
-                ".{name}.tmp-{}-{}",
-                std::process::id(),
-                WRITER.fetch_add(1, Ordering::Relaxed)
-            ));
-            if tmp.exists() {
-                fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-            }
-            write_category(&tmp, index as u64, defects, spec)?;
-            if let Err(e) = fs::rename(&tmp, &dir) {
-                // Another writer got there first: its category is the same, keep it.
-                let _ = fs::remove_dir_all(&tmp);
-                if !dir.is_dir() {
-                    return Err(DataError::io(&dir, e));
-                }
-            }
-        } else if !dir.join(MASKS).is_dir() {
-            // A category written before the masks existed: the images are the same (same
-            // seeds), so only the masks are added, through a temporary folder as above.
-            add_masks(&dir, index as u64, defects, spec)?;
+    let dir = root.join(name);
+    if !dir.is_dir() {
+        // A folder of this writer's own (process and thread), so that concurrent writers
+        // (parallel tests, two sweeps) never touch each other's half-written category.
+        static WRITER: AtomicU64 = AtomicU64::new(0);
+        let tmp = root.join(format!(
+            ".{name}.tmp-{}-{}",
+            std::process::id(),
+            WRITER.fetch_add(1, Ordering::Relaxed)
+        ));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
         }
-        out.push(dir);
+        write_category(&tmp, index as u64, defects, spec)?;
+        if let Err(e) = fs::rename(&tmp, &dir) {
+            // Another writer got there first: its category is the same, keep it.
+            let _ = fs::remove_dir_all(&tmp);
+            if !dir.is_dir() {
+                return Err(DataError::io(&dir, e));
+            }
+        }
+    } else if !dir.join(MASKS).is_dir() {
+        // A category written before the masks existed: the images are the same (same
+        // seeds), so only the masks are added, through a temporary folder as above.
+        add_masks(&dir, index as u64, defects, spec)?;
     }
-    Ok(out)
+    Ok(dir)
 }
 
 /// The masks' folder in a category, as in MVTec AD.
@@ -171,10 +187,11 @@ fn defect_image(
 fn write_category(dir: &Path, index: u64, defects: &[&str], spec: &SyntheticSpec) -> Result<()> {
     let name = |i: usize| format!("{i:03}.png");
     let size = spec.image_size;
-    for i in 0..spec.n_train {
+    // In parallel: each image is drawn from its own seed, so the files are the same.
+    (0..spec.n_train).into_par_iter().try_for_each(|i| {
         let img = base(index, size, &mut rng_for(spec, index, 0, i));
-        save_png(&dir.join("train/good"), &name(i), &img)?;
-    }
+        save_png(&dir.join("train/good"), &name(i), &img)
+    })?;
     for i in 0..spec.n_test_good {
         let img = base(index, size, &mut rng_for(spec, index, 1, i));
         save_png(&dir.join("test/good"), &name(i), &img)?;

@@ -51,7 +51,10 @@ fn train_and_score(
         device: Device::Cpu,
         on_unreadable: OnUnreadable::Error,
         save_maps: None,
-        overwrite: false,
+        control: dra_train::RunControl {
+            overwrite: false,
+            ..Default::default()
+        },
     })?;
     eprintln!("test set: AUC-ROC {:.3}", metrics.auc_roc);
 
@@ -62,7 +65,7 @@ fn train_and_score(
     let paths = Listing::of_inputs(&[images.to_path_buf()])?
         .require(OnUnreadable::Error)?
         .paths();
-    let rows = dra_train::predict(&model, &paths, &mut references, None, &Device::Cpu)?;
+    let rows = dra_train::predict(&model, &paths, &mut references, None, false, &Device::Cpu)?;
     Ok(rows.into_iter().map(|r| (r.path, r.score)).collect())
 }
 

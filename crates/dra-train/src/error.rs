@@ -32,19 +32,28 @@ pub enum TrainError {
         /// What is wrong and, where it helps, the valid values.
         message: String,
     },
-    /// The output folder holds another run's files, and `--overwrite` was not given.
+    /// The output folder holds results of an earlier run (or the checkpoint of a stopped one),
+    /// and `--overwrite` was not given.
     #[error(
-        "{flag} {}: holds a run already ({}); give another folder, or --overwrite to replace it",
+        "{flag} {}: holds {} ({}); {}",
         dir.display(),
-        files.join(", ")
+        if *stopped_run { "a stopped run" } else { "earlier results" },
+        listed(files),
+        if *stopped_run {
+            format!("continue it with `dra train --resume {}`, or give another folder, or --overwrite to replace it", dir.display())
+        } else {
+            "give another folder, or --overwrite to replace them".to_string()
+        }
     )]
     OutputExists {
         /// The flag that named the folder.
         flag: &'static str,
         /// The folder.
         dir: PathBuf,
-        /// The run's files found there.
+        /// The files found there.
         files: Vec<String>,
+        /// Whether they are a stopped run's, with a checkpoint to resume from.
+        stopped_run: bool,
     },
     /// Another process is writing the output folder (it holds the folder's lock).
     #[error(
@@ -56,6 +65,20 @@ pub enum TrainError {
         /// The folder.
         dir: PathBuf,
     },
+    /// Training was asked to stop (SIGINT, SIGTERM: [`StopSignal`](crate::StopSignal)); it
+    /// stopped at a step boundary and wrote a checkpoint there, which `--resume` goes on from.
+    #[error(
+        "stopped after step {step} of {steps}; the checkpoint in {} holds the run",
+        dir.display()
+    )]
+    Stopped {
+        /// The run folder, which holds the checkpoint.
+        dir: PathBuf,
+        /// Optimiser steps done (all of them when the stop came after training).
+        step: usize,
+        /// Optimiser steps of the base training in all.
+        steps: usize,
+    },
     /// The training loss became NaN or infinite; the run stops there.
     #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}")]
     Diverged {
@@ -66,6 +89,22 @@ pub enum TrainError {
         /// The non-finite loss.
         loss: f32,
     },
+}
+
+/// The files an output folder holds, for [`TrainError::OutputExists`]: the first few of a long
+/// list.
+fn listed(files: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut names = files
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if files.len() > SHOWN {
+        names += &format!(" and {} more", files.len() - SHOWN);
+    }
+    names
 }
 
 impl TrainError {

@@ -36,7 +36,7 @@
 //!     device: candle_core::Device::Cpu,
 //!     on_unreadable: OnUnreadable::Error,
 //!     save_maps: None,
-//!     overwrite: false,
+//!     control: Default::default(),
 //! })?;
 //! assert!((0.0..=1.0).contains(&metrics.auc_roc));
 //!
@@ -45,7 +45,7 @@
 //! let image = dir.path().join("weave/test/good").read_dir()?.next().unwrap()?.path();
 //! let score = |model: &LoadedModel| -> Result<f64, dra_train::TrainError> {
 //!     let mut references = model.stored_references()?;
-//!     let rows = dra_train::predict(model, &[image.clone()], &mut references, None,
+//!     let rows = dra_train::predict(model, &[image.clone()], &mut references, None, false,
 //!                                   &candle_core::Device::Cpu)?;
 //!     Ok(rows[0].score)
 //! };
@@ -63,5 +63,5 @@ pub use error::TrainError;
 pub use record::{Metrics, Profile, TrainConfig};
 pub use run::{
     calibrate, evaluate, predict, train, train_with_progress, LoadedModel, Progress,
-    ReferenceChoice, RunRequest,
+    ReferenceChoice, RunControl, RunRequest, StopSignal, DEFAULT_CACHE_IMAGES,
 };

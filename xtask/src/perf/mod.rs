@@ -7,7 +7,10 @@
 //!
 //! `measure` runs one measurement in a child process (`worker`, which peaks its own memory,
 //! polled on a GPU by `gpu_memory`); `pytorch` runs the official model's side and compares.
+//! `perf-data` (`data`) measures whole training runs against the data set's size and the
+//! image cache's.
 
+mod data;
 mod gpu_memory;
 mod measure;
 mod pytorch;
@@ -15,6 +18,7 @@ mod worker;
 
 use anyhow::Result;
 
+pub use data::{perf_data, perf_data_worker, DataArgs, DataWorkerArgs};
 pub(crate) use gpu_memory::nvidia_smi;
 pub use measure::{Measurement, PerfArgs};
 pub use worker::{worker, WorkerArgs};

@@ -36,7 +36,7 @@ pub struct WorkerArgs {
     pub(super) backbone: BackboneKind,
 }
 
-fn peak_rss_mb() -> f64 {
+pub(super) fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

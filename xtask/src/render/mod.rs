@@ -57,9 +57,15 @@ fn method_title(method: &str) -> String {
 fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
     let paper = PaperResults::load()?;
     let found = results_by_key(rows);
+    let held = spec
+        .units()
+        .iter()
+        .flatten()
+        .filter(|job| found.contains_key(&job.key()))
+        .count();
     if spec.sweep == SweepKind::CrossDomain {
         let table = cross_domain::table(spec, &found, &paper);
-        return write_table(spec, table, cross_domain::NOTES.into(), out);
+        return write_table(spec, table, cross_domain::NOTES.into(), held, out);
     }
     let columns = columns(spec);
     let seeds_of = |dataset: &str, subset: &str, c: &Column| -> Seeds {
@@ -114,7 +120,7 @@ fn render(spec: &SweepSpec, rows: &[RunRow], out: &Path) -> Result<String> {
             notes += note;
         }
     }
-    write_table(spec, table, notes, out)
+    write_table(spec, table, notes, held, out)
 }
 
 /// The table's columns: method × loss × shots, in the spec's order.
@@ -183,7 +189,7 @@ fn rows_table(
             let ours = MeanStd::of(&seeds.values().copied().collect::<Vec<_>>());
             let text = match (&ours, row.absent) {
                 (_, true) => "absent".to_string(),
-                (Some(m), _) => m.to_string(),
+                (Some(m), _) => cell_text(m, seeds, spec.runs),
                 (None, _) => "-".to_string(),
             };
             table.text(&row.label, title, text);
@@ -221,17 +227,48 @@ fn rows_table(
     (table, notes)
 }
 
+/// A cell of ours: mean±std over the cell's runs, saying so where it holds fewer than the grid
+/// asks (a shard's or an unfinished sweep's), rather than a spread of ±0.000 that one run has.
+fn cell_text(m: &MeanStd, seeds: &Seeds, runs: u64) -> String {
+    match seeds.len() as u64 {
+        n if n >= runs => m.to_string(),
+        1 => {
+            let (seed, auc) = seeds.iter().next().expect("one run");
+            format!("{auc:.3} (seed {seed} only)")
+        }
+        n => format!("{m} ({n} of {runs} runs)"),
+    }
+}
+
 /// Writes `table.md` (title, table, notes), the same as a standalone page `table.html`, and
-/// `table.csv`; returns the Markdown.
-fn write_table(spec: &SweepSpec, table: TableBuilder, notes: String, out: &Path) -> Result<String> {
+/// `table.csv`; returns the Markdown. `held` is how many of the grid's runs the folder holds:
+/// the title of a part (a shard, an unfinished sweep) says that it is one.
+fn write_table(
+    spec: &SweepSpec,
+    table: TableBuilder,
+    notes: String,
+    held: usize,
+    out: &Path,
+) -> Result<String> {
     let df = table.build()?;
-    let heading = format!(
-        "{}: AUC-ROC, mean±std over {} run(s) (seeds 0–{}), profile {}",
-        spec.sweep.name(),
-        spec.runs,
-        spec.runs - 1,
-        spec.profile,
-    );
+    let grid: usize = spec.units().iter().map(Vec::len).sum();
+    let heading = if held < grid {
+        format!(
+            "{}: AUC-ROC, mean±std over the runs held, profile {}: a part of the sweep, {held} \
+             of its {grid} runs (a shard, or a sweep not finished; `cargo xtask merge` unites \
+             shards)",
+            spec.sweep.name(),
+            spec.profile,
+        )
+    } else {
+        format!(
+            "{}: AUC-ROC, mean±std over {} run(s) (seeds 0–{}), profile {}",
+            spec.sweep.name(),
+            spec.runs,
+            spec.runs - 1,
+            spec.profile,
+        )
+    };
     let mut after = notes;
     let absent = spec.absent();
     if !absent.is_empty() {

@@ -11,16 +11,25 @@ use rayon::prelude::*;
 /// The parameters the optimiser updates, in name order: everything of `varmap` but BatchNorm
 /// statistics (which the forward pass updates).
 pub fn trainable(varmap: &VarMap) -> Vec<Var> {
+    trainable_named(varmap)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// [`trainable`], each parameter with its name.
+pub fn trainable_named(varmap: &VarMap) -> Vec<(String, Var)> {
     let data = varmap
         .data()
         .lock()
         .expect("the var map lock is not poisoned");
-    let mut named: Vec<(&String, &Var)> = data
+    let mut named: Vec<(String, Var)> = data
         .iter()
         .filter(|(n, _)| !dra_model::weights::is_buffer(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
-    named.sort_by(|a, b| a.0.cmp(b.0));
-    named.into_iter().map(|(_, v)| v.clone()).collect()
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
 }
 
 /// Adam's constants.
@@ -95,6 +104,46 @@ impl Adam {
     /// The parameters, in the order [`Adam::step_with`] takes their gradients.
     pub fn vars(&self) -> impl Iterator<Item = &Var> {
         self.slots.iter().map(|s| &s.var)
+    }
+
+    /// Each parameter's moment estimates `[m; v]` (shape `(2, numel)`) and step count, in
+    /// [`Adam::vars`] order: what a checkpoint keeps of the optimiser. The tensors share the
+    /// optimiser's storage, which the next step changes in place: save them before it.
+    pub fn state(&self) -> Vec<(Tensor, i32)> {
+        self.slots
+            .iter()
+            .map(|s| (s.moments.clone(), s.steps))
+            .collect()
+    }
+
+    /// Puts back a [`Adam::state`]: the run goes on exactly where it was. Fails, changing
+    /// nothing, when the state does not fit these parameters.
+    pub fn restore(&mut self, state: Vec<(Tensor, i32)>) -> Result<()> {
+        if state.len() != self.slots.len() {
+            candle_core::bail!(
+                "optimiser state of {} parameters for {}",
+                state.len(),
+                self.slots.len()
+            );
+        }
+        for (slot, (moments, _)) in self.slots.iter().zip(&state) {
+            let want = (2, slot.var.elem_count());
+            if moments.dims() != [want.0, want.1] || moments.dtype() != slot.var.dtype() {
+                candle_core::bail!(
+                    "optimiser state of shape {:?} ({:?}) for a parameter of {} values ({:?})",
+                    moments.dims(),
+                    moments.dtype(),
+                    want.1,
+                    slot.var.dtype()
+                );
+            }
+        }
+        for (slot, (moments, steps)) in self.slots.iter_mut().zip(state) {
+            // A copy of its own: the fused update writes the moments in place.
+            slot.moments = moments.to_device(slot.var.device())?.copy()?;
+            slot.steps = steps;
+        }
+        Ok(())
     }
 
     /// [`Adam::step`] with the gradients given one per parameter, in [`Adam::vars`] order:
@@ -388,6 +437,49 @@ mod tests {
                 "{got:?} vs {theta:?}"
             );
         }
+        Ok(())
+    }
+
+    /// An optimiser rebuilt from another's state goes on with the very same bytes, and a state
+    /// that does not fit is refused.
+    #[test]
+    fn a_restored_optimiser_goes_on_where_the_other_stood() -> Result<()> {
+        let dev = Device::Cpu;
+        let config = AdamConfig {
+            weight_decay: 0.01,
+            clip_norm: Some(1.0),
+            ..Default::default()
+        };
+        let step = |adam: &mut Adam, w: &Var, k: f32| -> Result<()> {
+            let x = Tensor::new(&[3f32 * k, -4., 0.5], &dev)?;
+            let loss = (w.as_tensor() * &x)?.sqr()?.sum_all()?;
+            adam.step(&loss.backward()?, 0.05)?;
+            Ok(())
+        };
+        let w = Var::new(&[1.0f32, -2.0, 0.25], &dev)?;
+        let mut adam = Adam::new(vec![w.clone()], config)?;
+        for k in 0..5 {
+            step(&mut adam, &w, k as f32)?;
+        }
+        let w2 = Var::new(&[1.0f32, -2.0, 0.25], &dev)?;
+        let mut first = Adam::new(vec![w2.clone()], config)?;
+        for k in 0..3 {
+            step(&mut first, &w2, k as f32)?;
+        }
+        let w3 = Var::from_tensor(&w2.as_tensor().copy()?)?;
+        let mut second = Adam::new(vec![w3.clone()], config)?;
+        second.restore(first.state())?;
+        for k in 3..5 {
+            step(&mut second, &w3, k as f32)?;
+        }
+        assert_eq!(
+            w.as_tensor().to_vec1::<f32>()?,
+            w3.as_tensor().to_vec1::<f32>()?
+        );
+
+        let other = Var::new(&[1.0f32, 2.0], &dev)?;
+        let mut wrong = Adam::new(vec![other], config)?;
+        assert!(wrong.restore(first.state()).is_err());
         Ok(())
     }
 

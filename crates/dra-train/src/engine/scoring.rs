@@ -58,11 +58,11 @@ pub enum References {
 }
 
 impl References {
-    fn next(&mut self) -> Vec<f32> {
-        match self {
-            Self::Random(source) => source.next_references(),
+    fn next(&mut self) -> Result<Vec<f32>, TrainError> {
+        Ok(match self {
+            Self::Random(source) => source.next_references()?,
             Self::Fixed { images, .. } => images.clone(),
-        }
+        })
     }
 
     /// No references: for the methods that do not use them.
@@ -224,7 +224,7 @@ pub fn score_with_maps(
     let mut maps = matches!(model, Detector::Dra(_)).then(Vec::new);
     for chunk in samples.chunks(batch_size.max(1)) {
         let (n_ref, mut buffer) = if model.uses_references() {
-            (references.n_ref(), references.next())
+            (references.n_ref(), references.next()?)
         } else {
             (0, Vec::new())
         };

@@ -10,15 +10,6 @@ use serde::Serialize;
 
 use crate::error::TrainError;
 
-/// Makes `dir` ready to receive a run's files before any work is done, so that a bad `--out`
-/// fails at once, naming the path: it must be a folder (created if missing) that we can write
-/// to. A `metrics.json` left by an earlier run is removed, since its presence would mark this
-/// run as finished before it is.
-pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), TrainError> {
-    writable_dir(dir, "--out")?;
-    remove_if_exists(&dir.join(super::METRICS_FILE))
-}
-
 /// A folder held for writing: an advisory lock on its [`LOCK_FILE`](super::LOCK_FILE), released when this is
 /// dropped, and by the operating system when the process ends, a crash included.
 #[derive(Debug)]
@@ -70,6 +61,7 @@ pub(crate) fn claim_dir(
         return Err(TrainError::OutputExists {
             flag,
             dir: dir.to_path_buf(),
+            stopped_run: found.iter().any(|f| f == super::CHECKPOINT_FILE),
             files: found,
         });
     }

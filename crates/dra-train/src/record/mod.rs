@@ -11,11 +11,13 @@
 //! | [`REFERENCES_FILE`] | the fixed reference set `dra predict` scores with |
 //! | [`SCORES_FILE`] | [`ScoreRow`]s ([`write_scores`], [`read_scores`]) |
 //! | [`TRAIN_LOG_FILE`] | [`LogRow`]s, appended as training goes |
+//! | [`CHECKPOINT_FILE`] | where training stood at its last checkpoint (`checkpoint.rs`), removed when the run ends |
 //! | [`THRESHOLD_FILE`] | [`Threshold`] |
 //! | [`METRICS_FILE`] | [`Metrics`]: written last, so that it marks a finished run |
 //! | [`REPORT_FILE`] | the page `dra_eval::report` renders |
 
 mod ahl_config;
+mod checkpoint;
 mod files;
 mod metrics;
 mod overrides;
@@ -27,9 +29,10 @@ mod train_config;
 mod train_log;
 
 pub use ahl_config::{AhlConfig, Draws, HeadInit, Members};
+pub(crate) use checkpoint::{Checkpoint, TrainState};
 pub use files::write_atomic;
 pub use files::OutputLock;
-pub(crate) use files::{claim_dir, prepare_out_dir, save_safetensors, writable_dir, write_json};
+pub(crate) use files::{claim_dir, lock_dir, save_safetensors, writable_dir, write_json};
 pub use metrics::{AtThreshold, Metrics};
 pub use overrides::Overrides;
 pub use profile::Profile;
@@ -56,12 +59,15 @@ pub const THRESHOLD_FILE: &str = "threshold.json";
 pub const METRICS_FILE: &str = "metrics.json";
 /// The self-contained page that shows the run.
 pub const REPORT_FILE: &str = "report.html";
+/// Where training stood at its last checkpoint, for `dra train --resume`; removed once the run's
+/// results are written.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 /// The advisory lock a process holds on a folder while it writes there.
 pub const LOCK_FILE: &str = ".dra.lock";
 
 /// Every file a training run writes into its folder, removed before a new run starts there:
 /// [`METRICS_FILE`] first, which marks a finished run.
-pub const RUN_FILES: [&str; 8] = [
+pub const RUN_FILES: [&str; 9] = [
     METRICS_FILE,
     CONFIG_FILE,
     MODEL_FILE,
@@ -70,9 +76,11 @@ pub const RUN_FILES: [&str; 8] = [
     TRAIN_LOG_FILE,
     THRESHOLD_FILE,
     REPORT_FILE,
+    CHECKPOINT_FILE,
 ];
 
-/// The files that make a folder hold a trained run, which `dra train` replaces only with
-/// `--overwrite` (a `config.json` or `train_log.csv` alone is what a run that failed or was
-/// stopped before its end left, and is replaced).
-pub const RESULT_FILES: [&str; 3] = [METRICS_FILE, MODEL_FILE, SCORES_FILE];
+/// The files that make a folder hold a run's work, which `dra train` replaces only with
+/// `--overwrite`: a trained run's results, or the checkpoint of one that stopped (`--resume`
+/// goes on with it). A `config.json` or `train_log.csv` alone is what a run that failed before
+/// its first checkpoint left, and is replaced.
+pub const RESULT_FILES: [&str; 4] = [METRICS_FILE, MODEL_FILE, SCORES_FILE, CHECKPOINT_FILE];

@@ -11,7 +11,7 @@ use super::train_config::TrainConfig;
 
 /// Every training setting a user may change on top of a profile. The run's own identity
 /// (`--n-anomaly`, `--known-class`, `--seed`) is not here: a sweep sets those per run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Overrides {
     /// Seed of the anomaly selection (NumPy RandomState; official 42).

@@ -2,7 +2,7 @@
 //! before training so that a run that fails still says what it was.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dra_data::{ImageRef, Sample, Unreadable};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use dra_model::ops::KernelTier;
 
 use super::train_config::TrainConfig;
+use super::CONFIG_FILE;
+use crate::error::TrainError;
 
 /// `config.json`: every effective setting and the files the split chose.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +46,19 @@ pub struct RunRecord {
     /// arithmetic. Absent from runs made before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arithmetic: Option<ArithmeticRecord>,
+}
+
+impl RunRecord {
+    /// Reads `dir/config.json`. A missing or unreadable file is an error naming it; one that
+    /// is not a run record names it and `flag`, the option that gave the folder.
+    pub fn read(dir: &Path, flag: &'static str) -> Result<Self, TrainError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::InvalidOption {
+            flag,
+            message: format!("{}: not a dra run record: {e}", path.display()),
+        })
+    }
 }
 
 /// The arithmetic a run computed with (docs/fidelity.md, "What a result depends on"). Not the

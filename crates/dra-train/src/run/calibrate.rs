@@ -9,10 +9,12 @@ use dra_data::{Listing, OnUnreadable};
 use super::saved::LoadedModel;
 use crate::engine::scoring::{normal_samples, score_samples};
 use crate::error::TrainError;
-use crate::record::Threshold;
+use crate::record::{lock_dir, Threshold};
 
 /// `dra calibrate`: scores the normal images of `normals` (files or folders) with the run's
-/// stored references, sets the threshold at `target_fpr` and writes it to the run directory.
+/// stored references, sets the threshold at `target_fpr` and writes it to the run directory
+/// (replacing its threshold, if it had one), which is locked meanwhile: a run folder that
+/// another dra process is writing is refused.
 pub fn calibrate(
     loaded: &LoadedModel,
     normals: &[PathBuf],
@@ -32,6 +34,8 @@ pub fn calibrate(
             message: format!("must lie in [0, 1), got {target_fpr}"),
         });
     }
+    // Held until the threshold is written: no other dra process writes the run meanwhile.
+    let _lock = lock_dir(run_dir)?;
     let listing = Listing::of_inputs(normals)?.require(on_unreadable)?;
     if listing.images.is_empty() {
         return Err(TrainError::InvalidOption {

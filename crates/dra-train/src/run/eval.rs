@@ -10,12 +10,13 @@ use dra_data::{BatchSource, ImageCache, OnUnreadable, Split};
 
 use super::report::{self, RunView};
 use super::saved::LoadedModel;
+use super::train::RunControl;
 use crate::engine::maps::{self, check_maps_dir, pixel_metrics, Localization};
 use crate::engine::scoring::{score_with_maps, References};
 use crate::error::TrainError;
 use crate::record::{
-    prepare_out_dir, write_json, write_scores, AtThreshold, Metrics, METRICS_FILE, REPORT_FILE,
-    SCORES_FILE,
+    claim_dir, write_json, write_scores, AtThreshold, Metrics, METRICS_FILE, REPORT_FILE,
+    RESULT_FILES, RUN_FILES, SCORES_FILE,
 };
 
 /// Which references `dra eval` uses.
@@ -33,8 +34,10 @@ pub enum ReferenceChoice {
 }
 
 /// Re-scores the test split of `category_dir` and writes `scores.csv`, `report.html` and
-/// `metrics.json` (last, so that its presence marks a finished evaluation); with `save_maps`,
-/// each test image's anomaly map too.
+/// `metrics.json` (last, so that its presence marks a finished evaluation) into `out_dir`; with
+/// `save_maps`, each test image's anomaly map too. `out_dir` is claimed as `dra train` claims
+/// its folder: locked while the evaluation writes it, and refused where it holds results (an
+/// earlier evaluation's, a run's) unless `overwrite`, which removes them first.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     loaded: &LoadedModel,
@@ -44,6 +47,7 @@ pub fn evaluate(
     references: &ReferenceChoice,
     out_dir: &Path,
     save_maps: Option<&Path>,
+    overwrite: bool,
     device: &Device,
 ) -> Result<Metrics, TrainError> {
     let start = Instant::now();
@@ -60,7 +64,7 @@ pub fn evaluate(
             });
         }
     }
-    prepare_out_dir(out_dir)?;
+    let _lock = claim_dir(out_dir, "--out", &RESULT_FILES, &RUN_FILES, overwrite)?;
     if let Some(dir) = save_maps {
         check_maps_dir(dir, cfg.method)?;
     }
@@ -69,8 +73,12 @@ pub fn evaluate(
     let mut refs = match references {
         _ if !cfg.method.uses_references() => References::none(),
         ReferenceChoice::Random { seed } => {
-            let normals = ImageCache::load(&split.train_normal, cfg.image_size)?;
-            let empty = ImageCache { images: Vec::new() };
+            let normals = ImageCache::load_within(
+                &split.train_normal,
+                cfg.image_size,
+                RunControl::default().cache_budget(cfg.image_size),
+            )?;
+            let empty = ImageCache::from_images(Vec::new());
             References::Random(Box::new(BatchSource::new(
                 cfg.batch_config(),
                 normals,

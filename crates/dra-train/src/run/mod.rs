@@ -15,4 +15,6 @@ pub use calibrate::calibrate;
 pub use eval::{evaluate, ReferenceChoice};
 pub use predict::predict;
 pub use saved::LoadedModel;
-pub use train::{train, train_with_progress, Progress, RunRequest};
+pub use train::{
+    train, train_with_progress, Progress, RunControl, RunRequest, StopSignal, DEFAULT_CACHE_IMAGES,
+};

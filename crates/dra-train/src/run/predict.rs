@@ -11,14 +11,17 @@ use super::saved::LoadedModel;
 use crate::engine::maps::{colour_scale, overlay_png};
 use crate::engine::scoring::{score_with_maps, References};
 use crate::error::TrainError;
-use crate::record::{writable_dir, ScoreRow};
+use crate::record::{claim_dir, write_atomic, ScoreRow};
 
-/// Scores images with fixed references; with `heatmap_dir`, writes an overlay PNG per image.
+/// Scores images with fixed references; with `heatmap_dir`, writes an overlay PNG per image
+/// (`<stem>_heatmap.png`). The folder is locked while they are written, and one that holds
+/// overlays of the same names already is refused before any scoring unless `overwrite`.
 pub fn predict(
     loaded: &LoadedModel,
     images: &[PathBuf],
     references: &mut References,
     heatmap_dir: Option<&Path>,
+    overwrite: bool,
     device: &Device,
 ) -> Result<Vec<ScoreRow>, TrainError> {
     let cfg = &loaded.config;
@@ -43,9 +46,15 @@ pub fn predict(
             class: String::new(),
         })
         .collect();
-    if let Some(dir) = heatmap_dir {
-        writable_dir(dir, "--out")?;
-    }
+    let names = heatmap_names(images);
+    let _lock = match heatmap_dir {
+        Some(dir) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            // Replaced in place (each atomically), so nothing is removed first.
+            Some(claim_dir(dir, "--out", &names, &[], overwrite)?)
+        }
+        None => None,
+    };
     let scored = score_with_maps(
         &loaded.model,
         &samples,
@@ -57,12 +66,14 @@ pub fn predict(
     if let (Some(dir), Some(maps)) = (heatmap_dir, &scored.maps) {
         // One colour scale for every image, so that overlays compare across images.
         let max = colour_scale(maps);
-        for ((path, map), name) in images.iter().zip(maps).zip(heatmap_names(images)) {
+        for ((path, map), name) in images.iter().zip(maps).zip(&names) {
             let img = dra_data::load_rgb(path)?;
             let out = dir.join(name);
+            let mut png = std::io::Cursor::new(Vec::new());
             overlay_png(&img, map, cfg.image_size, max)
-                .save(&out)
+                .write_to(&mut png, image::ImageFormat::Png)
                 .map_err(|e| TrainError::io(&out, std::io::Error::other(e.to_string())))?;
+            write_atomic(&out, png.get_ref())?;
         }
     }
     Ok(scored.rows)

@@ -30,14 +30,7 @@ impl LoadedModel {
     /// For a bare file, `fallback` supplies what the file cannot carry (image size, …).
     pub fn load(path: &Path, fallback: &TrainConfig, device: &Device) -> Result<Self, TrainError> {
         let (config, weights, run_dir) = if path.is_dir() {
-            let record_path = path.join(CONFIG_FILE);
-            let text = std::fs::read_to_string(&record_path)
-                .map_err(|e| TrainError::io(&record_path, e))?;
-            let record: RunRecord =
-                serde_json::from_str(&text).map_err(|e| TrainError::InvalidOption {
-                    flag: "--model",
-                    message: format!("{}: not a dra run record: {e}", record_path.display()),
-                })?;
+            let record = RunRecord::read(path, "--model")?;
             (
                 record.config,
                 path.join(MODEL_FILE),

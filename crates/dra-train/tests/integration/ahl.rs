@@ -48,7 +48,10 @@ fn train(config: TrainConfig, category: &Path, out: PathBuf) -> Metrics {
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: None,
-        overwrite: false,
+        control: dra_train::RunControl {
+            overwrite: false,
+            ..Default::default()
+        },
     })
     .unwrap()
 }
@@ -145,6 +148,7 @@ fn ahl_learns_as_well_as_dra_is_deterministic_and_reloads() {
             &ReferenceChoice::Stored,
             &out,
             None,
+            false,
             &Device::Cpu,
         )
         .unwrap();

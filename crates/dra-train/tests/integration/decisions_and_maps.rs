@@ -44,7 +44,10 @@ fn run(dir: &Path) -> (PathBuf, PathBuf, Metrics, TrainConfig) {
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: Some(maps.clone()),
-        overwrite: false,
+        control: dra_train::RunControl {
+            overwrite: false,
+            ..Default::default()
+        },
     })
     .unwrap();
     (out, maps, metrics, config)

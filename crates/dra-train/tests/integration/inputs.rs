@@ -378,6 +378,14 @@ fn failed_writes_name_the_path_and_leave_no_finished_run() {
         .filter(|n| n.contains("tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The checkpoint written when training ended is kept: once the way is clear, --resume
+    // scores and writes the run without training it again, and then removes it.
+    let checkpoint = run.join(dra_train::record::CHECKPOINT_FILE);
+    assert!(checkpoint.is_file());
+    std::fs::remove_dir_all(run.join("scores.csv")).unwrap();
+    let (ok, _, err) = dra(&["train", "--resume", s(&run), "--quiet"]);
+    assert!(ok, "{err}");
+    assert!(run.join("metrics.json").is_file() && !checkpoint.exists());
 
     // The same for `dra eval`: an earlier evaluation's metrics.json does not survive a failure.
     let model = root.join("model");
@@ -389,7 +397,7 @@ fn failed_writes_name_the_path_and_leave_no_finished_run() {
     assert!(out.join("metrics.json").exists());
     std::fs::remove_file(out.join("scores.csv")).unwrap();
     std::fs::create_dir_all(out.join("scores.csv/taken")).unwrap();
-    let (ok, _, err) = eval(root, &model, &out, &[]);
+    let (ok, _, err) = eval(root, &model, &out, &["--overwrite"]);
     assert!(!ok);
     assert!(one_line(&err).contains(s(&out.join("scores.csv"))), "{err}");
     assert!(!out.join("metrics.json").exists());

@@ -55,7 +55,10 @@ fn every_baseline_trains_saves_and_reloads() {
             device: Device::Cpu,
             on_unreadable: dra_data::OnUnreadable::Error,
             save_maps: None,
-            overwrite: false,
+            control: dra_train::RunControl {
+                overwrite: false,
+                ..Default::default()
+            },
         })
         .unwrap_or_else(|e| panic!("{method}: {e}"));
         report.push((method, metrics.auc_roc));
@@ -77,6 +80,7 @@ fn every_baseline_trains_saves_and_reloads() {
             &ReferenceChoice::Random { seed: 9 },
             &again,
             None,
+            false,
             &Device::Cpu,
         )
         .unwrap();
@@ -103,13 +107,14 @@ fn every_baseline_trains_saves_and_reloads() {
             .unwrap()
             .paths();
         let mut refs = loaded.stored_references().unwrap();
-        let rows = predict(&loaded, &images, &mut refs, None, &Device::Cpu).unwrap();
+        let rows = predict(&loaded, &images, &mut refs, None, false, &Device::Cpu).unwrap();
         assert_eq!(rows.len(), 12);
         let err = predict(
             &loaded,
             &images,
             &mut refs,
             Some(&dir.path().join("heat")),
+            false,
             &Device::Cpu,
         )
         .err()
@@ -167,7 +172,10 @@ fn default_category_run(
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: None,
-        overwrite: false,
+        control: dra_train::RunControl {
+            overwrite: false,
+            ..Default::default()
+        },
     })
     .unwrap_or_else(|e| panic!("{method}: {e}"))
     .auc_roc

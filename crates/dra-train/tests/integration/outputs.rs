@@ -1,6 +1,7 @@
-//! Nothing a user trained is lost (issue 30): `dra train` refuses a folder that holds a run
-//! unless told `--overwrite`, and a folder that another process is writing, each with a
-//! one-line error naming the folder; the run already there stays as it was.
+//! Nothing a user trained is lost (issue 30): `dra train`, `dra eval` and `dra predict` refuse
+//! a folder that holds results unless told `--overwrite`, and every command that writes (those
+//! and `dra calibrate`) a folder that another process is writing, each with a one-line error
+//! naming the folder; what was there stays as it was.
 
 use std::path::Path;
 
@@ -81,5 +82,81 @@ fn a_run_is_replaced_only_with_overwrite_and_a_busy_folder_is_refused() {
         "{line}"
     );
     assert_eq!(model(), second);
+
+    // The commands that use the run: none writes where another process writes.
+    let run_s = out.to_str().unwrap();
+    let good = dir.path().join("washer/test/good");
+    let normals = good.to_str().unwrap();
+    let (ok, _, err) = run(&["calibrate", "--model", run_s, "--normals", normals]);
+    assert!(
+        !ok && one_line(&err).contains("another dra process"),
+        "{err}"
+    );
+    assert!(!out.join("threshold.json").exists());
     drop(lock);
+
+    // `dra eval --out`: an earlier evaluation is replaced only with --overwrite.
+    let eval_out = dir.path().join("eval");
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            run_s,
+            "--dataset",
+            "synthetic/washer",
+            "--dataset-dir",
+            dir.path().to_str().unwrap(),
+            "--out",
+            eval_out.to_str().unwrap(),
+            "--fixed-references",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (ok, _, err) = eval(&[]);
+    assert!(ok, "{err}");
+    let scores = std::fs::read(eval_out.join("scores.csv")).unwrap();
+    std::fs::write(eval_out.join("note.txt"), "mine").unwrap();
+    let (ok, _, err) = eval(&[]);
+    let line = one_line(&err);
+    assert!(
+        !ok && line.contains("earlier results") && line.contains("--overwrite"),
+        "{line}"
+    );
+    let (ok, _, err) = eval(&["--overwrite"]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(eval_out.join("scores.csv")).unwrap(), scores);
+    // What is not a run's file is the user's, and stays.
+    assert!(eval_out.join("note.txt").exists());
+
+    // `dra predict --out`: overlays of the same names are replaced only with --overwrite.
+    let maps = dir.path().join("maps");
+    let image = std::fs::read_dir(&good)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let predict = |extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            run_s,
+            "--out",
+            maps.to_str().unwrap(),
+            image.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (ok, _, err) = predict(&[]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = predict(&[]);
+    let line = one_line(&err);
+    assert!(
+        !ok && line.contains("_heatmap.png") && line.contains("--overwrite"),
+        "{line}"
+    );
+    let (ok, _, err) = predict(&["--overwrite"]);
+    assert!(ok, "{err}");
 }

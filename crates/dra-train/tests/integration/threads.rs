@@ -137,7 +137,10 @@ fn runs_predictions_and_evaluations_do_not_depend_on_the_thread_count() {
                     device: Device::Cpu,
                     on_unreadable: dra_data::OnUnreadable::Error,
                     save_maps: Some(out.join("maps")),
-                    overwrite: false,
+                    control: dra_train::RunControl {
+                        overwrite: false,
+                        ..Default::default()
+                    },
                 };
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)

@@ -38,7 +38,10 @@ fn tiny_model_trains_and_writes_a_consistent_run() {
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: None,
-        overwrite: false,
+        control: dra_train::RunControl {
+            overwrite: false,
+            ..Default::default()
+        },
     };
     let metrics = dra_train::train(&request).unwrap();
     assert!(
@@ -103,7 +106,10 @@ fn same_seed_same_run_bit_for_bit() {
             device: Device::Cpu,
             on_unreadable: dra_data::OnUnreadable::Error,
             save_maps: None,
-            overwrite: false,
+            control: dra_train::RunControl {
+                overwrite: false,
+                ..Default::default()
+            },
         })
         .unwrap();
         (
@@ -135,7 +141,10 @@ fn saved_model_scores_the_same_way_every_time() {
         device: Device::Cpu,
         on_unreadable: dra_data::OnUnreadable::Error,
         save_maps: None,
-        overwrite: false,
+        control: dra_train::RunControl {
+            overwrite: false,
+            ..Default::default()
+        },
     })
     .unwrap();
 
@@ -154,6 +163,7 @@ fn saved_model_scores_the_same_way_every_time() {
             choice,
             &out,
             None,
+            false,
             &Device::Cpu,
         )
         .unwrap();
@@ -178,9 +188,17 @@ fn saved_model_scores_the_same_way_every_time() {
     assert_eq!(images.len(), 4);
     let mut refs = loaded.stored_references().unwrap();
     let heatmaps = dir.path().join("heat");
-    let rows = predict(&loaded, &images, &mut refs, Some(&heatmaps), &Device::Cpu).unwrap();
+    let rows = predict(
+        &loaded,
+        &images,
+        &mut refs,
+        Some(&heatmaps),
+        false,
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut refs = loaded.stored_references().unwrap();
-    let again = predict(&bare, &images, &mut refs, None, &Device::Cpu).unwrap();
+    let again = predict(&bare, &images, &mut refs, None, false, &Device::Cpu).unwrap();
     assert_eq!(rows, again);
     for img in &images {
         let stem = img.file_stem().unwrap().to_string_lossy();

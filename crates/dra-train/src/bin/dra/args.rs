@@ -90,9 +90,13 @@ pub(crate) struct EvalArgs {
     pub(crate) model: PathBuf,
     #[command(flatten)]
     pub(crate) data: DataArgs,
-    /// Output folder for scores.csv and metrics.json.
+    /// Output folder for scores.csv, report.html and metrics.json.
     #[arg(long)]
     pub(crate) out: PathBuf,
+    /// Replace the results that --out holds already (an earlier evaluation's, a run's: its
+    /// files are removed first); without it such a folder is refused.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
     /// Fixed references: these images (test transform), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub(crate) reference_images: Vec<PathBuf>,
@@ -165,9 +169,13 @@ pub(crate) struct PredictArgs {
     /// Images or folders of images.
     #[arg(required = true)]
     pub(crate) images: Vec<PathBuf>,
-    /// Write a heat-map overlay PNG per image here.
+    /// Write a heat-map overlay PNG per image here (`<stem>_heatmap.png`).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Replace the overlays of the same names that --out holds already; without it such a
+    /// folder is refused.
+    #[arg(long, requires = "out")]
+    pub(crate) overwrite: bool,
     /// Reference images instead of the run's stored set, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub(crate) reference_images: Vec<PathBuf>,
@@ -203,8 +211,9 @@ pub(crate) struct DataArgs {
     /// inspect`: every category), elpv, mastcam, brainmri, headct, hyperkvasir (raw or
     /// converted layout), or synthetic/<category> (generated on first use; categories weave,
     /// granite, washer).
-    #[arg(long)]
-    pub(crate) dataset: String,
+    // Required, but for `dra train --resume`, which conflicts with it (so clap waives it).
+    #[arg(long, required = true)]
+    pub(crate) dataset: Option<String>,
     /// Folder holding data sets under their default folder names: mvtec_anomaly_detection/,
     /// elpv-dataset/, mastcam/, brain_tumor_dataset/, head_ct/, hyper-kvasir/, AITEX/,
     /// KolektorSDD/, DAGM2007/, synthetic/ (docs/datasets.md).
@@ -237,9 +246,17 @@ impl UnreadableArgs {
 }
 
 impl DataArgs {
+    /// `--dataset`, which clap requires wherever these arguments are taken without `dra train
+    /// --resume`.
+    pub(crate) fn dataset(&self) -> &str {
+        self.dataset
+            .as_deref()
+            .expect("clap requires --dataset without --resume")
+    }
+
     /// The parsed name and the folder it resolves to.
     pub(crate) fn resolve(&self) -> Result<(DatasetName, PathBuf)> {
-        let name = DatasetName::parse(&self.dataset)?;
+        let name = DatasetName::parse(self.dataset())?;
         let dir = name.resolve(self.data_root.as_deref(), self.dataset_dir.as_deref())?;
         Ok((name, dir))
     }
@@ -265,9 +282,28 @@ pub(crate) struct TrainArgs {
     #[command(flatten)]
     pub(crate) data: DataArgs,
     /// Run directory for config.json, model.safetensors, scores.csv, train_log.csv,
-    /// report.html, threshold.json (when calibrated) and metrics.json.
-    #[arg(long)]
-    pub(crate) out: PathBuf,
+    /// report.html, threshold.json (when calibrated) and metrics.json; while training, for its
+    /// checkpoint.safetensors too.
+    #[arg(long, required_unless_present = "resume")]
+    pub(crate) out: Option<PathBuf>,
+    /// Go on with the stopped run in this folder from its checkpoint, with the settings and
+    /// data it started with (given no others): it ends as it would have uninterrupted, byte
+    /// for byte, on the same machine.
+    #[arg(long, value_name = "RUN", conflicts_with_all = [
+        "dataset", "data_root", "dataset_dir", "skip_unreadable", "out",
+        "save_maps", "overwrite", "profile", "method", "ahl_base", "n_anomaly", "known_class",
+        "seed",
+    ])]
+    pub(crate) resume: Option<PathBuf>,
+    /// Write the checkpoint every N optimiser steps instead of at the end of each epoch (only
+    /// the latest is kept, and it is removed once the run's results are written).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) checkpoint_every: Option<u64>,
+    /// Memory for the decoded training images, in MiB (default: room for 2,048 images at the
+    /// training size, 96 MiB at 128 px): the images past it are read again from disk as they
+    /// are used, with the same batches and results.
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) cache_mb: Option<u64>,
     /// Write each test image's anomaly map (float32 .npy at the model's image size) as
     /// DIR/test/<class>/<name>.npy (DRA only).
     #[arg(long)]

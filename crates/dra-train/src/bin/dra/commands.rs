@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use dra_data::{Listing, Setting, Unreadable};
 use dra_train::engine::References;
-use dra_train::record::{predictions_csv, REPORT_FILE, THRESHOLD_FILE};
-use dra_train::{LoadedModel, Metrics, ReferenceChoice, RunRequest};
+use dra_train::record::{predictions_csv, Overrides, REPORT_FILE, THRESHOLD_FILE};
+use dra_train::{LoadedModel, Metrics, ReferenceChoice, RunControl, RunRequest, StopSignal};
 
 use crate::args::{CalibrateArgs, EvalArgs, PredictArgs, TrainArgs};
 use crate::progress::Bar;
@@ -62,25 +62,49 @@ fn report_details(m: &Metrics, scored_as: &str) {
 }
 
 pub(crate) fn train(args: TrainArgs) -> Result<()> {
-    let (name, category_dir) = args.data.resolve()?;
-    let request = RunRequest {
-        config: args.config()?,
-        dataset: args.data.dataset.clone(),
-        category_dir,
-        family: name.family(),
-        out_dir: args.out.clone(),
-        device: device(&args.device)?,
-        on_unreadable: args.data.unreadable.policy(),
-        save_maps: args.save_maps.clone(),
-        overwrite: args.overwrite,
+    let device = device(&args.device)?;
+    let mut request = match &args.resume {
+        Some(run) => {
+            if args.overrides != Overrides::default() {
+                bail!("--resume: the run goes on with the settings it started with; give no others (--help lists them)");
+            }
+            RunRequest::resume(run, device)?
+        }
+        None => {
+            let (name, category_dir) = args.data.resolve()?;
+            RunRequest {
+                config: args.config()?,
+                dataset: args.data.dataset().to_string(),
+                category_dir,
+                family: name.family(),
+                out_dir: args
+                    .out
+                    .clone()
+                    .expect("clap requires --out without --resume"),
+                device,
+                on_unreadable: args.data.unreadable.policy(),
+                save_maps: args.save_maps.clone(),
+                control: RunControl {
+                    overwrite: args.overwrite,
+                    ..Default::default()
+                },
+            }
+        }
     };
-    let mut bar = Bar::new(!args.quiet, &args.data.dataset);
+    request.control.checkpoint_every = args.checkpoint_every.map(|n| n as usize);
+    request.control.cache_bytes = args
+        .cache_mb
+        .map(|mb| (mb as usize).saturating_mul(1 << 20));
+    request.control.stop =
+        Some(StopSignal::on_termination().context("setting up the stop on SIGINT/SIGTERM")?);
+    let (dataset, out) = (request.dataset.clone(), request.out_dir.clone());
+    let mut bar = Bar::new(!args.quiet, &dataset);
     let m = dra_train::train_with_progress(&request, &mut |p| bar.show(p))?;
     report_unreadable(&m.unreadable);
     println!(
         "{} on {}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images; trained on {} normal + {} labelled anomalies in {:.0} s)",
-        args.method,
-        args.data.dataset,
+        request.config.method,
+        dataset,
         m.auc_roc,
         m.auc_pr,
         m.n_test_normal,
@@ -97,13 +121,13 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
         eprintln!(
             "note: {} file(s) or tile(s) of the data folder left out; reasons in {}, files listed by `dra data inspect`",
             m.ignored,
-            args.out.join("config.json").display()
+            out.join("config.json").display()
         );
     }
     println!(
         "results in {} (open {} in a browser)",
-        args.out.display(),
-        args.out.join(REPORT_FILE).display()
+        out.display(),
+        out.join(REPORT_FILE).display()
     );
     Ok(())
 }
@@ -137,12 +161,13 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         &references,
         &args.out,
         args.save_maps.as_deref(),
+        args.overwrite,
         &device,
     )?;
     report_unreadable(&m.unreadable);
     println!(
         "{}: AUC-ROC {:.4}, AUC-PR {:.4} ({} normal + {} anomalous test images); results in {}",
-        args.data.dataset,
+        args.data.dataset(),
         m.auc_roc,
         m.auc_pr,
         m.n_test_normal,
@@ -184,6 +209,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
         &images,
         &mut references,
         args.out.as_deref(),
+        args.overwrite,
         &device,
     )?;
     print!("{}", predictions_csv(&rows, loaded.threshold.as_ref()));
@@ -228,6 +254,12 @@ pub(crate) fn calibrate(args: CalibrateArgs) -> Result<()> {
         threshold.source,
         args.model.join(THRESHOLD_FILE).display()
     );
+    if let Some(previous) = &loaded.threshold {
+        eprintln!(
+            "note: it replaces the threshold {:.6} set on {}",
+            previous.value, previous.source
+        );
+    }
     if let Some(caution) = threshold.caution() {
         eprintln!("warning: {caution}");
     }

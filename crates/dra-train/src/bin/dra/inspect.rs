@@ -11,7 +11,7 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
     let data = &args.data;
     let policy = data.unreadable.policy();
     // `mvtec` alone: every category folder of the MVTec root.
-    let inventory = if data.dataset == "mvtec" {
+    let inventory = if data.dataset() == "mvtec" {
         let root = match (&data.dataset_dir, &data.data_root) {
             (Some(d), _) => d.clone(),
             (None, Some(r)) => r.join(MVTEC_FOLDER),
@@ -26,7 +26,7 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
         };
         Inventory::of_category(subset, name.family().load(&dir, policy)?)
     };
-    let counts = inventory.counts(&data.dataset);
+    let counts = inventory.counts(data.dataset());
     // Nothing is skipped in silence: what the loaders left out, and why; with
     // --skip-unreadable, the files that do not decode, with the decoder's reason.
     let left = inventory.ignored();

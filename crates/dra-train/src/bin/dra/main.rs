@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dra_data::synthetic;
+use dra_train::TrainError;
 
 use crate::args::{Cli, Command, DataCommand};
 
@@ -44,9 +45,17 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<TrainError>() {
+            // Asked to stop (SIGINT, SIGTERM): not a failure of the run, which goes on later.
+            Some(TrainError::Stopped { dir, .. }) => {
+                eprintln!("{e}");
+                eprintln!("to go on: dra train --resume {}", dir.display());
+                ExitCode::from(130)
+            }
+            _ => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -22,8 +22,10 @@ impl Bar {
 
     pub(crate) fn show(&mut self, progress: Progress) {
         match progress {
-            Progress::Started { steps } if self.show => {
-                self.bar = ProgressBar::new(steps as u64);
+            Progress::Started { steps, done } if self.show => {
+                // A resumed run starts where its checkpoint stood; the ETA counts from here.
+                self.bar = ProgressBar::new(steps as u64).with_position(done as u64);
+                self.bar.reset_eta();
                 self.bar.set_style(
                     ProgressStyle::with_template(
                         "{prefix} [{elapsed_precise}] {bar:30} step {pos}/{len} {msg} ETA {eta}",

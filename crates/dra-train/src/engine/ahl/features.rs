@@ -2,6 +2,8 @@
 //! over the training normals, the labelled anomalies and one pseudo anomaly of every normal per
 //! generator, at every pyramid level.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 use dra_data::pseudo::{CutMix, CutPasteScar};
 use dra_data::transform::normalize_into;
@@ -34,7 +36,7 @@ impl Generator {
     pub const ALL: [Generator; 3] = [Self::CutPaste, Self::CutMix, Self::Scar];
 
     /// A pseudo anomaly of `normals[i]`.
-    fn make(self, normals: &[RgbImage], i: usize, rng: &mut ChaCha8Rng) -> RgbImage {
+    fn make(self, normals: &[Arc<RgbImage>], i: usize, rng: &mut ChaCha8Rng) -> RgbImage {
         let img = &normals[i];
         match self {
             Self::CutPaste => CutMix::default().apply(img, rng),
@@ -74,7 +76,10 @@ impl FeatureCache {
         seed: u64,
         device: &Device,
     ) -> Result<Self, TrainError> {
-        let normal_images = &normals.images;
+        // AHL's phase needs every image at once (its pseudo anomalies mix normals, and every
+        // feature is cached): the sets are decoded whole here, whatever the image cache holds.
+        let normal_images = &normals.all()?;
+        let anomaly_images = anomalies.all()?;
         // One generator stream per (generator, normal): the cache does not depend on the
         // order rayon runs them in.
         let pseudo: Vec<RgbImage> = Generator::ALL
@@ -91,7 +96,8 @@ impl FeatureCache {
             .collect();
         let items: Vec<&RgbImage> = normal_images
             .iter()
-            .chain(&anomalies.images)
+            .chain(&anomaly_images)
+            .map(|img| &**img)
             .chain(&pseudo)
             .collect();
         let Some(first) = items.first() else {
@@ -121,7 +127,7 @@ impl FeatureCache {
         Ok(Self {
             levels,
             n_normal: normal_images.len(),
-            n_anomaly: anomalies.images.len(),
+            n_anomaly: anomaly_images.len(),
         })
     }
 

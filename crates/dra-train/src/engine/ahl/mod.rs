@@ -71,7 +71,7 @@ pub(crate) fn retrain_heads(
         .collect();
     let outcome = train_heads(
         &cache,
-        anomalies.images.len(),
+        anomalies.len(),
         &base_heads,
         &setup,
         device,

@@ -1,14 +1,16 @@
 //! The first phase of a run: the output folder made ready, the data folder read and split,
 //! `config.json` written, and the training images decoded into balanced batches.
 
+use std::path::Path;
+
 use dra_data::{BatchSource, Category, ImageCache, ImageRef, Sample, Split, Unreadable};
 
 use super::request::RunRequest;
 use crate::engine::maps::check_maps_dir;
 use crate::error::TrainError;
 use crate::record::{
-    claim_dir, write_json, ArithmeticRecord, OutputLock, RunRecord, TrainConfig, CONFIG_FILE,
-    RESULT_FILES, RUN_FILES,
+    claim_dir, lock_dir, write_json, ArithmeticRecord, Checkpoint, OutputLock, RunRecord,
+    TrainConfig, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RESULT_FILES, RUN_FILES,
 };
 
 /// What the data folder gave the run.
@@ -39,13 +41,17 @@ pub(super) struct Batches {
 pub(super) fn load(req: &RunRequest) -> Result<(Loaded, Batches), TrainError> {
     let cfg = &req.config;
     cfg.validate()?;
-    let lock = claim_dir(
-        &req.out_dir,
-        "--out",
-        &RESULT_FILES,
-        &RUN_FILES,
-        req.overwrite,
-    )?;
+    let lock = if req.control.resume {
+        resumable(&req.out_dir)?
+    } else {
+        claim_dir(
+            &req.out_dir,
+            "--out",
+            &RESULT_FILES,
+            &RUN_FILES,
+            req.control.overwrite,
+        )?
+    };
     if let Some(dir) = &req.save_maps {
         check_maps_dir(dir, cfg.method)?;
     }
@@ -85,10 +91,17 @@ pub(super) fn load(req: &RunRequest) -> Result<(Loaded, Batches), TrainError> {
         dra_rs_version: env!("CARGO_PKG_VERSION").into(),
         arithmetic: Some(ArithmeticRecord::of(cfg, &req.device)),
     };
-    write_json(&req.out_dir.join(CONFIG_FILE), &record)?;
+    if req.control.resume {
+        same_run(&req.out_dir, &record)?;
+    } else {
+        write_json(&req.out_dir.join(CONFIG_FILE), &record)?;
+    }
 
-    // Decode and resize every training image once, in parallel; a bad file stops us here.
-    let normals = ImageCache::load(&split.train_normal, cfg.image_size)?;
+    // Decode and resize every training image once, in parallel; a bad file stops us here. The
+    // normals (and outlier images) stay in memory up to the budget, the few labelled
+    // anomalies all.
+    let budget = req.control.cache_budget(cfg.image_size);
+    let normals = ImageCache::load_within(&split.train_normal, cfg.image_size, budget)?;
     let anomaly_images: Vec<ImageRef> = split.train_anomaly.iter().map(Sample::image).collect();
     let anomalies = ImageCache::load(&anomaly_images, cfg.image_size)?;
     let ahl_images = cfg
@@ -97,7 +110,11 @@ pub(super) fn load(req: &RunRequest) -> Result<(Loaded, Batches), TrainError> {
         .then(|| (normals.clone(), anomalies.clone()));
     let mut source = BatchSource::new(cfg.batch_config(), normals, anomalies, cfg.seed)?;
     if let Some(outliers) = &outliers {
-        source = source.with_outliers(ImageCache::load(&outliers.images, cfg.image_size)?);
+        source = source.with_outliers(ImageCache::load_within(
+            &outliers.images,
+            cfg.image_size,
+            budget,
+        )?);
     }
     Ok((
         Loaded {
@@ -109,4 +126,61 @@ pub(super) fn load(req: &RunRequest) -> Result<(Loaded, Batches), TrainError> {
         },
         Batches { source, ahl_images },
     ))
+}
+
+/// Locks the folder of a run to resume, which must hold a checkpoint and no finished run.
+fn resumable(dir: &Path) -> Result<OutputLock, TrainError> {
+    let lock = lock_dir(dir)?;
+    let refuse = |message: String| TrainError::InvalidOption {
+        flag: "--resume",
+        message: format!("{}: {message}", dir.display()),
+    };
+    if dir.join(METRICS_FILE).is_file() {
+        return Err(refuse(format!(
+            "the run has finished ({METRICS_FILE}); nothing to resume"
+        )));
+    }
+    if Checkpoint::read_state(dir)?.is_none() {
+        return Err(refuse(format!("holds no {CHECKPOINT_FILE}")));
+    }
+    Ok(lock)
+}
+
+/// Checks that a resumed run is the run its folder started: the `config.json` it wrote then is
+/// what the settings and the data folder give now (the split's files, what was left out). Not
+/// the arithmetic: a run resumed on another CPU goes on, its last bits those of that CPU.
+fn same_run(dir: &Path, now: &RunRecord) -> Result<(), TrainError> {
+    let then = RunRecord::read(dir, "--resume")?;
+    let value = |r: &RunRecord| -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(r) {
+            Ok(serde_json::Value::Object(mut fields)) => {
+                fields.remove("arithmetic");
+                fields
+            }
+            _ => Default::default(),
+        }
+    };
+    let (then, now) = (value(&then), value(now));
+    let differ: Vec<&str> = then
+        .iter()
+        .filter(|(k, v)| now.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .chain(
+            now.keys()
+                .filter(|k| !then.contains_key(*k))
+                .map(String::as_str),
+        )
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::InvalidOption {
+        flag: "--resume",
+        message: format!(
+            "{}: the run started with other settings or data than it would resume with ({} \
+             differ); the data folder or dra changed since: train it again (--overwrite)",
+            dir.join(CONFIG_FILE).display(),
+            differ.join(", ")
+        ),
+    })
 }

@@ -11,7 +11,7 @@ mod write;
 
 use std::time::Instant;
 
-pub use request::{Progress, RunRequest};
+pub use request::{Progress, RunControl, RunRequest, StopSignal, DEFAULT_CACHE_IMAGES};
 
 use crate::error::TrainError;
 use crate::record::Metrics;

@@ -10,8 +10,8 @@ use super::score::Scores;
 use crate::engine::maps::save_maps;
 use crate::error::TrainError;
 use crate::record::{
-    save_safetensors, write_json, write_scores, Metrics, Threshold, METRICS_FILE, MODEL_FILE,
-    REFERENCES_FILE, REPORT_FILE, SCORES_FILE,
+    save_safetensors, write_json, write_scores, Metrics, Threshold, CHECKPOINT_FILE, METRICS_FILE,
+    MODEL_FILE, REFERENCES_FILE, REPORT_FILE, SCORES_FILE,
 };
 use crate::run::advice;
 use crate::run::report::{self, RunView};
@@ -79,5 +79,9 @@ pub(super) fn write(
             .push(format!("{REPORT_FILE} not written: {e}"));
     }
     write_json(&req.out_dir.join(METRICS_FILE), &metrics)?;
+    // The run is finished: its checkpoint has no more use. Kept until here, so that a run whose
+    // results could not be written goes on from it; left behind only where it cannot be
+    // removed, which does no harm (a finished run is never resumed).
+    let _ = std::fs::remove_file(req.out_dir.join(CHECKPOINT_FILE));
     Ok(metrics)
 }
