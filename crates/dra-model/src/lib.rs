@@ -82,6 +82,7 @@ mod image_batch;
 mod init;
 mod method;
 mod model_config;
+pub mod onnx;
 pub mod ops;
 mod runtime;
 #[cfg(test)]

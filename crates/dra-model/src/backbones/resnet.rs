@@ -4,6 +4,7 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use crate::onnx::Graph;
 use crate::ops::{BatchNorm2d, Conv2d, Kernels, MaxPool2d};
 
 /// A `k × k` convolution without bias, padded by `k / 2`.
@@ -60,6 +61,24 @@ impl BasicBlock {
         })
     }
 
+    /// The block in eval mode as ONNX nodes on the value `x`, its tensors named under
+    /// `name` as torchvision names them.
+    fn export(&self, g: &mut Graph, name: &str, x: &str) -> Result<String> {
+        let y = self.conv1.export(g, &format!("{name}.conv1"), x)?;
+        let y = self.bn1.export(g, &format!("{name}.bn1"), &y, true)?;
+        let y = self.conv2.export(g, &format!("{name}.conv2"), &y)?;
+        let y = self.bn2.export(g, &format!("{name}.bn2"), &y, false)?;
+        let identity = match &self.downsample {
+            Some((c, b)) => {
+                let d = c.export(g, &format!("{name}.downsample.0"), x)?;
+                b.export(g, &format!("{name}.downsample.1"), &d, false)?
+            }
+            None => x.to_string(),
+        };
+        let sum = g.node("Add", &format!("{name}.add"), &[&y, &identity], &[]);
+        Ok(g.node("Relu", &format!("{name}.relu"), &[&sum], &[]))
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv1.forward(x)?;
         let y = self.bn1.forward_relu_t(&y, train)?;
@@ -114,6 +133,23 @@ impl ResNet18 {
             pool: MaxPool2d::new(3, 2, 1, kernels),
             layers,
         })
+    }
+}
+
+impl ResNet18 {
+    /// The network in eval mode (BatchNorm with its running statistics) as ONNX nodes on the
+    /// value `x`, its tensors named under `name` (the prefix its weights have, e.g.
+    /// `feature_extractor.net`); returns the name of the `layer4` features.
+    pub fn export(&self, g: &mut Graph, name: &str, x: &str) -> Result<String> {
+        let y = self.conv1.export(g, &format!("{name}.conv1"), x)?;
+        let y = self.bn1.export(g, &format!("{name}.bn1"), &y, true)?;
+        let mut y = self.pool.export(g, &format!("{name}.maxpool"), &y);
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (j, block) in layer.iter().enumerate() {
+                y = block.export(g, &format!("{name}.layer{}.{j}", i + 1), &y)?;
+            }
+        }
+        Ok(y)
     }
 }
 

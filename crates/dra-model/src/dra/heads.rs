@@ -3,6 +3,7 @@
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use crate::onnx::{Attr, Graph};
 use crate::ops::{BatchNorm2d, Conv2d, Kernels, Linear};
 
 /// Mean of the `K = max(⌊rate·h·w⌋, 1)` largest values of each row of `(B, N)` scores.
@@ -16,6 +17,33 @@ pub fn top_k_mean(scores: &Tensor, rate: f64) -> Result<Tensor> {
         .narrow(1, 0, k)?
         .contiguous()?;
     scores.contiguous()?.gather(&order, 1)?.mean(1)
+}
+
+/// [`top_k_mean`] as ONNX nodes on cell scores `(B, n)` with `n` known: `TopK` of the
+/// `max(⌊rate·n⌋, 1)` largest, then their mean, `(B,)`.
+fn export_top_k_mean(g: &mut Graph, name: &str, cells: &str, n: usize, rate: f64) -> String {
+    let k = ((n as f64 * rate) as usize).max(1);
+    let k = g.constant_i64(&format!("{name}.k"), &[k as i64]);
+    // TopK's values; its indices, the second output, are not used.
+    let top = g
+        .node_outputs(
+            "TopK",
+            &format!("{name}.topk"),
+            &[cells, &k],
+            &[
+                Attr::Int("axis", -1),
+                Attr::Int("largest", 1),
+                Attr::Int("sorted", 1),
+            ],
+            2,
+        )
+        .remove(0);
+    g.node(
+        "ReduceMean",
+        &format!("{name}.mean"),
+        &[&top],
+        &[Attr::Ints("axes", &[1]), Attr::Int("keepdims", 0)],
+    )
 }
 
 /// Seen- and pseudo-abnormality heads: a 1×1 convolution scores every cell of the feature map;
@@ -65,6 +93,29 @@ impl PlainHead {
     /// top-K mean. Split from `forward` so that a map and a score can share one pass.
     pub fn score_cells(&self, cells: &Tensor) -> Result<Tensor> {
         top_k_mean(cells, self.topk_rate)
+    }
+
+    /// The head as ONNX nodes on feature maps of `cells` = h·w cells: returns the names of
+    /// the cell scores `(B, h·w)` and of the score `(B,)`.
+    pub fn export(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        features: &str,
+        cells: usize,
+    ) -> Result<(String, String)> {
+        let y = self
+            .scoring
+            .export(g, &format!("{name}.scoring"), features)?;
+        let flat = g.node(
+            "Flatten",
+            &format!("{name}.flatten"),
+            &[&y],
+            &[Attr::Int("axis", 1)],
+        );
+        let abs = g.node("Abs", &format!("{name}.abs"), &[&flat], &[]);
+        let score = export_top_k_mean(g, name, &abs, cells, self.topk_rate);
+        Ok((abs, score))
     }
 }
 
@@ -133,6 +184,28 @@ impl CompositeHead {
     pub fn score_cells(&self, cells: &Tensor) -> Result<Tensor> {
         self.plain.score_cells(cells)
     }
+
+    /// The head in eval mode as ONNX nodes on feature maps of h·w = `cells` cells, against
+    /// the constant `mean_reference` (the references' mean feature map, `(1, C, h, w)`):
+    /// returns the names of the cell scores and of the score.
+    pub fn export(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        features: &str,
+        mean_reference: &str,
+        cells: usize,
+    ) -> Result<(String, String)> {
+        let residual = g.node(
+            "Sub",
+            &format!("{name}.residual"),
+            &[mean_reference, features],
+            &[],
+        );
+        let x = self.conv.export(g, &format!("{name}.conv.0"), &residual)?;
+        let x = self.bn.export(g, &format!("{name}.conv.1"), &x, true)?;
+        self.plain.export(g, name, &x, cells)
+    }
 }
 
 /// Global average pooling of an NCHW feature map, `(B, C)`: the normality head's first layer,
@@ -156,6 +229,22 @@ impl HolisticHead {
             fc1: Linear::new(in_channels, 256, true, kernels, vb.pp("fc1"))?,
             fc2: Linear::new(256, 1, true, kernels, vb.pp("fc2"))?,
         })
+    }
+
+    /// The head as ONNX nodes on feature maps: returns the name of the score `(B,)`.
+    pub fn export(&self, g: &mut Graph, name: &str, features: &str) -> Result<String> {
+        let pooled = g.node(
+            "ReduceMean",
+            &format!("{name}.pool"),
+            &[features],
+            &[Attr::Ints("axes", &[2, 3]), Attr::Int("keepdims", 0)],
+        );
+        let hidden = self.fc1.export(g, &format!("{name}.fc1"), &pooled)?;
+        let hidden = g.node("Relu", &format!("{name}.relu"), &[&hidden], &[]);
+        let out = self.fc2.export(g, &format!("{name}.fc2"), &hidden)?;
+        let abs = g.node("Abs", &format!("{name}.abs"), &[&out], &[]);
+        let flat = g.constant_i64(&format!("{name}.shape"), &[-1]);
+        Ok(g.node("Reshape", &format!("{name}.score"), &[&abs, &flat], &[]))
     }
 
     /// One score per image, `(B,)`.

@@ -8,7 +8,7 @@ mod model;
 
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
-pub use model::{Dra, DraHeads, HeadScores};
+pub use model::{Dra, DraHeads, ExportedScores, HeadScores};
 
 pub(crate) use heads::global_pool;
 pub(crate) use model::{downsample_nearest, pyramid_mean};

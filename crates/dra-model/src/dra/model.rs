@@ -7,6 +7,7 @@ use super::heads::{CompositeHead, HolisticHead, PlainHead};
 use crate::backbones::Backbone;
 use crate::head_set::HeadSet;
 use crate::model_config::ModelConfig;
+use crate::onnx::{Attr, Graph};
 
 /// Per-image scores of the four heads, each `(B,)` and averaged over the pyramid's scales.
 #[derive(Debug, Clone)]
@@ -132,7 +133,141 @@ impl DraHeads {
     }
 }
 
+/// The names of an exported DRA graph's values per image: the score, each head's score, and
+/// the anomaly map at the feature map's size (level 0), `(B, h, w)`.
+#[derive(Clone, Debug)]
+pub struct ExportedScores {
+    /// s = −g_n + g_s + g_p + g_r (or the chosen heads' score), `(B,)`.
+    pub score: String,
+    /// g_n, g_s, g_p, g_r, each `(B,)`, averaged over the pyramid.
+    pub heads: [String; 4],
+    /// The sum of the chosen abnormality heads' cell scores at full size, `(B, h, w)`.
+    pub map: String,
+}
+
+impl DraHeads {
+    /// The heads in eval mode as ONNX nodes on one level's feature maps of h·w = `cells`
+    /// cells, the residual head against the constant `mean_reference`: returns the names of
+    /// g_n, g_s, g_p, g_r `(B,)` and of the map's cells `(B, h·w)`.
+    fn export(
+        &self,
+        g: &mut Graph,
+        features: &str,
+        mean_reference: &str,
+        cells: usize,
+    ) -> Result<([String; 4], String)> {
+        let normal = self.holistic_head.export(g, "holistic_head", features)?;
+        let (seen_cells, seen) = self.seen_head.export(g, "seen_head", features, cells)?;
+        let (pseudo_cells, pseudo) = self.pseudo_head.export(g, "pseudo_head", features, cells)?;
+        let (residual_cells, residual) =
+            self.composite_head
+                .export(g, "composite_head", features, mean_reference, cells)?;
+        let map = export_sum_abnormal(
+            g,
+            self.heads,
+            "map",
+            [&seen_cells, &pseudo_cells, &residual_cells],
+        )?;
+        Ok(([normal, seen, pseudo, residual], map))
+    }
+}
+
+/// [`HeadSet::sum_abnormal`] as ONNX `Add` nodes, in the same order.
+fn export_sum_abnormal(
+    g: &mut Graph,
+    heads: HeadSet,
+    name: &str,
+    values: [&str; 3],
+) -> Result<String> {
+    let mut sum: Option<String> = None;
+    for (index, v) in [(1, values[0]), (2, values[1]), (3, values[2])] {
+        if heads.has(index) {
+            sum = Some(match sum {
+                Some(s) => g.node("Add", name, &[&s, v], &[]),
+                None => v.to_string(),
+            });
+        }
+    }
+    sum.ok_or_else(|| candle_core::Error::Msg("no abnormality head in the set".into()))
+}
+
 impl Dra {
+    /// The model in eval mode as ONNX nodes on the value `x` (queries only, `(B, 3, S, S)`,
+    /// S the size of `references`), with `references` (`(n_ref, 3, S, S)`, normalised as the
+    /// queries) baked in: their mean feature map at each level of the pyramid is a constant,
+    /// so a score depends on the image alone, as with a fixed reference set.
+    pub fn export(&self, g: &mut Graph, x: &str, references: &Tensor) -> Result<ExportedScores> {
+        let (_, _, h, w) = references.dims4()?;
+        let mut levels: Vec<[String; 4]> = Vec::new();
+        let mut map = None;
+        for s in 0..self.config.n_scales {
+            let xs = if s == 0 {
+                x.to_string()
+            } else {
+                let rows = g.constant_i64(&format!("pyramid.{s}.rows"), &nearest_indices(h, s));
+                let xs = g.node(
+                    "Gather",
+                    &format!("pyramid.{s}.h"),
+                    &[x, &rows],
+                    &[Attr::Int("axis", 2)],
+                );
+                let cols = g.constant_i64(&format!("pyramid.{s}.cols"), &nearest_indices(w, s));
+                g.node(
+                    "Gather",
+                    &format!("pyramid.{s}.w"),
+                    &[&xs, &cols],
+                    &[Attr::Int("axis", 3)],
+                )
+            };
+            let features = match &self.feature_extractor {
+                Backbone::Resnet18(net) => net.export(g, "feature_extractor.net", &xs)?,
+                Backbone::MobilenetV2(_) => {
+                    candle_core::bail!("the MobileNetV2 backbone is not exported to ONNX yet")
+                }
+            };
+            let reference_features = self.features_t(references, s, false)?;
+            let (_, _, fh, fw) = reference_features.dims4()?;
+            let mean = g.constant(
+                &format!("composite_head.mean_reference.{s}"),
+                &reference_features.mean_keepdim(0)?,
+            )?;
+            let (scores, cells) = self.heads.export(g, &features, &mean, fh * fw)?;
+            if s == 0 {
+                let shape = g.constant_i64("map.shape", &[-1, fh as i64, fw as i64]);
+                map = Some(g.node("Reshape", "map", &[&cells, &shape], &[]));
+            }
+            levels.push(scores);
+        }
+        // Each head's mean over the levels: their sum, divided by the count.
+        let count = g.constant(
+            "pyramid.count",
+            &Tensor::new(levels.len() as f32, references.device())?,
+        )?;
+        let heads: [String; 4] = std::array::from_fn(|k| {
+            let mut sum = levels[0][k].clone();
+            for level in &levels[1..] {
+                sum = g.node("Add", "pyramid.sum", &[&sum, &level[k]], &[]);
+            }
+            g.node("Div", ["g_n", "g_s", "g_p", "g_r"][k], &[&sum, &count], &[])
+        });
+        let abnormal = export_sum_abnormal(
+            g,
+            self.config.heads,
+            "abnormal",
+            [&heads[1], &heads[2], &heads[3]],
+        )?;
+        let score = if self.config.heads.has(0) {
+            g.node("Sub", "score", &[&abnormal, &heads[0]], &[])
+        } else {
+            abnormal
+        };
+        Ok(ExportedScores {
+            score,
+            heads,
+            map: map.expect("level 0 gives the map"),
+        })
+    }
+
     /// Builds the model from `vb`, whose prefix is the model's root (tensors under
     /// `feature_extractor.net`, `holistic_head`, …).
     pub fn new(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
@@ -233,20 +368,29 @@ pub(crate) fn downsample_nearest(x: &Tensor, level: usize) -> Result<Tensor> {
     }
     let (_, _, h, w) = x.dims4()?;
     let index = |input: usize| -> Result<Tensor> {
-        let output = (input >> level).max(1);
-        let scale = input as f32 / output as f32;
-        let idx: Vec<u32> = (0..output)
-            .map(|i| {
-                if input == 2 * output {
-                    (2 * i) as u32
-                } else {
-                    ((i as f32 * scale).floor() as usize).min(input - 1) as u32
-                }
-            })
+        let idx: Vec<u32> = nearest_indices(input, level)
+            .into_iter()
+            .map(|i| i as u32)
             .collect();
         Tensor::new(idx.as_slice(), x.device())
     };
     x.index_select(&index(h)?, 2)?.index_select(&index(w)?, 3)
+}
+
+/// The rows (or columns) of an axis of `input` pixels that nearest-neighbour downsampling to
+/// pyramid level `level` keeps, as PyTorch's `nearest` mode picks them.
+fn nearest_indices(input: usize, level: usize) -> Vec<i64> {
+    let output = (input >> level).max(1);
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|i| {
+            if input == 2 * output {
+                (2 * i) as i64
+            } else {
+                ((i as f32 * scale).floor() as usize).min(input - 1) as i64
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::onnx::{Attr, Graph};
 use crate::ops::cpu::{dispatch, slice};
 use crate::ops::gemm::{matmul, Mat, Run};
 use crate::ops::{Arithmetic, Element, Kernels};
@@ -38,6 +39,19 @@ impl Linear {
             bias: inner.bias().cloned(),
             kernels,
         })
+    }
+
+    /// The layer as an ONNX `Gemm` (`x · Wᵀ + b`) on the value `x`, its tensors as constants
+    /// named from `name`; returns the output's name.
+    pub fn export(&self, g: &mut Graph, name: &str, x: &str) -> Result<String> {
+        let weight = g.constant(&format!("{name}.weight"), &self.weight)?;
+        let bias = match &self.bias {
+            Some(b) => Some(g.constant(&format!("{name}.bias"), b)?),
+            None => None,
+        };
+        let mut inputs = vec![x, weight.as_str()];
+        inputs.extend(bias.as_deref());
+        Ok(g.node("Gemm", name, &inputs, &[Attr::Int("transB", 1)]))
     }
 
     /// The custom kernels are asked for and can run: CPU, f32 or f64, a matrix of inputs.

@@ -8,6 +8,7 @@ use super::eval::EvalApply;
 use super::stats::Stats;
 use super::train::{AddRelu, Apply};
 use super::Act;
+use crate::onnx::{Attr, Graph};
 use crate::ops::Kernels;
 
 /// PyTorch's `BatchNorm2d` (eps 1e-5, momentum 0.1, affine): batch statistics and running
@@ -87,6 +88,30 @@ impl BatchNorm2d {
             0,
         )?;
         x.apply_op3(&residual.contiguous()?, &params, AddRelu { eps: self.eps })
+    }
+
+    /// The layer in eval mode (the running statistics) as an ONNX `BatchNormalization` on the
+    /// value `x`, followed by a `Relu` when `relu`; its tensors as constants named from
+    /// `name`. Returns the output's name.
+    pub fn export(&self, g: &mut Graph, name: &str, x: &str, relu: bool) -> Result<String> {
+        let scale = g.constant(&format!("{name}.weight"), &self.weight)?;
+        let bias = g.constant(&format!("{name}.bias"), &self.bias)?;
+        let mean = g.constant(
+            &format!("{name}.running_mean"),
+            self.running_mean.as_tensor(),
+        )?;
+        let var = g.constant(&format!("{name}.running_var"), self.running_var.as_tensor())?;
+        let y = g.node(
+            "BatchNormalization",
+            name,
+            &[x, &scale, &bias, &mean, &var],
+            &[Attr::Float("epsilon", self.eps as f32)],
+        );
+        Ok(if relu {
+            g.node("Relu", &format!("{name}.relu"), &[&y], &[])
+        } else {
+            y
+        })
     }
 
     /// `[γ; β]` (`2 × C`, differentiable) and eps, for ops that fuse the training-mode

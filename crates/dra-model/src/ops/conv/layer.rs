@@ -5,6 +5,7 @@ use candle_nn::{Conv2dConfig, Init, VarBuilder};
 
 use super::depthwise::Depthwise;
 use super::{Conv, KernelCache};
+use crate::onnx::{Attr, Graph};
 use crate::ops::Kernels;
 
 /// A 2-D convolution layer with PyTorch's parameter names (`weight`, `bias`).
@@ -92,6 +93,35 @@ impl Conv2d {
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.config.dilation == 1
+    }
+}
+
+impl Conv2d {
+    /// The layer as an ONNX `Conv` on the value `x`, its tensors as constants named from
+    /// `name`; returns the output's name.
+    pub fn export(&self, g: &mut Graph, name: &str, x: &str) -> Result<String> {
+        let c = &self.config;
+        let (kh, kw) = (self.weight.dim(2)? as i64, self.weight.dim(3)? as i64);
+        let (p, s, d) = (c.padding as i64, c.stride as i64, c.dilation as i64);
+        let weight = g.constant(&format!("{name}.weight"), &self.weight)?;
+        let bias = match &self.bias {
+            Some(b) => Some(g.constant(&format!("{name}.bias"), b)?),
+            None => None,
+        };
+        let mut inputs = vec![x, weight.as_str()];
+        inputs.extend(bias.as_deref());
+        Ok(g.node(
+            "Conv",
+            name,
+            &inputs,
+            &[
+                Attr::Ints("kernel_shape", &[kh, kw]),
+                Attr::Ints("pads", &[p, p, p, p]),
+                Attr::Ints("strides", &[s, s]),
+                Attr::Ints("dilations", &[d, d]),
+                Attr::Int("group", c.groups as i64),
+            ],
+        ))
     }
 }
 

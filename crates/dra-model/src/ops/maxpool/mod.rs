@@ -8,6 +8,7 @@ pub(crate) use kernel::Geometry;
 
 use candle_core::{DType, Module, Result, Tensor};
 
+use crate::onnx::{Attr, Graph};
 use crate::ops::Kernels;
 
 /// PyTorch's `MaxPool2d(kernel, stride, padding)` for NCHW input, differentiable.
@@ -39,6 +40,22 @@ impl MaxPool2d {
     /// The kernel's geometry for an `h × w` input, or an error where PyTorch gives one.
     pub(crate) fn geometry(&self, (h, w): (usize, usize)) -> Result<Geometry> {
         Geometry::new(self.kernel, self.stride, self.padding, (h, w))
+    }
+
+    /// The pooling as an ONNX `MaxPool` on the value `x` (its padding, as PyTorch's, never
+    /// chosen); returns the output's name.
+    pub fn export(&self, g: &mut Graph, name: &str, x: &str) -> String {
+        let (k, s, p) = (self.kernel as i64, self.stride as i64, self.padding as i64);
+        g.node(
+            "MaxPool",
+            name,
+            &[x],
+            &[
+                Attr::Ints("kernel_shape", &[k, k]),
+                Attr::Ints("strides", &[s, s]),
+                Attr::Ints("pads", &[p, p, p, p]),
+            ],
+        )
     }
 
     /// Whether the CPU kernel serves `x`.
