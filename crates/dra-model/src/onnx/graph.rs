@@ -163,6 +163,21 @@ impl Graph {
         Ok(name)
     }
 
+    /// A layer's `weight` and, where it has one, `bias` as constants named `name.weight` and
+    /// `name.bias`: the trailing inputs of its node (`Conv`, `Gemm`), in that order.
+    pub fn parameters(
+        &mut self,
+        name: &str,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<Vec<String>> {
+        let mut names = vec![self.constant(&format!("{name}.weight"), weight)?];
+        if let Some(bias) = bias {
+            names.push(self.constant(&format!("{name}.bias"), bias)?);
+        }
+        Ok(names)
+    }
+
     /// An int64 constant (shapes, axes, indices); returns its name.
     pub fn constant_i64(&mut self, name: &str, values: &[i64]) -> String {
         let name = self.fresh(name);

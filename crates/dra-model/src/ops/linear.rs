@@ -44,13 +44,10 @@ impl Linear {
     /// The layer as an ONNX `Gemm` (`x · Wᵀ + b`) on the value `x`, its tensors as constants
     /// named from `name`; returns the output's name.
     pub fn export(&self, g: &mut Graph, name: &str, x: &str) -> Result<String> {
-        let weight = g.constant(&format!("{name}.weight"), &self.weight)?;
-        let bias = match &self.bias {
-            Some(b) => Some(g.constant(&format!("{name}.bias"), b)?),
-            None => None,
-        };
-        let mut inputs = vec![x, weight.as_str()];
-        inputs.extend(bias.as_deref());
+        let parameters = g.parameters(name, &self.weight, self.bias.as_ref())?;
+        let inputs: Vec<&str> = std::iter::once(x)
+            .chain(parameters.iter().map(String::as_str))
+            .collect();
         Ok(g.node("Gemm", name, &inputs, &[Attr::Int("transB", 1)]))
     }
 

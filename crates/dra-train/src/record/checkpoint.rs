@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::files::write_atomic;
-use super::CHECKPOINT_FILE;
+use super::{CHECKPOINT_FILE, METRICS_FILE};
 use crate::error::TrainError;
 
 /// The metadata key that holds the [`TrainState`].
@@ -130,6 +130,30 @@ impl Checkpoint {
         file.read_exact(&mut header)
             .map_err(|e| not_a_checkpoint(&path, e.to_string()))?;
         parse_state(&path, &header).map(Some)
+    }
+
+    /// The state of the run to resume in `dir`: one that holds a checkpoint and no finished
+    /// run. A folder that is missing, finished or without a checkpoint is a one-line error
+    /// naming it and `--resume`.
+    pub fn resumable(dir: &Path) -> Result<TrainState, TrainError> {
+        let refuse = |message: String| TrainError::InvalidOption {
+            flag: "--resume",
+            message: format!("{}: {message}", dir.display()),
+        };
+        if dir.join(METRICS_FILE).is_file() {
+            return Err(refuse(format!(
+                "the run has finished ({METRICS_FILE}); nothing to resume"
+            )));
+        }
+        if !dir.is_dir() {
+            return Err(refuse("no such run folder".into()));
+        }
+        Self::read_state(dir)?.ok_or_else(|| {
+            refuse(format!(
+                "holds no {CHECKPOINT_FILE} (the run stopped before its first checkpoint, or \
+                 this is not a run folder); train it again"
+            ))
+        })
     }
 
     /// Reads `dir/checkpoint.safetensors` onto `device`; `None` where there is none. A file

@@ -103,13 +103,10 @@ impl Conv2d {
         let c = &self.config;
         let (kh, kw) = (self.weight.dim(2)? as i64, self.weight.dim(3)? as i64);
         let (p, s, d) = (c.padding as i64, c.stride as i64, c.dilation as i64);
-        let weight = g.constant(&format!("{name}.weight"), &self.weight)?;
-        let bias = match &self.bias {
-            Some(b) => Some(g.constant(&format!("{name}.bias"), b)?),
-            None => None,
-        };
-        let mut inputs = vec![x, weight.as_str()];
-        inputs.extend(bias.as_deref());
+        let parameters = g.parameters(name, &self.weight, self.bias.as_ref())?;
+        let inputs: Vec<&str> = std::iter::once(x)
+            .chain(parameters.iter().map(String::as_str))
+            .collect();
         Ok(g.node(
             "Conv",
             name,

@@ -10,7 +10,7 @@ use crate::engine::maps::check_maps_dir;
 use crate::error::TrainError;
 use crate::record::{
     claim_dir, lock_dir, write_json, ArithmeticRecord, Checkpoint, OutputLock, RunRecord,
-    TrainConfig, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RESULT_FILES, RUN_FILES,
+    TrainConfig, CONFIG_FILE, RESULT_FILES, RUN_FILES,
 };
 
 /// What the data folder gave the run.
@@ -131,18 +131,7 @@ pub(super) fn load(req: &RunRequest) -> Result<(Loaded, Batches), TrainError> {
 /// Locks the folder of a run to resume, which must hold a checkpoint and no finished run.
 fn resumable(dir: &Path) -> Result<OutputLock, TrainError> {
     let lock = lock_dir(dir)?;
-    let refuse = |message: String| TrainError::InvalidOption {
-        flag: "--resume",
-        message: format!("{}: {message}", dir.display()),
-    };
-    if dir.join(METRICS_FILE).is_file() {
-        return Err(refuse(format!(
-            "the run has finished ({METRICS_FILE}); nothing to resume"
-        )));
-    }
-    if Checkpoint::read_state(dir)?.is_none() {
-        return Err(refuse(format!("holds no {CHECKPOINT_FILE}")));
-    }
+    Checkpoint::resumable(dir)?;
     Ok(lock)
 }
 

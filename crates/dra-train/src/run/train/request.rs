@@ -9,7 +9,7 @@ use dra_data::datasets::{DatasetName, Family};
 use dra_data::OnUnreadable;
 
 use crate::error::TrainError;
-use crate::record::{Checkpoint, RunRecord, TrainConfig, CHECKPOINT_FILE, METRICS_FILE};
+use crate::record::{Checkpoint, RunRecord, TrainConfig};
 
 /// What to train and where to put the results.
 #[derive(Clone, Debug)]
@@ -42,29 +42,7 @@ impl RunRequest {
     /// A folder without a checkpoint, or whose run has finished, is an error naming it.
     pub fn resume(dir: &Path, device: Device) -> Result<Self, TrainError> {
         let flag = "--resume";
-        if dir.join(METRICS_FILE).is_file() {
-            return Err(TrainError::InvalidOption {
-                flag,
-                message: format!(
-                    "{}: the run has finished ({METRICS_FILE}); nothing to resume",
-                    dir.display()
-                ),
-            });
-        }
-        if !dir.is_dir() {
-            return Err(TrainError::InvalidOption {
-                flag,
-                message: format!("{}: no such run folder", dir.display()),
-            });
-        }
-        let state = Checkpoint::read_state(dir)?.ok_or_else(|| TrainError::InvalidOption {
-            flag,
-            message: format!(
-                "{}: holds no {CHECKPOINT_FILE} (the run stopped before its first checkpoint, \
-                 or this is not a run folder); train it again",
-                dir.display()
-            ),
-        })?;
+        let state = Checkpoint::resumable(dir)?;
         let record = RunRecord::read(dir, flag)?;
         let family = DatasetName::parse(&record.dataset)
             .map_err(|e| TrainError::InvalidOption {
