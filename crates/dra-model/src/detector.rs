@@ -10,6 +10,7 @@ use crate::dra::{Dra, DraLoss, HeadScores, LossKind};
 use crate::head_set::HeadSet;
 use crate::image_batch::{ImageBatch, Target};
 use crate::model_config::ModelConfig;
+use crate::onnx::Graph;
 use crate::Method;
 
 /// A trainable anomaly detector of any [`Method`].
@@ -51,6 +52,18 @@ fn dra_scores(h: HeadScores, set: HeadSet) -> Result<DetectorScores> {
             keep(3, h.residual),
         ],
     })
+}
+
+/// The names of an exported detector's values per image, as [`DetectorScores`] has them:
+/// what [`crate::onnx::export_detector`] declares the graph's outputs.
+#[derive(Debug, Clone)]
+pub struct ExportedDetector {
+    /// The anomaly score, `(B,)`.
+    pub score: String,
+    /// g_n, g_s, g_p, g_r where [`DetectorScores::heads`] has them, each `(B,)`.
+    pub heads: [Option<String>; 4],
+    /// DRA's anomaly map at the image's size, `(B, S, S)`; `None` for the baselines.
+    pub map: Option<String>,
 }
 
 /// Per-image scores of a batch in eval mode.
@@ -113,6 +126,51 @@ impl Detector {
             Self::DevNet(m) => m.features_t(images, s, false),
             _ => candle_core::bail!("{} has no per-level heads", self.method()),
         }
+    }
+
+    /// The detector in eval mode as ONNX nodes on the value `x`, images `(B, 3, S, S)` of
+    /// `size` = S pixels, giving what [`Detector::scores_with_maps`] gives; for DRA,
+    /// `references` (`(n_ref, 3, S, S)`, normalised) are baked in ([`Dra::export`]).
+    pub fn export(
+        &self,
+        g: &mut Graph,
+        x: &str,
+        size: usize,
+        references: Option<&Tensor>,
+    ) -> Result<ExportedDetector> {
+        let only = |score: String| ExportedDetector {
+            score,
+            heads: [None, None, None, None],
+            map: None,
+        };
+        Ok(match self {
+            Self::Dra(m) => {
+                let Some(references) = references else {
+                    candle_core::bail!("DRA's export needs the run's reference images");
+                };
+                let out = m.export(g, x, references)?;
+                let set = m.config().heads;
+                let [n, s, p, r] = out.heads;
+                let keep = |i: usize, name: String| set.has(i).then_some(name);
+                ExportedDetector {
+                    score: out.score,
+                    heads: [keep(0, n), keep(1, s), keep(2, p), keep(3, r)],
+                    map: Some(out.map),
+                }
+            }
+            Self::DevNet(m) => {
+                let score = m.export(g, x, (size, size))?;
+                ExportedDetector {
+                    heads: [None, Some(score.clone()), None, None],
+                    score,
+                    map: None,
+                }
+            }
+            Self::DeepSad(m) => only(m.export(g, x)?),
+            Self::Minns(m) => only(m.export(g, x, (size, size))?),
+            Self::Flos(m) => only(m.export(g, x)?),
+            Self::Saoe(m) => only(m.export(g, x)?),
+        })
     }
 
     /// Checks that `batch` has the references this detector expects.

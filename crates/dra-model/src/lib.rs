@@ -90,7 +90,7 @@ mod testutil;
 pub mod weights;
 
 pub use backbones::BackboneKind;
-pub use detector::{Detector, DetectorScores, LossTerms};
+pub use detector::{Detector, DetectorScores, ExportedDetector, LossTerms};
 pub use dra::{Dra, DraHeads, DraLoss, HeadScores, LossKind, LossParts, Prior};
 pub use head_set::{HeadSet, HEAD_NAMES};
 pub use image_batch::{ImageBatch, Target};

@@ -5,6 +5,7 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use crate::onnx::Graph;
 use crate::ops::{BatchNorm2d, Conv2d, Kernels};
 
 /// Convolution + BatchNorm2d + optional ReLU6 (torchvision's `Conv2dNormActivation`).
@@ -64,6 +65,21 @@ impl ConvBn {
         } else {
             self.bn.forward_t(&y, train)
         }
+    }
+
+    /// The layer in eval mode as ONNX `Conv`, `BatchNormalization` and, for ReLU6, `Clip`
+    /// to [0, 6]; `name` is torchvision's (`features.N`), the convolution at `name.0` and the
+    /// BatchNorm at `name.1` as in [`ConvBn::new`].
+    fn export(&self, g: &mut Graph, conv_name: &str, bn_name: &str, x: &str) -> Result<String> {
+        let y = self.conv.export(g, conv_name, x)?;
+        let y = self.bn.export(g, bn_name, &y, false)?;
+        if !self.relu6 {
+            return Ok(y);
+        }
+        let dev = candle_core::Device::Cpu;
+        let low = g.constant("relu6.min", &Tensor::new(0f32, &dev)?)?;
+        let high = g.constant("relu6.max", &Tensor::new(6f32, &dev)?)?;
+        Ok(g.node("Clip", &format!("{bn_name}.relu6"), &[&y, &low, &high], &[]))
     }
 }
 
@@ -129,6 +145,26 @@ impl InvertedResidual {
             Ok(y)
         }
     }
+
+    /// The block in eval mode as ONNX nodes, its tensors named as torchvision's under `name`
+    /// (`features.N`): `conv.0.0`/`conv.0.1`, …, the projection at `conv.K` and `conv.K+1`.
+    fn export(&self, g: &mut Graph, name: &str, x: &str) -> Result<String> {
+        let last = self.layers.len() - 1;
+        let mut y = x.to_string();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (conv, bn) = if i == last {
+                (format!("{name}.conv.{i}"), format!("{name}.conv.{}", i + 1))
+            } else {
+                (format!("{name}.conv.{i}.0"), format!("{name}.conv.{i}.1"))
+            };
+            y = layer.export(g, &conv, &bn, &y)?;
+        }
+        Ok(if self.residual {
+            g.node("Add", &format!("{name}.add"), &[&y, x], &[])
+        } else {
+            y
+        })
+    }
 }
 
 /// The feature extractor.
@@ -185,6 +221,22 @@ impl MobileNetV2 {
             f.pp(blocks.len() + 1),
         )?;
         Ok(Self { stem, blocks, head })
+    }
+
+    /// The network in eval mode as ONNX nodes on the value `x`, its tensors as constants
+    /// named as torchvision's under `name` (`name.features.N.…`); returns the feature map's
+    /// name.
+    pub fn export(&self, g: &mut Graph, name: &str, x: &str) -> Result<String> {
+        let f = format!("{name}.features");
+        let mut y = self
+            .stem
+            .export(g, &format!("{f}.0.0"), &format!("{f}.0.1"), x)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            y = block.export(g, &format!("{f}.{}", i + 1), &y)?;
+        }
+        let n = self.blocks.len() + 1;
+        self.head
+            .export(g, &format!("{f}.{n}.0"), &format!("{f}.{n}.1"), &y)
     }
 }
 

@@ -5,8 +5,9 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::backbones::Backbone;
-use crate::dra::{global_pool, LossKind, Prior};
+use crate::dra::{export_global_pool, global_pool, LossKind, Prior};
 use crate::model_config::ModelConfig;
+use crate::onnx::Graph;
 use crate::ops::Linear;
 
 /// Backbone → global average pooling → `fc`: one logit per image (the anomaly score).
@@ -36,6 +37,14 @@ impl PooledLogit {
     }
 
     /// `kind` on the logits against "is an anomaly" (labels 1 and 2).
+    fn export(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let features = self.feature_extractor.export(g, x)?;
+        let pooled = export_global_pool(g, "pool", &features);
+        let logit = self.fc.export(g, "fc", &pooled)?;
+        let flat = g.constant_i64("score.shape", &[-1]);
+        Ok(g.node("Reshape", "score", &[&logit, &flat], &[]))
+    }
+
     fn loss(&self, images: &Tensor, labels: &[u8], kind: LossKind) -> Result<Tensor> {
         let logits = self.forward_t(images, true)?;
         super::check_labels(&logits, labels)?;
@@ -64,6 +73,11 @@ impl Flos {
         self.0.forward_t(images, train)
     }
 
+    /// The model in eval mode as ONNX nodes on the value `x`: the logit per image, `(B,)`.
+    pub fn export(&self, g: &mut Graph, x: &str) -> Result<String> {
+        self.0.export(g, x)
+    }
+
     /// The training loss of a batch (no references): mean focal loss of the logits against
     /// "is an anomaly" (labels 1 and 2).
     pub fn loss(&self, images: &Tensor, labels: &[u8]) -> Result<Tensor> {
@@ -87,6 +101,11 @@ impl Saoe {
     /// Per-image logits `(B,)`, the anomaly scores.
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         self.0.forward_t(images, train)
+    }
+
+    /// The model in eval mode as ONNX nodes on the value `x`: the logit per image, `(B,)`.
+    pub fn export(&self, g: &mut Graph, x: &str) -> Result<String> {
+        self.0.export(g, x)
     }
 
     /// The training loss of a batch (no references): mean binary cross-entropy of the logits

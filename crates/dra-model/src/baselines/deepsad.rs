@@ -6,8 +6,9 @@ use candle_core::{ModuleT, Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
 
 use crate::backbones::Backbone;
-use crate::dra::global_pool;
+use crate::dra::{export_global_pool, global_pool};
 use crate::model_config::ModelConfig;
+use crate::onnx::{Attr, Graph};
 use crate::ops::Linear;
 
 /// Backbone → global average pooling → bias-free linear map to a `REP_DIM`-dimensional
@@ -51,6 +52,24 @@ impl DeepSad {
     pub fn embed(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let features = self.feature_extractor.forward_t(images, train)?;
         self.projection.forward(&global_pool(&features)?)
+    }
+
+    /// The model in eval mode as ONNX nodes on the value `x`: the squared distance of the
+    /// pooled, projected features to the centre, `(B,)`.
+    pub fn export(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let features = self.feature_extractor.export(g, x)?;
+        let pooled = export_global_pool(g, "pool", &features);
+        let embedded = self.projection.export(g, "projection", &pooled)?;
+        let center = g.constant(Self::CENTER, &self.center)?;
+        let diff = g.node("Sub", "deepsad.diff", &[&embedded, &center], &[]);
+        let squared = g.node("Mul", "deepsad.squared", &[&diff, &diff], &[]);
+        let axes = g.constant_i64("deepsad.axes", &[1]);
+        Ok(g.node(
+            "ReduceSum",
+            "score",
+            &[&squared, &axes],
+            &[Attr::Int("keepdims", 0)],
+        ))
     }
 
     /// ‖φ(x) − c‖², `(B,)`: the anomaly score.

@@ -7,8 +7,12 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::backbones::Backbone;
-use crate::dra::{downsample_nearest, pyramid_mean, LossKind, PlainHead, Prior};
+use crate::dra::{
+    downsample_nearest, export_downsample_nearest, export_pyramid_mean, pyramid_mean, LossKind,
+    PlainHead, Prior,
+};
 use crate::model_config::ModelConfig;
+use crate::onnx::Graph;
 
 /// Backbone → 1×1 convolution scoring every cell → |·| → top-K mean (DRA's [`PlainHead`]),
 /// averaged over the image pyramid as DRA averages its heads; trained with the deviation loss
@@ -45,6 +49,21 @@ impl DevNet {
     pub fn features_t(&self, images: &Tensor, s: usize, train: bool) -> Result<Tensor> {
         self.feature_extractor
             .forward_t(&downsample_nearest(images, s)?, train)
+    }
+
+    /// The model in eval mode as ONNX nodes on the value `x` (`(B, 3, h, w)` images of
+    /// `size` = (h, w) pixels): the head on each level of the pyramid, their mean `(B,)`.
+    pub fn export(&self, g: &mut Graph, x: &str, size: (usize, usize)) -> Result<String> {
+        let mut levels = Vec::new();
+        for s in 0..self.n_scales.max(1) {
+            let xs = export_downsample_nearest(g, x, size, s);
+            let features = self.feature_extractor.export(g, &xs)?;
+            let cells = self.feature_extractor.cells(size, s)?;
+            let (_, score) = self.head.export(g, "conv", &features, cells)?;
+            levels.push([score]);
+        }
+        let [score] = export_pyramid_mean(g, &levels, ["score"])?;
+        Ok(score)
     }
 
     /// Per-image anomaly scores `(B,)`: each level's top-K mean of |cell score|, averaged over

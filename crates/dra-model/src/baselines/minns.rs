@@ -6,8 +6,9 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::backbones::Backbone;
-use crate::dra::{top_k_mean, LossKind, Prior};
+use crate::dra::{export_top_k_mean, top_k_mean, LossKind, Prior};
 use crate::model_config::ModelConfig;
+use crate::onnx::{Attr, Graph};
 use crate::ops::Conv2d;
 
 /// Backbone → 1×1 convolution giving each cell an anomaly logit → the bag's logit is the mean
@@ -45,6 +46,21 @@ impl Minns {
     pub fn cell_logits(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let features = self.feature_extractor.forward_t(images, train)?;
         self.scoring.forward(&features)?.flatten_from(1)
+    }
+
+    /// The model in eval mode as ONNX nodes on the value `x` of `size` = (h, w) pixels: the
+    /// top-K mean of the cell logits, `(B,)`.
+    pub fn export(&self, g: &mut Graph, x: &str, size: (usize, usize)) -> Result<String> {
+        let features = self.feature_extractor.export(g, x)?;
+        let logits = self.scoring.export(g, "scoring", &features)?;
+        let cells = g.node(
+            "Flatten",
+            "scoring.flatten",
+            &[&logits],
+            &[Attr::Int("axis", 1)],
+        );
+        let n = self.feature_extractor.cells(size, 0)?;
+        Ok(export_top_k_mean(g, "score", &cells, n, self.topk_rate))
     }
 
     /// The bags' logits `(B,)`, which are also the anomaly scores.

@@ -21,7 +21,13 @@ pub fn top_k_mean(scores: &Tensor, rate: f64) -> Result<Tensor> {
 
 /// [`top_k_mean`] as ONNX nodes on cell scores `(B, n)` with `n` known: `TopK` of the
 /// `max(⌊rate·n⌋, 1)` largest, then their mean, `(B,)`.
-fn export_top_k_mean(g: &mut Graph, name: &str, cells: &str, n: usize, rate: f64) -> String {
+pub(crate) fn export_top_k_mean(
+    g: &mut Graph,
+    name: &str,
+    cells: &str,
+    n: usize,
+    rate: f64,
+) -> String {
     let k = ((n as f64 * rate) as usize).max(1);
     let k = g.constant_i64(&format!("{name}.k"), &[k as i64]);
     // TopK's values; its indices, the second output, are not used.
@@ -214,6 +220,16 @@ pub(crate) fn global_pool(features: &Tensor) -> Result<Tensor> {
     features.mean(D::Minus1)?.mean(D::Minus1)
 }
 
+/// [`global_pool`] as an ONNX `ReduceMean` over the feature map's cells, `(B, C)`.
+pub(crate) fn export_global_pool(g: &mut Graph, name: &str, features: &str) -> String {
+    g.node(
+        "ReduceMean",
+        name,
+        &[features],
+        &[Attr::Ints("axes", &[2, 3]), Attr::Int("keepdims", 0)],
+    )
+}
+
 /// Normality head: global average pooling, 512 → 256 → ReLU → 1, absolute value. Trained
 /// towards 1 on normal images and subtracted from the anomaly score.
 #[derive(Debug, Clone)]
@@ -233,12 +249,7 @@ impl HolisticHead {
 
     /// The head as ONNX nodes on feature maps: returns the name of the score `(B,)`.
     pub fn export(&self, g: &mut Graph, name: &str, features: &str) -> Result<String> {
-        let pooled = g.node(
-            "ReduceMean",
-            &format!("{name}.pool"),
-            &[features],
-            &[Attr::Ints("axes", &[2, 3]), Attr::Int("keepdims", 0)],
-        );
+        let pooled = export_global_pool(g, &format!("{name}.pool"), features);
         let hidden = self.fc1.export(g, &format!("{name}.fc1"), &pooled)?;
         let hidden = g.node("Relu", &format!("{name}.relu"), &[&hidden], &[]);
         let out = self.fc2.export(g, &format!("{name}.fc2"), &hidden)?;

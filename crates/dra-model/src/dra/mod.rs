@@ -8,7 +8,9 @@ mod model;
 
 pub use heads::{top_k_mean, CompositeHead, HolisticHead, PlainHead};
 pub use loss::{DraLoss, LossKind, LossParts, Prior};
-pub use model::{Dra, DraHeads, ExportedScores, HeadScores};
+pub use model::{upsample_bilinear, Dra, DraHeads, ExportedScores, HeadScores};
 
-pub(crate) use heads::global_pool;
-pub(crate) use model::{downsample_nearest, pyramid_mean};
+pub(crate) use heads::{export_global_pool, export_top_k_mean, global_pool};
+pub(crate) use model::{
+    downsample_nearest, export_downsample_nearest, export_pyramid_mean, pyramid_mean,
+};

@@ -134,14 +134,15 @@ impl DraHeads {
 }
 
 /// The names of an exported DRA graph's values per image: the score, each head's score, and
-/// the anomaly map at the feature map's size (level 0), `(B, h, w)`.
+/// the anomaly map at the image's size, `(B, S, S)`.
 #[derive(Clone, Debug)]
 pub struct ExportedScores {
     /// s = −g_n + g_s + g_p + g_r (or the chosen heads' score), `(B,)`.
     pub score: String,
     /// g_n, g_s, g_p, g_r, each `(B,)`, averaged over the pyramid.
     pub heads: [String; 4],
-    /// The sum of the chosen abnormality heads' cell scores at full size, `(B, h, w)`.
+    /// The sum of the chosen abnormality heads' cell scores at full size, upsampled to the
+    /// image as [`upsample_bilinear`] does, `(B, S, S)`.
     pub map: String,
 }
 
@@ -195,36 +196,18 @@ impl Dra {
     /// The model in eval mode as ONNX nodes on the value `x` (queries only, `(B, 3, S, S)`,
     /// S the size of `references`), with `references` (`(n_ref, 3, S, S)`, normalised as the
     /// queries) baked in: their mean feature map at each level of the pyramid is a constant,
-    /// so a score depends on the image alone, as with a fixed reference set.
+    /// so a score depends on the image alone, as with a fixed reference set. The map is
+    /// brought to S × S pixels as [`upsample_bilinear`] does.
     pub fn export(&self, g: &mut Graph, x: &str, references: &Tensor) -> Result<ExportedScores> {
         let (_, _, h, w) = references.dims4()?;
+        if h != w {
+            candle_core::bail!("the export takes square images; the references are {h}×{w}");
+        }
         let mut levels: Vec<[String; 4]> = Vec::new();
         let mut map = None;
         for s in 0..self.config.n_scales {
-            let xs = if s == 0 {
-                x.to_string()
-            } else {
-                let rows = g.constant_i64(&format!("pyramid.{s}.rows"), &nearest_indices(h, s));
-                let xs = g.node(
-                    "Gather",
-                    &format!("pyramid.{s}.h"),
-                    &[x, &rows],
-                    &[Attr::Int("axis", 2)],
-                );
-                let cols = g.constant_i64(&format!("pyramid.{s}.cols"), &nearest_indices(w, s));
-                g.node(
-                    "Gather",
-                    &format!("pyramid.{s}.w"),
-                    &[&xs, &cols],
-                    &[Attr::Int("axis", 3)],
-                )
-            };
-            let features = match &self.feature_extractor {
-                Backbone::Resnet18(net) => net.export(g, "feature_extractor.net", &xs)?,
-                Backbone::MobilenetV2(_) => {
-                    candle_core::bail!("the MobileNetV2 backbone is not exported to ONNX yet")
-                }
-            };
+            let xs = export_downsample_nearest(g, x, (h, w), s);
+            let features = self.feature_extractor.export(g, &xs)?;
             let reference_features = self.features_t(references, s, false)?;
             let (_, _, fh, fw) = reference_features.dims4()?;
             let mean = g.constant(
@@ -234,22 +217,12 @@ impl Dra {
             let (scores, cells) = self.heads.export(g, &features, &mean, fh * fw)?;
             if s == 0 {
                 let shape = g.constant_i64("map.shape", &[-1, fh as i64, fw as i64]);
-                map = Some(g.node("Reshape", "map", &[&cells, &shape], &[]));
+                let cells = g.node("Reshape", "map.cells", &[&cells, &shape], &[]);
+                map = Some(export_upsample_bilinear(g, &cells, (fh, fw), h)?);
             }
             levels.push(scores);
         }
-        // Each head's mean over the levels: their sum, divided by the count.
-        let count = g.constant(
-            "pyramid.count",
-            &Tensor::new(levels.len() as f32, references.device())?,
-        )?;
-        let heads: [String; 4] = std::array::from_fn(|k| {
-            let mut sum = levels[0][k].clone();
-            for level in &levels[1..] {
-                sum = g.node("Add", "pyramid.sum", &[&sum, &level[k]], &[]);
-            }
-            g.node("Div", ["g_n", "g_s", "g_p", "g_r"][k], &[&sum, &count], &[])
-        });
+        let heads = export_pyramid_mean(g, &levels, ["g_n", "g_s", "g_p", "g_r"])?;
         let abnormal = export_sum_abnormal(
             g,
             self.config.heads,
@@ -391,6 +364,112 @@ fn nearest_indices(input: usize, level: usize) -> Vec<i64> {
             }
         })
         .collect()
+}
+
+/// [`downsample_nearest`] as ONNX `Gather`s of the same rows and columns on the value `x`
+/// of `(h, w)` pixels; level 0 is `x` itself.
+pub(crate) fn export_downsample_nearest(
+    g: &mut Graph,
+    x: &str,
+    (h, w): (usize, usize),
+    level: usize,
+) -> String {
+    if level == 0 {
+        return x.to_string();
+    }
+    let rows = g.constant_i64(&format!("pyramid.{level}.rows"), &nearest_indices(h, level));
+    let xs = g.node(
+        "Gather",
+        &format!("pyramid.{level}.h"),
+        &[x, &rows],
+        &[Attr::Int("axis", 2)],
+    );
+    let cols = g.constant_i64(&format!("pyramid.{level}.cols"), &nearest_indices(w, level));
+    g.node(
+        "Gather",
+        &format!("pyramid.{level}.w"),
+        &[&xs, &cols],
+        &[Attr::Int("axis", 3)],
+    )
+}
+
+/// [`pyramid_mean`] as ONNX nodes: for each of the values per level (`levels[s][k]`, each
+/// `(B,)`), their sum over the levels divided by the count, named `names[k]`.
+pub(crate) fn export_pyramid_mean<const N: usize>(
+    g: &mut Graph,
+    levels: &[[String; N]],
+    names: [&str; N],
+) -> Result<[String; N]> {
+    let count = g.constant(
+        "pyramid.count",
+        &Tensor::new(levels.len() as f32, &candle_core::Device::Cpu)?,
+    )?;
+    Ok(std::array::from_fn(|k| {
+        let mut sum = levels[0][k].clone();
+        for level in &levels[1..] {
+            sum = g.node("Add", "pyramid.sum", &[&sum, &level[k]], &[]);
+        }
+        g.node("Div", names[k], &[&sum, &count], &[])
+    }))
+}
+
+/// For each of `size` output pixels along an axis of `n` cells: the two cells it lies
+/// between and the second one's weight, with cell centres at `(i + ½) · size / n` and clamped
+/// borders (PyTorch's `F.interpolate(mode="bilinear", align_corners=False)`).
+fn bilinear_axis(n: usize, size: usize) -> Vec<(usize, usize, f32)> {
+    (0..size)
+        .map(|x| {
+            let f = ((x as f32 + 0.5) * n as f32 / size as f32 - 0.5).clamp(0.0, (n - 1) as f32);
+            let i0 = f.floor() as usize;
+            (i0, (i0 + 1).min(n - 1), f - i0 as f32)
+        })
+        .collect()
+}
+
+/// Bilinear upsampling of an `h × w` map (row-major) to `size × size` pixels: the usual way
+/// to lay a feature map over its image (PyTorch's `F.interpolate(mode="bilinear",
+/// align_corners=False)`). `--save-maps`, the overlays, the pixel metrics and the exported
+/// model's `anomaly_map` all bring DRA's map to the image this way.
+pub fn upsample_bilinear(values: &[f32], (h, w): (usize, usize), size: usize) -> Vec<f32> {
+    let (columns, rows) = (bilinear_axis(w, size), bilinear_axis(h, size));
+    let at = |x: usize, y: usize| values[y * w + x];
+    let mut out = Vec::with_capacity(size * size);
+    for &(y0, y1, ty) in &rows {
+        for &(x0, x1, tx) in &columns {
+            let top = at(x0, y0) * (1.0 - tx) + at(x1, y0) * tx;
+            let bottom = at(x0, y1) * (1.0 - tx) + at(x1, y1) * tx;
+            out.push(top * (1.0 - ty) + bottom * ty);
+        }
+    }
+    out
+}
+
+/// [`upsample_bilinear`] as two ONNX `MatMul`s on maps `(B, h, w)`: the rows' weights `(size,
+/// h)` · map · the columns' weights `(w, size)`, the same weights as constants, so no
+/// runtime's reading of `Resize`'s modes can change the map.
+fn export_upsample_bilinear(
+    g: &mut Graph,
+    maps: &str,
+    (h, w): (usize, usize),
+    size: usize,
+) -> Result<String> {
+    let weights = |n: usize, transpose: bool| -> Result<Tensor> {
+        let mut m = vec![0f32; n * size];
+        for (x, (i0, i1, t)) in bilinear_axis(n, size).into_iter().enumerate() {
+            m[i0 * size + x] += 1.0 - t;
+            m[i1 * size + x] += t;
+        }
+        let m = Tensor::from_vec(m, (n, size), &candle_core::Device::Cpu)?;
+        if transpose {
+            m.t()?.contiguous()
+        } else {
+            Ok(m)
+        }
+    };
+    let columns = g.constant("map.upsample.columns", &weights(w, false)?)?;
+    let rows = g.constant("map.upsample.rows", &weights(h, true)?)?;
+    let wide = g.node("MatMul", "map.upsample.w", &[maps, &columns], &[]);
+    Ok(g.node("MatMul", "anomaly_map", &[&rows, &wide], &[]))
 }
 
 #[cfg(test)]

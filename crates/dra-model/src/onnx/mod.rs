@@ -3,18 +3,65 @@
 //! each layer of the scoring path has an `export` beside its `forward` that adds the same
 //! computation as standard ONNX operators of one opset ([`OPSET`]).
 //!
-//! Exported so far ([`crate::Dra::export`]): DRA on the ResNet-18 backbone in eval mode, the
-//! image pyramid (nearest-neighbour rows and columns as `Gather`), the four heads (the
-//! residual head against the references' mean feature map per level, baked in as a constant),
-//! each head's score, the anomaly score of the chosen heads, and the anomaly map at the
-//! feature map's size; checked against candle's scoring by tract, an independent runtime.
-//! Still to come (issue 31): MobileNetV2, the map upsampled to the image, the baselines, the
-//! file's metadata and `dra export`.
+//! [`export_detector`] writes a whole detector in eval mode: DRA on either backbone (the image
+//! pyramid as `Gather`s of the rows and columns nearest-neighbour downsampling keeps, the
+//! residual head against the references' mean feature map per level baked in as a constant,
+//! the heads' scores, the anomaly score of the chosen heads, and the anomaly map upsampled to
+//! the image by two `MatMul`s with the bilinear weights) and every baseline. The tests check
+//! the graphs against candle's scoring in tract, an independent runtime.
 
 mod graph;
 pub mod proto;
 
 pub use graph::{encode, Attr, Dim, Graph, OPSET};
+
+use candle_core::{Result, Tensor};
+
+use crate::Detector;
+
+/// The name of an exported model's input: a batch of preprocessed images `(N, 3, S, S)`.
+pub const INPUT: &str = "image";
+/// The name of the anomaly score output, `(N,)`.
+pub const SCORE: &str = "score";
+/// The names of the head score outputs, `(N,)` each: g_n, g_s, g_p, g_r, as `scores.csv`
+/// names its columns.
+pub const HEAD_OUTPUTS: [&str; 4] = ["g_n", "g_s", "g_p", "g_r"];
+/// The name of DRA's anomaly map output, `(N, S, S)`.
+pub const ANOMALY_MAP: &str = "anomaly_map";
+
+/// `detector` in eval mode as an ONNX model on images of `size` × `size` pixels and any batch
+/// size: input [`INPUT`]; outputs [`SCORE`], the head scores it has under their `scores.csv`
+/// names ([`HEAD_OUTPUTS`]) and, for DRA, [`ANOMALY_MAP`]. DRA's
+/// `references` (normalised, `(n_ref, 3, S, S)`) are baked in. `metadata` becomes the file's
+/// `metadata_props`.
+pub fn export_detector(
+    detector: &Detector,
+    size: usize,
+    references: Option<&Tensor>,
+    metadata: &[(String, String)],
+) -> Result<proto::ModelProto> {
+    let mut g = Graph::new();
+    let image = [
+        Dim::Named("batch"),
+        Dim::Fixed(3),
+        Dim::Fixed(size),
+        Dim::Fixed(size),
+    ];
+    let x = g.input(INPUT, &image);
+    let out = detector.export(&mut g, &x, size, references)?;
+    let batch = [Dim::Named("batch")];
+    g.output(&out.score, SCORE, &batch);
+    for (head, name) in out.heads.iter().zip(HEAD_OUTPUTS) {
+        if let Some(head) = head {
+            g.output(head, name, &batch);
+        }
+    }
+    if let Some(map) = &out.map {
+        let map_dims = [Dim::Named("batch"), Dim::Fixed(size), Dim::Fixed(size)];
+        g.output(map, ANOMALY_MAP, &map_dims);
+    }
+    Ok(g.into_model(detector.method().name(), metadata))
+}
 
 #[cfg(test)]
 mod tests {
@@ -23,18 +70,32 @@ mod tests {
     use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoTensor};
 
     use super::*;
-    use crate::backbones::ResNet18;
+    use crate::backbones::Backbone;
     use crate::ops::Kernels;
 
     /// Sets every BatchNorm's running statistics to values other than (0, 1), so that the
     /// export of eval-mode BatchNorm is checked, not a normalisation that does nothing.
     fn with_running_statistics(varmap: &VarMap) {
+        with_running_statistics_scaled(varmap, &[], 1.0)
+    }
+
+    /// [`with_running_statistics`] with the running variances of the BatchNorms named
+    /// `amplified` times `variance`: below 1 they amplify, so that a ReLU6 after them clips
+    /// at 6 (amplifying every layer would make 50 layers chaotic, their rounding flipping
+    /// saturated units).
+    fn with_running_statistics_scaled(varmap: &VarMap, amplified: &[&str], factor: f64) {
         for (name, var) in varmap.data().lock().unwrap().iter() {
             let n = var.elem_count();
             let values = if name.ends_with("running_mean") {
                 crate::testutil::ramp(&[n], 7).affine(0.3, 0.0)
             } else if name.ends_with("running_var") {
-                crate::testutil::ramp(&[n], 9).affine(0.4, 1.0)
+                let layer = name.trim_end_matches(".running_var");
+                let variance = if amplified.contains(&layer) {
+                    factor
+                } else {
+                    1.0
+                };
+                crate::testutil::ramp(&[n], 9).affine(0.4 * variance, variance)
             } else {
                 continue;
             };
@@ -83,14 +144,17 @@ mod tests {
         t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
 
-    #[test]
-    fn resnet18_exports_to_the_features_candle_computes() {
+    /// Exports `kind`'s feature extractor alone and checks its 64-px features in tract: the
+    /// backbone's layers without the heads' pooling, which would hide their differences.
+    fn check_backbone_export(kind: crate::BackboneKind) {
         let dev = Device::Cpu;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let net = ResNet18::new(Kernels::default(), vb.pp("net")).unwrap();
+        let net = Backbone::new(kind, Kernels::default(), vb.pp("net")).unwrap();
         crate::reset_parameters(&varmap, 3).unwrap();
-        with_running_statistics(&varmap);
+        // MobileNetV2's first and last BatchNorm amplify, so that their ReLU6 clips at 6.
+        let amplified = ["net.features.0.1", "net.features.18.1"];
+        with_running_statistics_scaled(&varmap, &amplified, 0.01);
         let mut g = Graph::new();
         let image = [
             Dim::Named("batch"),
@@ -99,34 +163,52 @@ mod tests {
             Dim::Fixed(64),
         ];
         let x = g.input("image", &image);
-        let y = net.export(&mut g, "net", &x).unwrap();
+        let y = net.export(&mut g, &x).unwrap();
         let features = [
             Dim::Named("batch"),
-            Dim::Fixed(512),
+            Dim::Fixed(kind.out_channels()),
             Dim::Fixed(2),
             Dim::Fixed(2),
         ];
         g.output(&y, "features", &features);
-        let bytes = encode(&g.into_model("resnet18", &[]));
+        let bytes = encode(&g.into_model("backbone", &[]));
 
         let input = crate::testutil::ramp(&[2, 3, 64, 64], 1)
             .to_dtype(DType::F32)
             .unwrap();
         let want = values(&net.forward_t(&input, false).unwrap());
-        assert_close("features", &tract_outputs(&bytes, &input)[0], &want);
+        let top = want.iter().fold(0f32, |m, v| m.max(*v));
+        if kind == crate::BackboneKind::MobilenetV2 {
+            assert_eq!(top, 6.0, "the last ReLU6 clips");
+        }
+        let got = tract_outputs(&bytes, &input);
+        assert_close(&format!("{kind} features"), &got[0], &want);
     }
 
     #[test]
-    fn dra_exports_to_the_scores_and_map_candle_computes() {
+    fn resnet18_exports_to_the_features_candle_computes() {
+        check_backbone_export(crate::BackboneKind::Resnet18);
+    }
+
+    #[test]
+    fn mobilenet_v2_exports_to_the_features_candle_computes() {
+        check_backbone_export(crate::BackboneKind::MobilenetV2);
+    }
+
+    /// Exports `method` on `backbone` (64-px images, two pyramid levels, three references,
+    /// seeded weights, non-trivial BatchNorm statistics) and checks that tract computes the
+    /// scores, head scores and maps candle does for a batch of two queries.
+    fn check_export(method: crate::Method, backbone: crate::BackboneKind) {
         let dev = Device::Cpu;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
         let config = crate::ModelConfig {
             n_ref: 3,
             n_scales: 2,
+            backbone,
             ..Default::default()
         };
-        let dra = crate::Dra::new(config, vb).unwrap();
+        let detector = crate::Detector::new(method, &config, vb).unwrap();
         crate::reset_parameters(&varmap, 5).unwrap();
         with_running_statistics(&varmap);
         let size = 64;
@@ -136,39 +218,100 @@ mod tests {
                 .unwrap()
         };
         let (references, queries) = (image(3, 11), image(2, 13));
-
-        let mut g = Graph::new();
-        let dims = [
-            Dim::Named("batch"),
-            Dim::Fixed(3),
-            Dim::Fixed(size),
-            Dim::Fixed(size),
-        ];
-        let x = g.input("image", &dims);
-        let out = dra.export(&mut g, &x, &references).unwrap();
-        let batch = [Dim::Named("batch")];
-        g.output(&out.score, "score", &batch);
-        for (value, name) in out.heads.iter().zip(["g_n", "g_s", "g_p", "g_r"]) {
-            g.output(value, name, &batch);
-        }
-        let map = [Dim::Named("batch"), Dim::Fixed(2), Dim::Fixed(2)];
-        g.output(&out.map, "anomaly_map", &map);
-        let bytes = encode(&g.into_model("dra", &[]));
-        let got = tract_outputs(&bytes, &queries);
+        let uses_references = detector.uses_references();
+        let model = export_detector(
+            &detector,
+            size,
+            uses_references.then_some(&references),
+            &[("key".into(), "value".into())],
+        )
+        .unwrap();
+        assert_eq!(model.metadata_props[0].key, "key");
+        let got = tract_outputs(&encode(&model), &queries);
 
         // candle scores the references and the queries in one batch, as dra predict does.
-        let batch = Tensor::cat(&[&references, &queries], 0).unwrap();
-        let (scores, map) = dra.scores_and_maps(&batch).unwrap();
-        assert_close("score", &got[0], &values(&scores.anomaly_score().unwrap()));
-        let heads = [
-            &scores.normal,
-            &scores.seen,
-            &scores.pseudo,
-            &scores.residual,
-        ];
-        for (k, (name, want)) in ["g_n", "g_s", "g_p", "g_r"].iter().zip(heads).enumerate() {
-            assert_close(name, &got[1 + k], &values(want));
+        let batch = if uses_references {
+            let images = Tensor::cat(&[&references, &queries], 0).unwrap();
+            crate::ImageBatch::with_references(images, 3).unwrap()
+        } else {
+            crate::ImageBatch::queries(queries.clone()).unwrap()
+        };
+        let (scores, map) = detector.scores_with_maps(&batch).unwrap();
+        let what = format!("{method} on {backbone}");
+        assert_close(&format!("{what}: score"), &got[0], &values(&scores.score));
+        let mut k = 1;
+        for (name, head) in HEAD_OUTPUTS.iter().zip(&scores.heads) {
+            if let Some(head) = head {
+                assert_close(&format!("{what}: {name}"), &got[k], &values(head));
+                k += 1;
+            }
         }
-        assert_close("anomaly_map", &got[5], &values(&map));
+        match map {
+            Some(map) => {
+                let (n, h, w) = map.dims3().unwrap();
+                let cells = values(&map);
+                let want: Vec<f32> = cells
+                    .chunks(h * w)
+                    .flat_map(|m| crate::dra::upsample_bilinear(m, (h, w), size))
+                    .collect();
+                assert_eq!(want.len(), n * size * size);
+                assert_close(&format!("{what}: {ANOMALY_MAP}"), &got[k], &want);
+                k += 1;
+            }
+            None => assert!(!uses_references, "DRA exports its map"),
+        }
+        assert_eq!(got.len(), k, "{what}: one output per score, head and map");
+    }
+
+    #[test]
+    fn dra_exports_to_the_scores_and_map_candle_computes() {
+        check_export(crate::Method::Dra, crate::BackboneKind::Resnet18);
+    }
+
+    #[test]
+    fn dra_on_mobilenet_v2_exports_to_what_candle_computes() {
+        check_export(crate::Method::Dra, crate::BackboneKind::MobilenetV2);
+    }
+
+    #[test]
+    fn every_baseline_exports_to_the_scores_candle_computes() {
+        use crate::Method;
+        for method in [
+            Method::DevNet,
+            Method::DeepSad,
+            Method::Minns,
+            Method::Flos,
+            Method::Saoe,
+        ] {
+            check_export(method, crate::BackboneKind::Resnet18);
+        }
+    }
+
+    #[test]
+    fn a_head_subset_exports_its_heads_only() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let config = crate::ModelConfig {
+            n_ref: 2,
+            n_scales: 1,
+            heads: "seen,residual".parse().unwrap(),
+            ..Default::default()
+        };
+        let detector = crate::Detector::new(crate::Method::Dra, &config, vb).unwrap();
+        crate::reset_parameters(&varmap, 5).unwrap();
+        let references = crate::testutil::ramp(&[2, 3, 32, 32], 3)
+            .to_dtype(DType::F32)
+            .unwrap();
+        let model = export_detector(&detector, 32, Some(&references), &[]).unwrap();
+        let outputs: Vec<&str> = model
+            .graph
+            .as_ref()
+            .unwrap()
+            .output
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(outputs, ["score", "g_s", "g_r", "anomaly_map"]);
     }
 }

@@ -13,32 +13,12 @@ use super::scoring::CellMap;
 use crate::error::TrainError;
 use crate::record::writable_dir;
 
-/// Bilinear upsampling of a cell map to `size × size` pixels with cell centres at
-/// `(i + ½) · size / n` and clamped borders: PyTorch's `F.interpolate(mode="bilinear",
-/// align_corners=False)`, the usual way to lay a feature map over its image.
+/// A cell map brought to `size × size` pixels by bilinear upsampling, cell centres at
+/// `(i + ½) · size / n`, borders clamped: PyTorch's `F.interpolate(mode="bilinear",
+/// align_corners=False)`, as dra-model's [`dra_model::dra::upsample_bilinear`] (the one
+/// definition, which the exported model's `anomaly_map` follows too).
 pub fn upsample(map: &CellMap, size: u32) -> Vec<f32> {
-    let size = size as usize;
-    let axis = |n: usize| -> Vec<(usize, usize, f32)> {
-        (0..size)
-            .map(|x| {
-                let f =
-                    ((x as f32 + 0.5) * n as f32 / size as f32 - 0.5).clamp(0.0, (n - 1) as f32);
-                let i0 = f.floor() as usize;
-                (i0, (i0 + 1).min(n - 1), f - i0 as f32)
-            })
-            .collect()
-    };
-    let (columns, rows) = (axis(map.w), axis(map.h));
-    let at = |x: usize, y: usize| map.values[y * map.w + x];
-    let mut out = Vec::with_capacity(size * size);
-    for &(y0, y1, ty) in &rows {
-        for &(x0, x1, tx) in &columns {
-            let top = at(x0, y0) * (1.0 - tx) + at(x1, y0) * tx;
-            let bottom = at(x0, y1) * (1.0 - tx) + at(x1, y1) * tx;
-            out.push(top * (1.0 - ty) + bottom * ty);
-        }
-    }
-    out
+    dra_model::dra::upsample_bilinear(&map.values, (map.h, map.w), size as usize)
 }
 
 /// Pixel-level results of a test set, or why there are none.
