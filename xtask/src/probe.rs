@@ -467,8 +467,10 @@ fn runs(work: &Path, lines: &mut BTreeMap<String, String>) -> Result<()> {
                 &loaded,
                 &images,
                 &mut refs,
-                has_maps.then_some(heatmaps.as_path()),
-                false,
+                dra_train::PredictOutputs {
+                    heatmaps: has_maps.then_some(heatmaps.as_path()),
+                    ..Default::default()
+                },
                 &device,
             )?;
             let csv = dra_train::record::predictions_csv(&rows, loaded.threshold.as_ref());

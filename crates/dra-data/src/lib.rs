@@ -53,6 +53,6 @@ pub use datasets::listing::Listing;
 pub use error::{DataError, Result};
 pub use image_cache::{image_bytes, load_images, ImageCache};
 pub use mt19937::NumpyRandomState;
-pub use npy::write_f32 as write_npy_f32;
+pub use npy::{f32_bytes as npy_f32_bytes, write_f32 as write_npy_f32};
 pub use sample::{Crop, Ignored, ImageRef, Label, OnUnreadable, Sample, Unreadable};
 pub use split::{Setting, Split, SplitConfig};

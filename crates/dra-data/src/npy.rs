@@ -57,9 +57,15 @@ pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
             ),
         });
     }
+    std::fs::write(path, f32_bytes(shape, values)).map_err(|e| DataError::io(path, e))
+}
+
+/// The bytes of the `.npy` file [`write_f32`] writes, for a caller that writes them itself
+/// (atomically). `values` must hold the product of `shape`.
+pub fn f32_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    debug_assert_eq!(shape.iter().product::<usize>(), values.len());
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let bytes = encode("<f4", false, shape, &data);
-    std::fs::write(path, bytes).map_err(|e| DataError::io(path, e))
+    encode("<f4", false, shape, &data)
 }
 
 /// A version-1 `.npy` file of raw `data` as `np.save` writes it: the header is padded so

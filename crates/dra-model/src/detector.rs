@@ -10,7 +10,7 @@ use crate::dra::{Dra, DraLoss, HeadScores, LossKind};
 use crate::head_set::HeadSet;
 use crate::image_batch::{ImageBatch, Target};
 use crate::model_config::ModelConfig;
-use crate::onnx::Graph;
+use crate::onnx::{check, proto::ModelProto, Dim, Graph, ANOMALY_MAP, HEAD_OUTPUTS, INPUT, SCORE};
 use crate::Method;
 
 /// A trainable anomaly detector of any [`Method`].
@@ -55,7 +55,7 @@ fn dra_scores(h: HeadScores, set: HeadSet) -> Result<DetectorScores> {
 }
 
 /// The names of an exported detector's values per image, as [`DetectorScores`] has them:
-/// what [`crate::onnx::export_detector`] declares the graph's outputs.
+/// what [`Detector::to_onnx`] declares the graph's outputs.
 #[derive(Debug, Clone)]
 pub struct ExportedDetector {
     /// The anomaly score, `(B,)`.
@@ -126,6 +126,44 @@ impl Detector {
             Self::DevNet(m) => m.features_t(images, s, false),
             _ => candle_core::bail!("{} has no per-level heads", self.method()),
         }
+    }
+
+    /// The detector in eval mode as an ONNX model on images of `size` × `size` pixels and any
+    /// batch size: input [`INPUT`]; outputs [`SCORE`], the head scores it has under their
+    /// `scores.csv` names ([`HEAD_OUTPUTS`]) and, for DRA, [`ANOMALY_MAP`]. DRA's `references`
+    /// (normalised, `(n_ref, 3, S, S)`) are baked in. `metadata` becomes the file's
+    /// `metadata_props`. The graph is checked by ONNX's rules ([`check`]) before it is
+    /// returned.
+    pub fn to_onnx(
+        &self,
+        size: usize,
+        references: Option<&Tensor>,
+        metadata: &[(String, String)],
+    ) -> Result<ModelProto> {
+        let mut g = Graph::new();
+        let image = [
+            Dim::Named("batch"),
+            Dim::Fixed(3),
+            Dim::Fixed(size),
+            Dim::Fixed(size),
+        ];
+        let x = g.input(INPUT, &image);
+        let out = self.export(&mut g, &x, size, references)?;
+        let batch = [Dim::Named("batch")];
+        g.output(&out.score, SCORE, &batch);
+        for (head, name) in out.heads.iter().zip(HEAD_OUTPUTS) {
+            if let Some(head) = head {
+                g.output(head, name, &batch);
+            }
+        }
+        if let Some(map) = &out.map {
+            let map_dims = [Dim::Named("batch"), Dim::Fixed(size), Dim::Fixed(size)];
+            g.output(map, ANOMALY_MAP, &map_dims);
+        }
+        let model = g.into_model(self.method().name(), metadata);
+        // A graph that breaks ONNX's rules is this crate's bug: caught here, not in a runtime.
+        check(&model).map_err(|e| candle_core::Error::Msg(format!("invalid ONNX graph: {e}")))?;
+        Ok(model)
     }
 
     /// The detector in eval mode as ONNX nodes on the value `x`, images `(B, 3, S, S)` of

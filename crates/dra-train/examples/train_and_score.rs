@@ -65,7 +65,13 @@ fn train_and_score(
     let paths = Listing::of_inputs(&[images.to_path_buf()])?
         .require(OnUnreadable::Error)?
         .paths();
-    let rows = dra_train::predict(&model, &paths, &mut references, None, false, &Device::Cpu)?;
+    let rows = dra_train::predict(
+        &model,
+        &paths,
+        &mut references,
+        Default::default(),
+        &Device::Cpu,
+    )?;
     Ok(rows.into_iter().map(|r| (r.path, r.score)).collect())
 }
 

@@ -45,8 +45,8 @@
 //! let image = dir.path().join("weave/test/good").read_dir()?.next().unwrap()?.path();
 //! let score = |model: &LoadedModel| -> Result<f64, dra_train::TrainError> {
 //!     let mut references = model.stored_references()?;
-//!     let rows = dra_train::predict(model, &[image.clone()], &mut references, None, false,
-//!                                   &candle_core::Device::Cpu)?;
+//!     let rows = dra_train::predict(model, &[image.clone()], &mut references,
+//!                                   Default::default(), &candle_core::Device::Cpu)?;
 //!     Ok(rows[0].score)
 //! };
 //! assert_eq!(score(&model)?, score(&model)?);
@@ -62,6 +62,7 @@ mod run;
 pub use error::TrainError;
 pub use record::{Metrics, Profile, TrainConfig};
 pub use run::{
-    calibrate, evaluate, predict, train, train_with_progress, LoadedModel, Progress,
-    ReferenceChoice, RunControl, RunRequest, StopSignal, DEFAULT_CACHE_IMAGES,
+    calibrate, evaluate, export, predict, train, train_with_progress, Exported, LoadedModel,
+    PredictOutputs, Progress, ReferenceChoice, RunControl, RunRequest, StopSignal,
+    DEFAULT_CACHE_IMAGES,
 };

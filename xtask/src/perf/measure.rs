@@ -13,7 +13,8 @@ pub struct PerfArgs {
     /// Image sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "128,224")]
     pub(super) sizes: Vec<usize>,
-    /// Workloads: backbone_train, backbone_eval, dra_step.
+    /// Workloads: backbone_train, backbone_eval, dra_step, predict (DRA scoring a batch with
+    /// five stored references and its maps, eval mode, as `dra predict`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -53,6 +54,15 @@ pub struct PerfArgs {
     /// every other round.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), requires = "pytorch")]
     pub(super) rounds: u32,
+    /// With the predict workload: also run the same batch through tract on the exported ONNX
+    /// graph, side by side (needs xtask built with `--features onnx`: `cargo run -p xtask
+    /// --release --features onnx -- perf --workloads predict --onnx`).
+    #[arg(long)]
+    pub(super) onnx: bool,
+    /// With the predict workload: write each size's exported graph here
+    /// (`predict-<backbone>-<size>.onnx`), for `tools/perf/ort_perf.py` (ONNX Runtime).
+    #[arg(long)]
+    pub(super) save_onnx: Option<std::path::PathBuf>,
     /// With `--pytorch`: the Python interpreter that has torch and torchvision.
     #[arg(long, default_value = "python3", requires = "pytorch")]
     pub(super) python: String,
@@ -98,10 +108,16 @@ pub(super) fn batch_for(workload: &str, size: usize) -> usize {
 
 /// The workloads both sides know (`--pytorch` checks them before any round runs:
 /// `torch_perf.py` takes any other name for `dra_step`).
-pub(super) const WORKLOADS: [&str; 3] = ["backbone_train", "backbone_eval", "dra_step"];
+pub(super) const WORKLOADS: [&str; 4] = ["backbone_train", "backbone_eval", "dra_step", "predict"];
 
-/// One (workload, size) by dra-rs, in a worker process of its own.
-pub(super) fn measure(args: &PerfArgs, workload: &str, size: usize) -> Result<Measurement> {
+/// One (workload, size) by dra-rs (or, with `onnx`, tract on the exported graph), in a worker
+/// process of its own.
+pub(super) fn measure(
+    args: &PerfArgs,
+    workload: &str,
+    size: usize,
+    onnx: bool,
+) -> Result<Measurement> {
     let out = Command::new(std::env::current_exe()?)
         .args(["perf-worker", "--workload", workload])
         .args(["--size", &size.to_string()])
@@ -111,6 +127,12 @@ pub(super) fn measure(args: &PerfArgs, workload: &str, size: usize) -> Result<Me
         .args(args.no_winograd.then_some("--no-winograd"))
         .args(args.winograd_f2.then_some("--winograd-f2"))
         .args(args.reproducible.then_some("--reproducible"))
+        .args(onnx.then_some("--onnx"))
+        .args(
+            args.save_onnx
+                .iter()
+                .flat_map(|dir| [std::ffi::OsStr::new("--save-onnx"), dir.as_os_str()]),
+        )
         .output()
         .context("running the perf worker")?;
     if !out.status.success() {

@@ -32,19 +32,27 @@ pub fn perf(args: PerfArgs) -> Result<()> {
     let mut rows = Vec::new();
     for &size in &args.sizes {
         for workload in &args.workloads {
-            let m = measure(&args, workload, size)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&m)?);
+            // The exported graph in tract beside dra-rs, on the same batch.
+            let sides: &[bool] = if args.onnx && workload == "predict" {
+                &[false, true]
             } else {
-                let gpu = m
-                    .peak_gpu_mb
-                    .map_or(String::new(), |mb| format!(", GPU {mb:.0} MB"));
-                eprintln!(
-                    "{workload} {size} px: {:.2} img/s, peak {:.0} MB{gpu}",
-                    m.img_per_s, m.peak_rss_mb
-                );
+                &[false]
+            };
+            for &onnx in sides {
+                let m = measure(&args, workload, size, onnx)?;
+                if args.json {
+                    println!("{}", serde_json::to_string(&m)?);
+                } else {
+                    let gpu = m
+                        .peak_gpu_mb
+                        .map_or(String::new(), |mb| format!(", GPU {mb:.0} MB"));
+                    eprintln!(
+                        "{workload} {size} px ({}): {:.2} img/s, peak {:.0} MB{gpu}",
+                        m.kernels, m.img_per_s, m.peak_rss_mb
+                    );
+                }
+                rows.push(m);
             }
-            rows.push(m);
         }
     }
     if !args.json {

@@ -100,9 +100,9 @@ pub(super) fn compare(args: &PerfArgs) -> Result<()> {
                 // Swapped every other round, so that neither side always runs first.
                 if round % 2 == 0 {
                     theirs.push(measure_torch(args, workload, size)?);
-                    ours.push(measure(args, workload, size)?);
+                    ours.push(measure(args, workload, size, false)?);
                 } else {
-                    ours.push(measure(args, workload, size)?);
+                    ours.push(measure(args, workload, size, false)?);
                     theirs.push(measure_torch(args, workload, size)?);
                 }
                 eprintln!(

@@ -34,6 +34,12 @@ pub struct WorkerArgs {
     reproducible: bool,
     #[arg(long, default_value = "resnet18")]
     pub(super) backbone: BackboneKind,
+    /// The predict workload through tract on the exported graph instead of dra-rs.
+    #[arg(long)]
+    onnx: bool,
+    /// Write the predict workload's exported graph into this folder.
+    #[arg(long)]
+    save_onnx: Option<std::path::PathBuf>,
 }
 
 pub(super) fn peak_rss_mb() -> f64 {
@@ -55,6 +61,44 @@ fn device(name: &str) -> Result<Device> {
         "cuda" => Device::new_cuda(0)?,
         other => bail!("--device: unknown device `{other}`"),
     })
+}
+
+/// The predict workload by dra-rs: the scores and maps of the queries after the references,
+/// as `dra predict` computes them.
+fn predict_step(model: Dra, x: Tensor) -> Box<dyn FnMut() -> Result<()>> {
+    Box::new(move || {
+        let (scores, maps) = model.scores_and_maps(&x)?;
+        scores.anomaly_score()?.sum_all()?.to_scalar::<f32>()?;
+        maps.sum_all()?.to_scalar::<f32>()?;
+        Ok(())
+    })
+}
+
+/// The predict workload by tract on the exported graph (the references baked in): the same
+/// queries, every output computed.
+#[cfg(feature = "onnx")]
+fn onnx_step(bytes: &[u8], queries: &Tensor) -> Result<Box<dyn FnMut() -> Result<()>>> {
+    use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoTensor};
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])?
+        .into_optimized()?
+        .into_runnable()?;
+    let values = queries.flatten_all()?.to_vec1::<f32>()?;
+    let input = tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(
+        queries.dims().to_vec(),
+        values,
+    )?
+    .into_tensor();
+    Ok(Box::new(move || {
+        let outputs = plan.run(tvec!(input.clone().into()))?;
+        std::hint::black_box(outputs);
+        Ok(())
+    }))
+}
+
+#[cfg(not(feature = "onnx"))]
+fn onnx_step(_: &[u8], _: &Tensor) -> Result<Box<dyn FnMut() -> Result<()>>> {
+    bail!("--onnx runs tract, which this xtask was built without: cargo run -p xtask --release --features onnx -- perf --workloads predict --onnx")
 }
 
 pub fn worker(args: WorkerArgs) -> Result<()> {
@@ -140,6 +184,46 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
                 Ok(())
             })
         }
+        "predict" => {
+            let n_ref = 5;
+            let config = ModelConfig {
+                kernels,
+                backbone: args.backbone,
+                n_ref,
+                ..Default::default()
+            };
+            Dra::new(config.clone(), vb)?;
+            reset_parameters(&varmap, 0)?;
+            // Eval mode over detached tensors, as a loaded run scores.
+            let tensors = varmap
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+                .collect();
+            let model = Dra::new(config, VarBuilder::from_tensors(tensors, DType::F32, &dev))?;
+            let x = Tensor::randn(0f32, 1., (n_ref + batch, 3, size, size), &dev)?;
+            if args.onnx || args.save_onnx.is_some() {
+                let references = x.narrow(0, 0, n_ref)?.to_device(&Device::Cpu)?;
+                let detector = dra_model::Detector::Dra(Box::new(model.clone()));
+                let bytes =
+                    dra_model::onnx::encode(&detector.to_onnx(size, Some(&references), &[])?);
+                if let Some(dir) = &args.save_onnx {
+                    std::fs::create_dir_all(dir)?;
+                    let path = dir.join(format!("predict-{}-{size}.onnx", args.backbone));
+                    std::fs::write(&path, &bytes)?;
+                }
+                if args.onnx {
+                    let queries = x.narrow(0, n_ref, batch)?;
+                    onnx_step(&bytes, &queries)?
+                } else {
+                    predict_step(model, x)
+                }
+            } else {
+                predict_step(model, x)
+            }
+        }
         other => {
             bail!(
                 "unknown workload `{other}`; valid: {}",
@@ -176,6 +260,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
                 (true, _, _) => "candle-stock",
                 (false, true, _) => "dra-rs-im2col",
                 (false, false, true) => "dra-rs-f2",
+                (false, false, false) if args.onnx => "tract-onnx",
                 (false, false, false) => "dra-rs",
             },
             if args.reproducible { "-portable" } else { "" }

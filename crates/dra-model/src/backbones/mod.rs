@@ -8,7 +8,7 @@ mod resnet;
 pub use mobilenet::MobileNetV2;
 pub use resnet::ResNet18;
 
-use candle_core::{DType, Device, ModuleT, Result, Tensor};
+use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -83,16 +83,6 @@ impl Backbone {
             BackboneKind::Resnet18 => Self::Resnet18(ResNet18::new(kernels, vb)?),
             BackboneKind::MobilenetV2 => Self::MobilenetV2(MobileNetV2::new(kernels, vb)?),
         })
-    }
-
-    /// The number of cells (h·w) of the feature map of an image of `size` = (h, w) pixels at
-    /// pyramid level `level`: what a top-K head's K follows from, found by running the
-    /// network once on a blank image.
-    pub(crate) fn cells(&self, size: (usize, usize), level: usize) -> Result<usize> {
-        let blank = Tensor::zeros((1, 3, size.0, size.1), DType::F32, &Device::Cpu)?;
-        let features = self.forward_t(&crate::dra::downsample_nearest(&blank, level)?, false)?;
-        let (_, _, h, w) = features.dims4()?;
-        Ok(h * w)
     }
 
     /// The backbone in eval mode as ONNX nodes on the value `x`, its tensors named as in the

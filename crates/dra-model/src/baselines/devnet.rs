@@ -8,8 +8,8 @@ use rand::Rng;
 
 use crate::backbones::Backbone;
 use crate::dra::{
-    downsample_nearest, export_downsample_nearest, export_pyramid_mean, pyramid_mean, LossKind,
-    PlainHead, Prior,
+    downsample_nearest, export_downsample_nearest, export_pyramid_mean, feature_cells,
+    pyramid_mean, LossKind, PlainHead, Prior,
 };
 use crate::model_config::ModelConfig;
 use crate::onnx::Graph;
@@ -58,7 +58,7 @@ impl DevNet {
         for s in 0..self.n_scales.max(1) {
             let xs = export_downsample_nearest(g, x, size, s);
             let features = self.feature_extractor.export(g, &xs)?;
-            let cells = self.feature_extractor.cells(size, s)?;
+            let cells = feature_cells(&self.feature_extractor, size, s)?;
             let (_, score) = self.head.export(g, "conv", &features, cells)?;
             levels.push([score]);
         }

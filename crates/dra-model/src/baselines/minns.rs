@@ -6,7 +6,7 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::backbones::Backbone;
-use crate::dra::{export_top_k_mean, top_k_mean, LossKind, Prior};
+use crate::dra::{export_top_k_mean, feature_cells, top_k_mean, LossKind, Prior};
 use crate::model_config::ModelConfig;
 use crate::onnx::{Attr, Graph};
 use crate::ops::Conv2d;
@@ -59,7 +59,7 @@ impl Minns {
             &[&logits],
             &[Attr::Int("axis", 1)],
         );
-        let n = self.feature_extractor.cells(size, 0)?;
+        let n = feature_cells(&self.feature_extractor, size, 0)?;
         Ok(export_top_k_mean(g, "score", &cells, n, self.topk_rate))
     }
 

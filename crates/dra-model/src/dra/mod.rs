@@ -12,5 +12,5 @@ pub use model::{upsample_bilinear, Dra, DraHeads, ExportedScores, HeadScores};
 
 pub(crate) use heads::{export_global_pool, export_top_k_mean, global_pool};
 pub(crate) use model::{
-    downsample_nearest, export_downsample_nearest, export_pyramid_mean, pyramid_mean,
+    downsample_nearest, export_downsample_nearest, export_pyramid_mean, feature_cells, pyramid_mean,
 };

@@ -350,6 +350,24 @@ pub(crate) fn downsample_nearest(x: &Tensor, level: usize) -> Result<Tensor> {
     x.index_select(&index(h)?, 2)?.index_select(&index(w)?, 3)
 }
 
+/// The number of cells (h·w) of `backbone`'s feature map of an image of `size` = (h, w)
+/// pixels at pyramid level `level`: what a top-K head's K follows from, found by running the
+/// network once on a blank image.
+pub(crate) fn feature_cells(
+    backbone: &Backbone,
+    size: (usize, usize),
+    level: usize,
+) -> Result<usize> {
+    let blank = Tensor::zeros(
+        (1, 3, size.0, size.1),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
+    let features = backbone.forward_t(&downsample_nearest(&blank, level)?, false)?;
+    let (_, _, h, w) = features.dims4()?;
+    Ok(h * w)
+}
+
 /// The rows (or columns) of an axis of `input` pixels that nearest-neighbour downsampling to
 /// pyramid level `level` keeps, as PyTorch's `nearest` mode picks them.
 fn nearest_indices(input: usize, level: usize) -> Vec<i64> {

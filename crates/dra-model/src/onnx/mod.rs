@@ -3,21 +3,19 @@
 //! each layer of the scoring path has an `export` beside its `forward` that adds the same
 //! computation as standard ONNX operators of one opset ([`OPSET`]).
 //!
-//! [`export_detector`] writes a whole detector in eval mode: DRA on either backbone (the image
+//! [`Detector::to_onnx`](crate::Detector::to_onnx) writes a whole detector in eval mode: DRA on either backbone (the image
 //! pyramid as `Gather`s of the rows and columns nearest-neighbour downsampling keeps, the
 //! residual head against the references' mean feature map per level baked in as a constant,
 //! the heads' scores, the anomaly score of the chosen heads, and the anomaly map upsampled to
 //! the image by two `MatMul`s with the bilinear weights) and every baseline. The tests check
 //! the graphs against candle's scoring in tract, an independent runtime.
 
+mod check;
 mod graph;
 pub mod proto;
 
+pub use check::check;
 pub use graph::{encode, Attr, Dim, Graph, OPSET};
-
-use candle_core::{Result, Tensor};
-
-use crate::Detector;
 
 /// The name of an exported model's input: a batch of preprocessed images `(N, 3, S, S)`.
 pub const INPUT: &str = "image";
@@ -28,40 +26,6 @@ pub const SCORE: &str = "score";
 pub const HEAD_OUTPUTS: [&str; 4] = ["g_n", "g_s", "g_p", "g_r"];
 /// The name of DRA's anomaly map output, `(N, S, S)`.
 pub const ANOMALY_MAP: &str = "anomaly_map";
-
-/// `detector` in eval mode as an ONNX model on images of `size` × `size` pixels and any batch
-/// size: input [`INPUT`]; outputs [`SCORE`], the head scores it has under their `scores.csv`
-/// names ([`HEAD_OUTPUTS`]) and, for DRA, [`ANOMALY_MAP`]. DRA's
-/// `references` (normalised, `(n_ref, 3, S, S)`) are baked in. `metadata` becomes the file's
-/// `metadata_props`.
-pub fn export_detector(
-    detector: &Detector,
-    size: usize,
-    references: Option<&Tensor>,
-    metadata: &[(String, String)],
-) -> Result<proto::ModelProto> {
-    let mut g = Graph::new();
-    let image = [
-        Dim::Named("batch"),
-        Dim::Fixed(3),
-        Dim::Fixed(size),
-        Dim::Fixed(size),
-    ];
-    let x = g.input(INPUT, &image);
-    let out = detector.export(&mut g, &x, size, references)?;
-    let batch = [Dim::Named("batch")];
-    g.output(&out.score, SCORE, &batch);
-    for (head, name) in out.heads.iter().zip(HEAD_OUTPUTS) {
-        if let Some(head) = head {
-            g.output(head, name, &batch);
-        }
-    }
-    if let Some(map) = &out.map {
-        let map_dims = [Dim::Named("batch"), Dim::Fixed(size), Dim::Fixed(size)];
-        g.output(map, ANOMALY_MAP, &map_dims);
-    }
-    Ok(g.into_model(detector.method().name(), metadata))
-}
 
 #[cfg(test)]
 mod tests {
@@ -219,13 +183,13 @@ mod tests {
         };
         let (references, queries) = (image(3, 11), image(2, 13));
         let uses_references = detector.uses_references();
-        let model = export_detector(
-            &detector,
-            size,
-            uses_references.then_some(&references),
-            &[("key".into(), "value".into())],
-        )
-        .unwrap();
+        let model = detector
+            .to_onnx(
+                size,
+                uses_references.then_some(&references),
+                &[("key".into(), "value".into())],
+            )
+            .unwrap();
         assert_eq!(model.metadata_props[0].key, "key");
         let got = tract_outputs(&encode(&model), &queries);
 
@@ -288,6 +252,33 @@ mod tests {
     }
 
     #[test]
+    fn the_checker_refuses_what_onnx_refuses() {
+        let mut g = Graph::new();
+        let x = g.input("x", &[Dim::Fixed(1)]);
+        let y = g.node("Relu", "y", &[&x], &[]);
+        g.output(&y, "y", &[Dim::Fixed(1)]);
+        let good = g.into_model("m", &[]);
+        check(&good).unwrap();
+
+        let mut custom = good.clone();
+        custom.graph.as_mut().unwrap().node[0].domain = "com.example".into();
+        assert!(check(&custom).unwrap_err().contains("custom domain"));
+        let mut unknown = good.clone();
+        unknown.graph.as_mut().unwrap().node[0].op_type = "FancyOp".into();
+        assert!(check(&unknown).unwrap_err().contains("FancyOp"));
+        let mut dangling = good.clone();
+        dangling.graph.as_mut().unwrap().node[0].input[0] = "nowhere".into();
+        assert!(check(&dangling).unwrap_err().contains("nowhere"));
+        let mut twice = good.clone();
+        let node = twice.graph.as_ref().unwrap().node[0].clone();
+        twice.graph.as_mut().unwrap().node.push(node);
+        assert!(check(&twice).unwrap_err().contains("defined before"));
+        let mut opset = good;
+        opset.opset_import[0].version = 9;
+        assert!(check(&opset).unwrap_err().contains("opset"));
+    }
+
+    #[test]
     fn a_head_subset_exports_its_heads_only() {
         let dev = Device::Cpu;
         let varmap = VarMap::new();
@@ -303,7 +294,7 @@ mod tests {
         let references = crate::testutil::ramp(&[2, 3, 32, 32], 3)
             .to_dtype(DType::F32)
             .unwrap();
-        let model = export_detector(&detector, 32, Some(&references), &[]).unwrap();
+        let model = detector.to_onnx(32, Some(&references), &[]).unwrap();
         let outputs: Vec<&str> = model
             .graph
             .as_ref()

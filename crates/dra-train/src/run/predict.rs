@@ -8,33 +8,47 @@ use dra_data::{Label, Sample};
 use dra_model::Detector;
 
 use super::saved::LoadedModel;
-use crate::engine::maps::{colour_scale, overlay_png};
+use crate::engine::maps::{colour_scale, overlay_png, upsample};
 use crate::engine::scoring::{score_with_maps, References};
 use crate::error::TrainError;
 use crate::record::{claim_dir, write_atomic, ScoreRow};
 
-/// Scores images with fixed references; with `heatmap_dir`, writes an overlay PNG per image
-/// (`<stem>_heatmap.png`). The folder is locked while they are written, and one that holds
-/// overlays of the same names already is refused before any scoring unless `overwrite`.
+/// What `dra predict` writes besides the scores.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PredictOutputs<'a> {
+    /// A heat-map overlay PNG per image (`<stem>_heatmap.png`), drawn over the image as the
+    /// model saw it.
+    pub heatmaps: Option<&'a Path>,
+    /// Each image's anomaly map at the model's size as float32 `.npy` (`<stem>.npy`): the
+    /// values `dra eval --save-maps` writes, and an exported model's `anomaly_map`.
+    pub maps: Option<&'a Path>,
+    /// Replace files of the same names that those folders hold already; without it such a
+    /// folder is refused before any scoring.
+    pub overwrite: bool,
+}
+
+/// Scores images with fixed references, and writes the overlays and maps `outputs` asks for.
+/// Each folder is locked while they are written, and one that holds files of the same names
+/// already is refused before any scoring unless `outputs.overwrite`.
 pub fn predict(
     loaded: &LoadedModel,
     images: &[PathBuf],
     references: &mut References,
-    heatmap_dir: Option<&Path>,
-    overwrite: bool,
+    outputs: PredictOutputs,
     device: &Device,
 ) -> Result<Vec<ScoreRow>, TrainError> {
     let cfg = &loaded.config;
-    match (&loaded.model, heatmap_dir) {
-        (Detector::Dra(_), _) | (_, None) => {}
-        (other, Some(_)) => {
-            return Err(TrainError::InvalidOption {
-                flag: "--out",
-                message: format!(
-                "heat maps are drawn from DRA's heads only; this model is {} (score without --out)",
-                other.method()
-            ),
-            })
+    if !matches!(loaded.model, Detector::Dra(_)) {
+        for (flag, dir) in [("--out", outputs.heatmaps), ("--save-maps", outputs.maps)] {
+            if dir.is_some() {
+                return Err(TrainError::InvalidOption {
+                    flag,
+                    message: format!(
+                        "anomaly maps come from DRA's heads only; this model is {} (score without {flag})",
+                        loaded.model.method()
+                    ),
+                });
+            }
         }
     }
     let samples: Vec<Sample> = images
@@ -46,14 +60,21 @@ pub fn predict(
             class: String::new(),
         })
         .collect();
-    let names = heatmap_names(images);
-    let _lock = match heatmap_dir {
-        Some(dir) => {
+    let heatmap_names = file_names(images, "_heatmap.png");
+    let map_names = file_names(images, ".npy");
+    // Replaced in place (each atomically), so nothing is removed first.
+    let claim = |dir: Option<&Path>, flag, names: &[String]| {
+        dir.map(|dir| {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            // Replaced in place (each atomically), so nothing is removed first.
-            Some(claim_dir(dir, "--out", &names, &[], overwrite)?)
-        }
-        None => None,
+            claim_dir(dir, flag, &names, &[], outputs.overwrite)
+        })
+        .transpose()
+    };
+    let _heatmaps_lock = claim(outputs.heatmaps, "--out", &heatmap_names)?;
+    let _maps_lock = match outputs.maps {
+        // One folder for both: it is locked once.
+        Some(dir) if outputs.heatmaps == Some(dir) => None,
+        dir => claim(dir, "--save-maps", &map_names)?,
     };
     let scored = score_with_maps(
         &loaded.model,
@@ -63,10 +84,13 @@ pub fn predict(
         cfg.eval_batch_size,
         device,
     )?;
-    if let (Some(dir), Some(maps)) = (heatmap_dir, &scored.maps) {
+    let Some(maps) = &scored.maps else {
+        return Ok(scored.rows);
+    };
+    if let Some(dir) = outputs.heatmaps {
         // One colour scale for every image, so that overlays compare across images.
         let max = colour_scale(maps);
-        for ((path, map), name) in images.iter().zip(maps).zip(&names) {
+        for ((path, map), name) in images.iter().zip(maps).zip(&heatmap_names) {
             let img = dra_data::load_rgb(path)?;
             let out = dir.join(name);
             let mut png = std::io::Cursor::new(Vec::new());
@@ -76,13 +100,20 @@ pub fn predict(
             write_atomic(&out, png.get_ref())?;
         }
     }
+    if let Some(dir) = outputs.maps {
+        let s = cfg.image_size as usize;
+        for (map, name) in maps.iter().zip(&map_names) {
+            let npy = dra_data::npy_f32_bytes(&[s, s], &upsample(map, cfg.image_size));
+            write_atomic(&dir.join(name), &npy)?;
+        }
+    }
     Ok(scored.rows)
 }
 
-/// The heat map's file name for each image: `<stem>_heatmap.png`, and for a stem that an
-/// earlier image already used (`a/x.png`, `b/x.png`, `x.jpg`) `<stem>_<k>_heatmap.png`, k = 2,
-/// 3, … in input order, so that no overlay overwrites another.
-fn heatmap_names(images: &[PathBuf]) -> Vec<String> {
+/// The file name of each image's overlay or map: `<stem><suffix>` (`x_heatmap.png`,
+/// `x.npy`), and for a stem that an earlier image already used (`a/x.png`, `b/x.png`, `x.jpg`)
+/// `<stem>_<k><suffix>`, k = 2, 3, … in input order, so that no file overwrites another.
+fn file_names(images: &[PathBuf], suffix: &str) -> Vec<String> {
     let mut taken = std::collections::HashSet::new();
     images
         .iter()
@@ -91,10 +122,10 @@ fn heatmap_names(images: &[PathBuf]) -> Vec<String> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let mut name = format!("{stem}_heatmap.png");
+            let mut name = format!("{stem}{suffix}");
             let mut k = 2;
             while !taken.insert(name.clone()) {
-                name = format!("{stem}_{k}_heatmap.png");
+                name = format!("{stem}_{k}{suffix}");
                 k += 1;
             }
             name
@@ -113,7 +144,7 @@ mod tests {
             .map(PathBuf::from)
             .collect();
         assert_eq!(
-            heatmap_names(&images),
+            file_names(&images, "_heatmap.png"),
             [
                 "x_heatmap.png",
                 "x_2_heatmap.png",

@@ -107,14 +107,23 @@ fn every_baseline_trains_saves_and_reloads() {
             .unwrap()
             .paths();
         let mut refs = loaded.stored_references().unwrap();
-        let rows = predict(&loaded, &images, &mut refs, None, false, &Device::Cpu).unwrap();
+        let rows = predict(
+            &loaded,
+            &images,
+            &mut refs,
+            Default::default(),
+            &Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(rows.len(), 12);
         let err = predict(
             &loaded,
             &images,
             &mut refs,
-            Some(&dir.path().join("heat")),
-            false,
+            dra_train::PredictOutputs {
+                heatmaps: Some(&dir.path().join("heat")),
+                ..Default::default()
+            },
             &Device::Cpu,
         )
         .err()

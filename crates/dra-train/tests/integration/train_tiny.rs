@@ -192,13 +192,15 @@ fn saved_model_scores_the_same_way_every_time() {
         &loaded,
         &images,
         &mut refs,
-        Some(&heatmaps),
-        false,
+        dra_train::PredictOutputs {
+            heatmaps: Some(&heatmaps),
+            ..Default::default()
+        },
         &Device::Cpu,
     )
     .unwrap();
     let mut refs = loaded.stored_references().unwrap();
-    let again = predict(&bare, &images, &mut refs, None, false, &Device::Cpu).unwrap();
+    let again = predict(&bare, &images, &mut refs, Default::default(), &Device::Cpu).unwrap();
     assert_eq!(rows, again);
     for img in &images {
         let stem = img.file_stem().unwrap().to_string_lossy();

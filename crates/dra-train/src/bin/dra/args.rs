@@ -38,6 +38,10 @@ pub(crate) enum Command {
     /// Score new images with a trained model (CSV on stdout with a decision per image when the
     /// run has a threshold; heat maps with --out).
     Predict(PredictArgs),
+    /// Write a trained run as an ONNX model that scores as `dra predict` does, its reference
+    /// images baked in and the preprocessing, threshold and provenance in its metadata
+    /// (docs/deploy.md).
+    Export(ExportArgs),
     /// Set a run's decision threshold from normal images it never saw, at a false-positive
     /// rate (writes threshold.json into the run directory).
     Calibrate(CalibrateArgs),
@@ -161,6 +165,7 @@ pub(crate) struct CalibrateArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("written").args(["out", "save_maps"]).multiple(true)))]
 pub(crate) struct PredictArgs {
     /// A run directory (its stored references make scores deterministic), or a weights file
     /// with --reference-images.
@@ -172,9 +177,13 @@ pub(crate) struct PredictArgs {
     /// Write a heat-map overlay PNG per image here (`<stem>_heatmap.png`).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
-    /// Replace the overlays of the same names that --out holds already; without it such a
-    /// folder is refused.
-    #[arg(long, requires = "out")]
+    /// Write each image's anomaly map here as float32 `.npy` (`<stem>.npy`, the model's size):
+    /// the values `dra eval --save-maps` writes and an exported model's `anomaly_map`.
+    #[arg(long)]
+    pub(crate) save_maps: Option<PathBuf>,
+    /// Replace the files of the same names that --out or --save-maps hold already; without
+    /// it such a folder is refused.
+    #[arg(long, requires = "written")]
     pub(crate) overwrite: bool,
     /// Reference images instead of the run's stored set, comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -187,6 +196,19 @@ pub(crate) struct PredictArgs {
     pub(crate) decision: DecisionArgs,
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
+}
+
+#[derive(Args)]
+pub(crate) struct ExportArgs {
+    /// The run directory (written by dra train; calibrate it first for a threshold).
+    #[arg(long)]
+    pub(crate) model: PathBuf,
+    /// The model file to write (e.g. model.onnx).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Replace the file --out names when it exists; without it an existing file is refused.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
 }
 
 #[derive(Subcommand)]

@@ -7,7 +7,7 @@ use dra_train::engine::References;
 use dra_train::record::{predictions_csv, Overrides, REPORT_FILE, THRESHOLD_FILE};
 use dra_train::{LoadedModel, Metrics, ReferenceChoice, RunControl, RunRequest, StopSignal};
 
-use crate::args::{CalibrateArgs, EvalArgs, PredictArgs, TrainArgs};
+use crate::args::{CalibrateArgs, EvalArgs, ExportArgs, PredictArgs, TrainArgs};
 use crate::progress::Bar;
 
 fn device(name: &str) -> Result<Device> {
@@ -208,8 +208,11 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
         &loaded,
         &images,
         &mut references,
-        args.out.as_deref(),
-        args.overwrite,
+        dra_train::PredictOutputs {
+            heatmaps: args.out.as_deref(),
+            maps: args.save_maps.as_deref(),
+            overwrite: args.overwrite,
+        },
         &device,
     )?;
     print!("{}", predictions_csv(&rows, loaded.threshold.as_ref()));
@@ -229,6 +232,37 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
     }
     if let Some(out) = &args.out {
         eprintln!("heat maps in {}", out.display());
+    }
+    if let Some(maps) = &args.save_maps {
+        eprintln!("anomaly maps (.npy) in {}", maps.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn export(args: ExportArgs) -> Result<()> {
+    let exported = dra_train::export(&args.model, &args.out, args.overwrite)?;
+    let meta = |key: &str| {
+        exported
+            .metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    println!(
+        "wrote {} ({:.1} MB): input {}; outputs {}",
+        exported.path.display(),
+        exported.bytes as f64 / 1e6,
+        meta("input").unwrap_or_default(),
+        exported.outputs.join(", ")
+    );
+    match meta("threshold") {
+        Some(t) => println!(
+            "threshold {t} ({}): anomalous when score > threshold",
+            meta("threshold_source").unwrap_or_default()
+        ),
+        None => eprintln!(
+            "note: the run has no threshold, so neither has the model (dra calibrate --model RUN --normals DIR, then export again)"
+        ),
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval(args),
         Command::Predict(args) => commands::predict(args),
         Command::Calibrate(args) => commands::calibrate(args),
+        Command::Export(args) => commands::export(args),
         Command::Data(DataCommand::Inspect(args)) => inspect::inspect(args),
         Command::Data(DataCommand::Generate { out, seed }) => {
             let spec = synthetic::SyntheticSpec {
