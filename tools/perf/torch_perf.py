@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["backbone_train", "backbone_eval", "dra_step"]
+WORKLOADS = ["backbone_train", "backbone_eval", "dra_step", "predict"]
 
 
 def batch_for(workload, size):
@@ -112,6 +112,17 @@ def worker(workload, size, reps, device, backbone, count_flops=False):
             def step():
                 with torch.no_grad():
                     net(x).sum().item()
+    elif workload == "predict":
+        # The official model's eval forward: five references, then the batch's queries.
+        g.SIZE, g.N_REF = size, 5
+        model = make_dra().to(dev)
+        model.eval()
+        x = torch.randn(5 + batch, 3, size, size, device=dev)
+        label = torch.zeros(batch, dtype=torch.long, device=dev)
+
+        def step():
+            with torch.no_grad():
+                sum(s.sum() for s in model(x, label, {})).item()
     else:
         g.SIZE, g.N_REF = size, 5
         model = make_dra().to(dev)

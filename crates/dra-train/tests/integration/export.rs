@@ -1,5 +1,5 @@
 //! `dra export` as a practitioner deploys it: a small trained and calibrated run of each
-//! backbone (one with a head subset, one trained by AHL) exported, loaded by tract (an
+//! backbone (one with a head subset, one trained by AHL, and a DevNet baseline) exported, loaded by tract (an
 //! independent ONNX runtime), fed images preprocessed as docs/deploy.md tells a Python user
 //! to, and found to give `dra predict`'s scores, head scores, decisions and `--save-maps`
 //! maps; and the one-line refusals of what cannot be exported.
@@ -110,15 +110,17 @@ struct Predicted {
     heads: [f64; 4],
 }
 
-fn predict(run_dir: &Path, folder: &Path, maps: &Path) -> HashMap<String, Predicted> {
-    let args = [
+/// `dra predict` on the folder, with `--save-maps` when `maps` is given.
+fn predict(run_dir: &Path, folder: &Path, maps: Option<&Path>) -> HashMap<String, Predicted> {
+    let mut args = vec![
         "predict",
         "--model",
         run_dir.to_str().unwrap(),
         folder.to_str().unwrap(),
-        "--save-maps",
-        maps.to_str().unwrap(),
     ];
+    if let Some(maps) = maps {
+        args.extend(["--save-maps", maps.to_str().unwrap()]);
+    }
     let (ok, stdout, stderr) = run(&args);
     assert!(ok, "{stderr}");
     let mut lines = stdout.lines();
@@ -207,8 +209,9 @@ fn assert_within_range(what: &str, got: &[f64], want: &[f64], range: f64) {
 }
 
 /// Exports `run_dir`, checks the file's contract and scores the folder through tract as
-/// `dra predict` does.
+/// `dra predict` does: the score, `expect_heads` and, for DRA, the map.
 fn check_run(dir: &Path, run_dir: &Path, folder: &Path, expect_heads: &[&str]) {
+    let has_map = !expect_heads.is_empty() && expect_heads != ["g_s"];
     let model_path = dir.join(format!(
         "{}.onnx",
         run_dir.file_name().unwrap().to_string_lossy()
@@ -249,14 +252,15 @@ fn check_run(dir: &Path, run_dir: &Path, folder: &Path, expect_heads: &[&str]) {
         meta["threshold_target_fpr"],
         stored.target_fpr.unwrap().to_string()
     );
-    for (key, file) in [
+    let digests = [
         ("model_sha256", "model.safetensors"),
         ("references_sha256", "references.safetensors"),
-    ] {
+    ];
+    for (key, file) in &digests[..if has_map { 2 } else { 1 }] {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(std::fs::read(run_dir.join(file)).unwrap());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(meta[key], hex, "{key}");
+        assert_eq!(meta[*key], hex, "{key}");
     }
     let names: Vec<String> = model
         .graph
@@ -268,7 +272,9 @@ fn check_run(dir: &Path, run_dir: &Path, folder: &Path, expect_heads: &[&str]) {
         .collect();
     let mut expected = vec!["score"];
     expected.extend(expect_heads);
-    expected.push("anomaly_map");
+    if has_map {
+        expected.push("anomaly_map");
+    }
     assert_eq!(names, expected);
 
     // tract loads it, infers every shape, and runs it.
@@ -284,7 +290,7 @@ fn check_run(dir: &Path, run_dir: &Path, folder: &Path, expect_heads: &[&str]) {
         "{}-maps",
         run_dir.file_name().unwrap().to_string_lossy()
     ));
-    let predicted = predict(run_dir, folder, &maps_dir);
+    let predicted = predict(run_dir, folder, has_map.then_some(maps_dir.as_path()));
     let mut files: Vec<String> = predicted.keys().cloned().collect();
     files.sort();
     assert_eq!(files.len(), 7);
@@ -303,6 +309,7 @@ fn check_run(dir: &Path, run_dir: &Path, folder: &Path, expect_heads: &[&str]) {
     let scores: Vec<f64> = files.iter().map(|n| predicted[n].score).collect();
     let want_maps: Vec<f64> = files
         .iter()
+        .filter(|_| has_map)
         .flat_map(|f| {
             let stem = Path::new(f).file_stem().unwrap().to_string_lossy();
             read_npy(&maps_dir.join(format!("{stem}.npy")), s)
@@ -356,8 +363,10 @@ fn check_run(dir: &Path, run_dir: &Path, folder: &Path, expect_heads: &[&str]) {
         run_dir.file_name().unwrap().to_string_lossy()
     );
     // The maps are --save-maps' .npy files.
-    let maps = wide(&together["anomaly_map"]);
-    assert_within_range("anomaly_map", &maps, &want_maps, map_range);
+    if has_map {
+        let maps = wide(&together["anomaly_map"]);
+        assert_within_range("anomaly_map", &maps, &want_maps, map_range);
+    }
 }
 
 /// A float32 `(size, size)` `.npy` file's values.
@@ -395,10 +404,15 @@ fn exported_runs_score_in_tract_as_dra_predict_does() {
         ..AhlConfig::default()
     });
     let ahl = train(dir.path(), "ahl", config);
+    let mut config = small_config(BackboneKind::Resnet18);
+    config.method = Method::DevNet;
+    let devnet = train(dir.path(), "devnet", config);
     let folder = folder_of_images(dir.path());
     check_run(dir.path(), &resnet, &folder, &["g_n", "g_s", "g_p", "g_r"]);
     check_run(dir.path(), &mobilenet, &folder, &["g_s", "g_p", "g_r"]);
     check_run(dir.path(), &ahl, &folder, &["g_n", "g_s", "g_p", "g_r"]);
+    // A baseline: DevNet's score and its one head, no map.
+    check_run(dir.path(), &devnet, &folder, &["g_s"]);
 }
 
 #[test]
