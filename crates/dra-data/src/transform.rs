@@ -66,7 +66,10 @@ fn clip8(acc: i64) -> u8 {
 }
 
 /// Resizes like PIL's `Image.resize((w, h), BILINEAR)`: a horizontal then a vertical pass of
-/// antialiased triangle filtering in 8-bit fixed point, bit for bit.
+/// antialiased triangle filtering in 8-bit fixed point, bit for bit. Always width first, as
+/// Pillow did when the official code was written; Pillow 13 goes height first when the height
+/// shrinks more than twice as much as the width, which moves some pixels by one level
+/// (`img.resize((w, img.height)).resize((w, h))` is this function in any Pillow).
 pub fn resize_bilinear(src: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (sw, sh) = src.dimensions();
     if (sw, sh) == (width, height) {
@@ -314,6 +317,22 @@ pub(crate) mod tests {
             hex(&out),
             include_str!("../tests/fixtures/pil_resize_13x11_to_5x4.hex").trim()
         );
+    }
+
+    // Pillow 13 resizes an image whose height shrinks more than twice as much as its width
+    // height first, which moves some pixels by one level; dra-rs resizes width first, as
+    // Pillow always did before (and as the official code ran). Expected bytes from Pillow 13
+    // made to go width first: Image.fromarray(pattern(7, 20)).resize((5, 20), Image.BILINEAR)
+    // .resize((5, 5), Image.BILINEAR), the two steps docs/deploy.md gives Python users.
+    #[test]
+    fn resize_goes_width_first_as_the_two_step_pil_resize() {
+        let out = resize_bilinear(&pattern(7, 20), 5, 5);
+        assert_eq!(
+            hex(&out),
+            include_str!("../tests/fixtures/pil_resize_7x20_to_5x5_width_first.hex").trim()
+        );
+        let two_step = resize_bilinear(&resize_bilinear(&pattern(7, 20), 5, 20), 5, 5);
+        assert_eq!(out, two_step);
     }
 
     #[test]

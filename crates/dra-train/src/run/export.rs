@@ -15,7 +15,7 @@ use crate::error::TrainError;
 use crate::record::{write_atomic, RunRecord, MODEL_FILE, REFERENCES_FILE};
 
 /// How the metadata names the resize every exported model expects: the test transform's.
-pub const RESIZE_RULE: &str = "PIL Image.convert('RGB'), then Image.resize((S, S), Image.BILINEAR) of the whole image (antialiased; aspect ratio not kept, no crop)";
+const RESIZE_RULE: &str = "PIL Image.convert('RGB'), then Image.resize((S, H), Image.BILINEAR) and Image.resize((S, S), Image.BILINEAR), H the image's height: the whole image, width first (antialiased; aspect ratio not kept, no crop)";
 
 /// What [`export`] wrote.
 #[derive(Clone, Debug)]

@@ -22,10 +22,11 @@ const SIZE: u32 = 64;
 /// The lines of docs/deploy.md's Python snippet that say how an image becomes the model's
 /// input and how a score becomes a decision; [`preprocess`] and the decisions below do the
 /// same, step for step, so the doc and this test cannot drift apart.
-const DOC_STEPS: [&str; 6] = [
+const DOC_STEPS: [&str; 7] = [
     r#"mean = np.array(json.loads(meta["mean"]), dtype=np.float32)"#,
     r#"std = np.array(json.loads(meta["std"]), dtype=np.float32)"#,
-    r#"img = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)"#,
+    r#"img = Image.open(path).convert("RGB")"#,
+    r#"img = img.resize((size, img.height), Image.BILINEAR).resize((size, size), Image.BILINEAR)"#,
     r#"x = (np.asarray(img, dtype=np.float32) / np.float32(255) - mean) / std"#,
     "return x.transpose(2, 0, 1)",
     r#"decision = "anomaly" if float(score) > threshold else "normal""#,
@@ -141,10 +142,13 @@ fn predict(run_dir: &Path, folder: &Path, maps: Option<&Path>) -> HashMap<String
 }
 
 /// The image at `path` as the model's input, by docs/deploy.md's steps ([`DOC_STEPS`]):
-/// decoded to RGB, resized by PIL's antialiased bilinear filter to `size`, scaled to [0, 1],
-/// normalised by the metadata's mean and std in float32, channels first.
+/// decoded to RGB, resized by PIL's antialiased bilinear filter to `size` wide, then to `size`
+/// high, scaled to [0, 1], normalised by the metadata's mean and std in float32, channels
+/// first.
 fn preprocess(path: &Path, size: u32, mean: &[f32; 3], std: &[f32; 3]) -> Vec<f32> {
     let img = dra_data::load_rgb(path).unwrap();
+    let height = img.height();
+    let img = dra_data::transform::resize_bilinear(&img, size, height);
     let img = dra_data::transform::resize_bilinear(&img, size, size);
     let plane = (size * size) as usize;
     let mut x = vec![0f32; 3 * plane];
@@ -242,7 +246,8 @@ fn check_run(dir: &Path, run_dir: &Path, folder: &Path, expect_heads: &[&str]) {
     assert_eq!(mean, dra_data::transform::IMAGENET_MEAN);
     assert_eq!(std, dra_data::transform::IMAGENET_STD);
     assert_eq!(meta["channel_order"], "RGB, channels first (NCHW)");
-    assert!(meta["resize"].contains("Image.BILINEAR"));
+    assert!(meta["resize"].contains("Image.resize((S, H), Image.BILINEAR)"));
+    assert!(meta["resize"].contains("width first"));
     let threshold: f64 = meta["threshold"].parse().unwrap();
     let stored = dra_train::record::Threshold::load(run_dir)
         .unwrap()
