@@ -63,6 +63,19 @@ fn device(name: &str) -> Result<Device> {
     })
 }
 
+/// A builder over detached copies of `varmap`'s tensors: a model built from it runs in eval
+/// mode without recording an autograd graph, as a loaded run does.
+fn detached(varmap: &VarMap, dev: &Device) -> VarBuilder<'static> {
+    let tensors = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect();
+    VarBuilder::from_tensors(tensors, DType::F32, dev)
+}
+
 /// The predict workload by dra-rs: the scores and maps of the queries after the references,
 /// as `dra predict` computes them.
 fn predict_step(model: Dra, x: Tensor) -> Box<dyn FnMut() -> Result<()>> {
@@ -139,15 +152,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         "backbone_eval" => {
             Backbone::new(args.backbone, kernels, vb.pp("net"))?;
             reset_parameters(&varmap, 0)?;
-            let tensors = varmap
-                .data()
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-                .collect();
-            let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
-            let net = Backbone::new(args.backbone, kernels, vb.pp("net"))?;
+            let net = Backbone::new(args.backbone, kernels, detached(&varmap, &dev).pp("net"))?;
             let x = Tensor::randn(0f32, 1., (batch, 3, size, size), &dev)?;
             Box::new(move || {
                 let y = net.forward_t(&x, false)?;
@@ -195,33 +200,26 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             Dra::new(config.clone(), vb)?;
             reset_parameters(&varmap, 0)?;
             // Eval mode over detached tensors, as a loaded run scores.
-            let tensors = varmap
-                .data()
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-                .collect();
-            let model = Dra::new(config, VarBuilder::from_tensors(tensors, DType::F32, &dev))?;
+            let model = Dra::new(config, detached(&varmap, &dev))?;
             let x = Tensor::randn(0f32, 1., (n_ref + batch, 3, size, size), &dev)?;
-            if args.onnx || args.save_onnx.is_some() {
+            let exported = if args.onnx || args.save_onnx.is_some() {
                 let references = x.narrow(0, 0, n_ref)?.to_device(&Device::Cpu)?;
                 let detector = dra_model::Detector::Dra(Box::new(model.clone()));
-                let bytes =
-                    dra_model::onnx::encode(&detector.to_onnx(size, Some(&references), &[])?);
-                if let Some(dir) = &args.save_onnx {
-                    std::fs::create_dir_all(dir)?;
-                    let path = dir.join(format!("predict-{}-{size}.onnx", args.backbone));
-                    std::fs::write(&path, &bytes)?;
-                }
-                if args.onnx {
-                    let queries = x.narrow(0, n_ref, batch)?;
-                    onnx_step(&bytes, &queries)?
-                } else {
-                    predict_step(model, x)
-                }
+                let model = detector.to_onnx(size, Some(&references), &[])?;
+                Some(dra_model::onnx::encode(&model))
             } else {
-                predict_step(model, x)
+                None
+            };
+            if let (Some(dir), Some(bytes)) = (&args.save_onnx, &exported) {
+                std::fs::create_dir_all(dir)?;
+                std::fs::write(
+                    dir.join(format!("predict-{}-{size}.onnx", args.backbone)),
+                    bytes,
+                )?;
+            }
+            match exported {
+                Some(bytes) if args.onnx => onnx_step(&bytes, &x.narrow(0, n_ref, batch)?)?,
+                _ => predict_step(model, x),
             }
         }
         other => {

@@ -13,8 +13,8 @@ use super::proto::{
     TypeProto, ValueInfoProto, FLOAT, INT64,
 };
 
-/// The standard operator set every exported graph binds to: ONNX 1.12's, which ONNX Runtime
-/// (1.12 and later), OpenVINO, TensorRT 8.5 and tract read.
+/// The standard operator set every exported graph binds to: ONNX 1.12's (checked here in
+/// tract 0.22 and ONNX Runtime 1.32; docs/deploy.md).
 pub const OPSET: i64 = 17;
 /// The IR version of opset 17 (ONNX 1.12).
 const IR_VERSION: i64 = 8;

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use dra_data::transform::{IMAGENET_MEAN, IMAGENET_STD};
-use dra_model::onnx::{self, ANOMALY_MAP, HEAD_OUTPUTS, INPUT, SCORE};
+use dra_model::onnx::{self, INPUT};
 use sha2::{Digest, Sha256};
 
 use super::saved::LoadedModel;
 use crate::engine::scoring::References;
 use crate::error::TrainError;
-use crate::record::{write_atomic, RunRecord, MODEL_FILE, REFERENCES_FILE};
+use crate::record::{write_atomic, MODEL_FILE, REFERENCES_FILE};
 
 /// How the metadata names the resize every exported model expects: the test transform's.
 const RESIZE_RULE: &str = "PIL Image.convert('RGB'), then Image.resize((S, H), Image.BILINEAR) and Image.resize((S, S), Image.BILINEAR), H the image's height: the whole image, width first (antialiased; aspect ratio not kept, no crop)";
@@ -63,7 +63,6 @@ pub fn export(run_dir: &Path, out: &Path, overwrite: bool) -> Result<Exported, T
         )?),
         _ => None,
     };
-    let record = RunRecord::read(run_dir, "--model")?;
     let mut metadata = vec![
         (
             "producer".to_string(),
@@ -72,7 +71,7 @@ pub fn export(run_dir: &Path, out: &Path, overwrite: bool) -> Result<Exported, T
         ("method".into(), cfg.method.name().into()),
         ("model".into(), cfg.method.base().name().into()),
         ("backbone".into(), cfg.backbone.to_string()),
-        ("dataset".into(), record.dataset.clone()),
+        ("dataset".into(), loaded.dataset.clone().unwrap_or_default()),
         (
             "input".into(),
             format!("{INPUT}: float32 [N, 3, {size}, {size}]"),
@@ -116,9 +115,6 @@ pub fn export(run_dir: &Path, out: &Path, overwrite: bool) -> Result<Exported, T
         .as_ref()
         .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
         .unwrap_or_default();
-    debug_assert!(outputs
-        .iter()
-        .all(|o| o == SCORE || o == ANOMALY_MAP || HEAD_OUTPUTS.contains(&o.as_str())));
     let bytes = onnx::encode(&model);
     write_atomic(out, &bytes)?;
     Ok(Exported {

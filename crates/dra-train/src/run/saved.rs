@@ -19,6 +19,9 @@ pub struct LoadedModel {
     pub config: TrainConfig,
     /// The run directory, when the model came from one.
     pub run_dir: Option<PathBuf>,
+    /// The data set the run was trained on, as its `config.json` names it (`None` for a bare
+    /// weights file).
+    pub dataset: Option<String>,
     /// The decision threshold: the run's `threshold.json`, or one the caller sets
     /// (`--threshold`); `None` when the run has none.
     pub threshold: Option<Threshold>,
@@ -29,15 +32,16 @@ impl LoadedModel {
     /// DRA's names (safetensors, or a PyTorch state dict such as the official `model.pkl`).
     /// For a bare file, `fallback` supplies what the file cannot carry (image size, …).
     pub fn load(path: &Path, fallback: &TrainConfig, device: &Device) -> Result<Self, TrainError> {
-        let (config, weights, run_dir) = if path.is_dir() {
+        let (config, weights, run_dir, dataset) = if path.is_dir() {
             let record = RunRecord::read(path, "--model")?;
             (
                 record.config,
                 path.join(MODEL_FILE),
                 Some(path.to_path_buf()),
+                Some(record.dataset),
             )
         } else if path.is_file() {
-            (fallback.clone(), path.to_path_buf(), None)
+            (fallback.clone(), path.to_path_buf(), None, None)
         } else {
             return Err(TrainError::InvalidOption {
                 flag: "--model",
@@ -68,6 +72,7 @@ impl LoadedModel {
             model,
             config,
             run_dir,
+            dataset,
             threshold,
         })
     }

@@ -38,6 +38,23 @@ pub fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The values of a float32 `(size, size)` `.npy` file (as NumPy writes and reads it).
+pub fn read_npy(path: &std::path::Path, size: usize) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    assert!(
+        header.contains(&format!("'shape': ({size}, {size})")),
+        "{header}"
+    );
+    bytes[10 + header_len..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
 /// The one line of an error report; fails the test when there are more or none.
 pub fn one_line(stderr: &str) -> &str {
     let lines: Vec<&str> = stderr.lines().collect();

@@ -11,6 +11,8 @@ use dra_data::synthetic::{self, SyntheticSpec};
 use dra_train::record::{RunRecord, Threshold};
 use dra_train::{Metrics, RunRequest, TrainConfig};
 
+use crate::common::read_npy;
+
 const MODEL_SIZE: usize = 64;
 
 /// A run of a two-epoch model on a generated category whose images (80 px) and masks are
@@ -160,7 +162,7 @@ fn maps_and_masks(maps: &Path, data: &Path) -> (Vec<Vec<f32>>, Vec<Vec<bool>>) {
     let mut values = Vec::new();
     let mut masks = Vec::new();
     for (file, class) in files {
-        values.push(read_npy(&file));
+        values.push(read_npy(&file, MODEL_SIZE));
         let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
         let mask_path = data
             .join("ground_truth")
@@ -183,23 +185,6 @@ fn maps_and_masks(maps: &Path, data: &Path) -> (Vec<Vec<f32>>, Vec<Vec<bool>>) {
         });
     }
     (values, masks)
-}
-
-/// A float32 2-D `.npy` of the model's size.
-fn read_npy(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{header}");
-    assert!(
-        header.contains(&format!("'shape': ({MODEL_SIZE}, {MODEL_SIZE})")),
-        "{header}"
-    );
-    bytes[10 + header_len..]
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
 }
 
 /// Pixel AUROC by average ranks (Mann–Whitney U), and AUPRO by sweeping the distinct map
